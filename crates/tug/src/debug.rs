@@ -1,0 +1,57 @@
+//! Hidden subcommands that tugboat's own tests drive.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use tug_store::{LocalOptions, LocalStore, PutRequest, Store};
+
+/// Test helpers.
+#[derive(Subcommand)]
+pub enum DebugCommand {
+    /// Write keys `ack/<writer>/<n>` to the embedded store from several concurrent writers,
+    /// printing `<key>` on stdout only after the write is acknowledged. Runs until killed.
+    AckWriter {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+    },
+}
+
+/// Runs a debug subcommand.
+pub async fn run(cmd: DebugCommand) -> anyhow::Result<()> {
+    match cmd {
+        DebugCommand::AckWriter { data_dir, writers } => {
+            let store = LocalStore::open(&data_dir, LocalOptions::default())?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            for w in 0..writers {
+                let store = store.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    for n in 0u64.. {
+                        let key = format!("ack/{w}/{n:08}");
+                        let value = format!("value-{w}-{n}");
+                        if store
+                            .put(PutRequest::new(key.clone(), value))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        if tx.send(key).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut out = std::io::stdout().lock();
+            while let Some(key) = rx.recv().await {
+                writeln!(out, "{key}")?;
+                out.flush()?;
+            }
+            Ok(())
+        }
+    }
+}
