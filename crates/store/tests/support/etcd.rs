@@ -113,7 +113,6 @@ impl EtcdProcess {
     fn wait_ready(&mut self) {
         let endpoint = self.endpoint.clone();
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut last_err = String::new();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -133,11 +132,11 @@ impl EtcdProcess {
                 })
             })
             .join();
-            match attempt {
+            let last_err = match attempt {
                 Ok(Ok(_)) => return,
-                Ok(Err(e)) => last_err = e,
-                Err(_) => last_err = "readiness probe panicked".into(),
-            }
+                Ok(Err(e)) => e,
+                Err(_) => "readiness probe panicked".to_string(),
+            };
             if Instant::now() >= deadline {
                 panic!(
                     "etcd at {endpoint} did not answer within {START_TIMEOUT:?} (last error: \
