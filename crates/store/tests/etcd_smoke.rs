@@ -504,3 +504,55 @@ async fn snapshot_restores_with_etcdctl() {
         "start_in must leave the data dir in place"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_and_watchers_lose_nothing() {
+    let etcd = EtcdProcess::start();
+    let store = connect(&etcd).await;
+    let start = store.current_revision().await.expect("revision") + 1;
+    let mut watchers = Vec::new();
+    for _ in 0..4 {
+        watchers.push(
+            store
+                .watch(
+                    KeyRange::prefix("/m/"),
+                    WatchOptions {
+                        start_revision: start,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("watch"),
+        );
+    }
+    let writes = 600usize;
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..writes).step_by(6) {
+                store
+                    .put(PutRequest::new(format!("/m/{}", i % 13), i.to_string()))
+                    .await
+                    .expect("put");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    for mut w in watchers {
+        let mut revs = Vec::new();
+        while revs.len() < writes {
+            let resp = tokio::time::timeout(Duration::from_secs(30), w.next())
+                .await
+                .expect("events in time")
+                .expect("stream open")
+                .expect("no error");
+            revs.extend(resp.events.iter().map(|e| e.kv.mod_revision));
+        }
+        assert_eq!(revs.len(), writes);
+        assert!(revs.windows(2).all(|p| p[0] < p[1]), "out of order");
+        assert_eq!(revs[0], start);
+    }
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tug_store::{
     Compare, CompareOp, CompareTarget, DeleteRequest, Error, EventKind, KeyRange, LocalOptions,
-    LocalStore, PutRequest, RangeOptions, Store, Txn, TxnOp, WatchOptions, WatchStream,
-    MAX_TXN_OPS, MAX_VALUE_BYTES,
+    LocalStore, MAX_TXN_OPS, MAX_VALUE_BYTES, PutRequest, RangeOptions, Store, Txn, TxnOp,
+    WatchOptions, WatchStream,
 };
 
 use support::etcd::{EtcdProcess, etcdctl_snapshot_restore};
@@ -168,7 +168,10 @@ async fn cas_under_contention(f: Fixture) {
     for h in handles {
         conflicts += h.await.expect("task");
     }
-    let v = get(&store, "/cas/counter", 0).await.expect("get").expect("value");
+    let v = get(&store, "/cas/counter", 0)
+        .await
+        .expect("get")
+        .expect("value");
     assert_eq!(String::from_utf8_lossy(&v), (tasks * per_task).to_string());
     // 64 tasks racing on one key must have collided; otherwise the compare was not tested.
     assert!(conflicts > 0, "no conflicting txn was seen");
@@ -213,7 +216,10 @@ async fn watchers_see_every_write_in_order(f: Fixture) {
     for mut w in watchers {
         let events = collect(&mut w, writes).await;
         let revs: Vec<i64> = events.iter().map(|e| e.kv.mod_revision).collect();
-        assert!(revs.windows(2).all(|p| p[0] < p[1]), "out of order or duplicated");
+        assert!(
+            revs.windows(2).all(|p| p[0] < p[1]),
+            "out of order or duplicated"
+        );
         let values: BTreeSet<String> = events
             .iter()
             .map(|e| String::from_utf8_lossy(&e.kv.value).into_owned())
@@ -266,7 +272,10 @@ async fn compacted_revisions_are_refused(f: Fixture) {
         Err(Error::Compacted { .. }) => {}
         other => panic!("expected Compacted, got {other:?}"),
     }
-    assert_eq!(get(&store, "/c/a", third).await.expect("read"), Some(b"3".to_vec()));
+    assert_eq!(
+        get(&store, "/c/a", third).await.expect("read"),
+        Some(b"3".to_vec())
+    );
     // A watch from a compacted revision gets the Compacted error (at once or as its first item).
     let opts = WatchOptions {
         start_revision: first,
@@ -281,7 +290,10 @@ async fn compacted_revisions_are_refused(f: Fixture) {
         },
     }
     // Compacting again at or below the compacted revision is an error too.
-    assert!(matches!(store.compact(first).await, Err(Error::Compacted { .. })));
+    assert!(matches!(
+        store.compact(first).await,
+        Err(Error::Compacted { .. })
+    ));
 }
 
 async fn past_revision_reads(f: Fixture) {
@@ -390,9 +402,15 @@ async fn lease_expiry_deletes_its_keys(f: Fixture) {
         .filter(|e| e.kind == EventKind::Delete)
         .map(|e| e.kv.key.clone())
         .collect();
-    assert_eq!(deletes, BTreeSet::from([b"/l/a".to_vec(), b"/l/b".to_vec()]));
+    assert_eq!(
+        deletes,
+        BTreeSet::from([b"/l/a".to_vec(), b"/l/b".to_vec()])
+    );
     assert_eq!(get(&store, "/l/a", 0).await.unwrap(), None);
-    assert!(get(&store, "/l/kept", 0).await.unwrap().is_some(), "kept alive");
+    assert!(
+        get(&store, "/l/kept", 0).await.unwrap().is_some(),
+        "kept alive"
+    );
     assert!(get(&store, "/l/plain", 0).await.unwrap().is_some());
     // A put on an expired lease, and a keep-alive of it, are refused.
     let late = store
@@ -443,7 +461,10 @@ async fn limits_are_enforced(f: Fixture) {
         .map(|i| TxnOp::Put(PutRequest::new(format!("/t/{i}"), "x")))
         .collect();
     let many = store.txn(Txn::always(ops)).await;
-    assert!(matches!(many, Err(Error::TooManyOperations { .. })), "{many:?}");
+    assert!(
+        matches!(many, Err(Error::TooManyOperations { .. })),
+        "{many:?}"
+    );
     // Nothing of either was written.
     assert_eq!(get(&store, "/big", 0).await.unwrap(), None);
     assert_eq!(get(&store, "/t/0", 0).await.unwrap(), None);
@@ -480,9 +501,16 @@ async fn txn_compares_and_branches(f: Fixture) {
     let store = f.store();
     // Create-if-absent: version == 0.
     let create = |v: &'static str| Txn {
-        compare: vec![Compare::new("/x/obj", CompareOp::Equal, CompareTarget::Version(0))],
+        compare: vec![Compare::new(
+            "/x/obj",
+            CompareOp::Equal,
+            CompareTarget::Version(0),
+        )],
         success: vec![TxnOp::Put(PutRequest::new("/x/obj", v))],
-        failure: vec![TxnOp::Range(KeyRange::key("/x/obj"), RangeOptions::default())],
+        failure: vec![TxnOp::Range(
+            KeyRange::key("/x/obj"),
+            RangeOptions::default(),
+        )],
     };
     let first = store.txn(create("a")).await.unwrap();
     assert!(first.succeeded);

@@ -65,7 +65,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
     if let Some(endpoint) = etcd {
         let store: Arc<dyn Store> = Arc::new(
-            EtcdStore::connect(&[endpoint.clone()])
+            EtcdStore::connect(std::slice::from_ref(&endpoint))
                 .await
                 .with_context(|| format!("connecting to etcd at {endpoint}"))?,
         );

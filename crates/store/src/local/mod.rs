@@ -195,9 +195,7 @@ impl LocalStore {
         };
         // Create every table so that readers always find them.
         let wtx = db.begin_write().map_err(db_err)?;
-        for t in [KV] {
-            wtx.open_table(t).map_err(db_err)?;
-        }
+        wtx.open_table(KV).map_err(db_err)?;
         wtx.open_table(HISTORY).map_err(db_err)?;
         wtx.open_table(LEASES).map_err(db_err)?;
         wtx.open_table(META).map_err(db_err)?;

@@ -1,0 +1,79 @@
+//! Crash durability of the embedded store: a writer process that prints every acknowledged
+//! write is killed with SIGKILL at a random moment; every acknowledged write must survive.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand::Rng;
+use tug_store::{KeyRange, LocalOptions, LocalStore, RangeOptions, Store};
+
+const ROUNDS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = rand::rng();
+    let mut total_acked = 0usize;
+    for round in 0..ROUNDS {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tug"))
+            .args(["debug", "ack-writer", "--writers", "16", "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the writer");
+        let stdout = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        });
+        // Kill somewhere between just after start and well into steady writing.
+        let wait = Duration::from_millis(rng.random_range(50..600));
+        std::thread::sleep(wait);
+        // SAFETY-free: kill(2) through the standard library sends SIGKILL on Unix.
+        child.kill().expect("SIGKILL the writer");
+        let status = child.wait().expect("reap the writer");
+        assert!(!status.success(), "the writer must have died of the signal");
+        let acked = reader.join().expect("reader thread");
+        total_acked += acked.len();
+
+        let store = LocalStore::open(dir.path(), LocalOptions::default())
+            .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        let present: BTreeSet<Vec<u8>> = store
+            .range(
+                KeyRange::prefix("ack/"),
+                RangeOptions {
+                    keys_only: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("range")
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        let lost: Vec<&String> = acked
+            .iter()
+            .filter(|k| !present.contains(k.as_bytes()))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "round {round} (killed after {wait:?}): {} of {} acknowledged writes lost, e.g. {:?}",
+            lost.len(),
+            acked.len(),
+            lost.first()
+        );
+        drop(store);
+    }
+    // The kills must have landed while writes were being acknowledged, or nothing was tested.
+    assert!(
+        total_acked > 100,
+        "only {total_acked} writes were acknowledged in {ROUNDS} rounds"
+    );
+}

@@ -1,0 +1,80 @@
+//! `tug snapshot save` and `tug snapshot restore` from the command line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tug_store::{KeyRange, LocalOptions, LocalStore, PutRequest, RangeOptions, Store};
+
+fn tug(args: &[&str], data_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tug"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run tug")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_then_restore_round_trips_and_damage_is_refused() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("src");
+    {
+        let store = LocalStore::open(&src, LocalOptions::default()).expect("open");
+        for i in 0..50 {
+            store
+                .put(PutRequest::new(
+                    format!("/registry/configmaps/{i}"),
+                    format!("v{i}"),
+                ))
+                .await
+                .expect("put");
+        }
+    }
+    let snap = work.path().join("backup.snap");
+    let snap_s = snap.to_str().expect("utf-8 path");
+    let saved = tug(&["snapshot", "save", snap_s], &src);
+    assert!(saved.status.success(), "{}", text(&saved));
+    assert!(text(&saved).contains("revision 50"), "{}", text(&saved));
+
+    let dst = work.path().join("dst");
+    let restored = tug(&["snapshot", "restore", snap_s], &dst);
+    assert!(restored.status.success(), "{}", text(&restored));
+    {
+        let store = LocalStore::open(&dst, LocalOptions::default()).expect("open restored");
+        let r = store
+            .range(KeyRange::prefix("/registry/"), RangeOptions::default())
+            .await
+            .expect("range");
+        assert_eq!((r.kvs.len(), r.revision), (50, 50));
+    }
+
+    // Restoring over an existing store is refused.
+    let again = tug(&["snapshot", "restore", snap_s], &dst);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("empty data dir"), "{}", text(&again));
+
+    // A damaged snapshot names the file and leaves the target untouched.
+    let mut bytes = std::fs::read(&snap).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&snap, bytes).expect("write");
+    let fresh = work.path().join("fresh");
+    let bad = tug(&["snapshot", "restore", snap_s], &fresh);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("backup.snap"), "{}", text(&bad));
+    assert!(!fresh.join(tug_store::DATA_FILE).exists());
+
+    // Saving from a directory without a store says so.
+    let empty = work.path().join("nothing");
+    let none = tug(&["snapshot", "save", snap_s], &empty);
+    assert!(!none.status.success());
+    assert!(text(&none).contains("no store"), "{}", text(&none));
+}
