@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use tug_store::LocalStore;
 
@@ -42,15 +42,6 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
             datastore,
         } => {
             let ds = Datastore::parse(&datastore, &data_dir)?;
-            if let Datastore::Embedded(dir) = &ds
-                && !dir.join(tug_store::DATA_FILE).exists()
-            {
-                bail!(
-                    "no store in {}: pass the --data-dir of the store to back up",
-                    dir.display()
-                );
-            }
-            let store = ds.open().await?;
             // Write next to the target and rename, so a failed save never leaves a partial file
             // under the requested name.
             let tmp = file.with_extension("partial");
@@ -58,9 +49,15 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
                 std::fs::File::create(&tmp)
                     .with_context(|| format!("creating {}", tmp.display()))?,
             );
-            let info = match store.snapshot(&mut out).await {
+            let taken = match &ds {
+                // Read the file directly: this works while a server is writing to it.
+                Datastore::Embedded(dir) => LocalStore::snapshot_data_dir(dir, &mut out),
+                Datastore::Etcd(_) => ds.open().await?.snapshot(&mut out).await,
+            };
+            let info = match taken {
                 Ok(i) => i,
                 Err(e) => {
+                    drop(out);
                     let _ = std::fs::remove_file(&tmp);
                     return Err(e).context("taking the snapshot");
                 }

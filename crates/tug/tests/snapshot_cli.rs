@@ -78,3 +78,48 @@ async fn save_then_restore_round_trips_and_damage_is_refused() {
     assert!(!none.status.success());
     assert!(text(&none).contains("no store"), "{}", text(&none));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_works_while_another_process_is_writing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_tug"))
+        .args(["debug", "ack-writer", "--writers", "4", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start writer");
+    let mut lines = BufReader::new(writer.stdout.take().expect("stdout")).lines();
+    let mut acked_before = Vec::new();
+    while acked_before.len() < 200 {
+        match lines.next() {
+            Some(Ok(l)) => acked_before.push(l),
+            _ => panic!("writer stopped after {} acks", acked_before.len()),
+        }
+    }
+    let snap = work.path().join("live.snap");
+    let snap_s = snap.to_str().expect("utf-8 path");
+    let saved = tug(&["snapshot", "save", snap_s], &data);
+    // Let the writer go on a little after the snapshot, then stop it.
+    for _ in 0..50 {
+        let _ = lines.next();
+    }
+    writer.kill().expect("kill writer");
+    let _ = writer.wait();
+    assert!(saved.status.success(), "{}", text(&saved));
+
+    let dst = work.path().join("restored");
+    let restored = tug(&["snapshot", "restore", snap_s], &dst);
+    assert!(restored.status.success(), "{}", text(&restored));
+    let store = LocalStore::open(&dst, LocalOptions::default()).expect("open restored");
+    for key in &acked_before {
+        let r = store
+            .range(KeyRange::key(key.as_str()), RangeOptions::default())
+            .await
+            .expect("range");
+        assert_eq!(r.kvs.len(), 1, "{key} was acknowledged before the snapshot");
+    }
+}

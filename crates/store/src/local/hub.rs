@@ -85,6 +85,7 @@ pub(crate) fn start(
         range,
         prev_kv: opts.prev_kv,
         next,
+        seen: published,
         out,
     };
     let task = tokio::spawn(watcher.run(rx, published, opts.progress_interval));
@@ -97,6 +98,9 @@ struct Watcher {
     prev_kv: bool,
     /// The first revision not yet delivered.
     next: i64,
+    /// The newest revision this watcher has looked at: every matching change up to it (and at
+    /// or after the start revision) has been delivered.
+    seen: i64,
     out: mpsc::Sender<Result<WatchResponse>>,
 }
 
@@ -148,8 +152,7 @@ impl Watcher {
                 },
                 _ = ticker.tick(), if progress.is_some() => {
                     if !sent_since_tick {
-                        // Every revision below `next` has been seen, matching or not.
-                        let resp = WatchResponse { events: Vec::new(), revision: self.next - 1 };
+                        let resp = WatchResponse { events: Vec::new(), revision: self.seen };
                         self.out.send(Ok(resp)).await.map_err(|_| Stop::Gone)?;
                     }
                     sent_since_tick = false;
@@ -163,6 +166,7 @@ impl Watcher {
         let mut events = Vec::new();
         let mut last = self.next - 1;
         for (rev, evs) in batch {
+            self.seen = self.seen.max(*rev);
             if *rev < self.next {
                 continue;
             }
@@ -203,6 +207,7 @@ impl Watcher {
                 .map_err(|e| Stop::Fail(Error::Internal(format!("history read: {e}"))))?;
             let events = read.map_err(Stop::Fail)?;
             self.next = to as i64 + 1;
+            self.seen = self.seen.max(to as i64);
             self.send(events, to as i64).await?;
         }
         Ok(())
