@@ -20,7 +20,7 @@ use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use etcd::EtcdStore;
 pub use keys::KeyRange;
-pub use local::{AutoCompaction, DATA_FILE, LocalOptions, LocalStore};
+pub use local::{AutoCompaction, DATA_FILE, LocalOptions, LocalStore, WriterStats};
 pub use types::*;
 pub use watch::WatchStream;
 

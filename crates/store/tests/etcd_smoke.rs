@@ -1,11 +1,11 @@
-//! Smoke tests of the etcd backend against a real etcd (`/usr/bin/etcd`, Debian's
+//! etcd-specific tests of the etcd backend (the shared behaviour suite is tests/suite.rs) against a real etcd (`/usr/bin/etcd`, Debian's
 //! `etcd-server`), started per test on loopback ports.
 
 mod support;
 
 use std::time::Duration;
 
-use support::etcd::{EtcdProcess, etcdctl_snapshot_restore};
+use support::etcd::EtcdProcess;
 use tug_store::{
     Compare, CompareOp, CompareTarget, DeleteRequest, Error, EtcdStore, EventKind, KeyRange,
     PutRequest, RangeOptions, Store, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse,
@@ -287,44 +287,6 @@ async fn watch_delivers_put_then_delete_with_prev_kv() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_watch_gets_progress_notifications() {
-    let etcd = EtcdProcess::start();
-    let store = connect(&etcd).await;
-    store
-        .put(PutRequest::new("/other", "x"))
-        .await
-        .expect("put");
-    let current = store.current_revision().await.expect("revision");
-
-    let mut watch = store
-        .watch(
-            KeyRange::prefix("/idle/"),
-            WatchOptions {
-                progress_interval: Some(Duration::from_millis(200)),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("watch");
-    let resp = next(&mut watch).await.expect("progress");
-    assert!(resp.is_progress(), "{resp:?}");
-    assert_eq!(resp.revision, current);
-
-    // Progress moves with writes elsewhere.
-    let put = store
-        .put(PutRequest::new("/other", "y"))
-        .await
-        .expect("put");
-    loop {
-        let resp = next(&mut watch).await.expect("progress");
-        assert!(resp.is_progress(), "{resp:?}");
-        if resp.revision == put.revision {
-            break;
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_history_is_refused() {
     let etcd = EtcdProcess::start();
     let store = connect(&etcd).await;
@@ -393,166 +355,4 @@ async fn compacted_history_is_refused() {
         .await
         .expect("read at the compacted revision");
     assert_eq!(got.kvs[0].value, b"v3");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_revoke_deletes_attached_keys() {
-    let etcd = EtcdProcess::start();
-    let store = connect(&etcd).await;
-    assert!(matches!(
-        store.lease_grant(0).await,
-        Err(Error::InvalidTtl(0))
-    ));
-
-    let lease = store.lease_grant(60).await.expect("grant");
-    assert!(lease.id != 0);
-    assert!(lease.ttl >= 60);
-    store
-        .put(PutRequest {
-            lease: lease.id,
-            ..PutRequest::new("/l/k", "v")
-        })
-        .await
-        .expect("put with lease");
-    let got = store
-        .range(KeyRange::key("/l/k"), RangeOptions::default())
-        .await
-        .expect("range");
-    assert_eq!(got.kvs[0].lease, lease.id);
-    let ttl = store.lease_keep_alive(lease.id).await.expect("keep alive");
-    assert!(ttl > 0);
-
-    store.lease_revoke(lease.id).await.expect("revoke");
-    let got = store
-        .range(KeyRange::key("/l/k"), RangeOptions::default())
-        .await
-        .expect("range");
-    assert_eq!(got.count, 0);
-
-    let err = store.lease_keep_alive(lease.id).await.expect_err("gone");
-    assert!(
-        matches!(err, Error::LeaseNotFound(id) if id == lease.id),
-        "{err:?}"
-    );
-    let err = store.lease_revoke(lease.id).await.expect_err("gone");
-    assert!(
-        matches!(err, Error::LeaseNotFound(id) if id == lease.id),
-        "{err:?}"
-    );
-    let err = store
-        .put(PutRequest {
-            lease: lease.id,
-            ..PutRequest::new("/l/k", "v")
-        })
-        .await
-        .expect_err("put with a revoked lease");
-    assert!(
-        matches!(err, Error::LeaseNotFound(id) if id == lease.id),
-        "{err:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_restores_with_etcdctl() {
-    let etcd = EtcdProcess::start();
-    let store = connect(&etcd).await;
-    for i in 0..20 {
-        store
-            .put(PutRequest::new(format!("/s/{i:02}"), vec![b'x'; 1000]))
-            .await
-            .expect("put");
-    }
-    let last = store
-        .put(PutRequest::new("/s/key", "kept"))
-        .await
-        .expect("put");
-
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let file = dir.path().join("snap.db");
-    let mut out = std::fs::File::create(&file).expect("create snapshot file");
-    let info = store.snapshot(&mut out).await.expect("snapshot");
-    drop(out);
-    assert!(info.bytes > 0);
-    assert_eq!(
-        std::fs::metadata(&file).expect("snapshot file").len(),
-        info.bytes
-    );
-    assert!(info.revision >= last.revision, "{info:?}");
-
-    let restored = dir.path().join("restored");
-    etcdctl_snapshot_restore(&file, &restored);
-    drop(store);
-    drop(etcd);
-
-    let etcd2 = EtcdProcess::start_in(&restored);
-    let store2 = connect(&etcd2).await;
-    let got = store2
-        .range(KeyRange::key("/s/key"), RangeOptions::default())
-        .await
-        .expect("range after restore");
-    assert_eq!(got.kvs.len(), 1);
-    assert_eq!(got.kvs[0].value, b"kept");
-    assert_eq!(got.kvs[0].mod_revision, last.revision);
-    let all = store2
-        .range(KeyRange::prefix("/s/"), RangeOptions::default())
-        .await
-        .expect("range after restore");
-    assert_eq!(all.count, 21);
-    drop(etcd2);
-    assert!(
-        restored.exists(),
-        "start_in must leave the data dir in place"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_and_watchers_lose_nothing() {
-    let etcd = EtcdProcess::start();
-    let store = connect(&etcd).await;
-    let start = store.current_revision().await.expect("revision") + 1;
-    let mut watchers = Vec::new();
-    for _ in 0..4 {
-        watchers.push(
-            store
-                .watch(
-                    KeyRange::prefix("/m/"),
-                    WatchOptions {
-                        start_revision: start,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .expect("watch"),
-        );
-    }
-    let writes = 600usize;
-    let mut tasks = Vec::new();
-    for t in 0..6 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (t..writes).step_by(6) {
-                store
-                    .put(PutRequest::new(format!("/m/{}", i % 13), i.to_string()))
-                    .await
-                    .expect("put");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("writer");
-    }
-    for mut w in watchers {
-        let mut revs = Vec::new();
-        while revs.len() < writes {
-            let resp = tokio::time::timeout(Duration::from_secs(30), w.next())
-                .await
-                .expect("events in time")
-                .expect("stream open")
-                .expect("no error");
-            revs.extend(resp.events.iter().map(|e| e.kv.mod_revision));
-        }
-        assert_eq!(revs.len(), writes);
-        assert!(revs.windows(2).all(|p| p[0] < p[1]), "out of order");
-        assert_eq!(revs[0], start);
-    }
 }

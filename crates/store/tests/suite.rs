@@ -547,6 +547,43 @@ async fn txn_compares_and_branches(f: Fixture) {
     assert_eq!(store.current_revision().await.unwrap(), rev);
 }
 
+async fn watch_reports_puts_and_deletes_with_prev(f: Fixture) {
+    let store = f.store();
+    let mut w = store
+        .watch(
+            KeyRange::prefix("/d/"),
+            WatchOptions {
+                prev_kv: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("watch");
+    let r1 = put(&store, "/d/a", "1").await;
+    put(&store, "/d/a", "2").await;
+    let del = store
+        .delete(DeleteRequest::key("/d/a"))
+        .await
+        .expect("delete")
+        .revision;
+    let e = collect(&mut w, 3).await;
+    let kinds: Vec<EventKind> = e.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Put, EventKind::Put, EventKind::Delete]);
+    assert_eq!(e[0].prev_kv, None, "a new key has no previous value");
+    assert_eq!(e[0].kv.create_revision, r1);
+    assert_eq!(e[1].kv.version, 2);
+    assert_eq!(
+        e[1].prev_kv.as_ref().map(|p| p.value.clone()),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(e[2].kv.mod_revision, del);
+    assert_eq!(e[2].kv.key, b"/d/a".to_vec());
+    assert_eq!(
+        e[2].prev_kv.as_ref().map(|p| p.value.clone()),
+        Some(b"2".to_vec())
+    );
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -591,6 +628,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn idle_watch_gets_progress() {
                 super::idle_watch_gets_progress(fixture().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn watch_reports_puts_and_deletes_with_prev() {
+                super::watch_reports_puts_and_deletes_with_prev(fixture().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn txn_compares_and_branches() {

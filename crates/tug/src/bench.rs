@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use tug_store::{
     EtcdStore, KeyRange, LocalOptions, LocalStore, PutRequest, RangeOptions, Store, WatchOptions,
+    WriterStats,
 };
 
 /// Benchmarks.
@@ -55,13 +56,14 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     {
         let opened = Instant::now();
-        let store: Arc<dyn Store> = Arc::new(LocalStore::open(&dir, LocalOptions::default())?);
+        let local = LocalStore::open(&dir, LocalOptions::default())?;
         eprintln!(
             "embedded store opened in {:?} at {}",
             opened.elapsed(),
             dir.display()
         );
-        reports.push(bench_backend("embedded (redb)", store, phase, watchers).await?);
+        let store: Arc<dyn Store> = Arc::new(local.clone());
+        reports.push(bench_backend("embedded (redb)", store, Some(&local), phase, watchers).await?);
     }
     if let Some(endpoint) = etcd {
         let store: Arc<dyn Store> = Arc::new(
@@ -69,7 +71,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("connecting to etcd at {endpoint}"))?,
         );
-        reports.push(bench_backend("etcd 3.4", store, phase, watchers).await?);
+        reports.push(bench_backend("etcd 3.4", store, None, phase, watchers).await?);
     }
     let _ = std::fs::remove_dir_all(&tmp);
     print_reports(&reports, watchers);
@@ -85,6 +87,7 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 async fn bench_backend(
     name: &str,
     store: Arc<dyn Store>,
+    local: Option<&LocalStore>,
     phase: Duration,
     watchers: usize,
 ) -> anyhow::Result<Report> {
@@ -94,7 +97,11 @@ async fn bench_backend(
     };
     for writers in [1usize, 64] {
         eprintln!("{name}: {writers} writer(s) for {phase:?}...");
+        let before = local.map(LocalStore::writer_stats);
         let (rate, p50, p99) = write_phase(&store, writers, phase).await?;
+        if let (Some(local), Some(before)) = (local, before) {
+            print_writer_stats(&before, &local.writer_stats());
+        }
         report.writes.push((writers, rate, p50, p99));
     }
     eprintln!("{name}: range of 10,000 keys...");
@@ -240,6 +247,19 @@ async fn watch_phase(
     }
     all.sort();
     Ok((percentile(&all, 0.5), percentile(&all, 0.99)))
+}
+
+/// How the embedded writer batched a phase: the group-commit figures behind its throughput.
+fn print_writer_stats(before: &WriterStats, after: &WriterStats) {
+    let commits = (after.commits - before.commits).max(1) as f64;
+    let per_commit = |a: Duration, b: Duration| (a - b).as_secs_f64() * 1e6 / commits;
+    eprintln!(
+        "  writer: {} commits, {:.1} writes per commit, {:.0} us applying and {:.0} us committing per commit",
+        after.commits - before.commits,
+        (after.requests - before.requests) as f64 / commits,
+        per_commit(after.apply, before.apply),
+        per_commit(after.commit, before.commit),
+    );
 }
 
 fn ms(d: Duration) -> String {

@@ -25,6 +25,7 @@ use crate::{
 use hub::Hub;
 use leases::Leases;
 use tables::{HISTORY, KV, LEASES, META, META_COMPACTED, META_REVISION, db_err, meta, range_at};
+pub use writer::WriterStats;
 use writer::{WriteOp, WriteRequest, WriteResult};
 
 /// Name of the data file inside a data directory.
@@ -69,6 +70,7 @@ pub(crate) struct Shared {
     leases: Mutex<Leases>,
     hub: Hub,
     failed: Mutex<Option<String>>,
+    stats: writer::Stats,
 }
 
 impl Shared {
@@ -244,6 +246,7 @@ impl LocalStore {
             leases: Mutex::new(leases),
             hub: Hub::new(revision),
             failed: Mutex::new(None),
+            stats: writer::Stats::default(),
         });
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(4096);
@@ -284,6 +287,11 @@ impl LocalStore {
             .background
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = tasks;
+    }
+
+    /// Counters of the writer: commits, requests, and time spent applying and committing.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.shared.stats.snapshot()
     }
 
     /// The data file, for an embedded store.

@@ -3,7 +3,9 @@
 //! publishes their events and answers each caller.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, Table};
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +41,48 @@ pub(crate) enum WriteResult {
 pub(crate) struct WriteRequest {
     pub op: WriteOp,
     pub reply: oneshot::Sender<Result<WriteResult>>,
+}
+
+/// Counters the writer keeps (for metrics and benchmarks).
+#[derive(Default)]
+pub(crate) struct Stats {
+    commits: AtomicU64,
+    requests: AtomicU64,
+    apply_nanos: AtomicU64,
+    commit_nanos: AtomicU64,
+}
+
+/// A reading of the writer's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (each with one fsync on a file store).
+    pub commits: u64,
+    /// Requests applied in them.
+    pub requests: u64,
+    /// Time spent applying requests.
+    pub apply: Duration,
+    /// Time spent committing (writing and syncing).
+    pub commit: Duration,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            apply: Duration::from_nanos(self.apply_nanos.load(Ordering::Relaxed)),
+            commit: Duration::from_nanos(self.commit_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn record(&self, requests: usize, apply: Duration, commit: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        self.apply_nanos
+            .fetch_add(apply.as_nanos() as u64, Ordering::Relaxed);
+        self.commit_nanos
+            .fetch_add(commit.as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 /// The events one revision produced.
@@ -94,6 +138,7 @@ pub(crate) fn run(
                 &mut leases,
                 &mut published,
                 durable,
+                &shared.stats,
             )
         };
         match outcome {
@@ -131,7 +176,9 @@ fn apply_batch(
     leases: &mut Leases,
     published: &mut Vec<RevisionEvents>,
     durable: bool,
+    stats: &Stats,
 ) -> Result<Vec<Result<WriteResult>>> {
+    let started = Instant::now();
     let mut wtx = db.begin_write().map_err(db_err)?;
     wtx.set_durability(if durable {
         Durability::Immediate
@@ -156,7 +203,9 @@ fn apply_batch(
         meta.insert(META_COMPACTED, counters.compacted)
             .map_err(db_err)?;
     }
+    let applied = Instant::now();
     wtx.commit().map_err(db_err)?;
+    stats.record(batch.len(), applied - started, applied.elapsed());
     Ok(results)
 }
 
