@@ -16,14 +16,28 @@ pub enum DebugCommand {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 8)]
         writers: usize,
+        /// Checkpoint after this many bytes of write-ahead log (small values test rotation).
+        #[arg(long)]
+        checkpoint_bytes: Option<u64>,
     },
 }
 
 /// Runs a debug subcommand.
 pub async fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
-        DebugCommand::AckWriter { data_dir, writers } => {
-            let store = LocalStore::open(&data_dir, LocalOptions::default())?;
+        DebugCommand::AckWriter {
+            data_dir,
+            writers,
+            checkpoint_bytes,
+        } => {
+            let mut opts = LocalOptions::default();
+            if let Some(b) = checkpoint_bytes {
+                opts.checkpoint_bytes = b;
+            }
+            let store = LocalStore::open(&data_dir, opts)?;
+            // Like a server, take snapshot requests while writing.
+            let _socket =
+                crate::snapshot_socket::serve(std::sync::Arc::new(store.clone()), &data_dir)?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
             for w in 0..writers {
                 let store = store.clone();

@@ -4,6 +4,7 @@ mod bench;
 mod datastore;
 mod debug;
 mod snapshot;
+mod snapshot_socket;
 
 use std::path::PathBuf;
 
@@ -81,6 +82,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let ds = datastore::Datastore::parse(&args.datastore, &args.data_dir)?;
     let store = ds.open().await?;
     let revision = store.current_revision().await?;
+    let _socket = match &ds {
+        datastore::Datastore::Embedded(dir) => Some(snapshot_socket::serve(store.clone(), dir)?),
+        datastore::Datastore::Etcd(_) => None,
+    };
     tracing::info!(
         datastore = %ds,
         revision,

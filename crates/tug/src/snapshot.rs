@@ -1,13 +1,13 @@
 //! `tug snapshot save|restore`: backups of the cluster store.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use tug_store::LocalStore;
 
 use crate::datastore::Datastore;
+use crate::snapshot_socket;
 
 /// Snapshot subcommands.
 #[derive(Subcommand)]
@@ -42,34 +42,33 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
             datastore,
         } => {
             let ds = Datastore::parse(&datastore, &data_dir)?;
-            // Write next to the target and rename, so a failed save never leaves a partial file
-            // under the requested name.
-            let tmp = file.with_extension("partial");
-            let mut out = std::io::BufWriter::new(
-                std::fs::File::create(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?,
-            );
-            let taken = match &ds {
-                // Read the file directly: this works while a server is writing to it.
-                Datastore::Embedded(dir) => LocalStore::snapshot_data_dir(dir, &mut out),
-                Datastore::Etcd(_) => ds.open().await?.snapshot(&mut out).await,
-            };
-            let info = match taken {
-                Ok(i) => i,
-                Err(e) => {
-                    drop(out);
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e).context("taking the snapshot");
+            let (revision, bytes) = match &ds {
+                Datastore::Embedded(dir) => {
+                    // A running server owns (and locks) the store: ask it first.
+                    if let Some(saved) = snapshot_socket::request(dir, &file).await? {
+                        saved
+                    } else {
+                        if !dir.join(tug_store::DATA_FILE).exists() {
+                            bail!(
+                                "no store in {}: pass the --data-dir of the store to back up",
+                                dir.display()
+                            );
+                        }
+                        let store = ds.open().await?;
+                        let info = snapshot_socket::save(&*store, &file).await?;
+                        (info.revision, info.bytes)
+                    }
+                }
+                Datastore::Etcd(_) => {
+                    let store = ds.open().await?;
+                    let info = snapshot_socket::save(&*store, &file).await?;
+                    (info.revision, info.bytes)
                 }
             };
-            out.flush()?;
-            out.get_ref().sync_all()?;
-            std::fs::rename(&tmp, &file)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))?;
             println!(
                 "saved snapshot at revision {} ({} bytes) to {}",
-                info.revision,
-                info.bytes,
+                revision,
+                bytes,
                 file.display()
             );
             Ok(())

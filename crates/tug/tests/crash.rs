@@ -17,8 +17,23 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut rng = rand::rng();
     let mut total_acked = 0usize;
     for round in 0..ROUNDS {
+        // Every other round checkpoints every 64 KiB of log, so that kills also land around
+        // checkpoints and log rotations; the others replay a long log on reopen.
+        let checkpoint = if round % 2 == 0 {
+            "65536"
+        } else {
+            "1073741824"
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tug"))
-            .args(["debug", "ack-writer", "--writers", "16", "--data-dir"])
+            .args([
+                "debug",
+                "ack-writer",
+                "--writers",
+                "16",
+                "--checkpoint-bytes",
+                checkpoint,
+            ])
+            .arg("--data-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -5,13 +5,11 @@ use std::fs::File;
 use std::path::Path;
 
 use redb::backends::InMemoryBackend;
-use redb::{
-    Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-};
+use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::mpsc;
 
 use super::tables::{HISTORY, KV, LEASES, META, META_COMPACTED, META_REVISION, db_err, meta};
-use super::{DATA_FILE, LocalOptions, LocalStore, open_error};
+use super::{DATA_FILE, LocalOptions, LocalStore};
 use crate::snapshot::{self, Record, SnapshotWriter};
 use crate::{Error, Result, SnapshotInfo};
 
@@ -24,43 +22,7 @@ impl LocalStore {
             .create_with_backend(InMemoryBackend::new())
             .map_err(db_err)?;
         load_snapshot(&db, std::io::Cursor::new(bytes), name)?;
-        Self::start(db, None, opts, false)
-    }
-
-    /// Writes a snapshot of the embedded store in `data_dir` to `out`, reading the file from
-    /// this process while another one (a running server) may be writing to it.
-    pub fn snapshot_data_dir(data_dir: &Path, out: impl std::io::Write) -> Result<SnapshotInfo> {
-        let path = data_dir.join(DATA_FILE);
-        if !path.exists() {
-            return Err(Error::io(
-                format!(
-                    "no store at {}: pass the --data-dir of the store to back up",
-                    path.display()
-                ),
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ));
-        }
-        let opened = std::panic::catch_unwind(|| {
-            Builder::new()
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-                .open_read_only(&path)
-        });
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(open_error(&path, e)),
-            Err(_) => {
-                return Err(Error::Corrupt {
-                    path,
-                    reason: "the database could not be read".into(),
-                });
-            }
-        };
-        let mut counted = CountingWriter { out, bytes: 0 };
-        let revision = write_snapshot(&db, &mut counted)?;
-        Ok(SnapshotInfo {
-            revision,
-            bytes: counted.bytes,
-        })
+        Self::start(db, None, opts, super::writer::Sink::Memory, 0)
     }
 
     /// Restores the snapshot file `snapshot` into `data_dir`, which must hold no store yet.
@@ -72,6 +34,12 @@ impl LocalStore {
         };
         snapshot::verify(open()?, snapshot_file)?;
         let target = data_dir.join(DATA_FILE);
+        if super::wal::has_segments(data_dir)? {
+            return Err(Error::NotEmpty(format!(
+                "{} holds write-ahead log files of another store: restore needs an empty data dir",
+                data_dir.display()
+            )));
+        }
         if target.exists() {
             return Err(Error::NotEmpty(format!(
                 "{} already exists: restore needs an empty data dir",
@@ -144,23 +112,6 @@ fn load_snapshot(
     }
     wtx.commit().map_err(db_err)?;
     Ok(info)
-}
-
-/// A `Write` that counts what passes through it.
-struct CountingWriter<W> {
-    out: W,
-    bytes: u64,
-}
-
-impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(b)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
 }
 
 /// A `Write` that hands 1 MiB chunks to a channel.

@@ -2,9 +2,12 @@
 //! MVCC history for past reads and watch resume, leases and snapshots.
 
 mod backup;
+mod batch;
 mod hub;
 mod leases;
+mod recover;
 mod tables;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::backends::InMemoryBackend;
-use redb::{Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable};
+use redb::{Builder, Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::decode_lease;
@@ -48,6 +51,11 @@ pub struct LocalOptions {
     pub lease_check_interval: Duration,
     /// Page cache of the embedded file, in bytes.
     pub cache_bytes: usize,
+    /// Write-ahead log size after which the embedded store checkpoints (makes the data file
+    /// durable and starts a new log).
+    pub checkpoint_bytes: u64,
+    /// Longest time between checkpoints while writes go on.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for LocalOptions {
@@ -59,6 +67,8 @@ impl Default for LocalOptions {
             }),
             lease_check_interval: Duration::from_millis(200),
             cache_bytes: 64 << 20,
+            checkpoint_bytes: 32 << 20,
+            checkpoint_interval: Duration::from_secs(10),
         }
     }
 }
@@ -149,13 +159,22 @@ impl LocalStore {
         let db = Builder::new()
             .create_with_backend(InMemoryBackend::new())
             .map_err(db_err)?;
-        Self::start(db, None, opts, false)
+        Self::start(db, None, opts, writer::Sink::Memory, 0)
     }
 
-    /// Opens (creating if needed) the store in `data_dir`. Every acknowledged write is on disk.
+    /// Opens (creating if needed) the store in `data_dir`. Every acknowledged write is on disk:
+    /// a write-ahead log record newer than the data file is replayed here.
     pub fn open(data_dir: &Path, opts: LocalOptions) -> Result<Self> {
+        let existed = data_dir.join(DATA_FILE).exists();
         let db = Self::open_file(data_dir, &opts)?;
-        Self::start(db, Some(data_dir.join(DATA_FILE)), opts, true)
+        let (wal, seq) = recover::replay(&db, data_dir, existed)?;
+        let sink = writer::Sink::Wal {
+            wal,
+            checkpoint_bytes: opts.checkpoint_bytes,
+            checkpoint_every: opts.checkpoint_interval,
+            last_checkpoint: std::time::Instant::now(),
+        };
+        Self::start(db, Some(data_dir.join(DATA_FILE)), opts, sink, seq)
     }
 
     fn open_file(data_dir: &Path, opts: &LocalOptions) -> Result<Database> {
@@ -169,8 +188,6 @@ impl LocalStore {
             Builder::new()
                 .set_cache_size(cache)
                 .set_check_integrity_on_open(true)
-                // One writer (the server); `tug snapshot save` may read from another process.
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
                 .create(&path)
         });
         match opened {
@@ -187,7 +204,8 @@ impl LocalStore {
         db: Database,
         path: Option<PathBuf>,
         opts: LocalOptions,
-        durable: bool,
+        sink: writer::Sink,
+        seq: u64,
     ) -> Result<Self> {
         let corrupt = |reason: String| match &path {
             Some(p) => Error::Corrupt {
@@ -255,7 +273,7 @@ impl LocalStore {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("tug-store-writer".into())
-                .spawn(move || writer::run(db, shared, rx, durable))
+                .spawn(move || writer::run(db, shared, rx, sink, seq))
                 .map_err(|e| Error::io("starting the store writer", e))?
         };
         let store = LocalStore {

@@ -15,11 +15,13 @@ pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 /// Leases: id -> TTL in seconds.
 pub(crate) const LEASES: TableDefinition<i64, i64> = TableDefinition::new("leases");
-/// Counters: "revision", "compact_revision".
+/// Counters: "revision", "compact_revision", "wal_seq".
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 
 pub(crate) const META_REVISION: &str = "revision";
 pub(crate) const META_COMPACTED: &str = "compact_revision";
+/// Sequence number of the last write-ahead log record the data file includes.
+pub(crate) const META_WAL_SEQ: &str = "wal_seq";
 
 /// Turns any redb error into a store error.
 pub(crate) fn db_err(e: impl Into<redb::Error>) -> Error {

@@ -1,18 +1,21 @@
 //! The single writer of the local store. It takes write requests from a queue, applies as many
-//! as are waiting in one redb transaction, commits them with one fsync (group commit), then
-//! publishes their events and answers each caller.
+//! as are waiting in one redb transaction, makes them durable with one fsync (group commit:
+//! one write-ahead log append, see `wal.rs`), commits, then publishes their events and answers
+//! each caller.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, Table};
+use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
+use super::batch::WriteTables;
 use super::leases::Leases;
-use super::tables::{HISTORY, KV, LEASES, META, META_COMPACTED, META_REVISION, db_err, range_at};
+use super::tables::{db_err, range_at};
+use super::wal::Wal;
 use crate::codec::{decode_kv, encode_events, encode_kv};
 use crate::{
     Compare, CompareOp, CompareTarget, DeleteResponse, Error, Event, EventKind, KeyValue, Lease,
@@ -88,10 +91,32 @@ impl Stats {
 /// The events one revision produced.
 pub(crate) type RevisionEvents = (i64, Arc<Vec<Event>>);
 
-struct Tables<'t> {
-    kv: Table<'t, &'static [u8], &'static [u8]>,
-    history: Table<'t, u64, &'static [u8]>,
-    leases: Table<'t, i64, i64>,
+/// Where committed batches become durable.
+pub(crate) enum Sink {
+    /// The in-memory store: nothing to make durable.
+    Memory,
+    /// The embedded file: each batch is logged (and synced) before its redb commit; every
+    /// `checkpoint_bytes` of log or `checkpoint_every`, a durable redb commit starts a new log.
+    Wal {
+        wal: Wal,
+        checkpoint_bytes: u64,
+        checkpoint_every: Duration,
+        last_checkpoint: Instant,
+    },
+}
+
+impl Sink {
+    fn checkpoint_due(&self) -> bool {
+        match self {
+            Sink::Memory => false,
+            Sink::Wal {
+                wal,
+                checkpoint_bytes,
+                checkpoint_every,
+                last_checkpoint,
+            } => wal.bytes() >= *checkpoint_bytes || last_checkpoint.elapsed() >= *checkpoint_every,
+        }
+    }
 }
 
 /// State a batch changes and must roll forward only after its commit.
@@ -100,12 +125,13 @@ struct Counters {
     compacted: i64,
 }
 
-/// Runs the writer until every sender is gone.
+/// Runs the writer until every sender is gone, then checkpoints.
 pub(crate) fn run(
     db: Arc<Database>,
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<WriteRequest>,
-    durable: bool,
+    mut sink: Sink,
+    mut seq: u64,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -137,12 +163,14 @@ pub(crate) fn run(
                 &mut counters,
                 &mut leases,
                 &mut published,
-                durable,
+                &mut sink,
+                seq + 1,
                 &shared.stats,
             )
         };
         match outcome {
             Ok(results) => {
+                seq += 1;
                 shared
                     .compacted
                     .store(counters.compacted, Ordering::Release);
@@ -153,8 +181,8 @@ pub(crate) fn run(
                 }
             }
             Err(e) => {
-                // The commit failed: memory no longer matches the file. Refuse further writes
-                // rather than acknowledge anything that might not be durable.
+                // The batch may or may not be durable, and memory may no longer match the
+                // file. Refuse further writes rather than acknowledge anything uncertain.
                 let reason = format!("store writer failed, restart to recover: {e}");
                 tracing::error!(%reason);
                 shared.fail(reason.clone());
@@ -164,47 +192,89 @@ pub(crate) fn run(
             }
         }
     }
+    // A clean stop leaves everything in the data file and an empty log.
+    if shared.failed().is_none()
+        && matches!(sink, Sink::Wal { .. })
+        && let Err(e) = checkpoint(&db, &mut sink, seq + 1)
+    {
+        tracing::warn!(error = %e, "final checkpoint failed; the log will be replayed on open");
+    }
 }
 
-/// Applies a batch in one transaction and commits it. Per-request errors (a failed compare is
-/// not one; an unknown lease is) are returned in the inner results; the outer error means the
-/// transaction itself failed.
+/// Makes everything committed so far durable in the data file, then starts a new log segment.
+fn checkpoint(db: &Database, sink: &mut Sink, seq: u64) -> Result<()> {
+    let mut wtx = db.begin_write().map_err(db_err)?;
+    wtx.set_durability(Durability::Immediate)
+        .map_err(|e| Error::Internal(format!("durability: {e}")))?;
+    WriteTables::open(&wtx, false)?.put_wal_seq(seq)?;
+    wtx.commit().map_err(db_err)?;
+    if let Sink::Wal {
+        wal,
+        last_checkpoint,
+        ..
+    } = sink
+    {
+        wal.rotate()?;
+        *last_checkpoint = Instant::now();
+    }
+    Ok(())
+}
+
+/// Applies a batch in one transaction and makes it durable: through the log, or by a durable
+/// commit at a checkpoint. Per-request errors (a failed compare is not one; an unknown lease
+/// is) are returned in the inner results; the outer error means the batch itself failed.
+#[allow(clippy::too_many_arguments)]
 fn apply_batch(
     db: &Database,
     batch: &mut [WriteRequest],
     counters: &mut Counters,
     leases: &mut Leases,
     published: &mut Vec<RevisionEvents>,
-    durable: bool,
+    sink: &mut Sink,
+    seq: u64,
     stats: &Stats,
 ) -> Result<Vec<Result<WriteResult>>> {
     let started = Instant::now();
+    let checkpoint = sink.checkpoint_due();
+    let logged = matches!(sink, Sink::Wal { .. }) && !checkpoint;
     let mut wtx = db.begin_write().map_err(db_err)?;
-    wtx.set_durability(if durable {
-        Durability::Immediate
-    } else {
+    wtx.set_durability(if logged {
         Durability::None
+    } else {
+        Durability::Immediate
     })
     .map_err(|e| Error::Internal(format!("durability: {e}")))?;
     let mut results = Vec::with_capacity(batch.len());
-    {
-        let mut t = Tables {
-            kv: wtx.open_table(KV).map_err(db_err)?,
-            history: wtx.open_table(HISTORY).map_err(db_err)?,
-            leases: wtx.open_table(LEASES).map_err(db_err)?,
-        };
-        let mut meta = wtx.open_table(META).map_err(db_err)?;
+    let record = {
+        let mut t = WriteTables::open(&wtx, logged)?;
         for req in batch.iter_mut() {
             let op = std::mem::replace(&mut req.op, WriteOp::Compact(0));
             results.push(apply(&mut t, op, counters, leases, published)?);
         }
-        meta.insert(META_REVISION, counters.revision)
-            .map_err(db_err)?;
-        meta.insert(META_COMPACTED, counters.compacted)
-            .map_err(db_err)?;
-    }
+        t.put_counters(counters.revision, counters.compacted)?;
+        t.put_wal_seq(seq)?;
+        t.take_log()
+    };
     let applied = Instant::now();
+    if let (Sink::Wal { wal, .. }, Some(ops)) = (&mut *sink, record) {
+        // The record is on disk before redb (or any reader) sees the batch.
+        let mut payload = Vec::with_capacity(8 + ops.len());
+        payload.extend_from_slice(&(seq as i64).to_le_bytes());
+        payload.extend_from_slice(&ops);
+        wal.append(&payload)?;
+    }
     wtx.commit().map_err(db_err)?;
+    if checkpoint
+        && let Sink::Wal {
+            wal,
+            last_checkpoint,
+            ..
+        } = sink
+    {
+        wal.rotate()?;
+        *last_checkpoint = Instant::now();
+        tracing::debug!(elapsed = ?applied.elapsed(), "store checkpoint");
+    }
     stats.record(batch.len(), applied - started, applied.elapsed());
     Ok(results)
 }
@@ -212,7 +282,7 @@ fn apply_batch(
 /// Applies one request. `Ok(Err(_))` is an error for that request only, returned before it
 /// changed anything.
 fn apply(
-    t: &mut Tables<'_>,
+    t: &mut WriteTables<'_>,
     op: WriteOp,
     c: &mut Counters,
     leases: &mut Leases,
@@ -233,9 +303,7 @@ fn apply(
                     compacted: c.compacted,
                 }));
             }
-            t.history
-                .retain_in(..=(rev as u64), |_, _| false)
-                .map_err(db_err)?;
+            t.compact_history(rev as u64)?;
             c.compacted = rev;
             Ok(Ok(WriteResult::Done))
         }
@@ -243,7 +311,7 @@ fn apply(
             if leases.contains(id) {
                 return Ok(Err(Error::Internal(format!("lease {id} already exists"))));
             }
-            t.leases.insert(id, ttl).map_err(db_err)?;
+            t.put_lease(id, ttl)?;
             leases.insert(id, ttl);
             Ok(Ok(WriteResult::Lease(Lease { id, ttl })))
         }
@@ -251,7 +319,7 @@ fn apply(
             let Some(keys) = leases.remove(id) else {
                 return Ok(Err(Error::LeaseNotFound(id)));
             };
-            t.leases.remove(id).map_err(db_err)?;
+            t.del_lease(id)?;
             let rev = c.revision + 1;
             let mut events = Vec::new();
             for key in keys {
@@ -279,7 +347,7 @@ fn delete_event(key: Vec<u8>, rev: i64, prev: KeyValue) -> Event {
 
 /// Records the events of one revision, if there are any, and moves the revision.
 fn record(
-    t: &mut Tables<'_>,
+    t: &mut WriteTables<'_>,
     c: &mut Counters,
     events: Vec<Event>,
     published: &mut Vec<RevisionEvents>,
@@ -288,14 +356,12 @@ fn record(
         return Ok(());
     }
     c.revision += 1;
-    t.history
-        .insert(c.revision as u64, encode_events(&events).as_slice())
-        .map_err(db_err)?;
+    t.put_history(c.revision as u64, &encode_events(&events))?;
     published.push((c.revision, Arc::new(events)));
     Ok(())
 }
 
-fn get_key(t: &Tables<'_>, key: &[u8]) -> Result<Option<KeyValue>> {
+fn get_key(t: &WriteTables<'_>, key: &[u8]) -> Result<Option<KeyValue>> {
     match t.kv.get(key).map_err(db_err)? {
         Some(v) => Ok(Some(
             decode_kv(key, v.value(), false).map_err(Error::Internal)?,
@@ -304,9 +370,13 @@ fn get_key(t: &Tables<'_>, key: &[u8]) -> Result<Option<KeyValue>> {
     }
 }
 
-fn remove_key(t: &mut Tables<'_>, key: &[u8], leases: &mut Leases) -> Result<Option<KeyValue>> {
-    let prev = match t.kv.remove(key).map_err(db_err)? {
-        Some(v) => Some(decode_kv(key, v.value(), false).map_err(Error::Internal)?),
+fn remove_key(
+    t: &mut WriteTables<'_>,
+    key: &[u8],
+    leases: &mut Leases,
+) -> Result<Option<KeyValue>> {
+    let prev = match t.del_kv(key)? {
+        Some(v) => Some(decode_kv(key, &v, false).map_err(Error::Internal)?),
         None => None,
     };
     if let Some(p) = &prev
@@ -317,7 +387,7 @@ fn remove_key(t: &mut Tables<'_>, key: &[u8], leases: &mut Leases) -> Result<Opt
     Ok(prev)
 }
 
-fn compare_holds(t: &Tables<'_>, cmp: &Compare) -> Result<bool> {
+fn compare_holds(t: &WriteTables<'_>, cmp: &Compare) -> Result<bool> {
     let kv = get_key(t, &cmp.key)?;
     let kv = kv.as_ref();
     let ord = match &cmp.target {
@@ -340,7 +410,7 @@ fn compare_holds(t: &Tables<'_>, cmp: &Compare) -> Result<bool> {
 }
 
 fn apply_txn(
-    t: &mut Tables<'_>,
+    t: &mut WriteTables<'_>,
     txn: Txn,
     c: &mut Counters,
     leases: &mut Leases,
@@ -396,8 +466,7 @@ fn apply_txn(
                     key: p.key,
                     value: p.value,
                 };
-                t.kv.insert(kv.key.as_slice(), encode_kv(&kv).as_slice())
-                    .map_err(db_err)?;
+                t.put_kv(&kv.key, &encode_kv(&kv))?;
                 if let Some(old) = &prev
                     && old.lease != 0
                     && old.lease != kv.lease
