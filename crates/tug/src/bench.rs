@@ -73,9 +73,84 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         );
         reports.push(bench_backend("etcd 3.4", store, None, phase, watchers).await?);
     }
+    eprintln!("embedded (redb): reopen after SIGKILL...");
+    let reopen = crash_reopen(&tmp.join("crash"), phase).await?;
     let _ = std::fs::remove_dir_all(&tmp);
     print_reports(&reports, watchers);
+    println!();
+    println!(
+        "embedded reopen after SIGKILL: {} ms with {:.1} MiB of log to replay ({} keys, {:.1} MiB data file); clean reopen {} ms",
+        reopen.crash.as_millis(),
+        reopen.log_bytes as f64 / (1 << 20) as f64,
+        reopen.keys,
+        reopen.data_bytes as f64 / (1 << 20) as f64,
+        reopen.clean.as_millis(),
+    );
     Ok(())
+}
+
+/// Open times of the embedded store.
+struct Reopen {
+    crash: Duration,
+    clean: Duration,
+    log_bytes: u64,
+    data_bytes: u64,
+    keys: i64,
+}
+
+/// Runs a writer process (this binary's `debug ack-writer`) that never checkpoints, kills it
+/// with SIGKILL, and times opening the store (which replays the whole log), then a clean reopen.
+async fn crash_reopen(dir: &std::path::Path, phase: Duration) -> anyhow::Result<Reopen> {
+    let exe = std::env::current_exe().context("finding the tug binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "debug",
+            "ack-writer",
+            "--writers",
+            "64",
+            "--checkpoint-bytes",
+            "1099511627776",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting the writer process")?;
+    tokio::time::sleep(phase).await;
+    child.start_kill()?;
+    child.wait().await?;
+    let log_bytes = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("wal-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let t = Instant::now();
+    let store = LocalStore::open(dir, LocalOptions::default())?;
+    let crash = t.elapsed();
+    let keys = store
+        .range(
+            KeyRange::prefix("ack/"),
+            RangeOptions {
+                count_only: true,
+                ..Default::default()
+            },
+        )
+        .await?
+        .count;
+    drop(store);
+    let data_bytes = std::fs::metadata(dir.join(tug_store::DATA_FILE))?.len();
+    let t = Instant::now();
+    let store = LocalStore::open(dir, LocalOptions::default())?;
+    let clean = t.elapsed();
+    drop(store);
+    Ok(Reopen {
+        crash,
+        clean,
+        log_bytes,
+        data_bytes,
+        keys,
+    })
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {

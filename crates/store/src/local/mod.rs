@@ -67,7 +67,7 @@ impl Default for LocalOptions {
             }),
             lease_check_interval: Duration::from_millis(200),
             cache_bytes: 64 << 20,
-            checkpoint_bytes: 32 << 20,
+            checkpoint_bytes: 16 << 20,
             checkpoint_interval: Duration::from_secs(10),
         }
     }
