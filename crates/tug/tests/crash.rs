@@ -92,3 +92,43 @@ async fn acknowledged_writes_survive_sigkill() {
         "only {total_acked} writes were acknowledged in {ROUNDS} rounds"
     );
 }
+
+/// A write-ahead log damaged before its last record makes the open fail, naming the file,
+/// instead of silently dropping acknowledged writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_write_ahead_log_fails_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tug"))
+        .args(["debug", "ack-writer", "--writers", "4"])
+        .args(["--checkpoint-bytes", "1073741824", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the writer");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for _ in 0..500 {
+        lines.next();
+    }
+    child.kill().expect("SIGKILL the writer");
+    let _ = child.wait();
+    let segment = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("wal-"))
+        .expect("a log segment");
+    let mut bytes = std::fs::read(&segment).expect("read log");
+    assert!(bytes.len() > 10_000, "the log holds the writes");
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("write log");
+    let err = LocalStore::open(dir.path(), LocalOptions::default())
+        .err()
+        .expect("a damaged log must fail the open");
+    let name = segment
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(err.to_string().contains(&name), "{err}");
+}
