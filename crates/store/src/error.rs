@@ -24,6 +24,10 @@ pub enum Error {
     #[error("transaction has {ops} operations, more than the limit of {limit}")]
     TooManyOperations { ops: usize, limit: usize },
 
+    /// A request named the empty key.
+    #[error("key is not provided: the empty key is not allowed")]
+    EmptyKey,
+
     /// A put or keep-alive named a lease that does not exist (or has expired).
     #[error("lease {0} not found")]
     LeaseNotFound(i64),

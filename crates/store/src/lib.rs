@@ -104,15 +104,31 @@ pub(crate) fn check_limits(txn: &Txn) -> Result<()> {
             limit: MAX_TXN_OPS,
         });
     }
+    for cmp in &txn.compare {
+        check_key(&cmp.key)?;
+    }
     for op in txn.success.iter().chain(txn.failure.iter()) {
-        if let TxnOp::Put(p) = op
-            && p.value.len() > MAX_VALUE_BYTES
-        {
-            return Err(Error::ValueTooLarge {
-                size: p.value.len(),
-                limit: MAX_VALUE_BYTES,
-            });
+        match op {
+            TxnOp::Put(p) => {
+                check_key(&p.key)?;
+                if p.value.len() > MAX_VALUE_BYTES {
+                    return Err(Error::ValueTooLarge {
+                        size: p.value.len(),
+                        limit: MAX_VALUE_BYTES,
+                    });
+                }
+            }
+            TxnOp::Delete(d) => check_key(&d.range.start)?,
+            TxnOp::Range(r, _) => check_key(&r.start)?,
         }
+    }
+    Ok(())
+}
+
+/// Refuses the empty key, which etcd does not allow either.
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::EmptyKey);
     }
     Ok(())
 }

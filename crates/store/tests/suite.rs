@@ -20,7 +20,7 @@ use support::etcd::{EtcdProcess, etcdctl_snapshot_restore};
 enum Fixture {
     Memory(LocalStore),
     Embedded(LocalStore, tempfile::TempDir),
-    Etcd(tug_store::EtcdStore, EtcdProcess),
+    Etcd(tug_store::EtcdStore, EtcdProcess, Option<tempfile::TempDir>),
 }
 
 impl Fixture {
@@ -37,13 +37,13 @@ impl Fixture {
         let s = tug_store::EtcdStore::connect(std::slice::from_ref(&p.endpoint))
             .await
             .expect("connect to etcd");
-        Fixture::Etcd(s, p)
+        Fixture::Etcd(s, p, None)
     }
 
     fn store(&self) -> Arc<dyn Store> {
         match self {
             Fixture::Memory(s) | Fixture::Embedded(s, _) => Arc::new(s.clone()),
-            Fixture::Etcd(s, _) => Arc::new(s.clone()),
+            Fixture::Etcd(s, ..) => Arc::new(s.clone()),
         }
     }
 
@@ -69,13 +69,13 @@ impl Fixture {
                 let work = tempfile::tempdir().expect("tempdir");
                 let file = work.path().join("snap.db");
                 std::fs::write(&file, &bytes).expect("write snapshot");
-                let data = work.keep().join("restored");
+                let data = work.path().join("restored");
                 etcdctl_snapshot_restore(&file, &data);
                 let p = EtcdProcess::start_in(&data);
                 let s = tug_store::EtcdStore::connect(std::slice::from_ref(&p.endpoint))
                     .await
                     .expect("connect to restored etcd");
-                Fixture::Etcd(s, p)
+                Fixture::Etcd(s, p, Some(work))
             }
         }
     }
@@ -468,6 +468,13 @@ async fn limits_are_enforced(f: Fixture) {
     // Nothing of either was written.
     assert_eq!(get(&store, "/big", 0).await.unwrap(), None);
     assert_eq!(get(&store, "/t/0", 0).await.unwrap(), None);
+    // The empty key is refused.
+    let empty = store.put(PutRequest::new("", "x")).await;
+    assert!(matches!(empty, Err(Error::EmptyKey)), "{empty:?}");
+    let empty = store
+        .range(KeyRange::key(""), RangeOptions::default())
+        .await;
+    assert!(matches!(empty, Err(Error::EmptyKey)), "{empty:?}");
     // At the limit, values are accepted.
     store
         .put(PutRequest::new("/big", vec![1u8; 1024 * 1024]))
@@ -584,6 +591,79 @@ async fn watch_reports_puts_and_deletes_with_prev(f: Fixture) {
     );
 }
 
+async fn slow_watcher_does_not_stall_writers(f: Fixture) {
+    let store = f.store();
+    let opts = WatchOptions::default();
+    let mut slow = store
+        .watch(KeyRange::prefix("/slow/"), opts.clone())
+        .await
+        .expect("watch");
+    let mut fast = store
+        .watch(KeyRange::prefix("/slow/"), opts)
+        .await
+        .expect("watch");
+    let writes = 3000;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..writes {
+                store
+                    .put(PutRequest::new(
+                        format!("/slow/{}", i % 20),
+                        vec![b'v'; 1024],
+                    ))
+                    .await
+                    .expect("put");
+            }
+        })
+    };
+    // The fast watcher keeps up while the slow one is never read.
+    let events = collect(&mut fast, writes).await;
+    assert!(
+        events
+            .windows(2)
+            .all(|p| p[0].kv.mod_revision + 1 == p[1].kv.mod_revision)
+    );
+    tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("writers must not wait for a slow watcher")
+        .expect("writer task");
+    // Compact everything away, then read the slow watcher: whatever it delivers is a gapless
+    // prefix, and if it could not deliver everything it ends with an error it can act on.
+    let rev = store.current_revision().await.expect("revision");
+    store.compact(rev).await.expect("compact");
+    let first = events[0].kv.mod_revision;
+    let mut next = first;
+    let ended_with = loop {
+        match tokio::time::timeout(Duration::from_secs(30), slow.next()).await {
+            Ok(Some(Ok(resp))) => {
+                for e in resp.events {
+                    assert_eq!(e.kv.mod_revision, next, "gap or duplicate");
+                    next += 1;
+                }
+                if next == first + writes as i64 {
+                    break None;
+                }
+            }
+            Ok(Some(Err(e))) => break Some(e),
+            Ok(None) => panic!(
+                "slow watch ended without an error after {} events",
+                next - first
+            ),
+            Err(_) => panic!("slow watch stalled after {} events", next - first),
+        }
+    };
+    eprintln!(
+        "slow watcher: {} of {writes} events, then {ended_with:?}",
+        next - first
+    );
+    match ended_with {
+        None => {}
+        Some(Error::Compacted { .. }) => assert!(next < first + writes as i64),
+        Some(e) => panic!("expected Compacted for a watcher left behind, got {e}"),
+    }
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -632,6 +712,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn watch_reports_puts_and_deletes_with_prev() {
                 super::watch_reports_puts_and_deletes_with_prev(fixture().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn slow_watcher_does_not_stall_writers() {
+                super::slow_watcher_does_not_stall_writers(fixture().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn txn_compares_and_branches() {

@@ -247,6 +247,7 @@ impl EtcdStore {
 #[async_trait]
 impl Store for EtcdStore {
     async fn range(&self, range: KeyRange, opts: RangeOptions) -> Result<RangeResponse> {
+        crate::check_key(&range.start)?;
         let req = range_request(&range, &opts);
         match self.unary::<_, proto::RangeResponse>(RANGE, req).await {
             Ok(resp) => {
@@ -473,6 +474,8 @@ async fn run_watch(
 ) {
     let next_deadline = || progress_interval.map(|d| Instant::now() + d);
     let mut deadline = next_deadline();
+    // The revision after the last event delivered: what a compaction took away from us.
+    let mut wanted = start_revision;
     loop {
         let idle = async {
             match deadline {
@@ -515,7 +518,7 @@ async fn run_watch(
         if resp.compact_revision != 0 {
             let _ = tx
                 .send(Err(Error::Compacted {
-                    requested: start_revision,
+                    requested: wanted,
                     compacted: resp.compact_revision,
                 }))
                 .await;
@@ -541,6 +544,9 @@ async fn run_watch(
                 return;
             }
         };
+        if let Some(last) = out.events.last() {
+            wanted = last.kv.mod_revision + 1;
+        }
         if tx.send(Ok(out)).await.is_err() {
             return;
         }

@@ -384,6 +384,7 @@ fn expect_txn(r: WriteResult) -> Result<TxnResponse> {
 #[async_trait]
 impl Store for LocalStore {
     async fn range(&self, range: KeyRange, opts: RangeOptions) -> Result<RangeResponse> {
+        crate::check_key(&range.start)?;
         let db = self.inner.db.clone();
         tokio::task::spawn_blocking(move || {
             let rtx = db.begin_read().map_err(db_err)?;
