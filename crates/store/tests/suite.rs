@@ -20,7 +20,11 @@ use support::etcd::{EtcdProcess, etcdctl_snapshot_restore};
 enum Fixture {
     Memory(LocalStore),
     Embedded(LocalStore, tempfile::TempDir),
-    Etcd(tug_store::EtcdStore, EtcdProcess, Option<tempfile::TempDir>),
+    Etcd(
+        tug_store::EtcdStore,
+        Box<EtcdProcess>,
+        Option<tempfile::TempDir>,
+    ),
 }
 
 impl Fixture {
@@ -37,7 +41,7 @@ impl Fixture {
         let s = tug_store::EtcdStore::connect(std::slice::from_ref(&p.endpoint))
             .await
             .expect("connect to etcd");
-        Fixture::Etcd(s, p, None)
+        Fixture::Etcd(s, Box::new(p), None)
     }
 
     fn store(&self) -> Arc<dyn Store> {
@@ -75,7 +79,7 @@ impl Fixture {
                 let s = tug_store::EtcdStore::connect(std::slice::from_ref(&p.endpoint))
                     .await
                     .expect("connect to restored etcd");
-                Fixture::Etcd(s, p, Some(work))
+                Fixture::Etcd(s, Box::new(p), Some(work))
             }
         }
     }
