@@ -668,6 +668,53 @@ async fn slow_watcher_does_not_stall_writers(f: Fixture) {
     }
 }
 
+async fn snapshot_during_writes_is_point_in_time(f: Fixture) {
+    let store = f.store();
+    for i in 0..200 {
+        put(&store, &format!("/pit/{}", i % 50), &i.to_string()).await;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let store = store.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store
+                    .put(PutRequest::new(format!("/pit/{}", i % 70), i.to_string()))
+                    .await
+                    .expect("put");
+                i += 1;
+            }
+            i
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let restored = f.snapshot_restore().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written_meanwhile = writer.await.expect("writer");
+    assert!(written_meanwhile > 0, "writes went on during the snapshot");
+    // The restored store is exactly the original as of the snapshot's revision.
+    let at = restored.store().current_revision().await.expect("revision");
+    let then = store
+        .range(
+            KeyRange::prefix("/pit/"),
+            RangeOptions {
+                revision: at,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("range at the snapshot revision");
+    let restored_kvs = restored
+        .store()
+        .range(KeyRange::prefix("/pit/"), RangeOptions::default())
+        .await
+        .expect("range restored")
+        .kvs;
+    assert_eq!(then.kvs, restored_kvs);
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -720,6 +767,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn slow_watcher_does_not_stall_writers() {
                 super::slow_watcher_does_not_stall_writers(fixture().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn snapshot_during_writes_is_point_in_time() {
+                super::snapshot_during_writes_is_point_in_time(fixture().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn txn_compares_and_branches() {
