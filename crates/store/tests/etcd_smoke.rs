@@ -1,16 +1,14 @@
 //! etcd-specific tests of the etcd backend (the shared behaviour suite is tests/suite.rs) against a real etcd (`/usr/bin/etcd`, Debian's
 //! `etcd-server`), started per test on loopback ports.
 
-mod support;
-
 use std::time::Duration;
 
-use support::etcd::EtcdProcess;
 use tug_store::{
     Compare, CompareOp, CompareTarget, DeleteRequest, Error, EtcdStore, EventKind, KeyRange,
     PutRequest, RangeOptions, Store, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse,
     WatchStream,
 };
+use tug_testkit::etcd::EtcdProcess;
 
 const STEP: Duration = Duration::from_secs(5);
 

@@ -1,8 +1,6 @@
 //! One behaviour suite, run against every backend: memory, embedded (redb file) and a real
 //! etcd 3.4 started by the test.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +11,7 @@ use tug_store::{
     WatchOptions, WatchStream,
 };
 
-use support::etcd::{EtcdProcess, etcdctl_snapshot_restore};
+use tug_testkit::etcd::{EtcdProcess, etcdctl_snapshot_restore};
 
 /// A store under test and whatever keeps it alive (the second fields are held, not read).
 #[allow(dead_code)]

@@ -30,6 +30,9 @@ pub enum SnapshotCommand {
         /// Data directory to create; it must not hold a store yet.
         #[arg(long, default_value = "/var/lib/tugboat", env = "TUG_DATA_DIR")]
         data_dir: PathBuf,
+        /// `embedded`; an etcd snapshot is restored offline with etcd's own tools.
+        #[arg(long, default_value = "embedded")]
+        datastore: String,
     },
 }
 
@@ -73,7 +76,19 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SnapshotCommand::Restore { file, data_dir } => {
+        SnapshotCommand::Restore {
+            file,
+            data_dir,
+            datastore,
+        } => {
+            if let Datastore::Etcd(_) = Datastore::parse(&datastore, &data_dir)? {
+                bail!(
+                    "etcd restores snapshots offline: stop the etcd members, then on each run \
+                     `etcdctl snapshot restore {} --data-dir NEW_DIR` (etcdutl from etcd 3.5) \
+                     with its --name and --initial-cluster, and start it on NEW_DIR",
+                    file.display()
+                );
+            }
             let info = tokio::task::spawn_blocking(move || LocalStore::restore(&file, &data_dir))
                 .await?
                 .context("restoring the snapshot")?;

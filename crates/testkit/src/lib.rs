@@ -1,0 +1,4 @@
+//! Test fixtures for tugboat's own tests: real components started on loopback, stopped when
+//! dropped. Never part of the `tug` binary.
+
+pub mod etcd;

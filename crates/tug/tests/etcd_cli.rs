@@ -1,0 +1,71 @@
+//! `tug` against a real etcd 3.4 (Debian's etcd-server), started by the test on loopback.
+
+use std::process::Command;
+
+use tug_store::{EtcdStore, KeyRange, PutRequest, RangeOptions, Store};
+use tug_testkit::etcd::{EtcdProcess, etcdctl_snapshot_restore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_save_streams_etcds_own_snapshot() {
+    let etcd = EtcdProcess::start();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
+        .await
+        .expect("connect");
+    for i in 0..25 {
+        store
+            .put(PutRequest::new(format!("/registry/pods/{i}"), "x"))
+            .await
+            .expect("put");
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let snap = work.path().join("etcd.snap");
+    let host_port = etcd.endpoint.trim_start_matches("http://");
+    let out = Command::new(env!("CARGO_BIN_EXE_tug"))
+        .args(["snapshot", "save"])
+        .arg(&snap)
+        .args(["--datastore", &format!("etcd://{host_port}")])
+        .output()
+        .expect("run tug");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // It is etcd's format: etcdctl restores it, and an etcd started there has the keys.
+    let restored = work.path().join("restored");
+    etcdctl_snapshot_restore(&snap, &restored);
+    let etcd2 = EtcdProcess::start_in(&restored);
+    let store2 = EtcdStore::connect(std::slice::from_ref(&etcd2.endpoint))
+        .await
+        .expect("connect restored");
+    let r = store2
+        .range(KeyRange::prefix("/registry/"), RangeOptions::default())
+        .await
+        .expect("range");
+    assert_eq!(r.kvs.len(), 25);
+
+    // Restoring into etcd through tug says how to do it instead.
+    let restore = Command::new(env!("CARGO_BIN_EXE_tug"))
+        .args(["snapshot", "restore"])
+        .arg(&snap)
+        .args(["--datastore", &format!("etcd://{host_port}")])
+        .output()
+        .expect("run tug");
+    assert!(!restore.status.success());
+    assert!(String::from_utf8_lossy(&restore.stderr).contains("etcdctl snapshot restore"));
+
+    // An unreachable etcd is a clear error, not a hang.
+    let dead = Command::new(env!("CARGO_BIN_EXE_tug"))
+        .args(["snapshot", "save"])
+        .arg(work.path().join("x.snap"))
+        .args(["--datastore", "etcd://127.0.0.1:1"])
+        .output()
+        .expect("run tug");
+    assert!(!dead.status.success());
+    assert!(
+        String::from_utf8_lossy(&dead.stderr).contains("cannot reach etcd"),
+        "{}",
+        String::from_utf8_lossy(&dead.stderr)
+    );
+}
