@@ -1,0 +1,11 @@
+//! tugboat's apimachinery: pure functions over Kubernetes objects (held as JSON values, so
+//! that built-in kinds and custom resources take one path). No I/O.
+
+pub mod catalog;
+pub mod meta;
+pub mod selector;
+pub mod status;
+pub mod validation;
+
+pub use catalog::{Resource, Scope};
+pub use status::{ApiError, Cause};
