@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod meta;
+pub mod patch;
 pub mod selector;
 pub mod status;
 pub mod validation;
