@@ -6,6 +6,7 @@ pub mod meta;
 pub mod patch;
 pub mod selector;
 pub mod status;
+pub mod strategic;
 pub mod validation;
 
 pub use catalog::{Resource, Scope};
