@@ -10,4 +10,4 @@ pub mod strategic;
 pub mod validation;
 
 pub use catalog::{Resource, Scope};
-pub use status::{ApiError, Cause};
+pub use status::{ApiError, Cause, Details};

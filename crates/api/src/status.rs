@@ -32,10 +32,16 @@ pub struct ApiError {
     /// `NotFound`, `AlreadyExists`, `Conflict`, `Invalid`, `BadRequest`, ...
     pub reason: &'static str,
     pub message: String,
-    /// Details: the object's name, group and kind, and causes.
-    pub name: Option<String>,
-    pub group: Option<String>,
-    pub kind: Option<String>,
+    /// The object's name, group and kind, and causes.
+    pub details: Option<Box<Details>>,
+}
+
+/// The `details` of a Status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details {
+    pub name: String,
+    pub group: String,
+    pub kind: String,
     pub causes: Vec<Cause>,
     /// Seconds the client should wait before retrying, when set.
     pub retry_after: Option<u64>,
@@ -48,20 +54,22 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after: None,
+            details: None,
         }
     }
 
     /// Adds the object's name, group and kind (the plural resource, as Kubernetes reports it).
     pub fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.group = Some(group.to_string());
-        self.kind = Some(kind.to_string());
-        self.name = Some(name.to_string());
+        let d = self.details.get_or_insert_with(Box::default);
+        d.group = group.to_string();
+        d.kind = kind.to_string();
+        d.name = name.to_string();
         self
+    }
+
+    /// The causes, if any.
+    pub fn causes(&self) -> &[Cause] {
+        self.details.as_ref().map_or(&[], |d| &d.causes)
     }
 
     /// 400 BadRequest.
@@ -154,7 +162,9 @@ impl ApiError {
             format!("{what} \"{name}\" is invalid: {list}"),
         )
         .with_details(group, kind, name);
-        e.causes = causes;
+        if let Some(d) = &mut e.details {
+            d.causes = causes;
+        }
         e
     }
     /// 500 InternalError.
@@ -178,27 +188,27 @@ impl ApiError {
             "code": self.code,
         });
         let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
-            details.insert("name".into(), json!(n));
-        }
-        if let Some(g) = &self.group
-            && !g.is_empty()
-        {
-            details.insert("group".into(), json!(g));
-        }
-        if let Some(k) = &self.kind {
-            details.insert("kind".into(), json!(k));
-        }
-        if !self.causes.is_empty() {
-            let causes: Vec<Value> = self
-                .causes
-                .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-                .collect();
-            details.insert("causes".into(), Value::Array(causes));
-        }
-        if let Some(s) = self.retry_after {
-            details.insert("retryAfterSeconds".into(), json!(s));
+        if let Some(d) = &self.details {
+            if !d.name.is_empty() {
+                details.insert("name".into(), json!(d.name));
+            }
+            if !d.group.is_empty() {
+                details.insert("group".into(), json!(d.group));
+            }
+            if !d.kind.is_empty() {
+                details.insert("kind".into(), json!(d.kind));
+            }
+            if !d.causes.is_empty() {
+                let causes: Vec<Value> = d
+                    .causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect();
+                details.insert("causes".into(), Value::Array(causes));
+            }
+            if let Some(s) = d.retry_after {
+                details.insert("retryAfterSeconds".into(), json!(s));
+            }
         }
         if !details.is_empty() {
             status["details"] = Value::Object(details);

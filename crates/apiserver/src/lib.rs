@@ -1,1 +1,61 @@
-//! placeholder
+//! tugboat's API server: the Kubernetes REST API over a [`tug_store::Store`], served over TLS
+//! to kubectl, helm and client libraries. One generic registry serves every resource; discovery
+//! is generated from the resource catalog.
+
+pub mod auth;
+mod discovery;
+mod handler;
+mod namespaces;
+pub mod paths;
+pub mod pki;
+pub mod registry;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::Router;
+use tug_store::Store;
+
+pub use registry::Registry;
+
+/// The Kubernetes version tugboat answers as.
+pub const KUBE_VERSION: (&str, &str) = ("1", "37");
+
+/// Largest request body accepted (Kubernetes' limit is 3 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The API server's state, shared by every request.
+pub struct ApiServer {
+    registry: Registry,
+    token: String,
+}
+
+impl ApiServer {
+    /// An API server over `store`; `token` is the admin bearer token.
+    pub fn new(store: Arc<dyn Store>, token: String) -> Arc<Self> {
+        Arc::new(Self {
+            registry: Registry::new(store),
+            token,
+        })
+    }
+
+    /// The registry (for components in the same process).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Creates the namespaces every cluster has and starts the namespace finalizer, which
+    /// empties and then removes namespaces being deleted.
+    pub async fn bootstrap(self: &Arc<Self>) -> anyhow::Result<()> {
+        namespaces::ensure_defaults(&self.registry).await?;
+        tokio::spawn(namespaces::finalize_loop(self.registry.clone()));
+        Ok(())
+    }
+
+    /// The HTTP router (authentication included).
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .fallback(handler::handle)
+            .with_state(self.clone())
+    }
+}

@@ -20,8 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane. For now: opens the cluster store and keeps it serving
-    /// (compaction, lease expiry) until interrupted; the API server comes next.
+    /// Run the control plane: the cluster store and the Kubernetes API server (TLS).
     Server(ServerArgs),
     /// Back up or restore the cluster store.
     #[command(subcommand)]
@@ -42,6 +41,12 @@ struct ServerArgs {
     /// Where state is stored: `embedded` (a file in --data-dir) or `etcd://host:port,host:port`.
     #[arg(long, default_value = "embedded")]
     datastore: String,
+    /// Address the API server listens on (HTTPS).
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: std::net::SocketAddr,
+    /// Run without the built-in node agent (accepted now; the agent comes with a later version).
+    #[arg(long)]
+    disable_agent: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,21 +83,45 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
     let started = std::time::Instant::now();
     let ds = datastore::Datastore::parse(&args.datastore, &args.data_dir)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = ds.open().await?;
     let revision = store.current_revision().await?;
     let _socket = match &ds {
         datastore::Datastore::Embedded(dir) => Some(snapshot_socket::serve(store.clone(), dir)?),
         datastore::Datastore::Etcd(_) => None,
     };
+    let listen_host = args.listen.ip().to_string();
+    let pki = tug_apiserver::pki::Pki::load_or_create(&args.data_dir, &[listen_host])?;
+    let api = tug_apiserver::ApiServer::new(store.clone(), pki.token.clone());
+    api.bootstrap().await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        local.ip().to_string()
+    };
+    let url = format!("https://{host}:{}", local.port());
+    let kubeconfig = pki.write_kubeconfig(&args.data_dir, &url)?;
+    let tls = tug_apiserver::tls::server_config(&pki)?;
+    let serving = tokio::spawn(tug_apiserver::tls::serve(listener, tls, api.router()));
     tracing::info!(
         datastore = %ds,
         revision,
+        url = %url,
+        kubeconfig = %kubeconfig.display(),
+        agent = !args.disable_agent,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "store ready; press Ctrl-C to stop"
+        "store ready; API server ready; press Ctrl-C to stop"
     );
     tokio::signal::ctrl_c().await?;
+    serving.abort();
     tracing::info!("stopping");
     Ok(())
 }

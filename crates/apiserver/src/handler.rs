@@ -1,0 +1,526 @@
+//! The request pipeline: authenticate, authorize, route (discovery or a resource), decode the
+//! body, call the registry, encode the answer. Every error is a `Status`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tug_api::{ApiError, Resource};
+
+use crate::auth::{self, Identity};
+use crate::discovery;
+use crate::paths::{self, Target};
+use crate::registry::{self, DeleteOptions, ListOptions, PatchType, WatchOptions, WriteOptions};
+use crate::{ApiServer, KUBE_VERSION, MAX_BODY_BYTES};
+
+/// An answer: JSON with a status code.
+fn json_response(code: StatusCode, body: &Value, content_type: &str) -> Response {
+    let mut resp = (code, body.to_string()).into_response();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &e.to_status(), "application/json")
+}
+
+/// What the client accepts.
+struct Accept {
+    table: bool,
+}
+
+fn accept(headers: &HeaderMap) -> Result<Accept, ApiError> {
+    let raw = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let mut table = false;
+    let mut any = false;
+    for part in raw.split(',') {
+        let p = part.replace(' ', "");
+        let base = p.split(';').next().unwrap_or("");
+        let as_table = p.contains("as=Table") && p.contains("g=meta.k8s.io");
+        match base {
+            "application/json" | "application/*" | "*/*" | "application/yaml" => {
+                any = true;
+                if as_table && table_order_first(raw, &p) {
+                    table = true;
+                }
+            }
+            // Protobuf responses are not offered; clients that accept JSON too get JSON.
+            _ => {}
+        }
+    }
+    if !any {
+        return Err(ApiError::not_acceptable(format!(
+            "only application/json responses are served, not {raw:?}"
+        )));
+    }
+    Ok(Accept { table })
+}
+
+/// Whether the Table entry comes before any plain JSON entry (clients list preferences first).
+fn table_order_first(raw: &str, table_part: &str) -> bool {
+    for part in raw.split(',') {
+        let p = part.replace(' ', "");
+        if p == table_part {
+            return true;
+        }
+        if !p.contains("as=") && (p.starts_with("application/json") || p.starts_with("*/*")) {
+            return false;
+        }
+    }
+    false
+}
+
+/// The request's query parameters.
+fn query(req: &Request) -> HashMap<String, String> {
+    Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .unwrap_or_default()
+}
+
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    matches!(q.get(name).map(String::as_str), Some("true" | "1"))
+}
+
+/// Decodes a request body: JSON or YAML (protobuf comes later).
+fn decode_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    match base {
+        "application/json"
+        | "application/json-patch+json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json"
+        | "" => serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {e}"
+            ))
+        }),
+        "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => {
+            serde_norway::from_slice::<Value>(bytes).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as YAML: {e}"
+                ))
+            })
+        }
+        _ => Err(ApiError::unsupported_media_type(ct)),
+    }
+}
+
+async fn read_body(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "the request body is larger than {MAX_BODY_BYTES} bytes"
+            ))
+        })?;
+    Ok((parts.headers, bytes))
+}
+
+/// The entry point of every request.
+pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
+    let identity = match auth::authenticate(&req, &server.token) {
+        Ok(id) => id,
+        Err(e) => return error_response(&e),
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let verb = method.as_str().to_ascii_lowercase();
+    if let Err(e) = auth::authorize(identity.as_ref(), &verb, &path) {
+        return error_response(&e);
+    }
+    match route(&server, identity, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(%method, %path, code = e.code, reason = e.reason, "request failed");
+            error_response(&e)
+        }
+    }
+}
+
+async fn route(
+    server: &ApiServer,
+    identity: Option<Identity>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_string();
+    let ok = |body: Value| Ok(json_response(StatusCode::OK, &body, "application/json"));
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => {
+            return Ok(
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response(),
+            );
+        }
+        "/version" => {
+            return ok(json!({
+                "major": KUBE_VERSION.0,
+                "minor": KUBE_VERSION.1,
+                "gitVersion": format!("v{}.{}.0-tugboat.{}", KUBE_VERSION.0, KUBE_VERSION.1, env!("CARGO_PKG_VERSION")),
+                "gitCommit": "",
+                "gitTreeState": "clean",
+                "buildDate": "",
+                "goVersion": "",
+                "compiler": "rustc",
+                "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+            }));
+        }
+        _ => {}
+    }
+    if path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/")
+    {
+        return Ok((StatusCode::OK, "ok").into_response());
+    }
+    let accept_raw = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let discovery_doc = match segs.as_slice() {
+        ["api"] if discovery::wants_aggregated(&accept_raw) => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::aggregated(true),
+                discovery::AGGREGATED,
+            ));
+        }
+        ["apis"] if discovery::wants_aggregated(&accept_raw) => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::aggregated(false),
+                discovery::AGGREGATED,
+            ));
+        }
+        ["api"] => Some(discovery::core_versions()),
+        ["apis"] => Some(discovery::group_list()),
+        ["api", v] => discovery::resource_list("", v),
+        ["apis", g] => discovery::group(g),
+        ["apis", g, v] => discovery::resource_list(g, v),
+        _ => None,
+    };
+    if let Some(doc) = discovery_doc {
+        if req.method() != Method::GET {
+            return Err(ApiError::method_not_allowed(
+                "discovery documents are read-only",
+            ));
+        }
+        return ok(doc);
+    }
+    if matches!(segs.as_slice(), ["api", ..] | ["apis", ..]) {
+        let target = paths::parse(&path)?.ok_or_else(|| ApiError::no_route(&path))?;
+        return resource(server, identity, target, req).await;
+    }
+    Err(ApiError::no_route(&path))
+}
+
+fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
+    let dry_run = match q.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid dryRun {other:?}: the only supported value is All"
+            )));
+        }
+    };
+    if let Some(v) = q.get("fieldValidation")
+        && !matches!(v.as_str(), "Strict" | "Warn" | "Ignore" | "")
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid fieldValidation {v:?}: must be one of Ignore, Warn or Strict"
+        )));
+    }
+    Ok(WriteOptions { dry_run })
+}
+
+async fn resource(
+    server: &ApiServer,
+    identity: Option<Identity>,
+    t: Target,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let r: &'static Resource = t.resource;
+    let q = query(&req);
+    let acc = accept(req.headers())?;
+    let ns = t.namespace.as_deref();
+    let reg = &server.registry;
+    let method = req.method().clone();
+    let sub = t.subresource.as_deref();
+    if let Some(s) = sub
+        && !matches!(s, "status" | "finalize")
+    {
+        return Err(ApiError::new(
+            501,
+            "NotImplemented",
+            format!("the {s} subresource of {} is not served yet", r.plural),
+        ));
+    }
+    let respond = |code: StatusCode, obj: Value| {
+        let body = if acc.table {
+            registry::to_table(r, &obj)
+        } else {
+            obj
+        };
+        Ok(json_response(code, &body, "application/json"))
+    };
+    // Reviews are answered, never stored.
+    if r.verbs == tug_api::catalog::CREATE_ONLY {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} only supports create",
+                r.plural
+            )));
+        }
+        let (headers, bytes) = read_body(req).await?;
+        let body = decode_body(&headers, &bytes)?;
+        return respond(StatusCode::CREATED, review(r, body, identity.as_ref()));
+    }
+    match (method.clone(), t.name.as_deref()) {
+        (Method::GET, Some(name)) => respond(StatusCode::OK, reg.get(r, ns, name).await?),
+        (Method::GET, None) if flag(&q, "watch") => {
+            watch(server, r, t.namespace.clone(), &q, acc.table).await
+        }
+        (Method::GET, None) => {
+            let opts = ListOptions {
+                label_selector: q.get("labelSelector").cloned().unwrap_or_default(),
+                field_selector: q.get("fieldSelector").cloned().unwrap_or_default(),
+                limit: match q.get("limit") {
+                    Some(l) if !l.is_empty() => l
+                        .parse()
+                        .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+                    _ => 0,
+                },
+                continue_token: q.get("continue").cloned().unwrap_or_default(),
+                resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
+                resource_version_match: q.get("resourceVersionMatch").cloned().unwrap_or_default(),
+            };
+            respond(StatusCode::OK, reg.list(r, ns, &opts).await?)
+        }
+        (Method::POST, None) => {
+            let opts = write_options(&q)?;
+            let (headers, bytes) = read_body(req).await?;
+            let body = decode_body(&headers, &bytes)?;
+            respond(StatusCode::CREATED, reg.create(r, ns, body, &opts).await?)
+        }
+        (Method::PUT, Some(name)) => {
+            let opts = write_options(&q)?;
+            let (headers, bytes) = read_body(req).await?;
+            let body = decode_body(&headers, &bytes)?;
+            respond(
+                StatusCode::OK,
+                reg.update(r, ns, name, body, sub, &opts).await?,
+            )
+        }
+        (Method::PATCH, Some(name)) => {
+            let opts = write_options(&q)?;
+            let ct = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let kind = PatchType::from_content_type(&ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+            let (headers, bytes) = read_body(req).await?;
+            let body = decode_body(&headers, &bytes)?;
+            respond(
+                StatusCode::OK,
+                reg.patch(r, ns, name, kind, &body, sub, &opts).await?,
+            )
+        }
+        (Method::DELETE, Some(name)) => {
+            let (headers, bytes) = read_body(req).await?;
+            let body = if bytes.is_empty() {
+                json!({})
+            } else {
+                decode_body(&headers, &bytes)?
+            };
+            let opts = delete_options(&q, &body)?;
+            let out = reg.delete(r, ns, name, &opts).await?;
+            Ok(json_response(StatusCode::OK, &out, "application/json"))
+        }
+        (Method::DELETE, None) => {
+            let (headers, bytes) = read_body(req).await?;
+            let body = if bytes.is_empty() {
+                json!({})
+            } else {
+                decode_body(&headers, &bytes)?
+            };
+            let opts = delete_options(&q, &body)?;
+            let list = reg
+                .list(
+                    r,
+                    ns,
+                    &ListOptions {
+                        label_selector: q.get("labelSelector").cloned().unwrap_or_default(),
+                        field_selector: q.get("fieldSelector").cloned().unwrap_or_default(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let mut deleted = Vec::new();
+            for item in list["items"].as_array().cloned().unwrap_or_default() {
+                let name = tug_api::meta::name(&item).to_string();
+                let item_ns = tug_api::meta::namespace(&item).to_string();
+                let item_ns = if item_ns.is_empty() {
+                    None
+                } else {
+                    Some(item_ns.as_str())
+                };
+                match reg.delete(r, item_ns, &name, &opts).await {
+                    Ok(_) => deleted.push(item),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut out = list;
+            out["items"] = Value::Array(deleted);
+            respond(StatusCode::OK, out)
+        }
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "{m} is not supported on {}",
+            req_path_description(r, t.name.is_some())
+        ))),
+    }
+}
+
+fn req_path_description(r: &Resource, named: bool) -> String {
+    if named {
+        format!("a single {}", r.singular())
+    } else {
+        format!("the {} collection", r.plural)
+    }
+}
+
+fn delete_options(q: &HashMap<String, String>, body: &Value) -> Result<DeleteOptions, ApiError> {
+    let dry_run = write_options(q)?.dry_run
+        || body
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let grace = match q.get("gracePeriodSeconds") {
+        Some(g) => Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+        ),
+        None => body.get("gracePeriodSeconds").and_then(Value::as_i64),
+    };
+    let policy = q
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| {
+            body.get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    if !matches!(policy.as_str(), "" | "Orphan" | "Background" | "Foreground") {
+        return Err(ApiError::bad_request(format!(
+            "invalid propagationPolicy {policy:?}"
+        )));
+    }
+    Ok(DeleteOptions {
+        dry_run,
+        precondition_uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        precondition_rv: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        grace_period_seconds: grace,
+    })
+}
+
+/// Answers SelfSubjectAccessReview and SelfSubjectReview for the caller.
+fn review(r: &Resource, mut body: Value, identity: Option<&Identity>) -> Value {
+    let (user, groups) = identity
+        .map(|i| (i.user.clone(), i.groups.clone()))
+        .unwrap_or_else(|| {
+            (
+                "system:anonymous".into(),
+                vec!["system:unauthenticated".into()],
+            )
+        });
+    body["apiVersion"] = json!(r.api_version());
+    body["kind"] = json!(r.kind);
+    if body.get("metadata").is_none() {
+        body["metadata"] = json!({});
+    }
+    match r.kind {
+        "SelfSubjectAccessReview" => {
+            let allowed = identity.is_some_and(Identity::is_master);
+            body["status"] = if allowed {
+                json!({"allowed": true, "reason": "the caller is in group system:masters"})
+            } else {
+                json!({"allowed": false, "reason": "only system:masters is authorized until RBAC is served"})
+            };
+        }
+        _ => {
+            body["status"] = json!({"userInfo": {"username": user, "groups": groups}});
+        }
+    }
+    body
+}
+
+async fn watch(
+    server: &ApiServer,
+    r: &'static Resource,
+    namespace: Option<String>,
+    q: &HashMap<String, String>,
+    table: bool,
+) -> Result<Response, ApiError> {
+    let timeout = match q.get("timeoutSeconds") {
+        Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid timeoutSeconds {t:?}"))
+        })?)),
+        None => None,
+    };
+    let opts = WatchOptions {
+        label_selector: q.get("labelSelector").cloned().unwrap_or_default(),
+        field_selector: q.get("fieldSelector").cloned().unwrap_or_default(),
+        resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
+        allow_bookmarks: flag(q, "allowWatchBookmarks"),
+        send_initial_events: q.get("sendInitialEvents").map(|v| v == "true"),
+        timeout,
+    };
+    let rx = server.registry.watch(r, namespace, opts).await?;
+    let stream = ReceiverStream::new(rx).map(move |mut ev| {
+        if table && matches!(ev["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
+            let mut t = registry::to_table(r, &ev["object"]);
+            if let Some(m) = ev["object"].get("metadata") {
+                t["metadata"]["resourceVersion"] =
+                    m.get("resourceVersion").cloned().unwrap_or(Value::Null);
+            }
+            ev["object"] = t;
+        }
+        let mut line = ev.to_string();
+        line.push('\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,168 @@
+//! The cluster's certificates: a CA, the API server's serving certificate, an admin client
+//! certificate (group system:masters), an admin bearer token, and `admin.kubeconfig`. Created on
+//! first start in `DATA_DIR/pki`, reused afterwards.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Names the serving certificate is valid for, besides those of the listen address.
+pub const DEFAULT_SANS: &[&str] = &[
+    "localhost",
+    "127.0.0.1",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
+
+/// PEM material of a running API server.
+#[derive(Clone)]
+pub struct Pki {
+    pub ca_cert: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+    /// The admin bearer token.
+    pub token: String,
+    /// Where the files live.
+    pub dir: PathBuf,
+}
+
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "tugboat-ca");
+    p.distinguished_name = dn;
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    Ok(p)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut f, contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+impl Pki {
+    /// Loads the PKI from `data_dir/pki`, creating what is missing. The serving certificate is
+    /// reissued when `sans` names something it does not cover.
+    pub fn load_or_create(data_dir: &Path, sans: &[String]) -> anyhow::Result<Pki> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = |n: &str| dir.join(n);
+
+        let ca_key = if path("ca.key").exists() {
+            KeyPair::from_pem(&read(&path("ca.key"))?).context("parsing pki/ca.key")?
+        } else {
+            let k = KeyPair::generate()?;
+            write_private(&path("ca.key"), &k.serialize_pem())?;
+            k
+        };
+        if !path("ca.crt").exists() {
+            let cert = ca_params()?.self_signed(&ca_key)?;
+            std::fs::write(path("ca.crt"), cert.pem())?;
+        }
+        let issuer = Issuer::new(ca_params()?, ca_key);
+
+        let mut all_sans: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            all_sans.push(host.trim().to_string());
+        }
+        for s in sans {
+            if !all_sans.contains(s) {
+                all_sans.push(s.clone());
+            }
+        }
+        all_sans.retain(|s| !s.is_empty() && s != "0.0.0.0" && s != "::");
+        let sans_file = path("server.sans");
+        let recorded = std::fs::read_to_string(&sans_file).unwrap_or_default();
+        let covered = all_sans.iter().all(|s| recorded.lines().any(|l| l == s));
+        if !covered || !path("server.crt").exists() || !path("server.key").exists() {
+            let key = KeyPair::generate()?;
+            let mut p = CertificateParams::new(Vec::<String>::new())?;
+            p.distinguished_name
+                .push(DnType::CommonName, "kube-apiserver");
+            p.subject_alt_names = all_sans
+                .iter()
+                .map(|s| match s.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Ok(SanType::IpAddress(ip)),
+                    Err(_) => s.clone().try_into().map(SanType::DnsName),
+                })
+                .collect::<Result<_, _>>()?;
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+            let cert = p.signed_by(&key, &issuer)?;
+            std::fs::write(path("server.crt"), cert.pem())?;
+            write_private(&path("server.key"), &key.serialize_pem())?;
+            std::fs::write(&sans_file, all_sans.join("\n"))?;
+        }
+
+        if !path("admin.crt").exists() || !path("admin.key").exists() {
+            let key = KeyPair::generate()?;
+            let mut p = CertificateParams::new(Vec::<String>::new())?;
+            p.distinguished_name.push(DnType::CommonName, "admin");
+            p.distinguished_name
+                .push(DnType::OrganizationName, "system:masters");
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+            let cert = p.signed_by(&key, &issuer)?;
+            std::fs::write(path("admin.crt"), cert.pem())?;
+            write_private(&path("admin.key"), &key.serialize_pem())?;
+        }
+
+        let token_file = data_dir.join("token");
+        if !token_file.exists() {
+            let token: String = uuid::Uuid::new_v4().simple().to_string()
+                + &uuid::Uuid::new_v4().simple().to_string();
+            write_private(&token_file, &token)?;
+        }
+
+        Ok(Pki {
+            ca_cert: read(&path("ca.crt"))?,
+            server_cert: read(&path("server.crt"))?,
+            server_key: read(&path("server.key"))?,
+            admin_cert: read(&path("admin.crt"))?,
+            admin_key: read(&path("admin.key"))?,
+            token: read(&token_file)?.trim().to_string(),
+            dir,
+        })
+    }
+
+    /// Writes `DATA_DIR/admin.kubeconfig` pointing at `server_url` with the admin certificate.
+    pub fn write_kubeconfig(&self, data_dir: &Path, server_url: &str) -> anyhow::Result<PathBuf> {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: tugboat\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: tugboat\n  context:\n    cluster: tugboat\n    user: admin\n    namespace: default\ncurrent-context: tugboat\n",
+            b64(&self.ca_cert),
+            b64(&self.admin_cert),
+            b64(&self.admin_key),
+        );
+        let path = data_dir.join("admin.kubeconfig");
+        write_private(&path, &kubeconfig)?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,276 @@
+//! The one generic registry: every resource is stored, read, listed, watched, written and
+//! deleted by the same code. Objects are JSON values stored under
+//! `/registry/<group/>plural/<namespace/>name`; their `resourceVersion` is the store's
+//! mod revision.
+
+mod fields;
+mod table;
+mod watch;
+mod write;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tug_api::selector::{FieldSelector, LabelSelector};
+use tug_api::{ApiError, Resource, meta};
+use tug_store::{Error as StoreError, KeyRange, KeyValue, RangeOptions, Store};
+
+pub use table::to_table;
+pub use watch::{WatchEvent, WatchOptions};
+pub use write::{DeleteOptions, PatchType, WriteOptions};
+
+/// The registry over one store.
+#[derive(Clone)]
+pub struct Registry {
+    pub(crate) store: Arc<dyn Store>,
+}
+
+/// Options of a list.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub label_selector: String,
+    pub field_selector: String,
+    pub limit: i64,
+    pub continue_token: String,
+    pub resource_version: String,
+    pub resource_version_match: String,
+}
+
+/// Maps a store failure to the Status a client sees.
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
+        StoreError::FutureRevision { requested, current } => ApiError::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {requested}, current resource version: {current}"),
+        ),
+        StoreError::ValueTooLarge { .. } => ApiError::too_large(e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// The store prefix of a resource, optionally within a namespace.
+pub(crate) fn prefix(r: &Resource, namespace: Option<&str>) -> String {
+    let storage = r.storage.trim_start_matches('/');
+    match namespace {
+        Some(ns) if r.namespaced() => format!("/registry/{storage}/{ns}/"),
+        _ => format!("/registry/{storage}/"),
+    }
+}
+
+/// The store key of one object.
+pub(crate) fn key(r: &Resource, namespace: Option<&str>, name: &str) -> String {
+    format!("{}{name}", prefix(r, namespace))
+}
+
+/// Decodes a stored object, stamping its resourceVersion and the requested apiVersion/kind.
+pub(crate) fn decode(r: &Resource, kv: &KeyValue, revision: i64) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
+    if let Value::Object(m) = &mut obj {
+        m.insert("apiVersion".into(), json!(r.api_version()));
+        m.insert("kind".into(), json!(r.kind));
+    }
+    meta::set(&mut obj, "resourceVersion", revision.to_string());
+    Ok(obj)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Continue {
+    rv: i64,
+    start: String,
+}
+
+fn parse_continue(token: &str) -> Result<Continue, ApiError> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+    serde_json::from_slice(&bytes).map_err(|_| ApiError::bad_request("invalid continue token"))
+}
+
+fn make_continue(rv: i64, start: &str) -> String {
+    let json = json!({"rv": rv, "start": start}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// The current object and its store entry, or `None`.
+    pub(crate) async fn current(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<(Value, KeyValue)>, ApiError> {
+        let resp = self
+            .store
+            .range(
+                KeyRange::key(key(r, namespace, name)),
+                RangeOptions::default(),
+            )
+            .await
+            .map_err(store_error)?;
+        match resp.kvs.into_iter().next() {
+            Some(kv) => Ok(Some((decode(r, &kv, kv.mod_revision)?, kv))),
+            None => Ok(None),
+        }
+    }
+
+    /// GET of one object.
+    pub async fn get(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.current(r, namespace, name)
+            .await?
+            .map(|(obj, _)| obj)
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
+    }
+
+    /// LIST with selectors and pagination.
+    pub async fn list(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Value, ApiError> {
+        let labels = LabelSelector::parse(&opts.label_selector)?;
+        let fields = fields::parse(r, &opts.field_selector)?;
+        let prefix = prefix(r, namespace);
+        let end = tug_store_prefix_end(&prefix);
+        let (mut start, mut revision) = (prefix.clone(), 0i64);
+        if !opts.continue_token.is_empty() {
+            let c = parse_continue(&opts.continue_token)?;
+            if !c.start.starts_with(&prefix) {
+                return Err(ApiError::bad_request(
+                    "continue token does not match this list",
+                ));
+            }
+            start = c.start;
+            revision = c.rv;
+        } else if opts.resource_version_match == "Exact" {
+            revision = opts
+                .resource_version
+                .parse()
+                .map_err(|_| ApiError::bad_request("resourceVersion must be a number"))?;
+        } else if !opts.resource_version.is_empty() && opts.resource_version_match.is_empty() {
+            opts.resource_version
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request("resourceVersion must be a number"))?;
+        }
+        let limit = if opts.limit > 0 {
+            opts.limit as usize
+        } else {
+            0
+        };
+        let mut items = Vec::new();
+        let mut next_start: Option<String> = None;
+        let mut remaining = 0i64;
+        loop {
+            let want = if limit == 0 {
+                0
+            } else {
+                (limit - items.len()) as i64
+            };
+            let resp = self
+                .store
+                .range(
+                    KeyRange::range(start.clone().into_bytes(), end.clone()),
+                    RangeOptions {
+                        revision,
+                        limit: want,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } if !opts.continue_token.is_empty() => {
+                        ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results.")
+                    }
+                    other => store_error(other),
+                })?;
+            if revision == 0 {
+                revision = resp.revision;
+            }
+            let Some(last) = resp.kvs.last().map(|kv| kv.key.clone()) else {
+                break;
+            };
+            for kv in &resp.kvs {
+                let obj = decode(r, kv, kv.mod_revision)?;
+                if labels.matches(&meta::labels(&obj)) && fields::matches(r, &fields, &obj) {
+                    items.push(obj);
+                }
+            }
+            let mut after = last;
+            after.push(0);
+            start = String::from_utf8_lossy(&after).into_owned();
+            if !resp.more {
+                break;
+            }
+            if limit > 0 && items.len() >= limit {
+                next_start = Some(start.clone());
+                remaining = resp.count - resp.kvs.len() as i64;
+                break;
+            }
+        }
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if let Some(s) = next_start {
+            metadata["continue"] = json!(make_continue(revision, &s));
+            if labels.requirements.is_empty() && fields.terms.is_empty() && remaining > 0 {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
+        }
+        Ok(json!({
+            "kind": r.list_kind(),
+            "apiVersion": r.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }))
+    }
+}
+
+/// The end of a key prefix range.
+fn tug_store_prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// Label selector and field selector of a request, parsed.
+pub(crate) struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    pub fn parse(r: &Resource, label: &str, field: &str) -> Result<Self, ApiError> {
+        Ok(Self {
+            labels: LabelSelector::parse(label)?,
+            fields: fields::parse(r, field)?,
+        })
+    }
+
+    pub fn matches(&self, r: &Resource, obj: &Value) -> bool {
+        self.labels.matches(&meta::labels(obj)) && fields::matches(r, &self.fields, obj)
+    }
+}
+
+/// The store prefix of a namespaced resource in one namespace.
+pub(crate) fn prefix_of(r: &Resource, namespace: &str) -> String {
+    prefix(r, Some(namespace))
+}

@@ -1,0 +1,197 @@
+//! Table output (`as=Table;g=meta.k8s.io;v=v1`): the columns kubectl prints for a kind.
+
+use serde_json::{Value, json};
+use tug_api::{Resource, meta};
+
+/// How long ago an RFC 3339 timestamp was, the way kubectl shows ages (`5s`, `3m`, `2d`).
+pub fn age(timestamp: &str) -> String {
+    let Ok(then) = timestamp.parse::<jiff::Timestamp>() else {
+        return "<unknown>".into();
+    };
+    let secs = (jiff::Timestamp::now().as_second() - then.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 3600 * 3 => format!("{}m", s / 60),
+        s if s < 86400 * 2 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn text(obj: &Value, pointer: &str) -> String {
+    match obj.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn count(obj: &Value, pointer: &str) -> usize {
+    match obj.pointer(pointer) {
+        Some(Value::Object(m)) => m.len(),
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    }
+}
+
+fn num(obj: &Value, pointer: &str) -> i64 {
+    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// Columns after NAME and before AGE, per kind: (name, type, cell).
+type Column = (&'static str, &'static str, fn(&Value) -> Value);
+
+fn columns(kind: &str) -> Vec<Column> {
+    match kind {
+        "Namespace" => vec![("Status", "string", |o| json!(text(o, "/status/phase")))],
+        "ConfigMap" => vec![("Data", "integer", |o| {
+            json!(count(o, "/data") + count(o, "/binaryData"))
+        })],
+        "Secret" => vec![
+            ("Type", "string", |o| json!(text(o, "/type"))),
+            ("Data", "integer", |o| json!(count(o, "/data"))),
+        ],
+        "Deployment" => vec![
+            ("Ready", "string", |o| {
+                json!(format!(
+                    "{}/{}",
+                    num(o, "/status/readyReplicas"),
+                    num(o, "/spec/replicas")
+                ))
+            }),
+            ("Up-to-date", "integer", |o| {
+                json!(num(o, "/status/updatedReplicas"))
+            }),
+            ("Available", "integer", |o| {
+                json!(num(o, "/status/availableReplicas"))
+            }),
+        ],
+        "ReplicaSet" => vec![
+            ("Desired", "integer", |o| json!(num(o, "/spec/replicas"))),
+            ("Current", "integer", |o| json!(num(o, "/status/replicas"))),
+            ("Ready", "integer", |o| {
+                json!(num(o, "/status/readyReplicas"))
+            }),
+        ],
+        "Pod" => vec![
+            ("Ready", "string", |o| {
+                let total = count(o, "/spec/containers");
+                let ready = o
+                    .pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter(|c| c["ready"] == json!(true)).count())
+                    .unwrap_or(0);
+                json!(format!("{ready}/{total}"))
+            }),
+            ("Status", "string", |o| json!(text(o, "/status/phase"))),
+            ("Restarts", "integer", |o| {
+                json!(
+                    o.pointer("/status/containerStatuses")
+                        .and_then(Value::as_array)
+                        .map(|a| a
+                            .iter()
+                            .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                            .sum::<i64>())
+                        .unwrap_or(0)
+                )
+            }),
+        ],
+        "Service" => vec![
+            ("Type", "string", |o| json!(text(o, "/spec/type"))),
+            ("Cluster-IP", "string", |o| {
+                json!(text(o, "/spec/clusterIP"))
+            }),
+            ("External-IP", "string", |o| {
+                let ext = text(o, "/spec/externalIPs/0");
+                json!(if ext.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ext
+                })
+            }),
+            ("Port(s)", "string", |o| {
+                let ports: Vec<String> = o
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .map(|p| {
+                                format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                })
+            }),
+        ],
+        "Node" => vec![("Status", "string", |o| {
+            let ready = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"] == "True");
+            json!(match ready {
+                Some(true) => "Ready",
+                _ => "NotReady",
+            })
+        })],
+        _ => Vec::new(),
+    }
+}
+
+/// The Table of a list or of one object.
+pub fn to_table(r: &Resource, obj: &Value) -> Value {
+    let items: Vec<Value> = match obj.get("items").and_then(Value::as_array) {
+        Some(items) => items.clone(),
+        None => vec![obj.clone()],
+    };
+    let cols = columns(r.kind);
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
+    for (name, ty, _) in &cols {
+        defs.push(
+            json!({"name": name, "type": ty, "format": "", "description": "", "priority": 0}),
+        );
+    }
+    defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp", "priority": 0}));
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut cells = vec![json!(meta::name(item))];
+            for (_, _, cell) in &cols {
+                cells.push(cell(item));
+            }
+            cells.push(json!(age(&text(item, "/metadata/creationTimestamp"))));
+            let partial = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": item.get("metadata").cloned().unwrap_or(Value::Null),
+            });
+            json!({"cells": cells, "object": partial})
+        })
+        .collect();
+    let mut metadata = json!({});
+    if let Some(m) = obj.get("metadata") {
+        if let Some(rv) = m.get("resourceVersion") {
+            metadata["resourceVersion"] = rv.clone();
+        }
+        if let Some(c) = m.get("continue") {
+            metadata["continue"] = c.clone();
+        }
+        if let Some(c) = m.get("remainingItemCount") {
+            metadata["remainingItemCount"] = c.clone();
+        }
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}

@@ -1,0 +1,649 @@
+//! Writes: create, update (including the status subresource), patch and delete, with
+//! optimistic concurrency, defaulting, validation and namespace lifecycle admission.
+
+use serde_json::{Map, Value, json};
+use tug_api::validation::{NameRule, validate_label_value, validate_name, validate_qualified_name};
+use tug_api::{ApiError, Cause, Resource, catalog, meta, patch, strategic};
+use tug_store::{
+    Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, PutRequest, Txn, TxnOp,
+};
+
+use super::{Registry, key, store_error};
+
+/// Options of a write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: run everything but the write.
+    pub dry_run: bool,
+}
+
+/// The patch formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    /// The patch type of a Content-Type, if it is one.
+    pub fn from_content_type(ct: &str) -> Option<Self> {
+        let base = ct.split(';').next().unwrap_or("").trim();
+        Some(match base {
+            "application/json-patch+json" => PatchType::Json,
+            "application/merge-patch+json" => PatchType::Merge,
+            "application/strategic-merge-patch+json" => PatchType::Strategic,
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => PatchType::Apply,
+            _ => return None,
+        })
+    }
+}
+
+/// Options of a delete (`DeleteOptions` in the body or the query).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub grace_period_seconds: Option<i64>,
+}
+
+const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn random_suffix() -> String {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..5]
+        .iter()
+        .map(|b| GENERATE_ALPHABET[*b as usize % GENERATE_ALPHABET.len()] as char)
+        .collect()
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Top-level fields that are not spec: changes elsewhere move `metadata.generation`.
+fn spec_of(obj: &Value) -> Map<String, Value> {
+    obj.as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks apiVersion and kind of a body against the URL, filling them in when absent.
+pub(crate) fn check_type(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    let Value::Object(m) = obj else {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON or YAML object",
+        ));
+    };
+    match m.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v != r.api_version() && !same_storage(r, v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({})",
+                r.api_version()
+            )));
+        }
+        _ => {}
+    }
+    match m.get("kind").and_then(Value::as_str) {
+        Some(k) if k != r.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )));
+        }
+        _ => {}
+    }
+    m.insert("apiVersion".into(), json!(r.api_version()));
+    m.insert("kind".into(), json!(r.kind));
+    Ok(())
+}
+
+/// Whether `api_version` is another served version of the same resource.
+fn same_storage(r: &Resource, api_version: &str) -> bool {
+    catalog::BUILTIN
+        .iter()
+        .any(|o| o.storage == r.storage && o.api_version() == api_version)
+}
+
+/// Validates metadata; returns the causes.
+fn validate(r: &Resource, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Some(c) = validate_name(NameRule::for_kind(r.kind), meta::name(obj), "metadata.name") {
+        causes.push(c);
+    }
+    for (k, v) in meta::labels(obj) {
+        if let Some(c) = validate_qualified_name(k, "metadata.labels") {
+            causes.push(c);
+        }
+        if let Some(c) = validate_label_value(v, &format!("metadata.labels[{k}]")) {
+            causes.push(c);
+        }
+    }
+    if let Some(Value::Object(ann)) = obj.pointer("/metadata/annotations") {
+        for k in ann.keys() {
+            if let Some(c) = validate_qualified_name(k, "metadata.annotations") {
+                causes.push(c);
+            }
+        }
+    }
+    causes
+}
+
+fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
+    ApiError::invalid(r.group, r.kind, meta::name(obj), causes)
+}
+
+/// Defaults Kubernetes applies on create.
+fn default_on_create(r: &Resource, obj: &mut Value) {
+    if r.kind == "Namespace" {
+        if obj.pointer("/spec/finalizers").is_none() {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        }
+        obj["status"] = json!({"phase": "Active"});
+        let name = meta::name(obj).to_string();
+        let labels = meta::metadata_mut(obj)
+            .entry("labels")
+            .or_insert_with(|| json!({}));
+        if let Value::Object(l) = labels {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+}
+
+/// Finalizers that hold an object's deletion (Namespace keeps its own in spec).
+fn finalizers(r: &Resource, obj: &Value) -> Vec<Value> {
+    let mut f: Vec<Value> = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if r.kind == "Namespace" {
+        f.extend(
+            obj.pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    f
+}
+
+impl Registry {
+    /// Namespace lifecycle admission: a namespaced write needs an existing, active namespace.
+    async fn admit_namespace(&self, r: &Resource, namespace: &str) -> Result<(), ApiError> {
+        if !r.namespaced() {
+            return Ok(());
+        }
+        let ns_res = catalog::lookup("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("namespaces missing from the catalog"))?;
+        match self.current(ns_res, None, namespace).await? {
+            None => Err(ApiError::not_found("", "namespaces", namespace)),
+            Some((ns, _)) if ns.pointer("/metadata/deletionTimestamp").is_some() => {
+                Err(ApiError::forbidden(format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// CREATE.
+    pub async fn create(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        check_type(r, &mut obj)?;
+        if r.namespaced() {
+            let Some(ns) = namespace else {
+                return Err(ApiError::method_not_allowed(format!(
+                    "create {} needs a namespace in the URL",
+                    r.plural
+                )));
+            };
+            let body_ns = meta::namespace(&obj);
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            meta::set(&mut obj, "namespace", ns);
+        } else {
+            meta::remove(&mut obj, "namespace");
+        }
+        if meta::name(&obj).is_empty()
+            && let Some(generate) = obj
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .filter(|g| !g.is_empty())
+        {
+            meta::set(&mut obj, "name", format!("{generate}{}", random_suffix()));
+        }
+        let causes = validate(r, &obj);
+        if !causes.is_empty() {
+            return Err(invalid(r, &obj, causes));
+        }
+        for f in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            meta::remove(&mut obj, f);
+        }
+        meta::set(&mut obj, "uid", uuid::Uuid::new_v4().to_string());
+        meta::set(&mut obj, "creationTimestamp", now());
+        meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
+        default_on_create(r, &mut obj);
+        if let Some(ns) = namespace {
+            self.admit_namespace(r, ns).await?;
+        }
+        let name = meta::name(&obj).to_string();
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        let k = key(r, namespace, &name);
+        let stored = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        let resp = self
+            .store
+            .txn(Txn {
+                compare: vec![Compare::new(
+                    k.clone(),
+                    CompareOp::Equal,
+                    CompareTarget::Version(0),
+                )],
+                success: vec![TxnOp::Put(PutRequest::new(k, stored))],
+                failure: vec![],
+            })
+            .await
+            .map_err(store_error)?;
+        if !resp.succeeded {
+            return Err(ApiError::already_exists(r.group, r.plural, &name));
+        }
+        meta::set(&mut obj, "resourceVersion", resp.revision.to_string());
+        Ok(obj)
+    }
+
+    /// UPDATE of the object or of its status subresource.
+    pub async fn update(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        check_type(r, &mut obj)?;
+        let body_name = meta::name(&obj);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if r.namespaced() {
+            let body_ns = meta::namespace(&obj);
+            if !body_ns.is_empty() && Some(body_ns) != namespace {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+        let (old, kv) = self
+            .current(r, namespace, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        let rv = meta::resource_version(&obj).to_string();
+        if !rv.is_empty() && rv != kv.mod_revision.to_string() {
+            return Err(ApiError::conflict(
+                r.group,
+                r.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        self.replace(
+            r,
+            namespace,
+            name,
+            old,
+            kv.mod_revision,
+            obj,
+            subresource,
+            opts,
+        )
+        .await
+    }
+
+    /// Writes `new` over `old` (stored at `mod_revision`): the shared tail of update and patch.
+    #[allow(clippy::too_many_arguments)]
+    async fn replace(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        old: Value,
+        mod_revision: i64,
+        mut new: Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        if subresource == Some("status") {
+            // The status subresource changes status only.
+            let status = new.get("status").cloned();
+            new = old.clone();
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    if let Value::Object(m) = &mut new {
+                        m.remove("status");
+                    }
+                }
+            }
+        } else if r.has_subresource("status") {
+            // The main resource ignores status where a status subresource exists.
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Value::Object(m) = &mut new {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        // Fields the client cannot change.
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            match old.pointer(&format!("/metadata/{f}")) {
+                Some(v) => {
+                    meta::metadata_mut(&mut new).insert(f.into(), v.clone());
+                }
+                None => {
+                    meta::remove(&mut new, f);
+                }
+            }
+        }
+        if r.namespaced()
+            && let Some(ns) = namespace
+        {
+            meta::set(&mut new, "namespace", ns);
+        }
+        meta::set(&mut new, "name", name);
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let generation = if spec_of(&old) != spec_of(&new) {
+            generation + 1
+        } else {
+            generation
+        };
+        meta::metadata_mut(&mut new).insert("generation".into(), json!(generation));
+        let causes = validate(r, &new);
+        if !causes.is_empty() {
+            return Err(invalid(r, &new, causes));
+        }
+        meta::remove(&mut new, "resourceVersion");
+        let mut old_cmp = old.clone();
+        meta::remove(&mut old_cmp, "resourceVersion");
+        if new == old_cmp {
+            // No change: no write, the resourceVersion stays.
+            return Ok(old);
+        }
+        if opts.dry_run {
+            meta::set(&mut new, "resourceVersion", mod_revision.to_string());
+            return Ok(new);
+        }
+        let k = key(r, namespace, name);
+        let deleting =
+            new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(r, &new).is_empty();
+        let op = if deleting {
+            TxnOp::Delete(DeleteRequest::key(k.clone()))
+        } else {
+            let stored = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+            TxnOp::Put(PutRequest::new(k.clone(), stored))
+        };
+        let resp = self
+            .store
+            .txn(Txn {
+                compare: vec![Compare::new(
+                    k,
+                    CompareOp::Equal,
+                    CompareTarget::ModRevision(mod_revision),
+                )],
+                success: vec![op],
+                failure: vec![],
+            })
+            .await
+            .map_err(store_error)?;
+        if !resp.succeeded {
+            return Err(ApiError::conflict(
+                r.group,
+                r.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        meta::set(&mut new, "resourceVersion", resp.revision.to_string());
+        Ok(new)
+    }
+
+    /// PATCH: applies the patch to the current object and writes it, retrying on conflicts
+    /// (a patch is not conditional unless it carries a resourceVersion).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        kind: PatchType,
+        body: &Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        for _ in 0..16 {
+            let Some((old, kv)) = self.current(r, namespace, name).await? else {
+                if kind == PatchType::Apply {
+                    let mut obj = body.clone();
+                    meta::set(&mut obj, "name", name);
+                    return self.create(r, namespace, obj, opts).await;
+                }
+                return Err(ApiError::not_found(r.group, r.plural, name));
+            };
+            let mut new = old.clone();
+            match kind {
+                PatchType::Json => patch::json_patch(&mut new, body)?,
+                PatchType::Merge | PatchType::Apply => {
+                    if !body.is_object() {
+                        return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+                    }
+                    patch::merge_patch(&mut new, body)
+                }
+                PatchType::Strategic => {
+                    if !body.is_object() {
+                        return Err(ApiError::bad_request(
+                            "a strategic merge patch must be a JSON object",
+                        ));
+                    }
+                    strategic::strategic_merge(&mut new, body)
+                }
+            }
+            check_type(r, &mut new)?;
+            let asked_rv = meta::resource_version(&new).to_string();
+            if !asked_rv.is_empty() && asked_rv != kv.mod_revision.to_string() {
+                return Err(ApiError::conflict(
+                    r.group,
+                    r.plural,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+            if meta::name(&new) != name {
+                return Err(ApiError::bad_request(
+                    "a patch may not change the object's name",
+                ));
+            }
+            match self
+                .replace(
+                    r,
+                    namespace,
+                    name,
+                    old,
+                    kv.mod_revision,
+                    new,
+                    subresource,
+                    opts,
+                )
+                .await
+            {
+                Err(e) if e.reason == "Conflict" && asked_rv.is_empty() => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(
+            r.group,
+            r.plural,
+            name,
+            "the object kept changing while the patch was applied; try again",
+        ))
+    }
+
+    /// DELETE: removes the object, or marks it for deletion while finalizers remain.
+    pub async fn delete(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let (mut obj, kv) = self
+            .current(r, namespace, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        if let Some(uid) = &opts.precondition_uid
+            && uid != meta::uid(&obj)
+        {
+            return Err(ApiError::conflict(
+                r.group,
+                r.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta::uid(&obj)
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.precondition_rv
+            && *rv != kv.mod_revision.to_string()
+        {
+            return Err(ApiError::conflict(
+                r.group,
+                r.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    kv.mod_revision
+                ),
+            ));
+        }
+        let k = key(r, namespace, name);
+        if !finalizers(r, &obj).is_empty() {
+            // Deletion waits for the finalizers: mark it and keep the object.
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                meta::set(&mut obj, "deletionTimestamp", now());
+                meta::metadata_mut(&mut obj).insert(
+                    "deletionGracePeriodSeconds".into(),
+                    json!(opts.grace_period_seconds.unwrap_or(0)),
+                );
+                if r.kind == "Namespace" {
+                    obj["status"]["phase"] = json!("Terminating");
+                }
+                if opts.dry_run {
+                    return Ok(obj);
+                }
+                meta::remove(&mut obj, "resourceVersion");
+                let stored =
+                    serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+                let resp = self
+                    .store
+                    .txn(Txn {
+                        compare: vec![Compare::new(
+                            k,
+                            CompareOp::Equal,
+                            CompareTarget::ModRevision(kv.mod_revision),
+                        )],
+                        success: vec![TxnOp::Put(PutRequest::new(key(r, namespace, name), stored))],
+                        failure: vec![],
+                    })
+                    .await
+                    .map_err(store_error)?;
+                if !resp.succeeded {
+                    return Err(ApiError::conflict(
+                        r.group,
+                        r.plural,
+                        name,
+                        "the object has been modified; please try again",
+                    ));
+                }
+                meta::set(&mut obj, "resourceVersion", resp.revision.to_string());
+            }
+            return Ok(obj);
+        }
+        if opts.dry_run {
+            return Ok(tug_api::status::success(
+                r.group,
+                r.plural,
+                name,
+                meta::uid(&obj),
+            ));
+        }
+        let resp = self
+            .store
+            .txn(Txn {
+                compare: vec![Compare::new(
+                    k.clone(),
+                    CompareOp::Equal,
+                    CompareTarget::ModRevision(kv.mod_revision),
+                )],
+                success: vec![TxnOp::Delete(DeleteRequest {
+                    range: KeyRange::key(k),
+                    prev_kv: false,
+                })],
+                failure: vec![],
+            })
+            .await
+            .map_err(store_error)?;
+        if !resp.succeeded {
+            return Err(ApiError::conflict(
+                r.group,
+                r.plural,
+                name,
+                "the object has been modified; please try again",
+            ));
+        }
+        Ok(tug_api::status::success(
+            r.group,
+            r.plural,
+            name,
+            meta::uid(&obj),
+        ))
+    }
+}
