@@ -216,6 +216,16 @@ async fn route(
         ["apis", g, v] => discovery::resource_list(g, v),
         _ => None,
     };
+    let openapi_doc = match segs.as_slice() {
+        ["openapi", "v3"] => Some(crate::openapi::index()),
+        ["openapi", "v3", "api", v] => crate::openapi::document("", v),
+        ["openapi", "v3", "apis", g, v] => crate::openapi::document(g, v),
+        ["openapi", ..] => return Err(ApiError::no_route(&path)),
+        _ => None,
+    };
+    if let Some(doc) = openapi_doc {
+        return ok(doc);
+    }
     if let Some(doc) = discovery_doc {
         if req.method() != Method::GET {
             return Err(ApiError::method_not_allowed(

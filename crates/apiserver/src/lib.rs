@@ -6,6 +6,7 @@ pub mod auth;
 mod discovery;
 mod handler;
 mod namespaces;
+mod openapi;
 pub mod paths;
 pub mod pki;
 pub mod registry;

@@ -1,0 +1,187 @@
+//! OpenAPI v3: the index at /openapi/v3 and one document per group-version, generated from
+//! the catalog. Each document lists the resource paths and their operations, with the
+//! `x-kubernetes-group-version-kind` and `x-kubernetes-action` extensions and the query
+//! parameters each operation takes (kubectl looks for `fieldValidation` on PATCH to validate
+//! server-side). Object schemas are not generated yet.
+
+use serde_json::{Map, Value, json};
+use tug_api::catalog::{self, Resource};
+
+/// Changes whenever the documents would: clients cache by it.
+fn hash() -> String {
+    format!("tugboat-{}", env!("CARGO_PKG_VERSION").replace('.', "-"))
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `GET /openapi/v3`.
+pub fn index() -> Value {
+    let mut paths = Map::new();
+    for (g, versions) in catalog::groups() {
+        for v in versions {
+            let p = gv_path(g, v);
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash())}),
+            );
+        }
+    }
+    json!({"paths": paths})
+}
+
+fn param(name: &str, kind: &str) -> Value {
+    json!({"name": name, "in": "query", "schema": {"type": kind}, "uniqueItems": true})
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}, "uniqueItems": true})
+}
+
+fn operation(r: &Resource, action: &str, id: &str, params: Vec<Value>) -> Value {
+    json!({
+        "operationId": id,
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "parameters": params,
+        "responses": {"200": {"description": "OK"}, "401": {"description": "Unauthorized"}},
+    })
+}
+
+fn write_params() -> Vec<Value> {
+    vec![
+        param("dryRun", "string"),
+        param("fieldManager", "string"),
+        param("fieldValidation", "string"),
+    ]
+}
+
+/// `GET /openapi/v3/api/v1`, `GET /openapi/v3/apis/{group}/{version}`.
+pub fn document(group: &str, version: &str) -> Option<Value> {
+    let mut paths = Map::new();
+    let mut any = false;
+    for r in catalog::resources(group, version) {
+        any = true;
+        let base = format!("/{}", gv_path(group, version));
+        let collection = if r.namespaced() {
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{base}/{}", r.plural)
+        };
+        let item = format!("{collection}/{{name}}");
+        let scope = |mut v: Vec<Value>| {
+            if r.namespaced() {
+                v.push(path_param("namespace"));
+            }
+            v
+        };
+        let kind = r.kind;
+        let mut coll = Map::new();
+        if r.allows("list") {
+            coll.insert(
+                "get".into(),
+                operation(
+                    r,
+                    "list",
+                    &format!("list{kind}"),
+                    scope(vec![
+                        param("labelSelector", "string"),
+                        param("fieldSelector", "string"),
+                        param("limit", "integer"),
+                        param("continue", "string"),
+                        param("resourceVersion", "string"),
+                        param("resourceVersionMatch", "string"),
+                        param("watch", "boolean"),
+                        param("allowWatchBookmarks", "boolean"),
+                        param("sendInitialEvents", "boolean"),
+                        param("timeoutSeconds", "integer"),
+                    ]),
+                ),
+            );
+        }
+        if r.allows("create") {
+            coll.insert(
+                "post".into(),
+                operation(r, "post", &format!("create{kind}"), scope(write_params())),
+            );
+        }
+        if r.allows("deletecollection") {
+            coll.insert(
+                "delete".into(),
+                operation(
+                    r,
+                    "deletecollection",
+                    &format!("deleteCollection{kind}"),
+                    scope(vec![
+                        param("dryRun", "string"),
+                        param("labelSelector", "string"),
+                        param("fieldSelector", "string"),
+                    ]),
+                ),
+            );
+        }
+        paths.insert(collection, Value::Object(coll));
+        if r.allows("get") {
+            let with_name = |mut v: Vec<Value>| {
+                v.push(path_param("name"));
+                scope(v)
+            };
+            let mut patch_params = write_params();
+            patch_params.push(param("force", "boolean"));
+            paths.insert(
+                item,
+                json!({
+                    "get": operation(r, "get", &format!("read{kind}"), with_name(vec![])),
+                    "put": operation(r, "put", &format!("replace{kind}"), with_name(write_params())),
+                    "patch": operation(r, "patch", &format!("patch{kind}"), with_name(patch_params)),
+                    "delete": operation(r, "delete", &format!("delete{kind}"), with_name(vec![
+                        param("dryRun", "string"),
+                        param("gracePeriodSeconds", "integer"),
+                        param("propagationPolicy", "string"),
+                    ])),
+                }),
+            );
+        }
+    }
+    if !any {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::KUBE_VERSION.0, crate::KUBE_VERSION.1)},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_operations_offer_field_validation() {
+        let idx = index();
+        assert!(
+            idx["paths"]["apis/apps/v1"]["serverRelativeURL"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("/openapi/v3/apis/apps/v1?hash="))
+        );
+        let doc = document("apps", "v1").expect("apps/v1");
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(patch["parameters"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
+        }));
+        assert!(document("apps", "v0").is_none());
+    }
+}
