@@ -2,3 +2,4 @@
 //! dropped. Never part of the `tug` binary.
 
 pub mod etcd;
+pub mod server;

