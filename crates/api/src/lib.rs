@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod meta;
 pub mod patch;
+pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod strategic;

@@ -241,6 +241,65 @@ async fn route(
     Err(ApiError::no_route(&path))
 }
 
+/// How unknown fields are treated (`fieldValidation`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+fn field_validation(q: &HashMap<String, String>) -> FieldValidation {
+    match q.get("fieldValidation").map(String::as_str) {
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        _ => FieldValidation::Warn,
+    }
+}
+
+/// Checks a body for fields its kind does not have: an error with Strict, else they are
+/// dropped (as decoding into the typed object does) and, with Warn, reported as warnings.
+fn check_fields(
+    r: &Resource,
+    q: &HashMap<String, String>,
+    body: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    let mode = field_validation(q);
+    let unknown = tug_api::schema::unknown_fields(
+        r.group,
+        r.version,
+        r.kind,
+        body,
+        mode != FieldValidation::Strict,
+    );
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect::<Vec<_>>();
+    match mode {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        ))),
+        FieldValidation::Warn => Ok(list),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// Adds `Warning` headers to a response.
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
 fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
     let dry_run = match q.get("dryRun").map(String::as_str) {
         None | Some("") => false,
@@ -327,17 +386,18 @@ async fn resource(
         (Method::POST, None) => {
             let opts = write_options(&q)?;
             let (headers, bytes) = read_body(req).await?;
-            let body = decode_body(&headers, &bytes)?;
-            respond(StatusCode::CREATED, reg.create(r, ns, body, &opts).await?)
+            let mut body = decode_body(&headers, &bytes)?;
+            let warnings = check_fields(r, &q, &mut body)?;
+            let created = reg.create(r, ns, body, &opts).await?;
+            respond(StatusCode::CREATED, created).map(|resp| with_warnings(resp, &warnings))
         }
         (Method::PUT, Some(name)) => {
             let opts = write_options(&q)?;
             let (headers, bytes) = read_body(req).await?;
-            let body = decode_body(&headers, &bytes)?;
-            respond(
-                StatusCode::OK,
-                reg.update(r, ns, name, body, sub, &opts).await?,
-            )
+            let mut body = decode_body(&headers, &bytes)?;
+            let warnings = check_fields(r, &q, &mut body)?;
+            let updated = reg.update(r, ns, name, body, sub, &opts).await?;
+            respond(StatusCode::OK, updated).map(|resp| with_warnings(resp, &warnings))
         }
         (Method::PATCH, Some(name)) => {
             let opts = write_options(&q)?;
@@ -350,11 +410,14 @@ async fn resource(
             let kind = PatchType::from_content_type(&ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
             let (headers, bytes) = read_body(req).await?;
-            let body = decode_body(&headers, &bytes)?;
-            respond(
-                StatusCode::OK,
-                reg.patch(r, ns, name, kind, &body, sub, &opts).await?,
-            )
+            let mut body = decode_body(&headers, &bytes)?;
+            let warnings = if kind == PatchType::Json {
+                Vec::new()
+            } else {
+                check_fields(r, &q, &mut body)?
+            };
+            let patched = reg.patch(r, ns, name, kind, &body, sub, &opts).await?;
+            respond(StatusCode::OK, patched).map(|resp| with_warnings(resp, &warnings))
         }
         (Method::DELETE, Some(name)) => {
             let (headers, bytes) = read_body(req).await?;

@@ -2,7 +2,7 @@
 //! the catalog. Each document lists the resource paths and their operations, with the
 //! `x-kubernetes-group-version-kind` and `x-kubernetes-action` extensions and the query
 //! parameters each operation takes (kubectl looks for `fieldValidation` on PATCH to validate
-//! server-side). Object schemas are not generated yet.
+//! server-side). The components hold every object schema, generated from the types.
 
 use serde_json::{Map, Value, json};
 use tug_api::catalog::{self, Resource};
@@ -155,7 +155,7 @@ pub fn document(group: &str, version: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::KUBE_VERSION.0, crate::KUBE_VERSION.1)},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": tug_api::schema::components(group, version)},
     }))
 }
 
