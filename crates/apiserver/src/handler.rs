@@ -122,16 +122,31 @@ fn decode_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
+/// How much of an oversized body is read (and dropped) so that the client, still sending,
+/// receives the 413 instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
 async fn read_body(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::too_large(format!(
-                "the request body is larger than {MAX_BODY_BYTES} bytes"
-            ))
-        })?;
-    Ok((parts.headers, bytes))
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        total += chunk.len();
+        if total <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(format!(
+            "the request body is larger than the limit of {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    Ok((parts.headers, Bytes::from(buf)))
 }
 
 /// The entry point of every request.
