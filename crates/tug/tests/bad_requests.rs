@@ -60,6 +60,19 @@ fn tug() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tug"))
 }
 
+/// (description, method, path, content type, body, authenticated, accept, expected code, reason)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    String,
+    &'a str,
+    Option<Vec<u8>>,
+    bool,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
 #[test]
@@ -96,8 +109,7 @@ fn bad_requests_get_status_errors_and_the_server_keeps_serving() {
         "x".repeat(4 << 20)
     );
 
-    // (description, method, path, content type, body, authenticated, accept, expected code, reason)
-    let cases: Vec<(&str, &str, String, &str, Option<Vec<u8>>, bool, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("invalid JSON", "POST", CMS.into(), json, Some(b"{not json".to_vec()), true, None, 400, "BadRequest"),
         ("invalid YAML", "POST", CMS.into(), "application/yaml", Some(b"a: [unclosed".to_vec()), true, None, 400, "BadRequest"),
         ("empty body", "POST", CMS.into(), json, Some(Vec::new()), true, None, 400, "BadRequest"),
