@@ -2,6 +2,7 @@
 //! that built-in kinds and custom resources take one path). No I/O.
 
 pub mod catalog;
+pub mod defaults;
 pub mod meta;
 pub mod patch;
 pub mod schema;

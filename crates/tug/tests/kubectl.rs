@@ -69,8 +69,8 @@ apiVersion: v1
 kind: Secret
 metadata:
   name: web-secret
-stringData:
-  password: hunter2
+data:
+  password: aHVudGVyMg==
 ---
 apiVersion: v1
 kind: Service
@@ -173,6 +173,30 @@ fn version_discovery_and_apply() {
     );
     let json = ok(&s, &["get", "secret", "web-secret", "-o", "json"], None);
     assert!(json.contains("\"kind\": \"Secret\""), "{json}");
+    // Defaults were applied, and stringData is folded into data, as Kubernetes does.
+    let defaults = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.strategy.type} {.spec.template.spec.containers[0].imagePullPolicy} {.spec.template.spec.restartPolicy}",
+        ],
+        None,
+    );
+    assert_eq!(defaults, "RollingUpdate IfNotPresent Always");
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Secret\nmetadata:\n  name: s2\nstringData:\n  k: hunter2\n"),
+    );
+    let data = ok(
+        &s,
+        &["get", "secret", "s2", "-o", "jsonpath={.type} {.data.k}"],
+        None,
+    );
+    assert_eq!(data, "Opaque aHVudGVyMg==");
     let wide = ok(&s, &["get", "svc", "-o", "wide"], None);
     assert!(wide.contains("web"), "{wide}");
     let by_label = ok(&s, &["get", "deploy", "-l", "app=web", "-o", "name"], None);
@@ -448,4 +472,36 @@ fn deleting_a_namespace_removes_everything_in_it_and_restart_keeps_objects() {
             "{namespaces}"
         );
     }
+}
+
+#[test]
+fn explain_and_server_side_field_validation() {
+    let s = TugServer::start(tug());
+    let explain = ok(&s, &["explain", "deployment.spec.replicas"], None);
+    assert!(explain.contains("FIELD: replicas <integer>"), "{explain}");
+    assert!(explain.contains("Number of desired pods"), "{explain}");
+    let bogus = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: strict\nbogus: 1\n";
+    let refused = fails(&s, &["apply", "-f", "-"], Some(bogus));
+    assert!(
+        refused.contains(r#"strict decoding error: unknown field "bogus""#),
+        "{refused}"
+    );
+    let warned = kubectl(&s, &["apply", "--validate=warn", "-f", "-"], Some(bogus));
+    assert!(warned.status.success(), "{}", all(&warned));
+    assert!(
+        all(&warned).contains(r#"Warning: unknown field "bogus""#),
+        "{}",
+        all(&warned)
+    );
+    let stored: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["get", "cm", "strict", "-o", "json"], None)).expect("json");
+    assert!(
+        stored.get("bogus").is_none(),
+        "unknown fields are dropped: {stored}"
+    );
+    let bad_field = fails(&s, &["get", "cm", "--field-selector", "spec.nope=1"], None);
+    assert!(
+        bad_field.contains("field label not supported"),
+        "{bad_field}"
+    );
 }

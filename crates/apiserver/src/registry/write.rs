@@ -146,6 +146,11 @@ fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
 
 /// Defaults Kubernetes applies on create.
 fn default_on_create(r: &Resource, obj: &mut Value) {
+    tug_api::defaults::apply(r.kind, obj);
+    if r.kind == "Pod" {
+        let qos = tug_api::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null));
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    }
     if r.kind == "Namespace" {
         if obj.pointer("/spec/finalizers").is_none() {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -365,6 +370,7 @@ impl Registry {
                 }
             }
         }
+        tug_api::defaults::apply(r.kind, &mut new);
         // Fields the client cannot change.
         for f in [
             "uid",

@@ -1,0 +1,284 @@
+//! Defaulting, as Kubernetes applies it on every write: the values a field takes when the
+//! client leaves it out. Idempotent.
+
+use serde_json::{Map, Value, json};
+
+/// Sets `obj[key] = value` when the key is absent (or null).
+fn default(obj: &mut Map<String, Value>, key: &str, value: Value) {
+    if obj.get(key).is_none_or(Value::is_null) {
+        obj.insert(key.to_string(), value);
+    }
+}
+
+/// The object at `pointer`, created as `{}` along the way when `create`.
+fn object_at<'a>(root: &'a mut Value, path: &[&str]) -> Option<&'a mut Map<String, Value>> {
+    let mut cur = root;
+    for p in path {
+        let m = cur.as_object_mut()?;
+        cur = m.entry(p.to_string()).or_insert_with(|| json!({}));
+    }
+    cur.as_object_mut()
+}
+
+fn default_container(c: &mut Value) {
+    let Some(c) = c.as_object_mut() else { return };
+    default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default(c, "terminationMessagePolicy", json!("File"));
+    default(c, "resources", json!({}));
+    if c.get("imagePullPolicy").is_none() {
+        let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+        // The tag is after the last ':' that follows the last '/'; none or "latest" means Always.
+        let name = image.rsplit('/').next().unwrap_or(image);
+        let tag = name
+            .split('@')
+            .next()
+            .and_then(|n| n.split_once(':'))
+            .map(|(_, t)| t);
+        let always = !image.contains('@') && matches!(tag, None | Some("latest"));
+        c.insert(
+            "imagePullPolicy".into(),
+            json!(if always { "Always" } else { "IfNotPresent" }),
+        );
+    }
+    if let Some(Value::Array(ports)) = c.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// Defaults of a pod spec (in a Pod or in a template).
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "securityContext", json!({}));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "enableServiceLinks", json!(true));
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = spec.get_mut(list) {
+            cs.iter_mut().for_each(default_container);
+        }
+    }
+}
+
+fn default_template(obj: &mut Value, path: &[&str]) {
+    if let Some(spec) = object_at(obj, path) {
+        default_pod_spec(spec);
+    }
+}
+
+/// Applies the defaults of `kind` to `obj`.
+pub fn apply(kind: &str, obj: &mut Value) {
+    match kind {
+        "Pod" => {
+            if let Some(spec) = object_at(obj, &["spec"]) {
+                default_pod_spec(spec);
+                default(spec, "serviceAccountName", json!("default"));
+                default(spec, "priority", json!(0));
+            }
+        }
+        "PodTemplate" => default_template(obj, &["template", "spec"]),
+        "Deployment" => {
+            if let Some(spec) = object_at(obj, &["spec"]) {
+                default(spec, "replicas", json!(1));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(spec, "progressDeadlineSeconds", json!(600));
+                default(
+                    spec,
+                    "strategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+                );
+            }
+            default_template(obj, &["spec", "template", "spec"]);
+        }
+        "ReplicaSet" | "ReplicationController" => {
+            if let Some(spec) = object_at(obj, &["spec"]) {
+                default(spec, "replicas", json!(1));
+            }
+            default_template(obj, &["spec", "template", "spec"]);
+        }
+        "StatefulSet" => {
+            if let Some(spec) = object_at(obj, &["spec"]) {
+                default(spec, "replicas", json!(1));
+                default(spec, "podManagementPolicy", json!("OrderedReady"));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
+                default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
+            }
+            default_template(obj, &["spec", "template", "spec"]);
+        }
+        "DaemonSet" => {
+            if let Some(spec) = object_at(obj, &["spec"]) {
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                );
+            }
+            default_template(obj, &["spec", "template", "spec"]);
+        }
+        "Job" => {
+            default_job_spec(obj, &["spec"]);
+        }
+        "CronJob" => {
+            if let Some(spec) = object_at(obj, &["spec"]) {
+                default(spec, "concurrencyPolicy", json!("Allow"));
+                default(spec, "suspend", json!(false));
+                default(spec, "successfulJobsHistoryLimit", json!(3));
+                default(spec, "failedJobsHistoryLimit", json!(1));
+            }
+            default_job_spec(obj, &["spec", "jobTemplate", "spec"]);
+        }
+        "Service" => default_service(obj),
+        "Secret" => default_secret(obj),
+        _ => {}
+    }
+}
+
+fn default_job_spec(obj: &mut Value, path: &[&str]) {
+    if let Some(spec) = object_at(obj, path) {
+        let unset = spec.get("completions").is_none() && spec.get("parallelism").is_none();
+        if unset {
+            spec.insert("completions".into(), json!(1));
+        }
+        default(spec, "parallelism", json!(1));
+        default(spec, "backoffLimit", json!(6));
+        default(spec, "completionMode", json!("NonIndexed"));
+        default(spec, "suspend", json!(false));
+        default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    }
+    let mut template = path.to_vec();
+    template.extend(["template", "spec"]);
+    if let Some(spec) = object_at(obj, &template) {
+        default_pod_spec(spec);
+    }
+}
+
+fn default_service(obj: &mut Value) {
+    let Some(spec) = object_at(obj, &["spec"]) else {
+        return;
+    };
+    default(spec, "type", json!("ClusterIP"));
+    default(spec, "sessionAffinity", json!("None"));
+    let is_external = spec.get("type") == Some(&json!("ExternalName"));
+    if !is_external {
+        default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        default(spec, "ipFamilies", json!(["IPv4"]));
+        default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                default(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+/// Secrets: type Opaque, and `stringData` folded into `data` (base64), as the API server does.
+fn default_secret(obj: &mut Value) {
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    default(root, "type", json!("Opaque"));
+    if let Some(Value::Object(strings)) = root.remove("stringData") {
+        let data = root.entry("data").or_insert_with(|| json!({}));
+        if let Some(data) = data.as_object_mut() {
+            for (k, v) in strings {
+                if let Some(s) = v.as_str() {
+                    data.insert(k, json!(base64_encode(s.as_bytes())));
+                }
+            }
+        }
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The QoS class of a pod spec: Guaranteed when every container limits CPU and memory with
+/// requests equal to limits, BestEffort when none requests or limits anything, else Burstable.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|l| spec.get(*l).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let res =
+        |c: &Value, kind: &str, r: &str| c.pointer(&format!("/resources/{kind}/{r}")).cloned();
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"].iter().any(|k| {
+            c.pointer(&format!("/resources/{k}"))
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+        })
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = res(c, "limits", r);
+            limit.is_some() && (res(c, "requests", r).is_none() || res(c, "requests", r) == limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_and_containers_get_kubernetes_defaults() {
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "image": "nginx", "ports": [{"containerPort": 80}]},
+            {"name": "b", "image": "registry:5000/x/nginx:1.2"},
+            {"name": "c", "image": "nginx:latest", "imagePullPolicy": "Never"}
+        ]}}}});
+        apply("Deployment", &mut d);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        let c = &d["spec"]["template"]["spec"]["containers"];
+        assert_eq!(c[0]["imagePullPolicy"], "Always");
+        assert_eq!(c[1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c[2]["imagePullPolicy"], "Never");
+        assert_eq!(c[0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let once = d.clone();
+        apply("Deployment", &mut d);
+        assert_eq!(d, once, "defaulting is idempotent");
+    }
+
+    #[test]
+    fn services_and_secrets() {
+        let mut s = json!({"spec": {"ports": [{"port": 80}]}});
+        apply("Service", &mut s);
+        assert_eq!(s["spec"]["type"], "ClusterIP");
+        assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
+        let mut sec = json!({"stringData": {"password": "hunter2"}, "data": {"a": "Yg=="}});
+        apply("Secret", &mut sec);
+        assert_eq!(sec["type"], "Opaque");
+        assert_eq!(sec["data"]["password"], "aHVudGVyMg==");
+        assert!(sec.get("stringData").is_none());
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+        assert_eq!(base64_encode(b"a"), "YQ==");
+    }
+}
