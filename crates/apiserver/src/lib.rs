@@ -53,6 +53,38 @@ impl ApiServer {
         Ok(())
     }
 
+    /// Compacts the store's history every `interval`, keeping what was written since the
+    /// previous tick (as kube-apiserver's --etcd-compaction-interval does): watches and
+    /// lists older than that get 410 Gone and relist.
+    pub fn start_compaction(self: &Arc<Self>, interval: std::time::Duration) {
+        let store = self.registry.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            let mut previous: Option<i64> = None;
+            loop {
+                tick.tick().await;
+                let current = match store.current_revision().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "compaction: reading the revision failed");
+                        continue;
+                    }
+                };
+                if let Some(p) = previous
+                    && p > 0
+                {
+                    match store.compact(p).await {
+                        Ok(()) => tracing::debug!(revision = p, "compacted"),
+                        Err(tug_store::Error::Compacted { .. }) => {}
+                        Err(e) => tracing::warn!(error = %e, "compaction failed"),
+                    }
+                }
+                previous = Some(current);
+            }
+        });
+    }
+
     /// The HTTP router (authentication included).
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()

@@ -33,9 +33,15 @@ impl TugServer {
 
     /// Starts `bin server` on `data_dir` (kept afterwards), e.g. to restart on the same state.
     pub fn start_in(bin: &Path, data_dir: &Path) -> TugServer {
+        Self::start_with(bin, data_dir, &[])
+    }
+
+    /// Starts `bin server` on `data_dir` with extra arguments.
+    pub fn start_with(bin: &Path, data_dir: &Path, extra: &[&str]) -> TugServer {
         let mut child = Command::new(bin)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

@@ -44,6 +44,10 @@ struct ServerArgs {
     /// Address the API server listens on (HTTPS).
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen: std::net::SocketAddr,
+    /// How often the store's history is compacted, in seconds; watches and lists older than
+    /// one interval get 410 Gone. 0 turns it off.
+    #[arg(long, default_value_t = 300)]
+    etcd_compaction_interval: u64,
     /// Run without the built-in node agent (accepted now; the agent comes with a later version).
     #[arg(long)]
     disable_agent: bool,
@@ -99,6 +103,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let pki = tug_apiserver::pki::Pki::load_or_create(&args.data_dir, &[listen_host])?;
     let api = tug_apiserver::ApiServer::new(store.clone(), pki.token.clone());
     api.bootstrap().await?;
+    if args.etcd_compaction_interval > 0 {
+        api.start_compaction(std::time::Duration::from_secs(
+            args.etcd_compaction_interval,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
