@@ -36,10 +36,16 @@ impl TugServer {
         Self::start_with(bin, data_dir, &[])
     }
 
-    /// Starts `bin server` on `data_dir` with extra arguments.
+    /// Starts `bin server` on `data_dir` with extra arguments (`--listen` among them replaces
+    /// the default of a free loopback port).
     pub fn start_with(bin: &Path, data_dir: &Path, extra: &[&str]) -> TugServer {
-        let mut child = Command::new(bin)
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut cmd = Command::new(bin);
+        cmd.arg("server");
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
+            .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -107,6 +113,14 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
 }
 
 /// The kubectl 1.37 binary: `$TUG_KUBECTL`, or the one `scripts/test.sh` installs.
