@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod defaults;
 pub mod meta;
 pub mod patch;
+pub mod protobuf;
 pub mod schema;
 pub mod selector;
 pub mod status;

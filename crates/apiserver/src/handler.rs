@@ -94,7 +94,7 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     matches!(q.get(name).map(String::as_str), Some("true" | "1"))
 }
 
-/// Decodes a request body: JSON or YAML (protobuf comes later).
+/// Decodes a request body: JSON, YAML or Kubernetes protobuf.
 fn decode_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -111,6 +111,7 @@ fn decode_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
                 "the body of the request could not be decoded as JSON: {e}"
             ))
         }),
+        "application/vnd.kubernetes.protobuf" => tug_api::protobuf::decode(bytes),
         "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => {
             serde_norway::from_slice::<Value>(bytes).map_err(|e| {
                 ApiError::bad_request(format!(
