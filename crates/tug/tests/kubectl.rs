@@ -505,3 +505,109 @@ fn explain_and_server_side_field_validation() {
         "{bad_field}"
     );
 }
+
+#[test]
+fn create_subcommands_and_auth_send_protobuf() {
+    let s = TugServer::start(tug());
+    ok(&s, &["create", "namespace", "made"], None);
+    ok(
+        &s,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:3",
+            "--replicas=3",
+            "-n",
+            "made",
+        ],
+        None,
+    );
+    ok(
+        &s,
+        &[
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=a=b",
+            "-n",
+            "made",
+        ],
+        None,
+    );
+    ok(
+        &s,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "sec",
+            "--from-literal=p=hunter2",
+            "-n",
+            "made",
+        ],
+        None,
+    );
+    let d = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "made",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.selector.matchLabels.app}",
+        ],
+        None,
+    );
+    assert_eq!(d, "3 nginx:3 web");
+    assert_eq!(
+        ok(
+            &s,
+            &["get", "cm", "cfg", "-n", "made", "-o", "jsonpath={.data.a}"],
+            None
+        ),
+        "b"
+    );
+    assert_eq!(
+        ok(
+            &s,
+            &[
+                "get",
+                "secret",
+                "sec",
+                "-n",
+                "made",
+                "-o",
+                "jsonpath={.data.p}"
+            ],
+            None
+        ),
+        "aHVudGVyMg=="
+    );
+    let dry = ok(
+        &s,
+        &[
+            "create",
+            "configmap",
+            "dry",
+            "--from-literal=a=b",
+            "--dry-run=server",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(dry.trim(), "configmap/dry");
+    assert!(fails(&s, &["get", "cm", "dry"], None).contains("not found"));
+    assert_eq!(
+        ok(&s, &["auth", "can-i", "create", "pods"], None).trim(),
+        "yes"
+    );
+    let whoami = ok(&s, &["auth", "whoami"], None);
+    assert!(
+        whoami.contains("admin") && whoami.contains("system:masters"),
+        "{whoami}"
+    );
+}
