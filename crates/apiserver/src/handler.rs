@@ -349,6 +349,9 @@ async fn resource(
     let reg = &server.registry;
     let method = req.method().clone();
     let sub = t.subresource.as_deref();
+    if sub == Some("scale") {
+        return scale(server, r, ns, t.name.as_deref(), &q, req).await;
+    }
     if let Some(s) = sub
         && !matches!(s, "status" | "finalize")
     {
@@ -489,6 +492,49 @@ async fn resource(
             req_path_description(r, t.name.is_some())
         ))),
     }
+}
+
+/// The scale subresource: GET, PUT and PATCH.
+async fn scale(
+    server: &ApiServer,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: Option<&str>,
+    q: &HashMap<String, String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let name = name.ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+    let reg = &server.registry;
+    let method = req.method().clone();
+    let out = match method {
+        Method::GET => reg.get_scale(r, ns, name).await?,
+        Method::PUT => {
+            let opts = write_options(q)?;
+            let (headers, bytes) = read_body(req).await?;
+            let body = decode_body(&headers, &bytes)?;
+            reg.update_scale(r, ns, name, &body, &opts).await?
+        }
+        Method::PATCH => {
+            let opts = write_options(q)?;
+            let ct = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let kind = PatchType::from_content_type(&ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+            let (headers, bytes) = read_body(req).await?;
+            let body = decode_body(&headers, &bytes)?;
+            reg.patch_scale(r, ns, name, kind, &body, &opts).await?
+        }
+        m => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on scale"
+            )));
+        }
+    };
+    Ok(json_response(StatusCode::OK, &out, "application/json"))
 }
 
 fn req_path_description(r: &Resource, named: bool) -> String {

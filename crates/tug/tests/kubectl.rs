@@ -611,3 +611,65 @@ fn create_subcommands_and_auth_send_protobuf() {
         "{whoami}"
     );
 }
+
+#[test]
+fn scale_and_diff() {
+    let s = TugServer::start(tug());
+    ok(&s, &["apply", "-f", "-"], Some(APP));
+    let scaled = ok(&s, &["scale", "deploy", "web", "--replicas=5"], None);
+    assert!(scaled.contains("scaled"), "{scaled}");
+    assert_eq!(
+        ok(
+            &s,
+            &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"],
+            None
+        ),
+        "5"
+    );
+    let scale = ok(
+        &s,
+        &[
+            "get",
+            "--raw",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        ],
+        None,
+    );
+    let scale: serde_json::Value = serde_json::from_str(&scale).expect("scale json");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let negative = fails(&s, &["scale", "deploy", "web", "--replicas=-1"], None);
+    assert!(negative.contains("replicas"), "{negative}");
+    // diff shows what apply would change, and changes nothing.
+    let o = kubectl(
+        &s,
+        &["diff", "-f", "-"],
+        Some(&APP.replace("nginx:1", "nginx:9")),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "diff exits 1 when there are differences: {}",
+        all(&o)
+    );
+    assert!(
+        out(&o)
+            .lines()
+            .any(|l| l.starts_with('+') && l.contains("image: nginx:9")),
+        "{}",
+        out(&o)
+    );
+    let image = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+        None,
+    );
+    assert_eq!(image, "nginx:1");
+}

@@ -4,6 +4,7 @@
 //! mod revision.
 
 mod fields;
+mod scale;
 mod table;
 mod watch;
 mod write;

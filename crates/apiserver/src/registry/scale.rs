@@ -1,0 +1,131 @@
+//! The scale subresource (autoscaling/v1 Scale) of Deployments, ReplicaSets, StatefulSets and
+//! ReplicationControllers: reads and writes the parent's `spec.replicas`.
+
+use serde_json::{Value, json};
+use tug_api::{ApiError, Resource, meta, patch, strategic};
+
+use super::{PatchType, Registry, WriteOptions};
+
+/// The label selector of a workload as a string (`a=b,c=d`), as Scale reports it.
+fn selector(obj: &Value) -> String {
+    let labels = obj
+        .pointer("/spec/selector/matchLabels")
+        .or_else(|| obj.pointer("/spec/selector"))
+        .and_then(Value::as_object);
+    let mut parts: Vec<String> = labels
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect()
+        })
+        .unwrap_or_default();
+    parts.sort();
+    parts.join(",")
+}
+
+fn to_scale(obj: &Value) -> Value {
+    let m = obj.get("metadata").cloned().unwrap_or(json!({}));
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"),
+            "namespace": m.get("namespace"),
+            "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"),
+            "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector(obj),
+        },
+    })
+}
+
+impl Registry {
+    /// GET of the scale subresource.
+    pub async fn get_scale(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        Ok(to_scale(&self.get(r, ns, name).await?))
+    }
+
+    /// PUT of the scale subresource: sets the parent's replicas.
+    pub async fn update_scale(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        scale: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    name,
+                    vec![tug_api::Cause::new(
+                        "FieldValueRequired",
+                        "spec.replicas",
+                        "Required value",
+                    )],
+                )
+            })?;
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![tug_api::Cause::new(
+                    "FieldValueInvalid",
+                    "spec.replicas",
+                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                )],
+            ));
+        }
+        let (mut obj, kv) = self
+            .current(r, ns, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        let rv = meta::resource_version(scale);
+        if !rv.is_empty() && rv != kv.mod_revision.to_string() {
+            return Err(ApiError::conflict(
+                r.group,
+                r.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        obj["spec"]["replicas"] = json!(replicas);
+        meta::set(&mut obj, "resourceVersion", kv.mod_revision.to_string());
+        let updated = self.update(r, ns, name, obj, None, opts).await?;
+        Ok(to_scale(&updated))
+    }
+
+    /// PATCH of the scale subresource.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_scale(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchType,
+        body: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut scale = self.get_scale(r, ns, name).await?;
+        match kind {
+            PatchType::Json => patch::json_patch(&mut scale, body)?,
+            PatchType::Strategic => strategic::strategic_merge(&mut scale, body),
+            PatchType::Merge | PatchType::Apply => patch::merge_patch(&mut scale, body),
+        }
+        self.update_scale(r, ns, name, &scale, opts).await
+    }
+}
