@@ -162,13 +162,31 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
     if let Err(e) = auth::authorize(identity.as_ref(), &verb, &path) {
         return error_response(&e);
     }
-    match route(&server, identity, req).await {
+    let started = std::time::Instant::now();
+    let resource = paths::parse(&path)
+        .ok()
+        .flatten()
+        .map(|t| t.resource.plural)
+        .unwrap_or("");
+    let watching = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
+    let resp = match route(&server, identity, req).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(%method, %path, code = e.code, reason = e.reason, "request failed");
             error_response(&e)
         }
-    }
+    };
+    let verb = if watching { "watch".to_string() } else { verb };
+    server.metrics.observe(
+        &verb,
+        resource,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 async fn route(
@@ -179,6 +197,14 @@ async fn route(
     let path = req.uri().path().to_string();
     let ok = |body: Value| Ok(json_response(StatusCode::OK, &body, "application/json"));
     match path.as_str() {
+        "/metrics" => {
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                server.metrics.render(),
+            )
+                .into_response());
+        }
         "/healthz" | "/livez" | "/readyz" => {
             return Ok(
                 (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response(),

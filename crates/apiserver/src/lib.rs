@@ -5,6 +5,7 @@
 pub mod auth;
 mod discovery;
 mod handler;
+mod metrics;
 mod namespaces;
 mod openapi;
 pub mod paths;
@@ -29,6 +30,7 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct ApiServer {
     registry: Registry,
     token: String,
+    metrics: metrics::Metrics,
 }
 
 impl ApiServer {
@@ -37,6 +39,7 @@ impl ApiServer {
         Arc::new(Self {
             registry: Registry::new(store),
             token,
+            metrics: metrics::Metrics::default(),
         })
     }
 
