@@ -30,6 +30,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         watchers: usize,
     },
+    /// Benchmark the API server (starts its own `tug server`).
+    Api {
+        /// Seconds the create phase runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Pods stored for the list and memory figures.
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        /// Watchers for the delivery-latency phase.
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        /// Changes per second during the watch phase (it lasts 5 s).
+        #[arg(long, default_value_t = 100)]
+        changes_per_second: u64,
+    },
 }
 
 /// Figures of one backend.
@@ -44,12 +59,28 @@ struct Report {
 
 /// Runs a benchmark.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Store {
-        data_dir,
-        etcd,
-        seconds,
-        watchers,
-    } = cmd;
+    let (data_dir, etcd, seconds, watchers) = match cmd {
+        BenchCommand::Store {
+            data_dir,
+            etcd,
+            seconds,
+            watchers,
+        } => (data_dir, etcd, seconds, watchers),
+        BenchCommand::Api {
+            seconds,
+            pods,
+            watchers,
+            changes_per_second,
+        } => {
+            return crate::bench_api::run(crate::bench_api::ApiBench {
+                seconds,
+                pods,
+                watchers,
+                changes_per_second,
+            })
+            .await;
+        }
+    };
     let tmp = tempdir()?;
     let dir = data_dir.unwrap_or_else(|| tmp.clone());
     let phase = Duration::from_secs(seconds);

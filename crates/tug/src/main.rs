@@ -1,6 +1,7 @@
 //! `tug`: the tugboat binary. It parses the command line and wires library crates together.
 
 mod bench;
+mod bench_api;
 mod datastore;
 mod debug;
 mod snapshot;

@@ -173,10 +173,14 @@ fn bad_requests_get_status_errors_and_the_server_keeps_serving() {
     assert_eq!(code, 200);
     let metrics = metrics.as_str().unwrap_or_default().to_string();
     assert!(
-        metrics.contains(r#"apiserver_request_total{verb="post",resource="configmaps",code="422"}"#),
+        metrics
+            .contains(r#"apiserver_request_total{verb="post",resource="configmaps",code="422"}"#),
         "{metrics}"
     );
-    assert!(metrics.contains("apiserver_request_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("apiserver_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
     // Still serving, and nothing half-written.
     assert_eq!(c.send("GET", "/healthz", json, None, false, None).0, 200);
     let list = c.send("GET", CMS, json, None, true, None).1;
