@@ -426,7 +426,7 @@ async fn resource(
                 resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
                 resource_version_match: q.get("resourceVersionMatch").cloned().unwrap_or_default(),
             };
-            respond(StatusCode::OK, reg.list(r, ns, &opts).await?)
+            list_response(reg, r, ns, &opts, acc.table).await
         }
         (Method::POST, None) => {
             let opts = write_options(&q)?;
@@ -518,6 +518,51 @@ async fn resource(
             req_path_description(r, t.name.is_some())
         ))),
     }
+}
+
+/// A list, encoded item by item as the store is read: the JSON text (or Table rows) is all
+/// that is held, never the whole list as values.
+async fn list_response(
+    reg: &registry::Registry,
+    r: &'static Resource,
+    ns: Option<&str>,
+    opts: &ListOptions,
+    table: bool,
+) -> Result<Response, ApiError> {
+    if table {
+        let mut rows = Vec::new();
+        let list = reg
+            .list_each(r, ns, opts, |obj| {
+                rows.push(registry::row(r, &obj));
+                Ok(())
+            })
+            .await?;
+        let t = registry::table_of(r, rows, list.get("metadata"));
+        return Ok(json_response(StatusCode::OK, &t, "application/json"));
+    }
+    let mut buf: Vec<u8> = b"{\"items\":[".to_vec();
+    let mut first = true;
+    let list = reg
+        .list_each(r, ns, opts, |obj| {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut buf, &obj).map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+    buf.extend_from_slice(b"]");
+    for k in ["kind", "apiVersion", "metadata"] {
+        buf.extend_from_slice(format!(",\"{k}\":").as_bytes());
+        serde_json::to_writer(&mut buf, &list[k]).map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    buf.push(b'}');
+    let mut resp = Response::new(Body::from(buf));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
 }
 
 /// The scale subresource: GET, PUT and PATCH.

@@ -170,6 +170,7 @@ pub async fn run(opts: ApiBench) -> anyhow::Result<()> {
     for t in tasks {
         t.await??;
     }
+    let rss_stored = rss_mib(pid);
     let mut lists = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -255,7 +256,10 @@ pub async fn run(opts: ApiBench) -> anyhow::Result<()> {
         opts.pods,
         ms(pct(&lists, 0.5))
     );
-    println!("| RSS holding {} pods | {rss_pods:.1} MiB |", opts.pods);
+    println!(
+        "| RSS holding {} pods, before / after the lists | {rss_stored:.1} / {rss_pods:.1} MiB |",
+        opts.pods
+    );
     println!(
         "| watch delivery p50 / p99, {} watchers, {} changes/s ({complete} of them saw all {changes}) | {} / {} |",
         opts.watchers,

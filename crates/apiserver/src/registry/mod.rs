@@ -17,7 +17,7 @@ use tug_api::selector::{FieldSelector, LabelSelector};
 use tug_api::{ApiError, Resource, meta};
 use tug_store::{Error as StoreError, KeyRange, KeyValue, RangeOptions, Store};
 
-pub use table::to_table;
+pub use table::{row, table_of, to_table};
 pub use watch::{WatchEvent, WatchOptions};
 pub use write::{DeleteOptions, PatchType, WriteOptions};
 
@@ -26,6 +26,9 @@ pub use write::{DeleteOptions, PatchType, WriteOptions};
 pub struct Registry {
     pub(crate) store: Arc<dyn Store>,
 }
+
+/// Objects read from the store at a time by an unlimited list.
+const LIST_BATCH: i64 = 500;
 
 /// Options of a list.
 #[derive(Clone, Debug, Default)]
@@ -141,12 +144,33 @@ impl Registry {
             .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
     }
 
-    /// LIST with selectors and pagination.
+    /// LIST with selectors and pagination, as one JSON value.
     pub async fn list(
         &self,
         r: &Resource,
         namespace: Option<&str>,
         opts: &ListOptions,
+    ) -> Result<Value, ApiError> {
+        let mut items = Vec::new();
+        let mut list = self
+            .list_each(r, namespace, opts, |obj| {
+                items.push(obj);
+                Ok(())
+            })
+            .await?;
+        list["items"] = Value::Array(items);
+        Ok(list)
+    }
+
+    /// LIST, handing each matching object to `each` as it is read (in batches from the store,
+    /// at one revision), so that a large list is never held whole. Returns the list without
+    /// its items.
+    pub async fn list_each(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+        mut each: impl FnMut(Value) -> Result<(), ApiError>,
     ) -> Result<Value, ApiError> {
         let labels = LabelSelector::parse(&opts.label_selector)?;
         let fields = fields::parse(r, &opts.field_selector)?;
@@ -177,14 +201,14 @@ impl Registry {
         } else {
             0
         };
-        let mut items = Vec::new();
+        let mut taken = 0usize;
         let mut next_start: Option<String> = None;
         let mut remaining = 0i64;
         loop {
             let want = if limit == 0 {
-                0
+                LIST_BATCH
             } else {
-                (limit - items.len()) as i64
+                (limit - taken) as i64
             };
             let resp = self
                 .store
@@ -212,7 +236,8 @@ impl Registry {
             for kv in &resp.kvs {
                 let obj = decode(r, kv, kv.mod_revision)?;
                 if labels.matches(&meta::labels(&obj)) && fields::matches(r, &fields, &obj) {
-                    items.push(obj);
+                    taken += 1;
+                    each(obj)?;
                 }
             }
             let mut after = last;
@@ -221,7 +246,7 @@ impl Registry {
             if !resp.more {
                 break;
             }
-            if limit > 0 && items.len() >= limit {
+            if limit > 0 && taken >= limit {
                 next_start = Some(start.clone());
                 remaining = resp.count - resp.kvs.len() as i64;
                 break;
@@ -238,7 +263,7 @@ impl Registry {
             "kind": r.list_kind(),
             "apiVersion": r.api_version(),
             "metadata": metadata,
-            "items": items,
+            "items": [],
         }))
     }
 }

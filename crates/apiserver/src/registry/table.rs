@@ -143,55 +143,62 @@ fn columns(kind: &str) -> Vec<Column> {
     }
 }
 
-/// The Table of a list or of one object.
-pub fn to_table(r: &Resource, obj: &Value) -> Value {
-    let items: Vec<Value> = match obj.get("items").and_then(Value::as_array) {
-        Some(items) => items.clone(),
-        None => vec![obj.clone()],
-    };
-    let cols = columns(r.kind);
+/// The column definitions of a kind's Table.
+pub fn column_definitions(r: &Resource) -> Vec<Value> {
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
     ];
-    for (name, ty, _) in &cols {
+    for (name, ty, _) in columns(r.kind) {
         defs.push(
             json!({"name": name, "type": ty, "format": "", "description": "", "priority": 0}),
         );
     }
     defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp", "priority": 0}));
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let mut cells = vec![json!(meta::name(item))];
-            for (_, _, cell) in &cols {
-                cells.push(cell(item));
-            }
-            cells.push(json!(age(&text(item, "/metadata/creationTimestamp"))));
-            let partial = json!({
-                "kind": "PartialObjectMetadata",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": item.get("metadata").cloned().unwrap_or(Value::Null),
-            });
-            json!({"cells": cells, "object": partial})
-        })
-        .collect();
+    defs
+}
+
+/// One Table row for an object.
+pub fn row(r: &Resource, item: &Value) -> Value {
+    let mut cells = vec![json!(meta::name(item))];
+    for (_, _, cell) in columns(r.kind) {
+        cells.push(cell(item));
+    }
+    cells.push(json!(age(&text(item, "/metadata/creationTimestamp"))));
+    let partial = json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": item.get("metadata").cloned().unwrap_or(Value::Null),
+    });
+    json!({"cells": cells, "object": partial})
+}
+
+/// A Table from rows and the list metadata they came with.
+pub fn table_of(r: &Resource, rows: Vec<Value>, list_metadata: Option<&Value>) -> Value {
     let mut metadata = json!({});
-    if let Some(m) = obj.get("metadata") {
-        if let Some(rv) = m.get("resourceVersion") {
-            metadata["resourceVersion"] = rv.clone();
-        }
-        if let Some(c) = m.get("continue") {
-            metadata["continue"] = c.clone();
-        }
-        if let Some(c) = m.get("remainingItemCount") {
-            metadata["remainingItemCount"] = c.clone();
+    if let Some(m) = list_metadata {
+        for k in ["resourceVersion", "continue", "remainingItemCount"] {
+            if let Some(v) = m.get(k) {
+                metadata[k] = v.clone();
+            }
         }
     }
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": defs,
+        "columnDefinitions": column_definitions(r),
         "rows": rows,
     })
+}
+
+/// The Table of a list or of one object.
+pub fn to_table(r: &Resource, obj: &Value) -> Value {
+    match obj.get("items").and_then(Value::as_array) {
+        Some(items) => table_of(
+            r,
+            items.iter().map(|i| row(r, i)).collect(),
+            obj.get("metadata"),
+        ),
+        None => table_of(r, vec![row(r, obj)], None),
+    }
 }
