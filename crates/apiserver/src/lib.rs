@@ -88,6 +88,25 @@ impl ApiServer {
         });
     }
 
+    /// A kube-rs client wired straight to the router, for components in this process: no TCP,
+    /// no TLS, the same request pipeline. It acts as `system:apiserver` (group system:masters).
+    /// Must be called inside a Tokio runtime.
+    pub fn in_process_client(self: &Arc<Self>) -> kube::Client {
+        let identity = auth::Identity {
+            user: "system:apiserver".into(),
+            groups: vec!["system:masters".into()],
+        };
+        let service = tower::ServiceExt::map_request(
+            self.router(),
+            move |req: http::Request<kube::client::Body>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(identity.clone());
+                req
+            },
+        );
+        kube::Client::new(service, "default")
+    }
+
     /// The HTTP router (authentication included).
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
