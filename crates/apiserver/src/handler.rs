@@ -259,6 +259,14 @@ async fn route(
         _ => None,
     };
     let openapi_doc = match segs.as_slice() {
+        ["openapi", "v2"] => {
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                crate::openapi::v2(),
+            )
+                .into_response());
+        }
         ["openapi", "v3"] => Some(crate::openapi::index()),
         ["openapi", "v3", "api", v] => crate::openapi::document("", v),
         ["openapi", "v3", "apis", g, v] => crate::openapi::document(g, v),

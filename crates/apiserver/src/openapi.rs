@@ -159,6 +159,52 @@ pub fn document(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
+/// `GET /openapi/v2`: one Swagger 2.0 document for every group-version, built once.
+pub fn v2() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut paths = Map::new();
+        let mut definitions = Map::new();
+        for (g, versions) in catalog::groups() {
+            for v in versions {
+                if let Some(doc) = document(g, v)
+                    && let Some(p) = doc["paths"].as_object()
+                {
+                    for (path, ops) in p {
+                        let mut ops = ops.clone();
+                        // Swagger 2 parameters carry their type directly.
+                        if let Some(ops) = ops.as_object_mut() {
+                            for op in ops.values_mut() {
+                                if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                                    for p in params.iter_mut() {
+                                        if let Some(kind) = p.get("schema").and_then(|s| s.get("type")).cloned() {
+                                            p["type"] = kind;
+                                            if let Some(m) = p.as_object_mut() {
+                                                m.remove("schema");
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        paths.insert(path.clone(), ops);
+                    }
+                }
+                for (name, schema) in tug_api::schema::components(g, v) {
+                    definitions.entry(name.clone()).or_insert_with(|| schema.clone());
+                }
+            }
+        }
+        let doc = json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::KUBE_VERSION.0, crate::KUBE_VERSION.1)},
+            "paths": paths,
+            "definitions": definitions,
+        });
+        doc.to_string().replace("#/components/schemas/", "#/definitions/")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +229,14 @@ mod tests {
                 .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
         }));
         assert!(document("apps", "v0").is_none());
+    }
+
+    #[test]
+    fn v2_has_definitions_and_paths_with_swagger_refs() {
+        let doc: Value = serde_json::from_str(v2()).expect("json");
+        assert_eq!(doc["swagger"], "2.0");
+        assert!(doc["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
+        assert!(doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"].is_object());
+        assert!(!v2().contains("#/components/schemas/"));
     }
 }
