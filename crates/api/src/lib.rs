@@ -1,6 +1,7 @@
 //! tugboat's apimachinery: pure functions over Kubernetes objects (held as JSON values, so
 //! that built-in kinds and custom resources take one path). No I/O.
 
+pub mod apply;
 pub mod catalog;
 pub mod defaults;
 pub mod meta;

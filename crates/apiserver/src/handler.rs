@@ -339,6 +339,19 @@ fn check_fields(
     }
 }
 
+/// The field manager of a write that names none: the User-Agent's product, as Kubernetes does.
+fn default_manager(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("unknown")
+        .chars()
+        .take(128)
+        .collect()
+}
+
 /// Adds `Warning` headers to a response.
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
@@ -350,7 +363,7 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
-fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
+fn write_options(q: &HashMap<String, String>, manager: &str) -> Result<WriteOptions, ApiError> {
     let dry_run = match q.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
@@ -367,7 +380,15 @@ fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> 
             "invalid fieldValidation {v:?}: must be one of Ignore, Warn or Strict"
         )));
     }
-    Ok(WriteOptions { dry_run })
+    Ok(WriteOptions {
+        dry_run,
+        manager: q
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .unwrap_or_else(|| manager.to_string()),
+        force: flag(q, "force"),
+    })
 }
 
 async fn resource(
@@ -378,6 +399,7 @@ async fn resource(
 ) -> Result<Response, ApiError> {
     let r: &'static Resource = t.resource;
     let q = query(&req);
+    let manager = default_manager(req.headers());
     let acc = accept(req.headers())?;
     let ns = t.namespace.as_deref();
     let reg = &server.registry;
@@ -437,7 +459,7 @@ async fn resource(
             list_response(reg, r, ns, &opts, acc.table).await
         }
         (Method::POST, None) => {
-            let opts = write_options(&q)?;
+            let opts = write_options(&q, &manager)?;
             let (headers, bytes) = read_body(req).await?;
             let mut body = decode_body(&headers, &bytes)?;
             let warnings = check_fields(r, &q, &mut body)?;
@@ -445,7 +467,7 @@ async fn resource(
             respond(StatusCode::CREATED, created).map(|resp| with_warnings(resp, &warnings))
         }
         (Method::PUT, Some(name)) => {
-            let opts = write_options(&q)?;
+            let opts = write_options(&q, &manager)?;
             let (headers, bytes) = read_body(req).await?;
             let mut body = decode_body(&headers, &bytes)?;
             let warnings = check_fields(r, &q, &mut body)?;
@@ -453,7 +475,7 @@ async fn resource(
             respond(StatusCode::OK, updated).map(|resp| with_warnings(resp, &warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let opts = write_options(&q)?;
+            let opts = write_options(&q, &manager)?;
             let ct = req
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -462,6 +484,11 @@ async fn resource(
                 .to_string();
             let kind = PatchType::from_content_type(&ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+            if kind == PatchType::Apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+                return Err(ApiError::bad_request(
+                    "PATCH requests with apply content type require a fieldManager",
+                ));
+            }
             let (headers, bytes) = read_body(req).await?;
             let mut body = decode_body(&headers, &bytes)?;
             let warnings = if kind == PatchType::Json {
@@ -584,17 +611,18 @@ async fn scale(
 ) -> Result<Response, ApiError> {
     let name = name.ok_or_else(|| ApiError::no_route(req.uri().path()))?;
     let reg = &server.registry;
+    let manager = default_manager(req.headers());
     let method = req.method().clone();
     let out = match method {
         Method::GET => reg.get_scale(r, ns, name).await?,
         Method::PUT => {
-            let opts = write_options(q)?;
+            let opts = write_options(q, &manager)?;
             let (headers, bytes) = read_body(req).await?;
             let body = decode_body(&headers, &bytes)?;
             reg.update_scale(r, ns, name, &body, &opts).await?
         }
         Method::PATCH => {
-            let opts = write_options(q)?;
+            let opts = write_options(q, &manager)?;
             let ct = req
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -625,7 +653,7 @@ fn req_path_description(r: &Resource, named: bool) -> String {
 }
 
 fn delete_options(q: &HashMap<String, String>, body: &Value) -> Result<DeleteOptions, ApiError> {
-    let dry_run = write_options(q)?.dry_run
+    let dry_run = write_options(q, "")?.dry_run
         || body
             .get("dryRun")
             .and_then(Value::as_array)

@@ -77,6 +77,42 @@ fn install_upgrade_rollback_uninstall() {
     assert_eq!(get("{.data.greeting}", "cm/demo-config"), "bye");
     assert_eq!(get("{.spec.replicas}", "deploy/demo-web"), "3");
 
+    // An upgrade that no longer renders a field removes it (helm 4 applies server-side).
+    ok(
+        &helm,
+        &s,
+        &[
+            "upgrade",
+            "demo",
+            chart,
+            "--set",
+            "greeting=bye",
+            "--set",
+            "replicas=3",
+            "--set",
+            "extra=true",
+        ],
+    );
+    assert_eq!(get("{.data.extra}", "cm/demo-config"), "present");
+    ok(
+        &helm,
+        &s,
+        &[
+            "upgrade",
+            "demo",
+            chart,
+            "--set",
+            "greeting=bye",
+            "--set",
+            "replicas=3",
+        ],
+    );
+    assert_eq!(
+        get("{.data.extra}", "cm/demo-config"),
+        "",
+        "the key the chart stopped rendering is gone"
+    );
+
     ok(&helm, &s, &["rollback", "demo", "1"]);
     assert_eq!(get("{.data.greeting}", "cm/demo-config"), "hello");
     assert_eq!(get("{.spec.replicas}", "deploy/demo-web"), "1");
@@ -85,8 +121,8 @@ fn install_upgrade_rollback_uninstall() {
     let history = ok(&helm, &s, &["history", "demo"]);
     assert_eq!(
         history.lines().count(),
-        4,
-        "three revisions and a header: {history}"
+        6,
+        "five revisions and a header: {history}"
     );
 
     ok(&helm, &s, &["uninstall", "demo"]);

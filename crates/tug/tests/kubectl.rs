@@ -673,3 +673,83 @@ fn scale_and_diff() {
     );
     assert_eq!(image, "nginx:1");
 }
+
+#[test]
+fn server_side_apply_owns_fields_conflicts_and_forces() {
+    let s = TugServer::start(tug());
+    let full = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\n  labels:\n    app: ssa\n    extra: \"yes\"\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: ssa\n  template:\n    metadata:\n      labels:\n        app: ssa\n    spec:\n      containers:\n      - name: web\n        image: nginx:1\n      - name: side\n        image: busybox\n";
+    let trimmed = full
+        .replace("    extra: \"yes\"\n", "")
+        .replace("      - name: side\n        image: busybox\n", "");
+    ok(&s, &["apply", "--server-side", "-f", "-"], Some(full));
+    ok(&s, &["apply", "--server-side", "-f", "-"], Some(&trimmed));
+    let got = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "ssa",
+            "-o",
+            "jsonpath={.metadata.labels} {.spec.template.spec.containers[*].name}",
+        ],
+        None,
+    );
+    assert_eq!(
+        got, r#"{"app":"ssa"} web"#,
+        "fields no longer applied are removed"
+    );
+    let managed = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "ssa",
+            "-o",
+            "jsonpath={.metadata.managedFields[0].manager} {.metadata.managedFields[0].operation}",
+        ],
+        None,
+    );
+    assert_eq!(managed, "kubectl Apply");
+
+    // Another manager takes replicas; applying a different value then conflicts.
+    ok(
+        &s,
+        &[
+            "patch",
+            "deploy",
+            "ssa",
+            "--field-manager=autoscaler",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"replicas":5}}"#,
+        ],
+        None,
+    );
+    let conflict = fails(&s, &["apply", "--server-side", "-f", "-"], Some(&trimmed));
+    assert!(
+        conflict.contains(r#".spec.replicas: conflict with "autoscaler""#),
+        "{conflict}"
+    );
+    assert_eq!(
+        ok(
+            &s,
+            &["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"],
+            None
+        ),
+        "5"
+    );
+    ok(
+        &s,
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&trimmed),
+    );
+    assert_eq!(
+        ok(
+            &s,
+            &["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"],
+            None
+        ),
+        "2"
+    );
+}

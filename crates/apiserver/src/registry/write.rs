@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 use tug_api::validation::{NameRule, validate_label_value, validate_name, validate_qualified_name};
-use tug_api::{ApiError, Cause, Resource, catalog, meta, patch, strategic};
+use tug_api::{ApiError, Cause, Resource, apply, catalog, meta, patch, strategic};
 use tug_store::{
     Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, PutRequest, Txn, TxnOp,
 };
@@ -15,6 +15,10 @@ use super::{Registry, key, store_error};
 pub struct WriteOptions {
     /// `dryRun=All`: run everything but the write.
     pub dry_run: bool,
+    /// The field manager the write is recorded under in `managedFields` (none: not recorded).
+    pub manager: String,
+    /// Server-side apply: take fields over from other managers instead of conflicting.
+    pub force: bool,
 }
 
 /// The patch formats.
@@ -254,6 +258,9 @@ impl Registry {
         meta::set(&mut obj, "creationTimestamp", now());
         meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
         default_on_create(r, &mut obj);
+        if !opts.manager.is_empty() {
+            tug_api::apply::record_update(None, &mut obj, &opts.manager, &r.api_version(), &now());
+        }
         if let Some(ns) = namespace {
             self.admit_namespace(r, ns).await?;
         }
@@ -407,6 +414,15 @@ impl Registry {
         if !causes.is_empty() {
             return Err(invalid(r, &new, causes));
         }
+        if !opts.manager.is_empty() && subresource != Some("status") {
+            tug_api::apply::record_update(
+                Some(&old),
+                &mut new,
+                &opts.manager,
+                &r.api_version(),
+                &now(),
+            );
+        }
         meta::remove(&mut new, "resourceVersion");
         let mut old_cmp = old.clone();
         meta::remove(&mut old_cmp, "resourceVersion");
@@ -470,14 +486,45 @@ impl Registry {
                 if kind == PatchType::Apply {
                     let mut obj = body.clone();
                     meta::set(&mut obj, "name", name);
-                    return self.create(r, namespace, obj, opts).await;
+                    let applied = apply::apply(
+                        None,
+                        &obj,
+                        &opts.manager,
+                        &r.api_version(),
+                        opts.force,
+                        &now(),
+                    )?;
+                    let recorded = WriteOptions {
+                        manager: String::new(),
+                        ..opts.clone()
+                    };
+                    return self.create(r, namespace, applied.object, &recorded).await;
                 }
                 return Err(ApiError::not_found(r.group, r.plural, name));
             };
             let mut new = old.clone();
+            let mut write_opts = opts.clone();
             match kind {
+                PatchType::Apply => {
+                    if !body.is_object() {
+                        return Err(ApiError::bad_request(
+                            "an apply configuration must be an object",
+                        ));
+                    }
+                    new = apply::apply(
+                        Some(&old),
+                        body,
+                        &opts.manager,
+                        &r.api_version(),
+                        opts.force,
+                        &now(),
+                    )?
+                    .object;
+                    // apply() recorded the ownership itself.
+                    write_opts.manager.clear();
+                }
                 PatchType::Json => patch::json_patch(&mut new, body)?,
-                PatchType::Merge | PatchType::Apply => {
+                PatchType::Merge => {
                     if !body.is_object() {
                         return Err(ApiError::bad_request("a merge patch must be a JSON object"));
                     }
@@ -516,7 +563,7 @@ impl Registry {
                     kv.mod_revision,
                     new,
                     subresource,
-                    opts,
+                    &write_opts,
                 )
                 .await
             {
