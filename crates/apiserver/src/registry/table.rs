@@ -128,6 +128,216 @@ fn columns(kind: &str) -> Vec<Column> {
                 })
             }),
         ],
+        "StatefulSet" => vec![("Ready", "string", |o| {
+            json!(format!(
+                "{}/{}",
+                num(o, "/status/readyReplicas"),
+                num(o, "/spec/replicas")
+            ))
+        })],
+        "DaemonSet" => vec![
+            ("Desired", "integer", |o| {
+                json!(num(o, "/status/desiredNumberScheduled"))
+            }),
+            ("Current", "integer", |o| {
+                json!(num(o, "/status/currentNumberScheduled"))
+            }),
+            ("Ready", "integer", |o| json!(num(o, "/status/numberReady"))),
+            ("Up-to-date", "integer", |o| {
+                json!(num(o, "/status/updatedNumberScheduled"))
+            }),
+            ("Available", "integer", |o| {
+                json!(num(o, "/status/numberAvailable"))
+            }),
+        ],
+        "Job" => vec![
+            ("Status", "string", |o| {
+                let conds = o.pointer("/status/conditions").and_then(Value::as_array);
+                let has = |t: &str| {
+                    conds.is_some_and(|c| c.iter().any(|c| c["type"] == t && c["status"] == "True"))
+                };
+                json!(if has("Complete") {
+                    "Complete"
+                } else if has("Failed") {
+                    "Failed"
+                } else {
+                    "Running"
+                })
+            }),
+            ("Completions", "string", |o| {
+                json!(format!(
+                    "{}/{}",
+                    num(o, "/status/succeeded"),
+                    o.pointer("/spec/completions")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                ))
+            }),
+        ],
+        "CronJob" => vec![
+            ("Schedule", "string", |o| json!(text(o, "/spec/schedule"))),
+            ("Suspend", "boolean", |o| {
+                json!(
+                    o.pointer("/spec/suspend")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                )
+            }),
+            ("Active", "integer", |o| json!(count(o, "/status/active"))),
+            ("Last Schedule", "string", |o| {
+                let t = text(o, "/status/lastScheduleTime");
+                json!(if t.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    age(&t)
+                })
+            }),
+        ],
+        "Endpoints" => vec![("Endpoints", "string", |o| {
+            let mut eps = Vec::new();
+            for subset in o
+                .pointer("/subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<i64> = subset["ports"]
+                    .as_array()
+                    .map(|p| p.iter().filter_map(|p| p["port"].as_i64()).collect())
+                    .unwrap_or_default();
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    let ip = a["ip"].as_str().unwrap_or("");
+                    if ports.is_empty() {
+                        eps.push(ip.to_string())
+                    } else {
+                        eps.extend(ports.iter().map(|p| format!("{ip}:{p}")))
+                    }
+                }
+            }
+            json!(if eps.is_empty() {
+                "<none>".to_string()
+            } else {
+                eps.join(",")
+            })
+        })],
+        "PersistentVolumeClaim" => vec![
+            ("Status", "string", |o| json!(text(o, "/status/phase"))),
+            ("Volume", "string", |o| json!(text(o, "/spec/volumeName"))),
+            ("Capacity", "string", |o| {
+                json!(text(o, "/status/capacity/storage"))
+            }),
+            ("Storage Class", "string", |o| {
+                json!(text(o, "/spec/storageClassName"))
+            }),
+        ],
+        "PersistentVolume" => vec![
+            ("Capacity", "string", |o| {
+                json!(text(o, "/spec/capacity/storage"))
+            }),
+            ("Reclaim Policy", "string", |o| {
+                json!(text(o, "/spec/persistentVolumeReclaimPolicy"))
+            }),
+            ("Status", "string", |o| json!(text(o, "/status/phase"))),
+            ("Storage Class", "string", |o| {
+                json!(text(o, "/spec/storageClassName"))
+            }),
+        ],
+        "Ingress" => vec![
+            ("Class", "string", |o| {
+                let c = text(o, "/spec/ingressClassName");
+                json!(if c.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    c
+                })
+            }),
+            ("Hosts", "string", |o| {
+                let hosts: Vec<String> = o
+                    .pointer("/spec/rules")
+                    .and_then(Value::as_array)
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(|r| r["host"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts.join(",")
+                })
+            }),
+        ],
+        "Event" => vec![
+            ("Type", "string", |o| json!(text(o, "/type"))),
+            ("Reason", "string", |o| json!(text(o, "/reason"))),
+            ("Object", "string", |o| {
+                json!(format!(
+                    "{}/{}",
+                    text(o, "/involvedObject/kind").to_ascii_lowercase(),
+                    text(o, "/involvedObject/name")
+                ))
+            }),
+            ("Message", "string", |o| json!(text(o, "/message"))),
+        ],
+        "ServiceAccount" => vec![("Secrets", "integer", |o| json!(count(o, "/secrets")))],
+        "Lease" => vec![("Holder", "string", |o| {
+            json!(text(o, "/spec/holderIdentity"))
+        })],
+        "StorageClass" => vec![
+            ("Provisioner", "string", |o| json!(text(o, "/provisioner"))),
+            ("Reclaim Policy", "string", |o| {
+                let p = text(o, "/reclaimPolicy");
+                json!(if p.is_empty() {
+                    "Delete".to_string()
+                } else {
+                    p
+                })
+            }),
+        ],
+        "PriorityClass" => vec![
+            ("Value", "integer", |o| json!(num(o, "/value"))),
+            ("Global-Default", "boolean", |o| {
+                json!(
+                    o.pointer("/globalDefault")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                )
+            }),
+        ],
+        "HorizontalPodAutoscaler" => vec![
+            ("Reference", "string", |o| {
+                json!(format!(
+                    "{}/{}",
+                    text(o, "/spec/scaleTargetRef/kind"),
+                    text(o, "/spec/scaleTargetRef/name")
+                ))
+            }),
+            ("MinPods", "integer", |o| {
+                json!(
+                    o.pointer("/spec/minReplicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                )
+            }),
+            ("MaxPods", "integer", |o| json!(num(o, "/spec/maxReplicas"))),
+            ("Replicas", "integer", |o| {
+                json!(num(o, "/status/currentReplicas"))
+            }),
+        ],
+        "PodDisruptionBudget" => vec![
+            ("Min Available", "string", |o| {
+                let v = text(o, "/spec/minAvailable");
+                json!(if v.is_empty() { "N/A".to_string() } else { v })
+            }),
+            ("Max Unavailable", "string", |o| {
+                let v = text(o, "/spec/maxUnavailable");
+                json!(if v.is_empty() { "N/A".to_string() } else { v })
+            }),
+            ("Allowed Disruptions", "integer", |o| {
+                json!(num(o, "/status/disruptionsAllowed"))
+            }),
+        ],
         "Node" => vec![("Status", "string", |o| {
             let ready = o
                 .pointer("/status/conditions")
@@ -200,5 +410,43 @@ pub fn to_table(r: &Resource, obj: &Value) -> Value {
             obj.get("metadata"),
         ),
         None => table_of(r, vec![row(r, obj)], None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_get_their_columns() {
+        let cron = tug_api::catalog::lookup("batch", "v1", "cronjobs").expect("cronjobs");
+        let t = to_table(
+            cron,
+            &json!({"metadata": {"name": "c", "creationTimestamp": "2020-01-01T00:00:00Z"}, "spec": {"schedule": "*/5 * * * *"}}),
+        );
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            names,
+            [
+                "Name",
+                "Schedule",
+                "Suspend",
+                "Active",
+                "Last Schedule",
+                "Age"
+            ]
+        );
+        assert_eq!(t["rows"][0]["cells"][1], "*/5 * * * *");
+        assert_eq!(t["rows"][0]["cells"][4], "<none>");
+        let svc = tug_api::catalog::lookup("", "v1", "services").expect("services");
+        let t = to_table(
+            svc,
+            &json!({"items": [{"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}], "metadata": {"resourceVersion": "7"}}),
+        );
+        assert_eq!(t["rows"][0]["cells"][4], "80/TCP");
+        assert_eq!(t["metadata"]["resourceVersion"], "7");
     }
 }
