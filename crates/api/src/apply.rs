@@ -414,8 +414,9 @@ pub fn apply(
     merge(&mut object, &config, &mut Vec::new());
 
     // Fields this manager applied before and no longer applies go, unless someone else owns them.
+    // Shortest first: a list item goes whole before its fields (its key among them) would.
     let mut dropped: Vec<&FieldPath> = prev.difference(&new_set).collect();
-    dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    dropped.sort_by_key(|p| p.len());
     for p in dropped {
         let owned_elsewhere = mgrs
             .iter()
@@ -526,6 +527,29 @@ mod tests {
         .expect("apply");
         assert!(second.object.pointer("/metadata/labels/extra").is_none());
         assert_eq!(second.object["metadata"]["labels"]["app"], "web");
+    }
+
+    #[test]
+    fn apply_removes_list_items_it_stopped_applying() {
+        let mut two = deploy(1, "nginx", false);
+        two["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(json!({"name": "side", "image": "busybox"}));
+        let first = apply(None, &two, "mgr", "apps/v1", false, T).expect("apply");
+        let second = apply(
+            Some(&first.object),
+            &deploy(1, "nginx", false),
+            "mgr",
+            "apps/v1",
+            false,
+            T,
+        )
+        .expect("apply");
+        assert_eq!(
+            second.object["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "web", "image": "nginx"}])
+        );
     }
 
     #[test]

@@ -162,3 +162,203 @@ mod tests {
         assert!(validate_label_value(&"a".repeat(64), "v").is_some());
     }
 }
+
+/// Field checks of a whole object, per kind: required fields, and consistency Kubernetes
+/// insists on (a workload's selector must match its template's labels, a Job's pods may not
+/// restart Always).
+pub fn validate_object(kind: &str, obj: &serde_json::Value) -> Vec<Cause> {
+    use serde_json::Value;
+    let mut causes = Vec::new();
+    let required = |causes: &mut Vec<Cause>, field: &str| {
+        causes.push(Cause::new("FieldValueRequired", field, "Required value"));
+    };
+    let check_pod_spec = |causes: &mut Vec<Cause>, spec: Option<&Value>, at: &str| {
+        let containers = spec
+            .and_then(|s| s.get("containers"))
+            .and_then(Value::as_array);
+        match containers {
+            None => required(causes, &format!("{at}.containers")),
+            Some(cs) if cs.is_empty() => required(causes, &format!("{at}.containers")),
+            Some(cs) => {
+                for (i, c) in cs.iter().enumerate() {
+                    for f in ["name", "image"] {
+                        if c.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                            required(causes, &format!("{at}.containers[{i}].{f}"));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    match kind {
+        "Pod" => check_pod_spec(&mut causes, obj.get("spec"), "spec"),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            let selector = obj.pointer("/spec/selector");
+            if selector.is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())) {
+                required(&mut causes, "spec.selector");
+            }
+            let labels = obj
+                .pointer("/spec/template/metadata/labels")
+                .and_then(Value::as_object);
+            if let Some(Value::Object(want)) = obj.pointer("/spec/selector/matchLabels") {
+                let matches = want
+                    .iter()
+                    .all(|(k, v)| labels.is_some_and(|l| l.get(k) == Some(v)));
+                if !matches {
+                    causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        "spec.template.metadata.labels",
+                        "Invalid value: `selector` does not match template `labels`",
+                    ));
+                }
+            }
+            check_pod_spec(
+                &mut causes,
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+            );
+        }
+        "Job" => {
+            check_pod_spec(
+                &mut causes,
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+            );
+            let policy = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !matches!(policy, "OnFailure" | "Never") {
+                causes.push(Cause::new(
+                    "FieldValueNotSupported",
+                    "spec.template.spec.restartPolicy",
+                    format!(
+                        "Unsupported value: {policy:?}: supported values: \"OnFailure\", \"Never\""
+                    ),
+                ));
+            }
+        }
+        "Service" => {
+            let kind = obj
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
+            let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+            let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+            if kind != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
+                required(&mut causes, "spec.ports");
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+/// Checks an update against the old object: fields Kubernetes does not let change.
+pub fn validate_update(kind: &str, old: &serde_json::Value, new: &serde_json::Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let immutable = |causes: &mut Vec<Cause>, pointer: &str, field: &str| {
+        let (o, n) = (old.pointer(pointer), new.pointer(pointer));
+        if o != n && o.is_some() {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                field,
+                format!(
+                    "Invalid value: {}: field is immutable",
+                    n.map_or("null".to_string(), |v| v.to_string())
+                ),
+            ));
+        }
+    };
+    match kind {
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            immutable(&mut causes, "/spec/selector", "spec.selector");
+        }
+        "Job" => {
+            immutable(&mut causes, "/spec/selector", "spec.selector");
+            immutable(
+                &mut causes,
+                "/spec/template/spec/containers",
+                "spec.template",
+            );
+        }
+        "Service"
+            if old
+                .pointer("/spec/clusterIP")
+                .and_then(|v| v.as_str())
+                .is_some_and(|ip| !ip.is_empty()) =>
+        {
+            immutable(&mut causes, "/spec/clusterIP", "spec.clusterIP");
+        }
+        "ConfigMap" | "Secret" => {
+            if old.get("immutable") == Some(&serde_json::Value::Bool(true)) {
+                for (pointer, field) in [
+                    ("/data", "data"),
+                    ("/binaryData", "binaryData"),
+                    ("/immutable", "immutable"),
+                ] {
+                    if old.pointer(pointer) != new.pointer(pointer) {
+                        causes.push(Cause::new(
+                            "FieldValueForbidden",
+                            field,
+                            "Forbidden: field is immutable when `immutable` is set",
+                        ));
+                    }
+                }
+            }
+            if kind == "Secret" {
+                immutable(&mut causes, "/type", "type");
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+#[cfg(test)]
+mod object_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn required_fields_and_selector_match() {
+        let d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c"}]}}}});
+        let fields: Vec<String> = validate_object("Deployment", &d)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.template.metadata.labels",
+                "spec.template.spec.containers[0].image"
+            ]
+        );
+        let job = json!({"spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}}});
+        assert_eq!(
+            validate_object("Job", &job)[0].field,
+            "spec.template.spec.restartPolicy"
+        );
+        assert_eq!(
+            validate_object("Service", &json!({"spec": {}}))[0].field,
+            "spec.ports"
+        );
+        assert!(validate_object("Service", &json!({"spec": {"clusterIP": "None"}})).is_empty());
+        assert!(validate_object("ConfigMap", &json!({})).is_empty());
+    }
+
+    #[test]
+    fn immutable_fields() {
+        let old = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}}});
+        let new = json!({"spec": {"selector": {"matchLabels": {"app": "b"}}}});
+        assert_eq!(
+            validate_update("Deployment", &old, &new)[0].field,
+            "spec.selector"
+        );
+        let cm = json!({"immutable": true, "data": {"a": "1"}});
+        let changed = json!({"immutable": true, "data": {"a": "2"}});
+        assert_eq!(validate_update("ConfigMap", &cm, &changed)[0].field, "data");
+        assert!(validate_update("ConfigMap", &cm, &cm).is_empty());
+    }
+}

@@ -258,6 +258,10 @@ impl Registry {
         meta::set(&mut obj, "creationTimestamp", now());
         meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
         default_on_create(r, &mut obj);
+        let causes = tug_api::validation::validate_object(r.kind, &obj);
+        if !causes.is_empty() {
+            return Err(invalid(r, &obj, causes));
+        }
         if !opts.manager.is_empty() {
             tug_api::apply::record_update(None, &mut obj, &opts.manager, &r.api_version(), &now());
         }
@@ -410,7 +414,9 @@ impl Registry {
             generation
         };
         meta::metadata_mut(&mut new).insert("generation".into(), json!(generation));
-        let causes = validate(r, &new);
+        let mut causes = validate(r, &new);
+        causes.extend(tug_api::validation::validate_object(r.kind, &new));
+        causes.extend(tug_api::validation::validate_update(r.kind, &old, &new));
         if !causes.is_empty() {
             return Err(invalid(r, &new, causes));
         }
