@@ -3,6 +3,7 @@
 //! `/registry/<group/>plural/<namespace/>name`; their `resourceVersion` is the store's
 //! mod revision.
 
+mod cache;
 mod fields;
 mod scale;
 mod table;
@@ -25,6 +26,7 @@ pub use write::{DeleteOptions, PatchType, WriteOptions};
 #[derive(Clone)]
 pub struct Registry {
     pub(crate) store: Arc<dyn Store>,
+    caches: Arc<cache::Caches>,
 }
 
 /// Objects read from the store at a time by an unlimited list.
@@ -107,7 +109,10 @@ fn make_continue(rv: i64, start: &str) -> String {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            caches: Arc::default(),
+        }
     }
 
     /// The current object and its store entry, or `None`.
@@ -175,6 +180,30 @@ impl Registry {
         let labels = LabelSelector::parse(&opts.label_selector)?;
         let fields = fields::parse(r, &opts.field_selector)?;
         let prefix = prefix(r, namespace);
+        // resourceVersion=0 accepts any recent state: the watch cache answers, whole.
+        if opts.resource_version == "0"
+            && opts.continue_token.is_empty()
+            && opts.resource_version_match != "Exact"
+            && let Ok(cache) = self.caches.get(&self.store, r).await
+        {
+            let (items, revision) = cache.snapshot(&prefix)?;
+            for obj in items {
+                if labels.matches(&meta::labels(&obj)) && fields::matches(r, &fields, &obj) {
+                    let mut obj = (*obj).clone();
+                    if let Value::Object(m) = &mut obj {
+                        m.insert("apiVersion".into(), json!(r.api_version()));
+                        m.insert("kind".into(), json!(r.kind));
+                    }
+                    each(obj)?;
+                }
+            }
+            return Ok(json!({
+                "kind": r.list_kind(),
+                "apiVersion": r.api_version(),
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": [],
+            }));
+        }
         let end = tug_store_prefix_end(&prefix);
         let (mut start, mut revision) = (prefix.clone(), 0i64);
         if !opts.continue_token.is_empty() {

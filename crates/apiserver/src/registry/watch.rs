@@ -57,6 +57,29 @@ impl Registry {
         let initial = opts
             .send_initial_events
             .unwrap_or(rv.is_empty() || rv == "0");
+        // The watch cache serves it when it can: one store watch for every watcher.
+        if let Ok(cache) = self.caches.get(&self.store, r).await {
+            let from = if initial {
+                None
+            } else {
+                Some(rv.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?)
+            };
+            let served = super::cache::watch(
+                &cache,
+                r,
+                prefix(r, namespace.as_deref()),
+                Selectors::parse(r, &opts.label_selector, &opts.field_selector)?,
+                from,
+                opts.allow_bookmarks,
+                opts.send_initial_events == Some(true) && opts.allow_bookmarks,
+                opts.timeout,
+            )?;
+            if let Some(rx) = served {
+                return Ok(rx);
+            }
+        }
         let (tx, rx) = mpsc::channel::<WatchEvent>(256);
         let mut initial_events = Vec::new();
         let start = if initial {

@@ -1,0 +1,330 @@
+//! The watch cache: per stored resource, the current objects and a window of recent events,
+//! fed by one store watch. Watches (and lists that accept any recent state, `resourceVersion=0`)
+//! are served from memory, so a thousand watchers cost one store watch; each watcher reads the
+//! shared events at its own pace, and one that falls behind the window is ended with 410 Gone
+//! (it relists, as clients do) instead of holding anyone up.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tug_api::{ApiError, Resource, meta};
+use tug_store::{EventKind, KeyRange, RangeOptions, Store};
+
+use super::{Selectors, decode, prefix, store_error};
+
+/// Events kept for watches that resume from a resourceVersion.
+const WINDOW: usize = 10_000;
+/// Live events buffered per watcher before it counts as fallen behind.
+const FANOUT: usize = 4096;
+
+/// One change, as the cache saw it.
+#[derive(Debug)]
+pub(crate) struct Change {
+    pub revision: i64,
+    pub key: String,
+    /// The object after the change; `None` for a deletion.
+    pub object: Option<Arc<Value>>,
+    /// The object before it.
+    pub previous: Option<Arc<Value>>,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Arc<Value>>,
+    /// Every change up to here is applied.
+    revision: i64,
+    window: VecDeque<Arc<Change>>,
+    /// The cache has failed (its store watch ended); requests go to the store.
+    broken: bool,
+}
+
+/// The cache of one storage prefix.
+pub(crate) struct WatchCache {
+    state: RwLock<State>,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+/// Every cache, by storage prefix.
+#[derive(Default)]
+pub(crate) struct Caches {
+    by_prefix: Mutex<HashMap<String, Arc<WatchCache>>>,
+}
+
+fn lock_err() -> ApiError {
+    ApiError::internal("watch cache lock poisoned")
+}
+
+impl Caches {
+    /// The cache of a resource, started (listed and watched) on first use.
+    pub async fn get(
+        &self,
+        store: &Arc<dyn Store>,
+        r: &Resource,
+    ) -> Result<Arc<WatchCache>, ApiError> {
+        let p = prefix(r, None);
+        if let Some(c) = self.by_prefix.lock().map_err(|_| lock_err())?.get(&p)
+            && !c.state.read().map_err(|_| lock_err())?.broken
+        {
+            return Ok(c.clone());
+        }
+        let cache = WatchCache::start(store.clone(), r, &p).await?;
+        let mut all = self.by_prefix.lock().map_err(|_| lock_err())?;
+        // Another request may have started one meanwhile; keep the first.
+        let kept = all.entry(p).or_insert_with(|| cache.clone()).clone();
+        Ok(kept)
+    }
+}
+
+impl WatchCache {
+    async fn start(
+        store: Arc<dyn Store>,
+        r: &Resource,
+        p: &str,
+    ) -> Result<Arc<WatchCache>, ApiError> {
+        let resp = store
+            .range(KeyRange::prefix(p.to_string()), RangeOptions::default())
+            .await
+            .map_err(store_error)?;
+        let mut state = State {
+            revision: resp.revision,
+            ..Default::default()
+        };
+        for kv in &resp.kvs {
+            state.objects.insert(
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                Arc::new(decode(r, kv, kv.mod_revision)?),
+            );
+        }
+        let mut stream = store
+            .watch(
+                KeyRange::prefix(p.to_string()),
+                tug_store::WatchOptions {
+                    start_revision: resp.revision + 1,
+                    prev_kv: true,
+                    progress_interval: Some(Duration::from_secs(1)),
+                },
+            )
+            .await
+            .map_err(store_error)?;
+        let (tx, _) = broadcast::channel(FANOUT);
+        let cache = Arc::new(WatchCache {
+            state: RwLock::new(state),
+            tx,
+        });
+        let feeder = Arc::downgrade(&cache);
+        let resource = r.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                let Some(cache) = feeder.upgrade() else {
+                    return;
+                };
+                match msg {
+                    Ok(resp) => cache.apply(&resource, resp),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch cache lost its store watch; serving from the store");
+                        break;
+                    }
+                }
+            }
+            if let Some(cache) = feeder.upgrade()
+                && let Ok(mut s) = cache.state.write()
+            {
+                s.broken = true;
+            }
+        });
+        Ok(cache)
+    }
+
+    fn apply(&self, r: &Resource, resp: tug_store::WatchResponse) {
+        let Ok(mut s) = self.state.write() else {
+            return;
+        };
+        for ev in resp.events {
+            let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
+            let previous = s.objects.get(&key).cloned();
+            let object = match ev.kind {
+                EventKind::Put => match decode(r, &ev.kv, ev.kv.mod_revision) {
+                    Ok(o) => Some(Arc::new(o)),
+                    Err(_) => continue,
+                },
+                EventKind::Delete => None,
+            };
+            match &object {
+                Some(o) => {
+                    s.objects.insert(key.clone(), o.clone());
+                }
+                None => {
+                    s.objects.remove(&key);
+                }
+            }
+            let change = Arc::new(Change {
+                revision: ev.kv.mod_revision,
+                key,
+                object,
+                previous,
+            });
+            s.revision = s.revision.max(change.revision);
+            if s.window.len() == WINDOW {
+                s.window.pop_front();
+            }
+            s.window.push_back(change.clone());
+            // Sent while holding the lock, so subscribers that snapshot under it see no gap.
+            let _ = self.tx.send(change);
+        }
+        s.revision = s.revision.max(resp.revision);
+    }
+
+    /// The objects under `prefix` (a namespace's, or all) and the revision they are at.
+    pub fn snapshot(&self, prefix: &str) -> Result<(Vec<Arc<Value>>, i64), ApiError> {
+        let s = self.state.read().map_err(|_| lock_err())?;
+        let items = s
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok((items, s.revision))
+    }
+}
+
+/// An object as served for `r` (its apiVersion and kind).
+fn served(r: &Resource, o: &Value) -> Value {
+    let mut o = o.clone();
+    if let Value::Object(m) = &mut o {
+        m.insert("apiVersion".into(), json!(r.api_version()));
+        m.insert("kind".into(), json!(r.kind));
+    }
+    o
+}
+
+/// The watch event a change makes for a watcher with these selectors, if any.
+fn event_for(r: &Resource, sel: &Selectors, c: &Change) -> Option<Value> {
+    let now = c.object.as_deref().filter(|o| sel.matches(r, o));
+    let before = c.previous.as_deref().filter(|o| sel.matches(r, o));
+    match (before, now, &c.object) {
+        (None, Some(o), _) => Some(json!({"type": "ADDED", "object": served(r, o)})),
+        (Some(_), Some(o), _) => Some(json!({"type": "MODIFIED", "object": served(r, o)})),
+        (Some(_), None, Some(o)) => Some(json!({"type": "DELETED", "object": served(r, o)})),
+        (Some(p), None, None) => {
+            let mut o = served(r, p);
+            meta::set(&mut o, "resourceVersion", c.revision.to_string());
+            Some(json!({"type": "DELETED", "object": o}))
+        }
+        _ => None,
+    }
+}
+
+/// A watch served from the cache: `from` is the resourceVersion to resume after (`None`: start
+/// with the current objects as ADDED events). `Ok(None)` when `from` is older than the window
+/// (the caller falls back to the store).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn watch(
+    cache: &Arc<WatchCache>,
+    r: &'static Resource,
+    namespace_prefix: String,
+    sel: Selectors,
+    from: Option<i64>,
+    bookmarks: bool,
+    initial_events_end: bool,
+    timeout: Option<Duration>,
+) -> Result<Option<mpsc::Receiver<Value>>, ApiError> {
+    let (mut live, mut backlog, revision) = {
+        let s = cache.state.read().map_err(|_| lock_err())?;
+        let live = cache.tx.subscribe();
+        let backlog: Vec<Value> = match from {
+            None => s
+                .objects
+                .range(namespace_prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&namespace_prefix))
+                .filter(|(_, o)| sel.matches(r, o))
+                .map(|(_, o)| json!({"type": "ADDED", "object": served(r, o)}))
+                .collect(),
+            Some(rv) => {
+                let oldest = s.window.front().map_or(s.revision + 1, |c| c.revision);
+                if rv + 1 < oldest && rv < s.revision {
+                    return Ok(None);
+                }
+                s.window
+                    .iter()
+                    .filter(|c| c.revision > rv && c.key.starts_with(&namespace_prefix))
+                    .filter_map(|c| event_for(r, &sel, c))
+                    .collect()
+            }
+        };
+        (live, backlog, s.revision)
+    };
+    if initial_events_end {
+        backlog.push(json!({"type": "BOOKMARK", "object": {
+            "kind": r.kind, "apiVersion": r.api_version(),
+            "metadata": {"resourceVersion": revision.to_string(),
+                         "annotations": {"k8s.io/initial-events-end": "true"}}}}));
+    }
+    let cache = cache.clone();
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        for e in backlog {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut last = revision;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            let until = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                got = live.recv() => match got {
+                    Ok(c) => {
+                        // A watch from a future resourceVersion skips what comes before it.
+                        if from.is_some_and(|rv| c.revision <= rv) {
+                            continue;
+                        }
+                        last = last.max(c.revision);
+                        if c.key.starts_with(&namespace_prefix)
+                            && let Some(e) = event_for(r, &sel, &c)
+                            && tx.send(e).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fallen behind the shared buffer: end with 410; the client relists.
+                        let status = ApiError::gone(format!(
+                            "too old resource version: the watcher fell behind after {last}"
+                        ))
+                        .to_status();
+                        let _ = tx.send(json!({"type": "ERROR", "object": status})).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick(), if bookmarks => {
+                    // With nothing left unread, everything up to the cache's revision was seen.
+                    if live.is_empty()
+                        && let Ok(s) = cache.state.read()
+                    {
+                        last = last.max(s.revision);
+                    }
+                    let bookmark = json!({"type": "BOOKMARK", "object": {
+                        "kind": r.kind, "apiVersion": r.api_version(),
+                        "metadata": {"resourceVersion": last.to_string()}}});
+                    if tx.send(bookmark).await.is_err() {
+                        return;
+                    }
+                }
+                _ = until => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(Some(rx))
+}
