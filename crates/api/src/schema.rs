@@ -147,6 +147,9 @@ fn build(group: &str, version: &str) -> Map<String, Value> {
         {
             p.insert("x-kubernetes-patch-merge-key".into(), json!(key));
             p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+            // The same lists are associative for server-side apply.
+            p.insert("x-kubernetes-list-type".into(), json!("map"));
+            p.insert("x-kubernetes-list-map-keys".into(), json!([key]));
         }
     }
     defs
@@ -287,6 +290,10 @@ mod tests {
         assert_eq!(
             apps["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["x-kubernetes-patch-merge-key"],
             "name"
+        );
+        assert_eq!(
+            apps["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["x-kubernetes-list-map-keys"],
+            json!(["name"])
         );
         assert!(
             apps["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["replicas"]["description"]

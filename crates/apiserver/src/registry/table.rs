@@ -338,6 +338,162 @@ fn columns(kind: &str) -> Vec<Column> {
                 json!(num(o, "/status/disruptionsAllowed"))
             }),
         ],
+        "Role" | "ClusterRole" => vec![("Created At", "date", |o| {
+            json!(text(o, "/metadata/creationTimestamp"))
+        })],
+        "RoleBinding" | "ClusterRoleBinding" => vec![("Role", "string", |o| {
+            json!(format!(
+                "{}/{}",
+                text(o, "/roleRef/kind"),
+                text(o, "/roleRef/name")
+            ))
+        })],
+        "NetworkPolicy" => vec![("Pod-Selector", "string", |o| {
+            let labels: Vec<String> = o
+                .pointer("/spec/podSelector/matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!(if labels.is_empty() {
+                "<none>".to_string()
+            } else {
+                labels.join(",")
+            })
+        })],
+        "IngressClass" => vec![("Controller", "string", |o| {
+            json!(text(o, "/spec/controller"))
+        })],
+        "RuntimeClass" => vec![("Handler", "string", |o| json!(text(o, "/handler")))],
+        "CSIDriver" => vec![("Attach-Required", "boolean", |o| {
+            json!(
+                o.pointer("/spec/attachRequired")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true)
+            )
+        })],
+        "VolumeAttachment" => vec![
+            ("Attacher", "string", |o| json!(text(o, "/spec/attacher"))),
+            ("PV", "string", |o| {
+                json!(text(o, "/spec/source/persistentVolumeName"))
+            }),
+            ("Node", "string", |o| json!(text(o, "/spec/nodeName"))),
+            ("Attached", "boolean", |o| {
+                json!(
+                    o.pointer("/status/attached")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                )
+            }),
+        ],
+        "CertificateSigningRequest" => vec![
+            ("SignerName", "string", |o| {
+                json!(text(o, "/spec/signerName"))
+            }),
+            ("Requestor", "string", |o| json!(text(o, "/spec/username"))),
+            ("Condition", "string", |o| {
+                let conds: Vec<String> = o
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .map(|c| {
+                        c.iter()
+                            .filter_map(|c| c["type"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(if conds.is_empty() {
+                    "Pending".to_string()
+                } else {
+                    conds.join(",")
+                })
+            }),
+        ],
+        "CustomResourceDefinition" => vec![("Created At", "date", |o| {
+            json!(text(o, "/metadata/creationTimestamp"))
+        })],
+        "EndpointSlice" => vec![
+            ("AddressType", "string", |o| json!(text(o, "/addressType"))),
+            ("Ports", "string", |o| {
+                let ports: Vec<String> = o
+                    .pointer("/ports")
+                    .and_then(Value::as_array)
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|p| p["port"].as_i64().map(|n| n.to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                })
+            }),
+            ("Endpoints", "string", |o| {
+                let addrs: Vec<String> = o
+                    .pointer("/endpoints")
+                    .and_then(Value::as_array)
+                    .map(|e| {
+                        e.iter()
+                            .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(if addrs.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    addrs.join(",")
+                })
+            }),
+        ],
+        "ResourceQuota" => vec![("Request", "string", |o| {
+            let hard = o
+                .pointer("/status/hard")
+                .or_else(|| o.pointer("/spec/hard"))
+                .and_then(Value::as_object);
+            let used = o.pointer("/status/used").and_then(Value::as_object);
+            let parts: Vec<String> = hard
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}: {}/{}",
+                                used.and_then(|u| u.get(k))
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("0"),
+                                v.as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!(parts.join(", "))
+        })],
+        "ReplicationController" => vec![
+            ("Desired", "integer", |o| json!(num(o, "/spec/replicas"))),
+            ("Current", "integer", |o| json!(num(o, "/status/replicas"))),
+            ("Ready", "integer", |o| {
+                json!(num(o, "/status/readyReplicas"))
+            }),
+        ],
+        "ControllerRevision" => vec![
+            ("Controller", "string", |o| {
+                let owner = o.pointer("/metadata/ownerReferences/0");
+                json!(
+                    owner
+                        .map(|r| format!(
+                            "{}/{}",
+                            r["kind"].as_str().unwrap_or("").to_ascii_lowercase(),
+                            r["name"].as_str().unwrap_or("")
+                        ))
+                        .unwrap_or_default()
+                )
+            }),
+            ("Revision", "integer", |o| json!(num(o, "/revision"))),
+        ],
         "Node" => vec![("Status", "string", |o| {
             let ready = o
                 .pointer("/status/conditions")
