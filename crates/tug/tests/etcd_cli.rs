@@ -69,3 +69,80 @@ async fn snapshot_save_streams_etcds_own_snapshot() {
         String::from_utf8_lossy(&dead.stderr)
     );
 }
+
+#[test]
+fn the_api_server_runs_on_etcd() {
+    use std::process::Stdio;
+    let etcd = EtcdProcess::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let host_port = etcd.endpoint.trim_start_matches("http://").to_string();
+    let datastore = format!("etcd://{host_port}");
+    let server = tug_testkit::server::TugServer::start_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_tug")),
+        &work.path().join("data"),
+        &["--datastore", &datastore],
+    );
+    let kubectl = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(tug_testkit::server::kubectl_path())
+            .args(args)
+            .env("KUBECONFIG", &server.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(input) = stdin
+            && let Some(mut pipe) = child.stdin.take()
+        {
+            use std::io::Write;
+            pipe.write_all(input.as_bytes()).expect("stdin");
+        }
+        let o = child.wait_with_output().expect("kubectl");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    kubectl(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: on-etcd\ndata:\n  a: b\n"),
+    );
+    kubectl(&["create", "deployment", "web", "--image=nginx"], None);
+    assert_eq!(
+        kubectl(&["get", "cm", "on-etcd", "-o", "jsonpath={.data.a}"], None),
+        "b"
+    );
+    let ns = kubectl(&["get", "ns", "-o", "name"], None);
+    assert!(ns.contains("namespace/kube-system"), "{ns}");
+    // The objects are in etcd, under Kubernetes' key layout.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let keys = rt.block_on(async {
+        let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
+            .await
+            .expect("connect");
+        store
+            .range(
+                KeyRange::prefix("/registry/"),
+                RangeOptions {
+                    keys_only: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("range")
+            .kvs
+            .into_iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        keys.contains(&"/registry/configmaps/default/on-etcd".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"/registry/apps/deployments/default/web".to_string()),
+        "{keys:?}"
+    );
+}
