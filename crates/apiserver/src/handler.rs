@@ -163,6 +163,20 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
         return error_response(&e);
     }
     let started = std::time::Instant::now();
+    // Bodies are read whole before anything answers, so that an early error never leaves
+    // the client writing into a closed stream (it would see a reset, not the Status).
+    let req = if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        let (parts, body) = req.into_parts();
+        match read_body(Request::from_parts(parts.clone(), body)).await {
+            Ok((_, bytes)) => Request::from_parts(parts, Body::from(bytes)),
+            Err(e) => return error_response(&e),
+        }
+    } else {
+        req
+    };
     let resource = paths::parse(&path)
         .ok()
         .flatten()
@@ -567,8 +581,8 @@ async fn list_response(
     if table {
         let mut rows = Vec::new();
         let list = reg
-            .list_each(r, ns, opts, |obj| {
-                rows.push(registry::row(r, &obj));
+            .list_each(r, ns, opts, |item| {
+                rows.push(registry::row(r, &item.into_value()));
                 Ok(())
             })
             .await?;
@@ -578,12 +592,12 @@ async fn list_response(
     let mut buf: Vec<u8> = b"{\"items\":[".to_vec();
     let mut first = true;
     let list = reg
-        .list_each(r, ns, opts, |obj| {
+        .list_each(r, ns, opts, |item| {
             if !first {
                 buf.push(b',');
             }
             first = false;
-            serde_json::to_writer(&mut buf, &obj).map_err(|e| ApiError::internal(e.to_string()))
+            item.write_json(&mut buf)
         })
         .await?;
     buf.extend_from_slice(b"]");
@@ -746,17 +760,19 @@ async fn watch(
         timeout,
     };
     let rx = server.registry.watch(r, namespace, opts).await?;
-    let stream = ReceiverStream::new(rx).map(move |mut ev| {
-        if table && matches!(ev["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
+    let stream = ReceiverStream::new(rx).map(move |ev| {
+        let line = if table && matches!(ev.kind(), "ADDED" | "MODIFIED" | "DELETED") {
+            let mut ev = ev.into_value();
             let mut t = registry::to_table(r, &ev["object"]);
             if let Some(m) = ev["object"].get("metadata") {
                 t["metadata"]["resourceVersion"] =
                     m.get("resourceVersion").cloned().unwrap_or(Value::Null);
             }
             ev["object"] = t;
-        }
-        let mut line = ev.to_string();
-        line.push('\n');
+            format!("{ev}\n")
+        } else {
+            ev.to_line()
+        };
         Ok::<_, std::convert::Infallible>(Bytes::from(line))
     });
     let mut resp = Response::new(Body::from_stream(stream));

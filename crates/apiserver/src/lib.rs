@@ -61,6 +61,7 @@ impl ApiServer {
     /// lists older than that get 410 Gone and relist.
     pub fn start_compaction(self: &Arc<Self>, interval: std::time::Duration) {
         let store = self.registry.store.clone();
+        let registry = self.registry.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.tick().await;
@@ -78,8 +79,11 @@ impl ApiServer {
                     && p > 0
                 {
                     match store.compact(p).await {
-                        Ok(()) => tracing::debug!(revision = p, "compacted"),
-                        Err(tug_store::Error::Compacted { .. }) => {}
+                        Ok(()) => {
+                            registry.compacted(p);
+                            tracing::debug!(revision = p, "compacted");
+                        }
+                        Err(tug_store::Error::Compacted { .. }) => registry.compacted(p),
                         Err(e) => tracing::warn!(error = %e, "compaction failed"),
                     }
                 }

@@ -22,7 +22,7 @@ pub use etcd::EtcdStore;
 pub use keys::KeyRange;
 pub use local::{AutoCompaction, DATA_FILE, LocalOptions, LocalStore, WriterStats};
 pub use types::*;
-pub use watch::WatchStream;
+pub use watch::{ProgressHandle, WatchStream};
 
 /// Largest value a put may carry: 1.5 MiB, etcd's default request limit.
 pub const MAX_VALUE_BYTES: usize = 1536 * 1024;

@@ -18,20 +18,53 @@ pub(crate) const WATCH_BUFFER: usize = 256;
 pub struct WatchStream {
     rx: mpsc::Receiver<Result<WatchResponse>>,
     task: Option<JoinHandle<()>>,
+    progress: Option<mpsc::Sender<()>>,
 }
 
 impl WatchStream {
     /// A stream fed by `rx`; `task` (the producer) is aborted when the stream is dropped.
-    pub(crate) fn new(rx: mpsc::Receiver<Result<WatchResponse>>, task: JoinHandle<()>) -> Self {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Result<WatchResponse>>,
+        task: JoinHandle<()>,
+        progress: mpsc::Sender<()>,
+    ) -> Self {
         Self {
             rx,
             task: Some(task),
+            progress: Some(progress),
         }
+    }
+
+    /// Asks for a progress notification now: a response without events whose revision says up
+    /// to where everything has been delivered (etcd's RequestProgress). A consumer that knows
+    /// the store's current revision can wait for it to be reached this way.
+    pub fn request_progress(&self) {
+        if let Some(p) = &self.progress {
+            let _ = p.try_send(());
+        }
+    }
+
+    /// A handle that requests progress from elsewhere (for a task that owns the stream).
+    pub fn progress_handle(&self) -> ProgressHandle {
+        ProgressHandle(self.progress.clone())
     }
 
     /// The next response, or `None` once the watch has ended.
     pub async fn next(&mut self) -> Option<Result<WatchResponse>> {
         self.rx.recv().await
+    }
+}
+
+/// Requests progress notifications on a [`WatchStream`] owned by another task.
+#[derive(Clone)]
+pub struct ProgressHandle(Option<mpsc::Sender<()>>);
+
+impl ProgressHandle {
+    /// See [`WatchStream::request_progress`].
+    pub fn request(&self) {
+        if let Some(p) = &self.0 {
+            let _ = p.try_send(());
+        }
     }
 }
 

@@ -713,6 +713,38 @@ async fn snapshot_during_writes_is_point_in_time(f: Fixture) {
     assert_eq!(then.kvs, restored_kvs);
 }
 
+async fn requested_progress_reports_the_current_revision(f: Fixture) {
+    let store = f.store();
+    let mut w = store
+        .watch(KeyRange::prefix("/quiet/"), WatchOptions::default())
+        .await
+        .expect("watch");
+    // Writes elsewhere move the store's revision; the watch sees no event for them.
+    let mut rev = 0;
+    for i in 0..5 {
+        rev = put(&store, &format!("/busy/{i}"), "x").await;
+    }
+    // A requested progress notification catches the watch up to them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        w.request_progress();
+        match tokio::time::timeout(Duration::from_secs(2), w.next()).await {
+            Ok(Some(Ok(resp))) => {
+                assert!(resp.is_progress(), "no events were expected: {resp:?}");
+                if resp.revision >= rev {
+                    break;
+                }
+            }
+            Ok(other) => panic!("unexpected watch item: {other:?}"),
+            Err(_) => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "progress never reached {rev}"
+        );
+    }
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -769,6 +801,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn snapshot_during_writes_is_point_in_time() {
                 super::snapshot_during_writes_is_point_in_time(fixture().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn requested_progress_reports_the_current_revision() {
+                super::requested_progress_reports_the_current_revision(fixture().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn txn_compares_and_branches() {

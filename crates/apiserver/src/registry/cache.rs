@@ -1,5 +1,6 @@
 //! The watch cache: per stored resource, the current objects and a window of recent events,
-//! fed by one store watch. Watches (and lists that accept any recent state, `resourceVersion=0`)
+//! fed by one store watch. Objects are held as their JSON text, encoded once: a list or a
+//! watch without selectors writes that text as is. Watches (and lists that accept any recent state, `resourceVersion=0`)
 //! are served from memory, so a thousand watchers cost one store watch; each watcher reads the
 //! shared events at its own pace, and one that falls behind the window is ended with 410 Gone
 //! (it relists, as clients do) instead of holding anyone up.
@@ -13,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tug_api::{ApiError, Resource, meta};
 use tug_store::{EventKind, KeyRange, RangeOptions, Store};
 
-use super::{Selectors, decode, prefix, store_error};
+use super::{Selectors, WatchEvent, decode, prefix, store_error};
 
 /// Events kept for watches that resume from a resourceVersion.
 const WINDOW: usize = 10_000;
@@ -25,27 +26,38 @@ const FANOUT: usize = 4096;
 pub(crate) struct Change {
     pub revision: i64,
     pub key: String,
-    /// The object after the change; `None` for a deletion.
-    pub object: Option<Arc<Value>>,
+    /// The object after the change (JSON); `None` for a deletion.
+    pub object: Option<Arc<str>>,
     /// The object before it.
-    pub previous: Option<Arc<Value>>,
+    pub previous: Option<Arc<str>>,
 }
 
 #[derive(Default)]
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<str>>,
     /// Every change up to here is applied.
     revision: i64,
     window: VecDeque<Arc<Change>>,
     /// The cache has failed (its store watch ended); requests go to the store.
     broken: bool,
+    /// History up to here was compacted away in the store: watches from before it are sent to
+    /// the store, which answers 410 Gone.
+    compacted: i64,
 }
 
 /// The cache of one storage prefix.
 pub(crate) struct WatchCache {
+    /// apiVersion and kind the cached text carries.
+    stamped: (String, &'static str),
     state: RwLock<State>,
     tx: broadcast::Sender<Arc<Change>>,
+    /// The revision the cache is at, for requests waiting to be consistent.
+    revision: tokio::sync::watch::Sender<i64>,
+    progress: tug_store::ProgressHandle,
 }
+
+/// How long a consistent read waits for the cache to catch up before reading the store.
+const FRESH_WAIT: Duration = Duration::from_millis(250);
 
 /// Every cache, by storage prefix.
 #[derive(Default)]
@@ -58,6 +70,19 @@ fn lock_err() -> ApiError {
 }
 
 impl Caches {
+    /// Drops history the store compacted away from every cache's window.
+    pub fn compacted(&self, revision: i64) {
+        let Ok(all) = self.by_prefix.lock() else {
+            return;
+        };
+        for cache in all.values() {
+            if let Ok(mut s) = cache.state.write() {
+                s.compacted = s.compacted.max(revision);
+                s.window.retain(|c| c.revision > revision);
+            }
+        }
+    }
+
     /// The cache of a resource, started (listed and watched) on first use.
     pub async fn get(
         &self,
@@ -95,7 +120,7 @@ impl WatchCache {
         for kv in &resp.kvs {
             state.objects.insert(
                 String::from_utf8_lossy(&kv.key).into_owned(),
-                Arc::new(decode(r, kv, kv.mod_revision)?),
+                Arc::from(decode(r, kv, kv.mod_revision)?.to_string()),
             );
         }
         let mut stream = store
@@ -111,8 +136,11 @@ impl WatchCache {
             .map_err(store_error)?;
         let (tx, _) = broadcast::channel(FANOUT);
         let cache = Arc::new(WatchCache {
+            stamped: (r.api_version(), r.kind),
+            revision: tokio::sync::watch::Sender::new(state.revision),
             state: RwLock::new(state),
             tx,
+            progress: stream.progress_handle(),
         });
         let feeder = Arc::downgrade(&cache);
         let resource = r.clone();
@@ -145,9 +173,9 @@ impl WatchCache {
         for ev in resp.events {
             let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
             let previous = s.objects.get(&key).cloned();
-            let object = match ev.kind {
+            let object: Option<Arc<str>> = match ev.kind {
                 EventKind::Put => match decode(r, &ev.kv, ev.kv.mod_revision) {
-                    Ok(o) => Some(Arc::new(o)),
+                    Ok(o) => Some(Arc::from(o.to_string())),
                     Err(_) => continue,
                 },
                 EventKind::Delete => None,
@@ -175,10 +203,37 @@ impl WatchCache {
             let _ = self.tx.send(change);
         }
         s.revision = s.revision.max(resp.revision);
+        let at = s.revision;
+        drop(s);
+        self.revision.send_replace(at);
+    }
+
+    /// Waits until the cache holds everything the store held when this was called, so that a
+    /// consistent read can be served from memory (the way kube-apiserver asks etcd for a
+    /// progress notification). False when that takes too long or the cache is broken.
+    pub async fn fresh(&self, store: &Arc<dyn Store>) -> bool {
+        let Ok(target) = store.current_revision().await else {
+            return false;
+        };
+        let mut rx = self.revision.subscribe();
+        if *rx.borrow() >= target {
+            return true;
+        }
+        self.progress.request();
+        tokio::time::timeout(FRESH_WAIT, rx.wait_for(|r| *r >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
+            && self.state.read().is_ok_and(|s| !s.broken)
+    }
+
+    /// Whether the cached text carries `r`'s apiVersion and kind (versions of one resource
+    /// share a cache).
+    pub fn stamped_for(&self, r: &Resource) -> bool {
+        self.stamped.0 == r.api_version() && self.stamped.1 == r.kind
     }
 
     /// The objects under `prefix` (a namespace's, or all) and the revision they are at.
-    pub fn snapshot(&self, prefix: &str) -> Result<(Vec<Arc<Value>>, i64), ApiError> {
+    pub fn snapshot(&self, prefix: &str) -> Result<(Vec<Arc<str>>, i64), ApiError> {
         let s = self.state.read().map_err(|_| lock_err())?;
         let items = s
             .objects
@@ -190,9 +245,14 @@ impl WatchCache {
     }
 }
 
+/// Parses cached text.
+pub(crate) fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
 /// An object as served for `r` (its apiVersion and kind).
-fn served(r: &Resource, o: &Value) -> Value {
-    let mut o = o.clone();
+fn served(r: &Resource, o: &str) -> Value {
+    let mut o = parse(o);
     if let Value::Object(m) = &mut o {
         m.insert("apiVersion".into(), json!(r.api_version()));
         m.insert("kind".into(), json!(r.kind));
@@ -200,20 +260,41 @@ fn served(r: &Resource, o: &Value) -> Value {
     o
 }
 
-/// The watch event a change makes for a watcher with these selectors, if any.
-fn event_for(r: &Resource, sel: &Selectors, c: &Change) -> Option<Value> {
-    let now = c.object.as_deref().filter(|o| sel.matches(r, o));
-    let before = c.previous.as_deref().filter(|o| sel.matches(r, o));
-    match (before, now, &c.object) {
-        (None, Some(o), _) => Some(json!({"type": "ADDED", "object": served(r, o)})),
-        (Some(_), Some(o), _) => Some(json!({"type": "MODIFIED", "object": served(r, o)})),
-        (Some(_), None, Some(o)) => Some(json!({"type": "DELETED", "object": served(r, o)})),
-        (Some(p), None, None) => {
-            let mut o = served(r, p);
+/// The watch event a change makes for a watcher with these selectors, if any. Without
+/// selectors and in the cache's own version, the cached text goes out as is.
+fn event_for(cache: &WatchCache, r: &Resource, sel: &Selectors, c: &Change) -> Option<WatchEvent> {
+    let raw = sel.is_empty() && cache.stamped_for(r);
+    let (before, now) = if sel.is_empty() {
+        (c.previous.is_some(), c.object.is_some())
+    } else {
+        (
+            c.previous
+                .as_deref()
+                .is_some_and(|o| sel.matches(r, &parse(o))),
+            c.object
+                .as_deref()
+                .is_some_and(|o| sel.matches(r, &parse(o))),
+        )
+    };
+    let kind = match (before, now) {
+        (false, true) => "ADDED",
+        (true, true) => "MODIFIED",
+        (true, false) => "DELETED",
+        (false, false) => return None,
+    };
+    match (&c.object, kind) {
+        (Some(o), "ADDED" | "MODIFIED") if raw => Some(WatchEvent::Raw {
+            kind,
+            object: o.clone(),
+        }),
+        (Some(o), _) => Some(WatchEvent::Json(
+            json!({"type": kind, "object": served(r, o)}),
+        )),
+        (None, _) => {
+            let mut o = served(r, c.previous.as_deref().unwrap_or("{}"));
             meta::set(&mut o, "resourceVersion", c.revision.to_string());
-            Some(json!({"type": "DELETED", "object": o}))
+            Some(WatchEvent::Json(json!({"type": "DELETED", "object": o})))
         }
-        _ => None,
     }
 }
 
@@ -230,37 +311,47 @@ pub(crate) fn watch(
     bookmarks: bool,
     initial_events_end: bool,
     timeout: Option<Duration>,
-) -> Result<Option<mpsc::Receiver<Value>>, ApiError> {
+) -> Result<Option<mpsc::Receiver<WatchEvent>>, ApiError> {
     let (mut live, mut backlog, revision) = {
         let s = cache.state.read().map_err(|_| lock_err())?;
         let live = cache.tx.subscribe();
-        let backlog: Vec<Value> = match from {
+        let raw = sel.is_empty() && cache.stamped_for(r);
+        let backlog: Vec<WatchEvent> = match from {
             None => s
                 .objects
                 .range(namespace_prefix.clone()..)
                 .take_while(|(k, _)| k.starts_with(&namespace_prefix))
-                .filter(|(_, o)| sel.matches(r, o))
-                .map(|(_, o)| json!({"type": "ADDED", "object": served(r, o)}))
+                .filter_map(|(_, o)| {
+                    if raw {
+                        return Some(WatchEvent::Raw {
+                            kind: "ADDED",
+                            object: o.clone(),
+                        });
+                    }
+                    let v = served(r, o);
+                    sel.matches(r, &v)
+                        .then(|| WatchEvent::Json(json!({"type": "ADDED", "object": v})))
+                })
                 .collect(),
             Some(rv) => {
                 let oldest = s.window.front().map_or(s.revision + 1, |c| c.revision);
-                if rv + 1 < oldest && rv < s.revision {
+                if (rv + 1 < oldest && rv < s.revision) || rv < s.compacted {
                     return Ok(None);
                 }
                 s.window
                     .iter()
                     .filter(|c| c.revision > rv && c.key.starts_with(&namespace_prefix))
-                    .filter_map(|c| event_for(r, &sel, c))
+                    .filter_map(|c| event_for(cache, r, &sel, c))
                     .collect()
             }
         };
         (live, backlog, s.revision)
     };
     if initial_events_end {
-        backlog.push(json!({"type": "BOOKMARK", "object": {
+        backlog.push(WatchEvent::Json(json!({"type": "BOOKMARK", "object": {
             "kind": r.kind, "apiVersion": r.api_version(),
             "metadata": {"resourceVersion": revision.to_string(),
-                         "annotations": {"k8s.io/initial-events-end": "true"}}}}));
+                         "annotations": {"k8s.io/initial-events-end": "true"}}}})));
     }
     let cache = cache.clone();
     let (tx, rx) = mpsc::channel(256);
@@ -290,7 +381,7 @@ pub(crate) fn watch(
                         }
                         last = last.max(c.revision);
                         if c.key.starts_with(&namespace_prefix)
-                            && let Some(e) = event_for(r, &sel, &c)
+                            && let Some(e) = event_for(&cache, r, &sel, &c)
                             && tx.send(e).await.is_err()
                         {
                             return;
@@ -302,7 +393,7 @@ pub(crate) fn watch(
                             "too old resource version: the watcher fell behind after {last}"
                         ))
                         .to_status();
-                        let _ = tx.send(json!({"type": "ERROR", "object": status})).await;
+                        let _ = tx.send(WatchEvent::Json(json!({"type": "ERROR", "object": status}))).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -314,9 +405,9 @@ pub(crate) fn watch(
                     {
                         last = last.max(s.revision);
                     }
-                    let bookmark = json!({"type": "BOOKMARK", "object": {
+                    let bookmark = WatchEvent::Json(json!({"type": "BOOKMARK", "object": {
                         "kind": r.kind, "apiVersion": r.api_version(),
-                        "metadata": {"resourceVersion": last.to_string()}}});
+                        "metadata": {"resourceVersion": last.to_string()}}}));
                     if tx.send(bookmark).await.is_err() {
                         return;
                     }

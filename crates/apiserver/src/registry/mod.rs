@@ -29,6 +29,35 @@ pub struct Registry {
     caches: Arc<cache::Caches>,
 }
 
+/// One object of a list: a value, or JSON text straight from the watch cache.
+pub enum ListItem {
+    Value(Value),
+    Raw(Arc<str>),
+}
+
+impl ListItem {
+    /// The object as a value.
+    pub fn into_value(self) -> Value {
+        match self {
+            ListItem::Value(v) => v,
+            ListItem::Raw(t) => cache::parse(&t),
+        }
+    }
+
+    /// Appends the object's JSON to `buf`.
+    pub fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), ApiError> {
+        match self {
+            ListItem::Value(v) => {
+                serde_json::to_writer(buf, v).map_err(|e| ApiError::internal(e.to_string()))
+            }
+            ListItem::Raw(t) => {
+                buf.extend_from_slice(t.as_bytes());
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Objects read from the store at a time by an unlimited list.
 const LIST_BATCH: i64 = 500;
 
@@ -115,6 +144,11 @@ impl Registry {
         }
     }
 
+    /// Tells the watch caches that the store compacted its history up to `revision`.
+    pub fn compacted(&self, revision: i64) {
+        self.caches.compacted(revision);
+    }
+
     /// The current object and its store entry, or `None`.
     pub(crate) async fn current(
         &self,
@@ -158,8 +192,8 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         let mut items = Vec::new();
         let mut list = self
-            .list_each(r, namespace, opts, |obj| {
-                items.push(obj);
+            .list_each(r, namespace, opts, |item| {
+                items.push(item.into_value());
                 Ok(())
             })
             .await?;
@@ -175,26 +209,35 @@ impl Registry {
         r: &Resource,
         namespace: Option<&str>,
         opts: &ListOptions,
-        mut each: impl FnMut(Value) -> Result<(), ApiError>,
+        mut each: impl FnMut(ListItem) -> Result<(), ApiError>,
     ) -> Result<Value, ApiError> {
         let labels = LabelSelector::parse(&opts.label_selector)?;
         let fields = fields::parse(r, &opts.field_selector)?;
         let prefix = prefix(r, namespace);
-        // resourceVersion=0 accepts any recent state: the watch cache answers, whole.
-        if opts.resource_version == "0"
+        // resourceVersion=0 accepts any recent state: the watch cache answers, whole. So does
+        // an unpaged consistent list, once the cache has caught up with the store.
+        let any = opts.resource_version == "0" && opts.resource_version_match != "Exact";
+        let consistent = opts.resource_version.is_empty() && opts.limit <= 0;
+        if (any || consistent)
             && opts.continue_token.is_empty()
-            && opts.resource_version_match != "Exact"
             && let Ok(cache) = self.caches.get(&self.store, r).await
+            && (any || cache.fresh(&self.store).await)
         {
             let (items, revision) = cache.snapshot(&prefix)?;
-            for obj in items {
+            let raw =
+                labels.requirements.is_empty() && fields.terms.is_empty() && cache.stamped_for(r);
+            for text in items {
+                if raw {
+                    each(ListItem::Raw(text))?;
+                    continue;
+                }
+                let mut obj = cache::parse(&text);
                 if labels.matches(&meta::labels(&obj)) && fields::matches(r, &fields, &obj) {
-                    let mut obj = (*obj).clone();
                     if let Value::Object(m) = &mut obj {
                         m.insert("apiVersion".into(), json!(r.api_version()));
                         m.insert("kind".into(), json!(r.kind));
                     }
-                    each(obj)?;
+                    each(ListItem::Value(obj))?;
                 }
             }
             return Ok(json!({
@@ -266,7 +309,7 @@ impl Registry {
                 let obj = decode(r, kv, kv.mod_revision)?;
                 if labels.matches(&meta::labels(&obj)) && fields::matches(r, &fields, &obj) {
                     taken += 1;
-                    each(obj)?;
+                    each(ListItem::Value(obj))?;
                 }
             }
             let mut after = last;
@@ -322,6 +365,11 @@ impl Selectors {
 
     pub fn matches(&self, r: &Resource, obj: &Value) -> bool {
         self.labels.matches(&meta::labels(obj)) && fields::matches(r, &self.fields, obj)
+    }
+
+    /// Whether there is nothing to select by.
+    pub fn is_empty(&self) -> bool {
+        self.labels.requirements.is_empty() && self.fields.terms.is_empty()
     }
 }
 

@@ -21,11 +21,51 @@ pub struct WatchOptions {
     pub timeout: Option<Duration>,
 }
 
-/// One event of a watch, ready to serialize.
-pub type WatchEvent = Value;
+/// One event of a watch.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// An event as a JSON value.
+    Json(Value),
+    /// An ADDED or MODIFIED event whose object is already JSON text (from the watch cache:
+    /// encoded once, written to every watcher as is).
+    Raw {
+        kind: &'static str,
+        object: std::sync::Arc<str>,
+    },
+}
+
+impl WatchEvent {
+    /// The event type: ADDED, MODIFIED, DELETED, BOOKMARK or ERROR.
+    pub fn kind(&self) -> &str {
+        match self {
+            WatchEvent::Json(v) => v["type"].as_str().unwrap_or(""),
+            WatchEvent::Raw { kind, .. } => kind,
+        }
+    }
+
+    /// The event as a JSON value.
+    pub fn into_value(self) -> Value {
+        match self {
+            WatchEvent::Json(v) => v,
+            WatchEvent::Raw { kind, object } => {
+                json!({"type": kind, "object": serde_json::from_str::<Value>(&object).unwrap_or(Value::Null)})
+            }
+        }
+    }
+
+    /// The event as one line of a watch stream.
+    pub fn to_line(&self) -> String {
+        match self {
+            WatchEvent::Json(v) => format!("{v}\n"),
+            WatchEvent::Raw { kind, object } => {
+                format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n")
+            }
+        }
+    }
+}
 
 fn event(kind: &str, object: Value) -> WatchEvent {
-    json!({"type": kind, "object": object})
+    WatchEvent::Json(json!({"type": kind, "object": object}))
 }
 
 fn bookmark(r: &Resource, rv: i64, initial_end: bool) -> WatchEvent {

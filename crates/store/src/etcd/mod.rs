@@ -315,15 +315,17 @@ impl Store for EtcdStore {
             .await
             .map_err(|s| status_error("watch", &s))?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let (progress_tx, progress_rx) = mpsc::channel(1);
         let task = tokio::spawn(run_watch(
             stream,
             req_tx,
+            progress_rx,
             tx,
             start_revision,
             opts.prev_kv,
             opts.progress_interval,
         ));
-        Ok(WatchStream::new(rx, task))
+        Ok(WatchStream::new(rx, task, progress_tx))
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
@@ -467,6 +469,7 @@ impl Store for EtcdStore {
 async fn run_watch(
     mut stream: Streaming<proto::WatchResponse>,
     req_tx: mpsc::Sender<proto::WatchRequest>,
+    mut progress_requests: mpsc::Receiver<()>,
     tx: mpsc::Sender<Result<WatchResponse>>,
     start_revision: i64,
     prev_kv: bool,
@@ -483,8 +486,28 @@ async fn run_watch(
                 None => std::future::pending().await,
             }
         };
+        let asked = async {
+            match progress_requests.recv().await {
+                Some(()) => (),
+                None => std::future::pending().await,
+            }
+        };
         let msg = tokio::select! {
             msg = stream.message() => msg,
+            () = asked => {
+                let progress = proto::WatchRequest {
+                    request_union: Some(proto::watch_request::RequestUnion::ProgressRequest(
+                        proto::WatchProgressRequest {},
+                    )),
+                };
+                if req_tx.send(progress).await.is_err() {
+                    let _ = tx
+                        .send(Err(Error::Etcd("watch: request stream closed".into())))
+                        .await;
+                    return;
+                }
+                continue;
+            }
             () = idle => {
                 let progress = proto::WatchRequest {
                     request_union: Some(proto::watch_request::RequestUnion::ProgressRequest(

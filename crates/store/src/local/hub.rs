@@ -80,6 +80,7 @@ pub(crate) fn start(
         opts.start_revision
     };
     let (out, out_rx) = mpsc::channel(WATCH_BUFFER);
+    let (progress_tx, progress_rx) = mpsc::channel(1);
     let watcher = Watcher {
         db,
         range,
@@ -88,8 +89,8 @@ pub(crate) fn start(
         seen: published,
         out,
     };
-    let task = tokio::spawn(watcher.run(rx, published, opts.progress_interval));
-    Ok(WatchStream::new(out_rx, task))
+    let task = tokio::spawn(watcher.run(rx, published, opts.progress_interval, progress_rx));
+    Ok(WatchStream::new(out_rx, task, progress_tx))
 }
 
 struct Watcher {
@@ -118,8 +119,9 @@ impl Watcher {
         mut rx: broadcast::Receiver<Batch>,
         published: i64,
         progress: Option<Duration>,
+        requests: mpsc::Receiver<()>,
     ) {
-        let result = self.serve(&mut rx, published, progress).await;
+        let result = self.serve(&mut rx, published, progress, requests).await;
         if let Err(Stop::Fail(e)) = result {
             let _ = self.out.send(Err(e)).await;
         }
@@ -130,6 +132,7 @@ impl Watcher {
         rx: &mut broadcast::Receiver<Batch>,
         published: i64,
         progress: Option<Duration>,
+        mut requests: mpsc::Receiver<()>,
     ) -> Result<(), Stop> {
         self.catch_up(published).await?;
         let period = progress.unwrap_or(Duration::from_secs(3600));
@@ -150,6 +153,20 @@ impl Watcher {
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return Err(Stop::Fail(Error::Closed)),
                 },
+                Some(()) = requests.recv() => {
+                    // Drain what is already published first, so the answer is as fresh as it
+                    // can be; then every revision up to `seen` has been looked at.
+                    while let Ok(batch) = rx.try_recv() {
+                        if let Some((first, _)) = batch.first()
+                            && *first > self.next
+                        {
+                            self.catch_up(first - 1).await?;
+                        }
+                        self.deliver(&batch).await?;
+                    }
+                    let resp = WatchResponse { events: Vec::new(), revision: self.seen };
+                    self.out.send(Ok(resp)).await.map_err(|_| Stop::Gone)?;
+                }
                 _ = ticker.tick(), if progress.is_some() => {
                     if !sent_since_tick {
                         let resp = WatchResponse { events: Vec::new(), revision: self.seen };
