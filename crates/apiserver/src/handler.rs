@@ -490,14 +490,7 @@ async fn resource(
         }
         (Method::PATCH, Some(name)) => {
             let opts = write_options(&q, &manager)?;
-            let ct = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let kind = PatchType::from_content_type(&ct)
-                .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+            let kind = patch_type(req.headers())?;
             if kind == PatchType::Apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
                 return Err(ApiError::bad_request(
                     "PATCH requests with apply content type require a fieldManager",
@@ -614,6 +607,15 @@ async fn list_response(
     Ok(resp)
 }
 
+/// The patch format a request's Content-Type names.
+fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))
+}
+
 /// The scale subresource: GET, PUT and PATCH.
 async fn scale(
     server: &ApiServer,
@@ -637,14 +639,7 @@ async fn scale(
         }
         Method::PATCH => {
             let opts = write_options(q, &manager)?;
-            let ct = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let kind = PatchType::from_content_type(&ct)
-                .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+            let kind = patch_type(req.headers())?;
             let (headers, bytes) = read_body(req).await?;
             let body = decode_body(&headers, &bytes)?;
             reg.patch_scale(r, ns, name, kind, &body, &opts).await?

@@ -188,7 +188,54 @@ fn finalizers(r: &Resource, obj: &Value) -> Vec<Value> {
     f
 }
 
+/// What a guarded write does to the key.
+enum Guarded {
+    Put(Vec<u8>),
+    Delete,
+}
+
 impl Registry {
+    /// Writes `key` only if it is still at `mod_revision` (optimistic concurrency); returns the
+    /// new revision, or 409 Conflict when someone wrote first.
+    async fn write_if_unchanged(
+        &self,
+        r: &Resource,
+        name: &str,
+        k: String,
+        mod_revision: i64,
+        op: Guarded,
+    ) -> Result<i64, ApiError> {
+        let op = match op {
+            Guarded::Put(bytes) => TxnOp::Put(PutRequest::new(k.clone(), bytes)),
+            Guarded::Delete => TxnOp::Delete(DeleteRequest {
+                range: KeyRange::key(k.clone()),
+                prev_kv: false,
+            }),
+        };
+        let resp = self
+            .store
+            .txn(Txn {
+                compare: vec![Compare::new(
+                    k,
+                    CompareOp::Equal,
+                    CompareTarget::ModRevision(mod_revision),
+                )],
+                success: vec![op],
+                failure: vec![],
+            })
+            .await
+            .map_err(store_error)?;
+        if !resp.succeeded {
+            return Err(ApiError::conflict(
+                r.group,
+                r.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        Ok(resp.revision)
+    }
+
     /// Namespace lifecycle admission: a namespaced write needs an existing, active namespace.
     async fn admit_namespace(&self, r: &Resource, namespace: &str) -> Result<(), ApiError> {
         if !r.namespaced() {
@@ -444,33 +491,14 @@ impl Registry {
         let deleting =
             new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(r, &new).is_empty();
         let op = if deleting {
-            TxnOp::Delete(DeleteRequest::key(k.clone()))
+            Guarded::Delete
         } else {
-            let stored = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-            TxnOp::Put(PutRequest::new(k.clone(), stored))
+            Guarded::Put(serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?)
         };
-        let resp = self
-            .store
-            .txn(Txn {
-                compare: vec![Compare::new(
-                    k,
-                    CompareOp::Equal,
-                    CompareTarget::ModRevision(mod_revision),
-                )],
-                success: vec![op],
-                failure: vec![],
-            })
-            .await
-            .map_err(store_error)?;
-        if !resp.succeeded {
-            return Err(ApiError::conflict(
-                r.group,
-                r.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
-        meta::set(&mut new, "resourceVersion", resp.revision.to_string());
+        let revision = self
+            .write_if_unchanged(r, name, k, mod_revision, op)
+            .await?;
+        meta::set(&mut new, "resourceVersion", revision.to_string());
         Ok(new)
     }
 
@@ -641,28 +669,10 @@ impl Registry {
                 meta::remove(&mut obj, "resourceVersion");
                 let stored =
                     serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
-                let resp = self
-                    .store
-                    .txn(Txn {
-                        compare: vec![Compare::new(
-                            k,
-                            CompareOp::Equal,
-                            CompareTarget::ModRevision(kv.mod_revision),
-                        )],
-                        success: vec![TxnOp::Put(PutRequest::new(key(r, namespace, name), stored))],
-                        failure: vec![],
-                    })
-                    .await
-                    .map_err(store_error)?;
-                if !resp.succeeded {
-                    return Err(ApiError::conflict(
-                        r.group,
-                        r.plural,
-                        name,
-                        "the object has been modified; please try again",
-                    ));
-                }
-                meta::set(&mut obj, "resourceVersion", resp.revision.to_string());
+                let revision = self
+                    .write_if_unchanged(r, name, k, kv.mod_revision, Guarded::Put(stored))
+                    .await?;
+                meta::set(&mut obj, "resourceVersion", revision.to_string());
             }
             return Ok(obj);
         }
@@ -674,30 +684,8 @@ impl Registry {
                 meta::uid(&obj),
             ));
         }
-        let resp = self
-            .store
-            .txn(Txn {
-                compare: vec![Compare::new(
-                    k.clone(),
-                    CompareOp::Equal,
-                    CompareTarget::ModRevision(kv.mod_revision),
-                )],
-                success: vec![TxnOp::Delete(DeleteRequest {
-                    range: KeyRange::key(k),
-                    prev_kv: false,
-                })],
-                failure: vec![],
-            })
-            .await
-            .map_err(store_error)?;
-        if !resp.succeeded {
-            return Err(ApiError::conflict(
-                r.group,
-                r.plural,
-                name,
-                "the object has been modified; please try again",
-            ));
-        }
+        self.write_if_unchanged(r, name, k, kv.mod_revision, Guarded::Delete)
+            .await?;
         Ok(tug_api::status::success(
             r.group,
             r.plural,

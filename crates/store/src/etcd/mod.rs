@@ -462,6 +462,26 @@ impl Store for EtcdStore {
     }
 }
 
+/// Asks etcd for a progress notification on a watch; false (after reporting it) when the
+/// request side of the stream is gone.
+async fn request_progress(
+    req_tx: &mpsc::Sender<proto::WatchRequest>,
+    tx: &mpsc::Sender<Result<WatchResponse>>,
+) -> bool {
+    let progress = proto::WatchRequest {
+        request_union: Some(proto::watch_request::RequestUnion::ProgressRequest(
+            proto::WatchProgressRequest {},
+        )),
+    };
+    if req_tx.send(progress).await.is_err() {
+        let _ = tx
+            .send(Err(Error::Etcd("watch: request stream closed".into())))
+            .await;
+        return false;
+    }
+    true
+}
+
 /// Forwards one etcd watch stream to a [`WatchStream`] until either side ends.
 ///
 /// `req_tx` is the request side of the gRPC stream: it must live as long as the watch (etcd
@@ -495,29 +515,13 @@ async fn run_watch(
         let msg = tokio::select! {
             msg = stream.message() => msg,
             () = asked => {
-                let progress = proto::WatchRequest {
-                    request_union: Some(proto::watch_request::RequestUnion::ProgressRequest(
-                        proto::WatchProgressRequest {},
-                    )),
-                };
-                if req_tx.send(progress).await.is_err() {
-                    let _ = tx
-                        .send(Err(Error::Etcd("watch: request stream closed".into())))
-                        .await;
+                if !request_progress(&req_tx, &tx).await {
                     return;
                 }
                 continue;
             }
             () = idle => {
-                let progress = proto::WatchRequest {
-                    request_union: Some(proto::watch_request::RequestUnion::ProgressRequest(
-                        proto::WatchProgressRequest {},
-                    )),
-                };
-                if req_tx.send(progress).await.is_err() {
-                    let _ = tx
-                        .send(Err(Error::Etcd("watch: request stream closed".into())))
-                        .await;
+                if !request_progress(&req_tx, &tx).await {
                     return;
                 }
                 deadline = next_deadline();
