@@ -1,0 +1,142 @@
+//! Bodies and answers: reading and decoding request bodies, what the client accepts, JSON
+//! responses, Status errors and warnings.
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::Value;
+use tokio_stream::StreamExt;
+use tug_api::ApiError;
+
+use crate::MAX_BODY_BYTES;
+
+/// An answer: JSON with a status code.
+pub(super) fn json_response(code: StatusCode, body: &Value, content_type: &str) -> Response {
+    let mut resp = (code, body.to_string()).into_response();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+pub(super) fn error_response(e: &ApiError) -> Response {
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &e.to_status(), "application/json")
+}
+
+/// What the client accepts.
+pub(super) struct Accept {
+    pub table: bool,
+}
+
+pub(super) fn accept(headers: &HeaderMap) -> Result<Accept, ApiError> {
+    let raw = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let mut table = false;
+    let mut any = false;
+    for part in raw.split(',') {
+        let p = part.replace(' ', "");
+        let base = p.split(';').next().unwrap_or("");
+        let as_table = p.contains("as=Table") && p.contains("g=meta.k8s.io");
+        match base {
+            "application/json" | "application/*" | "*/*" | "application/yaml" => {
+                any = true;
+                if as_table && table_order_first(raw, &p) {
+                    table = true;
+                }
+            }
+            // Protobuf responses are not offered; clients that accept JSON too get JSON.
+            _ => {}
+        }
+    }
+    if !any {
+        return Err(ApiError::not_acceptable(format!(
+            "only application/json responses are served, not {raw:?}"
+        )));
+    }
+    Ok(Accept { table })
+}
+
+/// Whether the Table entry comes before any plain JSON entry (clients list preferences first).
+pub(super) fn table_order_first(raw: &str, table_part: &str) -> bool {
+    for part in raw.split(',') {
+        let p = part.replace(' ', "");
+        if p == table_part {
+            return true;
+        }
+        if !p.contains("as=") && (p.starts_with("application/json") || p.starts_with("*/*")) {
+            return false;
+        }
+    }
+    false
+}
+
+/// Decodes a request body: JSON, YAML or Kubernetes protobuf.
+pub(super) fn decode_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    match base {
+        "application/json"
+        | "application/json-patch+json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json"
+        | "" => serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {e}"
+            ))
+        }),
+        "application/vnd.kubernetes.protobuf" => tug_api::protobuf::decode(bytes),
+        "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => {
+            serde_norway::from_slice::<Value>(bytes).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as YAML: {e}"
+                ))
+            })
+        }
+        _ => Err(ApiError::unsupported_media_type(ct)),
+    }
+}
+
+/// How much of an oversized body is read (and dropped) so that the client, still sending,
+/// receives the 413 instead of a reset connection.
+pub(super) const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+pub(super) async fn read_body(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        total += chunk.len();
+        if total <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(format!(
+            "the request body is larger than the limit of {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    Ok((parts.headers, Bytes::from(buf)))
+}
+
+/// Adds `Warning` headers to a response.
+pub(super) fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}

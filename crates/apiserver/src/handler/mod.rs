@@ -1,0 +1,178 @@
+//! The request pipeline: authenticate, authorize, route (discovery, OpenAPI or a resource),
+//! decode the body, call the registry, encode the answer. Every error is a `Status`.
+
+mod io;
+mod params;
+mod resource;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode, header};
+use serde_json::{Value, json};
+use tug_api::ApiError;
+
+use crate::auth::{self, Identity};
+use crate::discovery;
+use crate::paths;
+use crate::{ApiServer, KUBE_VERSION};
+
+use io::*;
+
+/// The entry point of every request.
+pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
+    let identity = match auth::authenticate(&req, &server.token) {
+        Ok(id) => id,
+        Err(e) => return error_response(&e),
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let verb = method.as_str().to_ascii_lowercase();
+    if let Err(e) = auth::authorize(identity.as_ref(), &verb, &path) {
+        return error_response(&e);
+    }
+    let started = std::time::Instant::now();
+    // Bodies are read whole before anything answers, so that an early error never leaves
+    // the client writing into a closed stream (it would see a reset, not the Status).
+    let req = if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        let (parts, body) = req.into_parts();
+        match read_body(Request::from_parts(parts.clone(), body)).await {
+            Ok((_, bytes)) => Request::from_parts(parts, Body::from(bytes)),
+            Err(e) => return error_response(&e),
+        }
+    } else {
+        req
+    };
+    let resource = paths::parse(&path)
+        .ok()
+        .flatten()
+        .map(|t| t.resource.plural)
+        .unwrap_or("");
+    let watching = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
+    let resp = match route(&server, identity, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(%method, %path, code = e.code, reason = e.reason, "request failed");
+            error_response(&e)
+        }
+    };
+    let verb = if watching { "watch".to_string() } else { verb };
+    server.metrics.observe(
+        &verb,
+        resource,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+async fn route(
+    server: &ApiServer,
+    identity: Option<Identity>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_string();
+    let ok = |body: Value| Ok(json_response(StatusCode::OK, &body, "application/json"));
+    match path.as_str() {
+        "/metrics" => {
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                server.metrics.render(),
+            )
+                .into_response());
+        }
+        "/healthz" | "/livez" | "/readyz" => {
+            return Ok(
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response(),
+            );
+        }
+        "/version" => {
+            return ok(json!({
+                "major": KUBE_VERSION.0,
+                "minor": KUBE_VERSION.1,
+                "gitVersion": format!("v{}.{}.0-tugboat.{}", KUBE_VERSION.0, KUBE_VERSION.1, env!("CARGO_PKG_VERSION")),
+                "gitCommit": "",
+                "gitTreeState": "clean",
+                "buildDate": "",
+                "goVersion": "",
+                "compiler": "rustc",
+                "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+            }));
+        }
+        _ => {}
+    }
+    if path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/")
+    {
+        return Ok((StatusCode::OK, "ok").into_response());
+    }
+    let accept_raw = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let discovery_doc = match segs.as_slice() {
+        ["api"] if discovery::wants_aggregated(&accept_raw) => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::aggregated(true),
+                discovery::AGGREGATED,
+            ));
+        }
+        ["apis"] if discovery::wants_aggregated(&accept_raw) => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::aggregated(false),
+                discovery::AGGREGATED,
+            ));
+        }
+        ["api"] => Some(discovery::core_versions()),
+        ["apis"] => Some(discovery::group_list()),
+        ["api", v] => discovery::resource_list("", v),
+        ["apis", g] => discovery::group(g),
+        ["apis", g, v] => discovery::resource_list(g, v),
+        _ => None,
+    };
+    let openapi_doc = match segs.as_slice() {
+        ["openapi", "v2"] => {
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                crate::openapi::v2(),
+            )
+                .into_response());
+        }
+        ["openapi", "v3"] => Some(crate::openapi::index()),
+        ["openapi", "v3", "api", v] => crate::openapi::document("", v),
+        ["openapi", "v3", "apis", g, v] => crate::openapi::document(g, v),
+        ["openapi", ..] => return Err(ApiError::no_route(&path)),
+        _ => None,
+    };
+    if let Some(doc) = openapi_doc {
+        return ok(doc);
+    }
+    if let Some(doc) = discovery_doc {
+        if req.method() != Method::GET {
+            return Err(ApiError::method_not_allowed(
+                "discovery documents are read-only",
+            ));
+        }
+        return ok(doc);
+    }
+    if matches!(segs.as_slice(), ["api", ..] | ["apis", ..]) {
+        let target = paths::parse(&path)?.ok_or_else(|| ApiError::no_route(&path))?;
+        return resource::resource(server, identity, target, req).await;
+    }
+    Err(ApiError::no_route(&path))
+}

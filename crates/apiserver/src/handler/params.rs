@@ -1,0 +1,167 @@
+//! What a request asks for beyond its path: query parameters, write and delete options, field
+//! validation and the field manager.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, Request};
+use http::{HeaderMap, header};
+use serde_json::Value;
+use tug_api::{ApiError, Resource};
+
+use crate::registry::{DeleteOptions, PatchType, WriteOptions};
+
+/// The request's query parameters.
+pub(super) fn query(req: &Request) -> HashMap<String, String> {
+    Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .unwrap_or_default()
+}
+
+pub(super) fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    matches!(q.get(name).map(String::as_str), Some("true" | "1"))
+}
+
+/// How unknown fields are treated (`fieldValidation`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+pub(super) fn field_validation(q: &HashMap<String, String>) -> FieldValidation {
+    match q.get("fieldValidation").map(String::as_str) {
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        _ => FieldValidation::Warn,
+    }
+}
+
+/// Checks a body for fields its kind does not have: an error with Strict, else they are
+/// dropped (as decoding into the typed object does) and, with Warn, reported as warnings.
+pub(super) fn check_fields(
+    r: &Resource,
+    q: &HashMap<String, String>,
+    body: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    let mode = field_validation(q);
+    let unknown = tug_api::schema::unknown_fields(
+        r.group,
+        r.version,
+        r.kind,
+        body,
+        mode != FieldValidation::Strict,
+    );
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect::<Vec<_>>();
+    match mode {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        ))),
+        FieldValidation::Warn => Ok(list),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// The field manager of a write that names none: the User-Agent's product, as Kubernetes does.
+pub(super) fn default_manager(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("unknown")
+        .chars()
+        .take(128)
+        .collect()
+}
+
+pub(super) fn write_options(
+    q: &HashMap<String, String>,
+    manager: &str,
+) -> Result<WriteOptions, ApiError> {
+    let dry_run = match q.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid dryRun {other:?}: the only supported value is All"
+            )));
+        }
+    };
+    if let Some(v) = q.get("fieldValidation")
+        && !matches!(v.as_str(), "Strict" | "Warn" | "Ignore" | "")
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid fieldValidation {v:?}: must be one of Ignore, Warn or Strict"
+        )));
+    }
+    Ok(WriteOptions {
+        dry_run,
+        manager: q
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .unwrap_or_else(|| manager.to_string()),
+        force: flag(q, "force"),
+    })
+}
+
+/// The patch format a request's Content-Type names.
+pub(super) fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))
+}
+
+pub(super) fn delete_options(
+    q: &HashMap<String, String>,
+    body: &Value,
+) -> Result<DeleteOptions, ApiError> {
+    let dry_run = write_options(q, "")?.dry_run
+        || body
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let grace = match q.get("gracePeriodSeconds") {
+        Some(g) => Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+        ),
+        None => body.get("gracePeriodSeconds").and_then(Value::as_i64),
+    };
+    let policy = q
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| {
+            body.get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    if !matches!(policy.as_str(), "" | "Orphan" | "Background" | "Foreground") {
+        return Err(ApiError::bad_request(format!(
+            "invalid propagationPolicy {policy:?}"
+        )));
+    }
+    Ok(DeleteOptions {
+        dry_run,
+        precondition_uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        precondition_rv: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        grace_period_seconds: grace,
+    })
+}

@@ -1,0 +1,297 @@
+//! Resource requests: the verbs on a collection or an object, lists, the scale subresource and
+//! the review kinds that are answered rather than stored.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use http::{HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+use tug_api::{ApiError, Resource};
+
+use crate::ApiServer;
+use crate::auth::Identity;
+use crate::paths::Target;
+use crate::registry::{self, ListOptions, PatchType};
+
+use super::io::*;
+use super::params::*;
+
+pub(super) async fn resource(
+    server: &ApiServer,
+    identity: Option<Identity>,
+    t: Target,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let r: &'static Resource = t.resource;
+    let q = query(&req);
+    let manager = default_manager(req.headers());
+    let acc = accept(req.headers())?;
+    let ns = t.namespace.as_deref();
+    let reg = &server.registry;
+    let method = req.method().clone();
+    let sub = t.subresource.as_deref();
+    if sub == Some("scale") {
+        return scale(server, r, ns, t.name.as_deref(), &q, req).await;
+    }
+    if let Some(s) = sub
+        && !matches!(s, "status" | "finalize")
+    {
+        return Err(ApiError::new(
+            501,
+            "NotImplemented",
+            format!("the {s} subresource of {} is not served yet", r.plural),
+        ));
+    }
+    let respond = |code: StatusCode, obj: Value| {
+        let body = if acc.table {
+            registry::to_table(r, &obj)
+        } else {
+            obj
+        };
+        Ok(json_response(code, &body, "application/json"))
+    };
+    // Reviews are answered, never stored.
+    if r.verbs == tug_api::catalog::CREATE_ONLY {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} only supports create",
+                r.plural
+            )));
+        }
+        let (headers, bytes) = read_body(req).await?;
+        let body = decode_body(&headers, &bytes)?;
+        return respond(StatusCode::CREATED, review(r, body, identity.as_ref()));
+    }
+    match (method.clone(), t.name.as_deref()) {
+        (Method::GET, Some(name)) => respond(StatusCode::OK, reg.get(r, ns, name).await?),
+        (Method::GET, None) if flag(&q, "watch") => {
+            super::watch::watch(server, r, t.namespace.clone(), &q, acc.table).await
+        }
+        (Method::GET, None) => {
+            let opts = ListOptions {
+                label_selector: q.get("labelSelector").cloned().unwrap_or_default(),
+                field_selector: q.get("fieldSelector").cloned().unwrap_or_default(),
+                limit: match q.get("limit") {
+                    Some(l) if !l.is_empty() => l
+                        .parse()
+                        .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+                    _ => 0,
+                },
+                continue_token: q.get("continue").cloned().unwrap_or_default(),
+                resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
+                resource_version_match: q.get("resourceVersionMatch").cloned().unwrap_or_default(),
+            };
+            list_response(reg, r, ns, &opts, acc.table).await
+        }
+        (Method::POST, None) => {
+            let opts = write_options(&q, &manager)?;
+            let (headers, bytes) = read_body(req).await?;
+            let mut body = decode_body(&headers, &bytes)?;
+            let warnings = check_fields(r, &q, &mut body)?;
+            let created = reg.create(r, ns, body, &opts).await?;
+            respond(StatusCode::CREATED, created).map(|resp| with_warnings(resp, &warnings))
+        }
+        (Method::PUT, Some(name)) => {
+            let opts = write_options(&q, &manager)?;
+            let (headers, bytes) = read_body(req).await?;
+            let mut body = decode_body(&headers, &bytes)?;
+            let warnings = check_fields(r, &q, &mut body)?;
+            let updated = reg.update(r, ns, name, body, sub, &opts).await?;
+            respond(StatusCode::OK, updated).map(|resp| with_warnings(resp, &warnings))
+        }
+        (Method::PATCH, Some(name)) => {
+            let opts = write_options(&q, &manager)?;
+            let kind = patch_type(req.headers())?;
+            if kind == PatchType::Apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+                return Err(ApiError::bad_request(
+                    "PATCH requests with apply content type require a fieldManager",
+                ));
+            }
+            let (headers, bytes) = read_body(req).await?;
+            let mut body = decode_body(&headers, &bytes)?;
+            let warnings = if kind == PatchType::Json {
+                Vec::new()
+            } else {
+                check_fields(r, &q, &mut body)?
+            };
+            let patched = reg.patch(r, ns, name, kind, &body, sub, &opts).await?;
+            respond(StatusCode::OK, patched).map(|resp| with_warnings(resp, &warnings))
+        }
+        (Method::DELETE, Some(name)) => {
+            let (headers, bytes) = read_body(req).await?;
+            let body = if bytes.is_empty() {
+                json!({})
+            } else {
+                decode_body(&headers, &bytes)?
+            };
+            let opts = delete_options(&q, &body)?;
+            let out = reg.delete(r, ns, name, &opts).await?;
+            Ok(json_response(StatusCode::OK, &out, "application/json"))
+        }
+        (Method::DELETE, None) => {
+            let (headers, bytes) = read_body(req).await?;
+            let body = if bytes.is_empty() {
+                json!({})
+            } else {
+                decode_body(&headers, &bytes)?
+            };
+            let opts = delete_options(&q, &body)?;
+            let list = reg
+                .list(
+                    r,
+                    ns,
+                    &ListOptions {
+                        label_selector: q.get("labelSelector").cloned().unwrap_or_default(),
+                        field_selector: q.get("fieldSelector").cloned().unwrap_or_default(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let mut deleted = Vec::new();
+            for item in list["items"].as_array().cloned().unwrap_or_default() {
+                let name = tug_api::meta::name(&item).to_string();
+                let item_ns = tug_api::meta::namespace(&item).to_string();
+                let item_ns = if item_ns.is_empty() {
+                    None
+                } else {
+                    Some(item_ns.as_str())
+                };
+                match reg.delete(r, item_ns, &name, &opts).await {
+                    Ok(_) => deleted.push(item),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut out = list;
+            out["items"] = Value::Array(deleted);
+            respond(StatusCode::OK, out)
+        }
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "{m} is not supported on {}",
+            req_path_description(r, t.name.is_some())
+        ))),
+    }
+}
+
+/// A list, encoded item by item as the store is read: the JSON text (or Table rows) is all
+/// that is held, never the whole list as values.
+pub(super) async fn list_response(
+    reg: &registry::Registry,
+    r: &'static Resource,
+    ns: Option<&str>,
+    opts: &ListOptions,
+    table: bool,
+) -> Result<Response, ApiError> {
+    if table {
+        let mut rows = Vec::new();
+        let list = reg
+            .list_each(r, ns, opts, |item| {
+                rows.push(registry::row(r, &item.into_value()));
+                Ok(())
+            })
+            .await?;
+        let t = registry::table_of(r, rows, list.get("metadata"));
+        return Ok(json_response(StatusCode::OK, &t, "application/json"));
+    }
+    let mut buf: Vec<u8> = b"{\"items\":[".to_vec();
+    let mut first = true;
+    let list = reg
+        .list_each(r, ns, opts, |item| {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            item.write_json(&mut buf)
+        })
+        .await?;
+    buf.extend_from_slice(b"]");
+    for k in ["kind", "apiVersion", "metadata"] {
+        buf.extend_from_slice(format!(",\"{k}\":").as_bytes());
+        serde_json::to_writer(&mut buf, &list[k]).map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    buf.push(b'}');
+    let mut resp = Response::new(Body::from(buf));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// The scale subresource: GET, PUT and PATCH.
+pub(super) async fn scale(
+    server: &ApiServer,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: Option<&str>,
+    q: &HashMap<String, String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let name = name.ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+    let reg = &server.registry;
+    let manager = default_manager(req.headers());
+    let method = req.method().clone();
+    let out = match method {
+        Method::GET => reg.get_scale(r, ns, name).await?,
+        Method::PUT => {
+            let opts = write_options(q, &manager)?;
+            let (headers, bytes) = read_body(req).await?;
+            let body = decode_body(&headers, &bytes)?;
+            reg.update_scale(r, ns, name, &body, &opts).await?
+        }
+        Method::PATCH => {
+            let opts = write_options(q, &manager)?;
+            let kind = patch_type(req.headers())?;
+            let (headers, bytes) = read_body(req).await?;
+            let body = decode_body(&headers, &bytes)?;
+            reg.patch_scale(r, ns, name, kind, &body, &opts).await?
+        }
+        m => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on scale"
+            )));
+        }
+    };
+    Ok(json_response(StatusCode::OK, &out, "application/json"))
+}
+
+pub(super) fn req_path_description(r: &Resource, named: bool) -> String {
+    if named {
+        format!("a single {}", r.singular())
+    } else {
+        format!("the {} collection", r.plural)
+    }
+}
+
+/// Answers SelfSubjectAccessReview and SelfSubjectReview for the caller.
+pub(super) fn review(r: &Resource, mut body: Value, identity: Option<&Identity>) -> Value {
+    let (user, groups) = identity
+        .map(|i| (i.user.clone(), i.groups.clone()))
+        .unwrap_or_else(|| {
+            (
+                "system:anonymous".into(),
+                vec!["system:unauthenticated".into()],
+            )
+        });
+    body["apiVersion"] = json!(r.api_version());
+    body["kind"] = json!(r.kind);
+    if body.get("metadata").is_none() {
+        body["metadata"] = json!({});
+    }
+    match r.kind {
+        "SelfSubjectAccessReview" => {
+            let allowed = identity.is_some_and(Identity::is_master);
+            body["status"] = if allowed {
+                json!({"allowed": true, "reason": "the caller is in group system:masters"})
+            } else {
+                json!({"allowed": false, "reason": "only system:masters is authorized until RBAC is served"})
+            };
+        }
+        _ => {
+            body["status"] = json!({"userInfo": {"username": user, "groups": groups}});
+        }
+    }
+    body
+}
