@@ -57,3 +57,55 @@ async fn an_in_process_client_creates_lists_and_watches() {
         .expect("namespaces");
     assert_eq!(namespaces.items.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_assigns_a_pod_to_a_node_once() {
+    use k8s_openapi::api::core::v1::Pod;
+    let store = Arc::new(LocalStore::memory().expect("store"));
+    let api = ApiServer::new(store, String::new());
+    api.bootstrap().await.expect("bootstrap");
+    let pods: Api<Pod> = Api::namespaced(api.in_process_client(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
+    let binding = serde_json::json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "p"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}
+    });
+    pods.create_subresource::<serde_json::Value, serde_json::Value>(
+        "binding",
+        "p",
+        &PostParams::default(),
+        &binding,
+    )
+    .await
+    .expect("bind");
+    let bound = pods.get("p").await.expect("get");
+    assert_eq!(
+        bound.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some("node-1")
+    );
+    let scheduled = bound
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|c| c.into_iter().find(|c| c.type_ == "PodScheduled"))
+        .expect("PodScheduled condition");
+    assert_eq!(scheduled.status, "True");
+    match pods
+        .create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            "p",
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409),
+        other => panic!("a second binding must conflict, got {other:?}"),
+    }
+}

@@ -35,6 +35,22 @@ pub(super) async fn resource(
     if sub == Some("scale") {
         return scale(server, r, ns, t.name.as_deref(), &q, req).await;
     }
+    if sub == Some("binding") {
+        let name = t
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+        if req.method() != Method::POST {
+            return Err(ApiError::method_not_allowed(
+                "pods/binding only supports create",
+            ));
+        }
+        let opts = write_options(&q, &manager)?;
+        let (headers, bytes) = read_body(req).await?;
+        let body = decode_body(&headers, &bytes)?;
+        let out = server.registry.bind(r, ns, name, &body, &opts).await?;
+        return Ok(json_response(StatusCode::CREATED, &out, "application/json"));
+    }
     if let Some(s) = sub
         && !matches!(s, "status" | "finalize")
     {

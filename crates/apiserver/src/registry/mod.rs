@@ -3,6 +3,7 @@
 //! `/registry/<group/>plural/<namespace/>name`; their `resourceVersion` is the store's
 //! mod revision.
 
+mod binding;
 mod cache;
 mod fields;
 mod scale;
