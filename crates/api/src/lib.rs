@@ -7,6 +7,7 @@ pub mod defaults;
 pub mod meta;
 pub mod patch;
 pub mod protobuf;
+pub mod quantity;
 pub mod schema;
 pub mod selector;
 pub mod status;

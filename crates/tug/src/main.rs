@@ -49,6 +49,9 @@ struct ServerArgs {
     /// one interval get 410 Gone. 0 turns it off.
     #[arg(long, default_value_t = 300)]
     etcd_compaction_interval: u64,
+    /// Run this many simulated (hollow) nodes in the server process, for tests and scale runs.
+    #[arg(long, default_value_t = 0)]
+    simulated_nodes: usize,
     /// Run without the built-in node agent (accepted now; the agent comes with a later version).
     #[arg(long)]
     disable_agent: bool,
@@ -108,6 +111,25 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         api.start_compaction(std::time::Duration::from_secs(
             args.etcd_compaction_interval,
         ));
+    }
+    // The scheduler and the hollow nodes are API clients like any other, wired in-process.
+    let scheduler_client = api.in_process_client();
+    tokio::spawn(async move {
+        if let Err(e) = tug_scheduler::run(scheduler_client).await {
+            tracing::error!(error = %e, "scheduler stopped");
+        }
+    });
+    if args.simulated_nodes > 0 {
+        let config = tug_kubelet::hollow::HollowConfig {
+            count: args.simulated_nodes,
+            ..Default::default()
+        };
+        let client = api.in_process_client();
+        tokio::spawn(async move {
+            if let Err(e) = tug_kubelet::hollow::run(client, config).await {
+                tracing::error!(error = %e, "hollow nodes stopped");
+            }
+        });
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

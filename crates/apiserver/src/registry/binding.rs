@@ -3,7 +3,8 @@
 use serde_json::{Value, json};
 use tug_api::{ApiError, Cause, Resource, meta};
 
-use super::{Registry, WriteOptions};
+use super::write::Guarded;
+use super::{Registry, WriteOptions, key};
 
 impl Registry {
     /// Binds pod `name` to the node a Binding targets: sets `spec.nodeName` (once) and the
@@ -69,15 +70,20 @@ impl Registry {
             c.retain(|c| c["type"] != "PodScheduled");
             c.push(scheduled);
         }
-        meta::set(&mut pod, "resourceVersion", kv.mod_revision.to_string());
-        // The binding writes spec.nodeName and status together, as the binding registry does.
-        let status = pod.get("status").cloned();
-        let mut updated = self.update(r, ns, name, pod, None, opts).await?;
-        if let Some(status) = status {
-            updated["status"] = status;
-            self.update(r, ns, name, updated, Some("status"), opts)
-                .await?;
+        // spec.nodeName and the condition are written together, in one guarded write, as the
+        // binding registry does: a bound pod is never seen without its node.
+        meta::remove(&mut pod, "resourceVersion");
+        if !opts.dry_run {
+            let stored = serde_json::to_vec(&pod).map_err(|e| ApiError::internal(e.to_string()))?;
+            self.write_if_unchanged(
+                r,
+                name,
+                key(r, ns, name),
+                kv.mod_revision,
+                Guarded::Put(stored),
+            )
+            .await?;
         }
-        Ok(tug_api::status::success("", "pods", name, ""))
+        Ok(tug_api::status::success("", "pods", name, meta::uid(&pod)))
     }
 }

@@ -189,7 +189,7 @@ fn finalizers(r: &Resource, obj: &Value) -> Vec<Value> {
 }
 
 /// What a guarded write does to the key.
-enum Guarded {
+pub(super) enum Guarded {
     Put(Vec<u8>),
     Delete,
 }
@@ -197,7 +197,7 @@ enum Guarded {
 impl Registry {
     /// Writes `key` only if it is still at `mod_revision` (optimistic concurrency); returns the
     /// new revision, or 409 Conflict when someone wrote first.
-    async fn write_if_unchanged(
+    pub(super) async fn write_if_unchanged(
         &self,
         r: &Resource,
         name: &str,
@@ -615,6 +615,25 @@ impl Registry {
 
     /// DELETE: removes the object, or marks it for deletion while finalizers remain.
     pub async fn delete(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        // Without preconditions, a delete that raced another write tries again, as Kubernetes'
+        // guaranteed update does; with them, the conflict is the answer.
+        let unconditional = opts.precondition_uid.is_none() && opts.precondition_rv.is_none();
+        let mut attempts = 0;
+        loop {
+            match self.delete_once(r, namespace, name, opts).await {
+                Err(e) if e.reason == "Conflict" && unconditional && attempts < 16 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_once(
         &self,
         r: &Resource,
         namespace: Option<&str>,

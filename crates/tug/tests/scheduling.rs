@@ -1,0 +1,186 @@
+//! The scheduler and hollow nodes: `tug server --simulated-nodes 3` places pods on nodes that
+//! can hold them and plays them Running (or Succeeded).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tug_testkit::server::{TugServer, kubectl_path};
+
+fn kubectl(s: &TugServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(kubectl_path())
+        .args(args)
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(input.as_bytes()).expect("stdin");
+    }
+    child.wait_with_output().expect("kubectl")
+}
+
+fn ok(s: &TugServer, args: &[&str], stdin: Option<&str>) -> String {
+    let o = kubectl(s, args, stdin);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn pod(name: &str, cpu: &str, restart: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {restart}\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      requests:\n        cpu: \"{cpu}\"\n"
+    )
+}
+
+fn until(s: &TugServer, what: &str, jsonpath: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = ok(
+            s,
+            &["get", what, "-o", &format!("jsonpath={jsonpath}")],
+            None,
+        );
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} {jsonpath}: wanted {want:?}, last {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pods_are_scheduled_on_hollow_nodes_that_fit_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    // The hollow nodes register just after the server is ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = ok(&s, &["get", "nodes"], None);
+        if ready.matches(" Ready ").count() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "three Ready nodes never appeared: {ready}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some(&pod("small", "500m", "Always")),
+    );
+    until(&s, "pod/small", "{.status.phase}", "Running");
+    let node = ok(
+        &s,
+        &["get", "pod", "small", "-o", "jsonpath={.spec.nodeName}"],
+        None,
+    );
+    assert!(node.starts_with("hollow-"), "{node}");
+    ok(
+        &s,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/small",
+            "--timeout=30s",
+        ],
+        None,
+    );
+
+    // Four 1-CPU pods per 4-CPU node: twelve fit, the thirteenth does not.
+    let many: String = (0..13)
+        .map(|i| pod(&format!("cpu-{i:02}"), "1", "Always") + "---\n")
+        .collect();
+    ok(&s, &["delete", "pod", "small"], None);
+    ok(&s, &["apply", "-f", "-"], Some(&many));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let phases = ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
+            ],
+            None,
+        );
+        if phases.lines().filter(|p| *p == "Running").count() == 12 {
+            assert_eq!(
+                phases.lines().filter(|p| *p == "Pending").count(),
+                1,
+                "{phases}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "twelve pods never ran: {phases}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let per_node = ok(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    for i in 0..3 {
+        assert_eq!(
+            per_node
+                .lines()
+                .filter(|n| *n == format!("hollow-{i}"))
+                .count(),
+            4,
+            "{per_node}"
+        );
+    }
+
+    // A pod that asks for too much stays Pending, unbound.
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some(&pod("huge", "1000", "Always")),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        ok(
+            &s,
+            &[
+                "get",
+                "pod",
+                "huge",
+                "-o",
+                "jsonpath={.spec.nodeName}|{.status.phase}"
+            ],
+            None
+        ),
+        "|Pending"
+    );
+
+    // A pod that runs to completion succeeds.
+    ok(&s, &["delete", "pods", "--all"], None);
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some(&pod("once", "100m", "Never")),
+    );
+    until(&s, "pod/once", "{.status.phase}", "Succeeded");
+}
