@@ -112,7 +112,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             args.etcd_compaction_interval,
         ));
     }
-    // The scheduler and the hollow nodes are API clients like any other, wired in-process.
+    // The controllers, the scheduler and the hollow nodes are API clients like any other,
+    // wired in-process.
+    tokio::spawn(tug_controllers::run(api.in_process_client()));
     let scheduler_client = api.in_process_client();
     tokio::spawn(async move {
         if let Err(e) = tug_scheduler::run(scheduler_client).await {

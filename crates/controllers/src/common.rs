@@ -1,0 +1,165 @@
+//! What the controllers share: the error type, watched stores of pods and replica sets, and
+//! the expectations that keep a controller from acting twice on state its own writes have not
+//! reached yet.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+
+/// A reconcile failure; the loop retries with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(pub String);
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error(e.to_string())
+    }
+}
+
+/// Stores every controller reads from, kept current by one watch each.
+#[derive(Clone)]
+pub struct Shared {
+    pub pods: Store<Pod>,
+    pub replicasets: Store<ReplicaSet>,
+    pub expectations: Arc<Expectations>,
+}
+
+fn watch_into<K>(api: Api<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects()
+    .for_each(|_| async {});
+    tokio::spawn(stream);
+    store
+}
+
+impl Shared {
+    /// Starts the watches and waits for their first lists.
+    pub async fn start(client: kube::Client) -> Self {
+        let pods = watch_into(Api::<Pod>::all(client.clone()));
+        let replicasets = watch_into(Api::<ReplicaSet>::all(client));
+        let _ = pods.wait_until_ready().await;
+        let _ = replicasets.wait_until_ready().await;
+        Self {
+            pods,
+            replicasets,
+            expectations: Arc::default(),
+        }
+    }
+}
+
+/// Whether `owner` (by uid) is the controller of an object.
+pub fn controlled_by(refs: Option<&Vec<OwnerReference>>, uid: &str) -> bool {
+    refs.is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)))
+}
+
+/// The owner reference a controller puts on what it creates.
+pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    let mut r = owner.controller_owner_ref(&())?;
+    r.block_owner_deletion = Some(true);
+    Some(r)
+}
+
+/// Names a controller created or deleted and has not yet seen come or go in its stores.
+#[derive(Default)]
+pub struct Expectations {
+    pending: Mutex<HashMap<String, Expected>>,
+}
+
+/// What one owner waits to see: names to appear, names to disappear, since when.
+type Expected = (HashSet<String>, HashSet<String>, Instant);
+
+/// How long an expectation holds before the controller acts anyway.
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+impl Expectations {
+    /// Records creations and deletions made for `owner`.
+    pub fn expect(&self, owner: &str, created: Vec<String>, deleted: Vec<String>) {
+        if let Ok(mut p) = self.pending.lock() {
+            let e = p
+                .entry(owner.to_string())
+                .or_insert_with(|| (HashSet::new(), HashSet::new(), Instant::now()));
+            e.0.extend(created);
+            e.1.extend(deleted);
+            e.2 = Instant::now();
+        }
+    }
+
+    /// Whether everything expected for `owner` has been seen, given the names that exist.
+    pub fn satisfied(&self, owner: &str, existing: &HashSet<String>) -> bool {
+        let Ok(mut p) = self.pending.lock() else {
+            return true;
+        };
+        let Some(e) = p.get_mut(owner) else {
+            return true;
+        };
+        e.0.retain(|n| !existing.contains(n));
+        e.1.retain(|n| existing.contains(n));
+        let done = (e.0.is_empty() && e.1.is_empty()) || e.2.elapsed() > EXPECTATION_TTL;
+        if done {
+            p.remove(owner);
+        }
+        done
+    }
+}
+
+/// The field manager the controllers write as.
+pub const MANAGER: &str = "kube-controller-manager";
+
+/// Patch parameters naming the controllers' field manager.
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Create parameters naming the controllers' field manager.
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Whether a pod counts as Ready.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether a pod is still part of its controller's count (not finished, not being deleted).
+pub fn pod_active(p: &Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The error policy every controller uses: retry after a short pause.
+pub fn retry<K>(_: Arc<K>, e: &Error, _: Arc<Shared>) -> kube::runtime::controller::Action {
+    tracing::debug!(error = %e, "reconcile failed; retrying");
+    kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+}

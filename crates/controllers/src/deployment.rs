@@ -1,0 +1,330 @@
+//! The Deployment controller: one ReplicaSet per pod template (named by its hash), rolled from
+//! the old ones to the new within maxSurge and maxUnavailable (or all at once with Recreate),
+//! with the revision annotations and the status conditions `kubectl rollout status` reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, Patch};
+use kube::runtime::controller::{Action, Controller};
+use serde_json::json;
+
+use crate::common::{Error, Shared, controlled_by, owner_ref, retry};
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const HASH_LABEL: &str = "pod-template-hash";
+
+/// Runs the controller.
+pub async fn run(client: kube::Client, shared: Shared) {
+    Controller::new(Api::<Deployment>::all(client.clone()), Default::default())
+        .owns(Api::<ReplicaSet>::all(client.clone()), Default::default())
+        .run(
+            move |d, ctx| reconcile(client.clone(), d, ctx),
+            retry,
+            Arc::new(shared),
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+/// A short, stable hash of the pod template (FNV-1a over its JSON), as the hash label.
+fn template_hash(template: &serde_json::Value) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in template.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut out = String::new();
+    for _ in 0..10 {
+        out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
+        h /= ALPHABET.len() as u64;
+    }
+    out
+}
+
+/// maxSurge / maxUnavailable against the desired count (percentages round up for surge, down
+/// for unavailable, as Kubernetes does).
+fn resolve(v: Option<&IntOrString>, desired: i32, round_up: bool, default: &str) -> i32 {
+    let v = v.cloned().unwrap_or(IntOrString::String(default.into()));
+    match v {
+        IntOrString::Int(n) => n.max(0),
+        IntOrString::String(s) => {
+            let pct: f64 = s.trim_end_matches('%').parse().unwrap_or(0.0);
+            let x = f64::from(desired) * pct / 100.0;
+            (if round_up { x.ceil() } else { x.floor() }) as i32
+        }
+    }
+}
+
+fn spec_replicas(rs: &ReplicaSet) -> i32 {
+    rs.spec.replicas.unwrap_or(0)
+}
+
+fn revision(rs: &ReplicaSet) -> i64 {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn scale(api: &Api<ReplicaSet>, rs: &ReplicaSet, replicas: i32) -> Result<(), Error> {
+    if spec_replicas(rs) == replicas {
+        return Ok(());
+    }
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &crate::common::patch_params(),
+        &Patch::Merge(&json!({"spec": {"replicas": replicas}})),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn reconcile(
+    client: kube::Client,
+    d: Arc<Deployment>,
+    ctx: Arc<Shared>,
+) -> Result<Action, Error> {
+    let ns = d.metadata.namespace.clone().unwrap_or_default();
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let uid = d.metadata.uid.clone().unwrap_or_default();
+    if d.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let spec = d.spec.clone();
+    let desired = spec.replicas.unwrap_or(1);
+    let template = serde_json::to_value(&spec.template).map_err(|e| Error(e.to_string()))?;
+    let hash = template_hash(&template);
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let mut owned: Vec<Arc<ReplicaSet>> = ctx
+        .replicasets
+        .state()
+        .into_iter()
+        .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|rs| controlled_by(rs.metadata.owner_references.as_ref(), &uid))
+        .collect();
+    owned.sort_by_key(|rs| revision(rs));
+    let is_new = |rs: &ReplicaSet| {
+        rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash)
+    };
+    let max_revision = owned.iter().map(|rs| revision(rs)).max().unwrap_or(0);
+    let new_rs = match owned.iter().find(|rs| is_new(rs)) {
+        Some(rs) => (**rs).clone(),
+        None => {
+            let mut labels = spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            labels.insert(HASH_LABEL.into(), hash.clone());
+            let mut selector = spec.selector.clone();
+            selector
+                .match_labels
+                .get_or_insert_with(Default::default)
+                .insert(HASH_LABEL.into(), hash.clone());
+            let mut tmpl = spec.template.clone();
+            tmpl.metadata.get_or_insert_with(Default::default).labels = Some(labels.clone());
+            let old_exists = owned.iter().any(|rs| spec_replicas(rs) > 0);
+            let recreate =
+                spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+            let start = if old_exists { 0 } else { desired };
+            let rs: ReplicaSet = serde_json::from_value(json!({
+                "metadata": {
+                    "name": format!("{name}-{hash}"),
+                    "namespace": ns,
+                    "labels": labels,
+                    "annotations": {REVISION: (max_revision + 1).to_string()},
+                    "ownerReferences": owner_ref(d.as_ref()).map(|r| vec![r]),
+                },
+                "spec": {"replicas": if recreate && old_exists { 0 } else { start }, "selector": selector, "template": tmpl},
+            }))
+            .map_err(|e| Error(e.to_string()))?;
+            match api.create(&crate::common::post_params(), &rs).await {
+                Ok(created) => created,
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    // Created already (the store had not caught up): try again shortly.
+                    return Ok(Action::requeue(Duration::from_millis(200)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let olds: Vec<&Arc<ReplicaSet>> = owned.iter().filter(|rs| !is_new(rs)).collect();
+    let status_of = |rs: &ReplicaSet| rs.status.clone().unwrap_or_default();
+    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+    if spec.paused != Some(true) {
+        if recreate {
+            let old_pods: i32 = olds.iter().map(|rs| status_of(rs).replicas).sum();
+            for rs in &olds {
+                scale(&api, rs, 0).await?;
+            }
+            if old_pods == 0 {
+                scale(&api, &new_rs, desired).await?;
+            }
+        } else {
+            let ru = spec
+                .strategy
+                .as_ref()
+                .and_then(|s| s.rolling_update.as_ref());
+            let mut surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), desired, true, "25%");
+            let unavailable = resolve(
+                ru.and_then(|r| r.max_unavailable.as_ref()),
+                desired,
+                false,
+                "25%",
+            );
+            if surge == 0 && unavailable == 0 {
+                surge = 1;
+            }
+            // Scale the new set up within maxSurge.
+            let total: i32 = owned.iter().map(|rs| spec_replicas(rs)).sum::<i32>()
+                + if owned.iter().any(|rs| is_new(rs)) {
+                    0
+                } else {
+                    spec_replicas(&new_rs)
+                };
+            let new_spec = spec_replicas(&new_rs);
+            if new_spec > desired {
+                scale(&api, &new_rs, desired).await?;
+            } else if new_spec < desired {
+                let room = desired + surge - total;
+                if room > 0 {
+                    scale(&api, &new_rs, (new_spec + room).min(desired)).await?;
+                }
+            }
+            // Scale old sets down within maxUnavailable.
+            let all_pods: i32 = owned.iter().map(|rs| status_of(rs).replicas).sum();
+            let new_status = status_of(&new_rs);
+            let new_unavailable = (new_spec - new_status.available_replicas.unwrap_or(0)).max(0);
+            let min_available = desired - unavailable;
+            let mut budget = all_pods - min_available - new_unavailable;
+            for rs in &olds {
+                if budget <= 0 {
+                    break;
+                }
+                let s = spec_replicas(rs);
+                if s == 0 {
+                    continue;
+                }
+                let by = s.min(budget);
+                scale(&api, rs, s - by).await?;
+                budget -= by;
+            }
+        }
+    }
+
+    // Status from the sets as the store has them.
+    let all: Vec<ReplicaSet> = owned.iter().map(|rs| (**rs).clone()).collect();
+    let sum = |f: &dyn Fn(&ReplicaSet) -> i32| all.iter().map(f).sum::<i32>();
+    let replicas = sum(&|rs| status_of(rs).replicas);
+    let ready = sum(&|rs| status_of(rs).ready_replicas.unwrap_or(0));
+    let available = sum(&|rs| status_of(rs).available_replicas.unwrap_or(0));
+    let updated = all
+        .iter()
+        .filter(|rs| is_new(rs))
+        .map(|rs| status_of(rs).replicas)
+        .sum::<i32>();
+    let ru = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref());
+    let min_available = desired
+        - resolve(
+            ru.and_then(|r| r.max_unavailable.as_ref()),
+            desired,
+            false,
+            "25%",
+        );
+    let complete = updated == desired && replicas == desired && available == desired;
+    let now = jiff_now();
+    let new_revision = revision(&new_rs).max(max_revision.min(revision(&new_rs)));
+    let status = json!({"status": {
+        "observedGeneration": d.metadata.generation,
+        "replicas": replicas,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+        "unavailableReplicas": (desired - available).max(0),
+        "conditions": [
+            {"type": "Available", "status": if available >= min_available { "True" } else { "False" },
+             "reason": if available >= min_available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+             "message": "Deployment availability", "lastUpdateTime": now, "lastTransitionTime": now},
+            {"type": "Progressing", "status": "True",
+             "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+             "message": format!("ReplicaSet \"{}\" is progressing.", new_rs.metadata.name.clone().unwrap_or_default()),
+             "lastUpdateTime": now, "lastTransitionTime": now},
+        ],
+    }});
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns);
+    let has_revision = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        == Some(&new_revision.to_string());
+    if !has_revision {
+        deployments
+            .patch(
+                &name,
+                &crate::common::patch_params(),
+                &Patch::Merge(
+                    &json!({"metadata": {"annotations": {REVISION: new_revision.to_string()}}}),
+                ),
+            )
+            .await?;
+    }
+    let current = d.status.clone().unwrap_or_default();
+    let changed = current.observed_generation != d.metadata.generation
+        || current.replicas.unwrap_or(0) != replicas
+        || current.updated_replicas.unwrap_or(0) != updated
+        || current.ready_replicas.unwrap_or(0) != ready
+        || current.available_replicas.unwrap_or(0) != available;
+    if changed {
+        deployments
+            .patch_status(
+                &name,
+                &crate::common::patch_params(),
+                &Patch::Merge(&status),
+            )
+            .await?;
+    }
+    Ok(Action::requeue(if complete {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_millis(500)
+    }))
+}
+
+fn jiff_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_and_surge() {
+        let a = template_hash(&json!({"spec": {"containers": [{"image": "a"}]}}));
+        let b = template_hash(&json!({"spec": {"containers": [{"image": "b"}]}}));
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            template_hash(&json!({"spec": {"containers": [{"image": "a"}]}}))
+        );
+        assert_eq!(a.len(), 10);
+        assert_eq!(resolve(None, 10, true, "25%"), 3);
+        assert_eq!(resolve(None, 10, false, "25%"), 2);
+        assert_eq!(resolve(Some(&IntOrString::Int(1)), 10, true, "25%"), 1);
+    }
+}

@@ -1,0 +1,117 @@
+//! Deployments and ReplicaSets on hollow nodes: `tug server --simulated-nodes 20`.
+
+use std::path::Path;
+use std::process::Command;
+
+use tug_testkit::server::{TugServer, kubectl_path};
+
+fn ok(s: &TugServer, args: &[&str]) -> String {
+    let o = Command::new(kubectl_path())
+        .args(args)
+        .env("KUBECONFIG", &s.kubeconfig)
+        .output()
+        .expect("kubectl");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_deployment_rolls_out_updates_rolls_back_and_scales() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "20"],
+    );
+    ok(
+        &s,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=100",
+        ],
+    );
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let phases = ok(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.status.phase} {.spec.nodeName}{\"\\n\"}{end}",
+        ],
+    );
+    assert_eq!(
+        phases
+            .lines()
+            .filter(|l| l.starts_with("Running hollow-"))
+            .count(),
+        100,
+        "{phases}"
+    );
+    assert_eq!(
+        phases.lines().count(),
+        100,
+        "exactly the replicas: {phases}"
+    );
+
+    ok(&s, &["set", "image", "deploy/web", "busybox=busybox:2"]);
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let images = ok(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}",
+        ],
+    );
+    assert_eq!(
+        images.lines().filter(|i| *i == "busybox:2").count(),
+        100,
+        "{images}"
+    );
+    assert_eq!(images.lines().count(), 100, "old pods are gone: {images}");
+    let history = ok(&s, &["rollout", "history", "deploy/web"]);
+    assert!(
+        history.contains("\n1 ") && history.contains("\n2 "),
+        "{history}"
+    );
+
+    ok(&s, &["rollout", "undo", "deploy/web"]);
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+    assert_eq!(
+        ok(
+            &s,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}"
+            ]
+        ),
+        "busybox"
+    );
+
+    ok(&s, &["scale", "deploy/web", "--replicas=0"]);
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok(&s, &["get", "pods", "-o", "name"]).trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pods remain after scaling to 0"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ok(&s, &["scale", "deploy/web", "--replicas=7"]);
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert_eq!(ok(&s, &["get", "pods", "-o", "name"]).lines().count(), 7);
+}
