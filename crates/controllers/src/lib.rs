@@ -3,6 +3,7 @@
 
 mod common;
 mod deployment;
+mod gc;
 mod replicaset;
 
 pub use common::Error;
@@ -12,6 +13,7 @@ pub async fn run(client: kube::Client) {
     let shared = common::Shared::start(client.clone()).await;
     tokio::join!(
         replicaset::run(client.clone(), shared.clone()),
-        deployment::run(client, shared),
+        deployment::run(client.clone(), shared),
+        gc::run(client),
     );
 }

@@ -115,3 +115,71 @@ fn a_deployment_rolls_out_updates_rolls_back_and_scales() {
     ok(&s, &["rollout", "status", "deploy/web", "--timeout=60s"]);
     assert_eq!(ok(&s, &["get", "pods", "-o", "name"]).lines().count(), 7);
 }
+
+#[test]
+fn deleting_a_deployment_collects_its_replicasets_and_pods_unless_orphaned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    let wait_for = |what: &str, want: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let n = ok(&s, &["get", what, "-o", "name"]).lines().count();
+            if n == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: wanted {want}, have {n}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    ok(
+        &s,
+        &[
+            "create",
+            "deployment",
+            "gone",
+            "--image=busybox",
+            "--replicas=4",
+        ],
+    );
+    ok(&s, &["rollout", "status", "deploy/gone", "--timeout=60s"]);
+    ok(&s, &["delete", "deployment", "gone"]);
+    wait_for("replicasets", 0);
+    wait_for("pods", 0);
+
+    ok(
+        &s,
+        &[
+            "create",
+            "deployment",
+            "kept",
+            "--image=busybox",
+            "--replicas=3",
+        ],
+    );
+    ok(&s, &["rollout", "status", "deploy/kept", "--timeout=60s"]);
+    ok(&s, &["delete", "deployment", "kept", "--cascade=orphan"]);
+    wait_for("deployments", 0);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    wait_for("replicasets", 1);
+    wait_for("pods", 3);
+    let owners = ok(
+        &s,
+        &[
+            "get",
+            "rs",
+            "-o",
+            "jsonpath={.items[0].metadata.ownerReferences}",
+        ],
+    );
+    assert!(
+        owners.trim().is_empty() || owners.trim() == "[]",
+        "the orphans were released: {owners}"
+    );
+}

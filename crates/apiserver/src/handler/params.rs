@@ -153,6 +153,7 @@ pub(super) fn delete_options(
         )));
     }
     Ok(DeleteOptions {
+        propagation: policy,
         dry_run,
         precondition_uid: body
             .pointer("/preconditions/uid")

@@ -51,6 +51,8 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub grace_period_seconds: Option<i64>,
+    /// `Orphan`, `Foreground`, `Background` or empty (Background).
+    pub propagation: String,
 }
 
 const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -671,6 +673,24 @@ impl Registry {
             ));
         }
         let k = key(r, namespace, name);
+        // Orphan and Foreground deletions wait for the garbage collector, through finalizers.
+        let gc_finalizer = match opts.propagation.as_str() {
+            "Orphan" => Some("orphan"),
+            "Foreground" => Some("foregroundDeletion"),
+            _ => None,
+        };
+        if let Some(f) = gc_finalizer
+            && obj.pointer("/metadata/deletionTimestamp").is_none()
+        {
+            let list = meta::metadata_mut(&mut obj)
+                .entry("finalizers")
+                .or_insert_with(|| json!([]));
+            if let Value::Array(l) = list
+                && !l.iter().any(|x| x == f)
+            {
+                l.push(json!(f));
+            }
+        }
         if !finalizers(r, &obj).is_empty() {
             // Deletion waits for the finalizers: mark it and keep the object.
             if obj.pointer("/metadata/deletionTimestamp").is_none() {

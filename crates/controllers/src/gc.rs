@@ -1,0 +1,153 @@
+//! The garbage collector: dependents whose owners are all gone are deleted (Background);
+//! owners deleted with Foreground wait for their dependents to go; owners deleted with Orphan
+//! release their dependents first. Owners and dependents are matched by uid through
+//! `metadata.ownerReferences`, across the kinds that own things.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+};
+use serde_json::{Value, json};
+
+use crate::common::patch_params;
+
+/// The kinds that own or are owned, for now.
+const KINDS: &[(&str, &str, &str)] = &[
+    ("apps", "v1", "Deployment"),
+    ("apps", "v1", "ReplicaSet"),
+    ("apps", "v1", "StatefulSet"),
+    ("apps", "v1", "DaemonSet"),
+    ("apps", "v1", "ControllerRevision"),
+    ("batch", "v1", "Job"),
+    ("batch", "v1", "CronJob"),
+    ("", "v1", "Pod"),
+    ("", "v1", "ReplicationController"),
+];
+
+/// How often the collector looks.
+const PERIOD: Duration = Duration::from_secs(1);
+
+struct Found {
+    api: ApiResource,
+    obj: DynamicObject,
+}
+
+fn finalizers(o: &DynamicObject) -> Vec<String> {
+    o.metadata.finalizers.clone().unwrap_or_default()
+}
+
+/// Runs the collector until the task is dropped.
+pub async fn run(client: kube::Client) {
+    let mut tick = tokio::time::interval(PERIOD);
+    loop {
+        tick.tick().await;
+        if let Err(e) = collect(&client).await {
+            tracing::debug!(error = %e, "garbage collection pass failed");
+        }
+    }
+}
+
+fn api(client: &kube::Client, ar: &ApiResource, ns: Option<&str>) -> Api<DynamicObject> {
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    }
+}
+
+async fn collect(client: &kube::Client) -> Result<(), kube::Error> {
+    let mut all = Vec::new();
+    for (g, v, k) in KINDS {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(g, v, k));
+        let list = api(client, &ar, None)
+            .list(&ListParams::default().match_any())
+            .await?;
+        all.extend(list.items.into_iter().map(|obj| Found {
+            api: ar.clone(),
+            obj,
+        }));
+    }
+    let uids: HashSet<String> = all
+        .iter()
+        .filter_map(|f| f.obj.metadata.uid.clone())
+        .collect();
+    let mut dependents: HashMap<String, Vec<&Found>> = HashMap::new();
+    for f in &all {
+        for r in f.obj.metadata.owner_references.iter().flatten() {
+            dependents.entry(r.uid.clone()).or_default().push(f);
+        }
+    }
+    let dp = DeleteParams::background();
+    for f in &all {
+        let ns = f.obj.metadata.namespace.as_deref();
+        let name = f.obj.metadata.name.clone().unwrap_or_default();
+        let uid = f.obj.metadata.uid.clone().unwrap_or_default();
+        // Background: every owner is gone.
+        let owners = f
+            .obj
+            .metadata
+            .owner_references
+            .as_deref()
+            .unwrap_or_default();
+        if !owners.is_empty()
+            && owners.iter().all(|o| !uids.contains(&o.uid))
+            && f.obj.metadata.deletion_timestamp.is_none()
+        {
+            let _ = api(client, &f.api, ns).delete(&name, &dp).await;
+            continue;
+        }
+        if f.obj.metadata.deletion_timestamp.is_none() {
+            continue;
+        }
+        let fins = finalizers(&f.obj);
+        let mine = dependents.get(&uid).cloned().unwrap_or_default();
+        if fins.iter().any(|x| x == "orphan") {
+            // Release every dependent, then let the owner go.
+            for d in &mine {
+                let refs: Vec<Value> = d
+                    .obj
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .filter(|r| r.uid != uid)
+                    .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+                    .collect();
+                let patch = json!({"metadata": {"ownerReferences": refs}});
+                let dname = d.obj.metadata.name.clone().unwrap_or_default();
+                api(client, &d.api, d.obj.metadata.namespace.as_deref())
+                    .patch(&dname, &patch_params(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            remove_finalizer(client, f, &fins, "orphan").await?;
+        } else if fins.iter().any(|x| x == "foregroundDeletion") {
+            if mine.is_empty() {
+                remove_finalizer(client, f, &fins, "foregroundDeletion").await?;
+            } else {
+                for d in &mine {
+                    let dname = d.obj.metadata.name.clone().unwrap_or_default();
+                    let _ = api(client, &d.api, d.obj.metadata.namespace.as_deref())
+                        .delete(&dname, &DeleteParams::foreground())
+                        .await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn remove_finalizer(
+    client: &kube::Client,
+    f: &Found,
+    fins: &[String],
+    which: &str,
+) -> Result<(), kube::Error> {
+    let left: Vec<&String> = fins.iter().filter(|x| *x != which).collect();
+    let name = f.obj.metadata.name.clone().unwrap_or_default();
+    let patch = json!({"metadata": {"finalizers": left}});
+    api(client, &f.api, f.obj.metadata.namespace.as_deref())
+        .patch(&name, &patch_params(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
