@@ -2,9 +2,12 @@
 //! current from watches, and places each pending pod: filter the nodes that can run it, score
 //! them, bind to the best through `pods/binding`.
 //!
-//! This first version filters on NodeUnschedulable, readiness and NodeResourcesFit (CPU,
-//! memory, pod count) and scores by LeastAllocated.
+//! Filters so far: NodeUnschedulable, readiness, nodeSelector, taints and tolerations,
+//! NodeResourcesFit (CPU, memory, pod count); score: LeastAllocated. A pod that fits nowhere
+//! gets the PodScheduled=False condition and a FailedScheduling event saying why, in
+//! Kubernetes' words.
 
+mod filters;
 mod fit;
 
 use std::collections::HashMap;
@@ -45,10 +48,11 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     tracing::info!("scheduler started");
     // Bindings made but not yet seen in the pod watch, so their resources count at once.
     let mut assumed: HashMap<(String, String), String> = HashMap::new();
+    let mut reported: HashMap<(String, String), (String, std::time::Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tick.tick().await;
-        schedule_pending(&client, &nodes, &pods, &mut assumed).await;
+        schedule_pending(&client, &nodes, &pods, &mut assumed, &mut reported).await;
     }
 }
 
@@ -76,6 +80,7 @@ async fn schedule_pending(
     nodes: &Store<Node>,
     pods: &Store<Pod>,
     assumed: &mut HashMap<(String, String), String>,
+    reported: &mut HashMap<(String, String), (String, std::time::Instant)>,
 ) {
     let all_pods = pods.state();
     // Forget assumptions the watch has caught up with.
@@ -116,22 +121,39 @@ async fn schedule_pending(
     let node_list = nodes.state();
     for pod in pending {
         let want = pod_requests(&pod);
-        let best = node_list
-            .iter()
-            .filter(|n| fit::schedulable(n))
-            .filter_map(|n| {
-                let name = n.metadata.name.clone()?;
-                let alloc = node_allocatable(n);
-                let u = used.get(&name).cloned().unwrap_or_default();
-                fit::fits(&want, &u, &alloc)
-                    .then(|| (fit::least_allocated(&want, &u, &alloc), name))
-            })
-            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut best: Option<(f64, String)> = None;
+        for n in node_list.iter() {
+            let Some(node_name) = n.metadata.name.clone() else {
+                continue;
+            };
+            let u = used.get(&node_name).cloned().unwrap_or_default();
+            let why = filters::reasons(&pod, n, &want, &u);
+            if why.is_empty() {
+                let score = fit::least_allocated(&want, &u, &node_allocatable(n));
+                if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                    best = Some((score, node_name));
+                }
+            } else {
+                for r in why {
+                    *failures.entry(r).or_default() += 1;
+                }
+            }
+        }
         let (ns, name) = key(&pod);
         let Some((_, node)) = best else {
-            tracing::debug!(pod = %name, "no node fits");
+            let message = filters::message(node_list.len(), &failures);
+            let k = (ns.clone(), name.clone());
+            let fresh = reported
+                .get(&k)
+                .is_none_or(|(m, at)| *m != message || at.elapsed() > Duration::from_secs(30));
+            if fresh {
+                report_unschedulable(client, &pod, &message).await;
+                reported.insert(k, (message, std::time::Instant::now()));
+            }
             continue;
         };
+        reported.remove(&(ns.clone(), name.clone()));
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let binding = json!({
             "apiVersion": "v1", "kind": "Binding",
@@ -154,4 +176,46 @@ async fn schedule_pending(
             Err(e) => tracing::debug!(pod = %name, error = %e, "binding failed; retrying"),
         }
     }
+}
+
+/// Records why a pod cannot be scheduled: the PodScheduled=False condition and a
+/// FailedScheduling event, as kube-scheduler does.
+async fn report_unschedulable(client: &kube::Client, pod: &Pod, message: &str) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now = jiff_now();
+    let status = json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": message, "lastProbeTime": null, "lastTransitionTime": now}]}});
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pp = kube::api::PatchParams {
+        field_manager: Some(NAME.into()),
+        ..Default::default()
+    };
+    if let Err(e) = pods
+        .patch_status(&name, &pp, &kube::api::Patch::Strategic(&status))
+        .await
+    {
+        tracing::debug!(pod = %name, error = %e, "recording the unschedulable condition failed");
+    }
+    let event: k8s_openapi::api::core::v1::Event = match serde_json::from_value(json!({
+        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "involvedObject": {"kind": "Pod", "namespace": ns, "name": name, "uid": pod.metadata.uid, "apiVersion": "v1"},
+        "reason": "FailedScheduling", "message": message, "type": "Warning",
+        "source": {"component": NAME}, "reportingComponent": NAME, "reportingInstance": NAME,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    })) {
+        Ok(e) => e,
+        Err(_) => return,
+    };
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = events.create(&PostParams::default(), &event).await {
+        tracing::debug!(pod = %name, error = %e, "recording the FailedScheduling event failed");
+    }
+}
+
+fn jiff_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }

@@ -184,3 +184,81 @@ fn pods_are_scheduled_on_hollow_nodes_that_fit_them() {
     );
     until(&s, "pod/once", "{.status.phase}", "Succeeded");
 }
+
+#[test]
+fn unschedulable_pods_say_why_and_selectors_and_taints_are_honoured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ok(&s, &["get", "nodes"], None).matches(" Ready ").count() < 3 {
+        assert!(Instant::now() < deadline, "three nodes never became Ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let scheduled_reason = "{.status.conditions[?(@.type==\"PodScheduled\")].reason}";
+
+    // Too big for any node: Pending, with the condition and a FailedScheduling event.
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some(&pod("huge", "1000", "Always")),
+    );
+    until(&s, "pod/huge", scheduled_reason, "Unschedulable");
+    let events = ok(
+        &s,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FailedScheduling,involvedObject.name=huge",
+            "-o",
+            "jsonpath={.items[0].message}",
+        ],
+        None,
+    );
+    assert!(
+        events.starts_with("0/3 nodes are available: 3 Insufficient cpu."),
+        "{events}"
+    );
+
+    // nodeSelector: only the labelled node.
+    ok(&s, &["label", "node", "hollow-1", "disk=ssd"], None);
+    let picky = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: picky\nspec:\n  nodeSelector:\n    disk: ssd\n  containers:\n  - name: c\n    image: busybox\n";
+    ok(&s, &["apply", "-f", "-"], Some(picky));
+    until(&s, "pod/picky", "{.spec.nodeName}", "hollow-1");
+
+    // A tainted node refuses pods that don't tolerate the taint, and says so.
+    ok(
+        &s,
+        &["taint", "node", "hollow-2", "dedicated=gpu:NoSchedule"],
+        None,
+    );
+    let shy = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shy\nspec:\n  nodeSelector:\n    kubernetes.io/hostname: hollow-2\n  containers:\n  - name: c\n    image: busybox\n";
+    ok(&s, &["apply", "-f", "-"], Some(shy));
+    until(&s, "pod/shy", scheduled_reason, "Unschedulable");
+    let msg = ok(
+        &s,
+        &[
+            "get",
+            "pod",
+            "shy",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ],
+        None,
+    );
+    assert!(
+        msg.contains("1 node(s) had untolerated taint {dedicated: gpu}"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("2 node(s) didn't match Pod's node affinity/selector"),
+        "{msg}"
+    );
+    let tolerant = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: tolerant\nspec:\n  nodeSelector:\n    kubernetes.io/hostname: hollow-2\n  tolerations:\n  - key: dedicated\n    operator: Equal\n    value: gpu\n    effect: NoSchedule\n  containers:\n  - name: c\n    image: busybox\n";
+    ok(&s, &["apply", "-f", "-"], Some(tolerant));
+    until(&s, "pod/tolerant", "{.spec.nodeName}", "hollow-2");
+}
