@@ -5,6 +5,7 @@ mod common;
 mod deployment;
 mod gc;
 mod replicaset;
+mod statefulset;
 
 pub use common::Error;
 
@@ -13,7 +14,8 @@ pub async fn run(client: kube::Client) {
     let shared = common::Shared::start(client.clone()).await;
     tokio::join!(
         replicaset::run(client.clone(), shared.clone()),
-        deployment::run(client.clone(), shared),
+        deployment::run(client.clone(), shared.clone()),
+        statefulset::run(client.clone(), shared),
         gc::run(client),
     );
 }

@@ -183,3 +183,82 @@ fn deleting_a_deployment_collects_its_replicasets_and_pods_unless_orphaned() {
         "the orphans were released: {owners}"
     );
 }
+
+#[test]
+fn a_statefulset_creates_pods_in_order_and_removes_them_in_reverse() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    let mut watch = Command::new(kubectl_path())
+        .args(["get", "pods", "-w", "--output-watch-events", "--no-headers"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().expect("stdout");
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  serviceName: web\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: c\n        image: busybox\n";
+    let mut apply = Command::new(kubectl_path())
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    if let Some(mut pipe) = apply.stdin.take() {
+        use std::io::Write;
+        pipe.write_all(sts.as_bytes()).expect("stdin");
+    }
+    assert!(apply.wait().expect("apply").success());
+    ok(
+        &s,
+        &["rollout", "status", "statefulset/web", "--timeout=60s"],
+    );
+    let names = ok(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.hostname}{\"\\n\"}{end}",
+        ],
+    );
+    assert_eq!(names, "web-0 web-0\nweb-1 web-1\nweb-2 web-2\n");
+    ok(&s, &["scale", "statefulset/web", "--replicas=0"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok(&s, &["get", "pods", "-o", "name"]).trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pods remain after scaling to 0"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let events = lines.join().expect("watch lines");
+    let order = |kind: &str| -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for l in &events {
+            let mut f = l.split_whitespace();
+            if f.next() == Some(kind)
+                && let Some(name) = f.next()
+                && !seen.iter().any(|s| s == name)
+            {
+                seen.push(name.to_string());
+            }
+        }
+        seen
+    };
+    assert_eq!(order("ADDED"), ["web-0", "web-1", "web-2"], "{events:?}");
+    assert_eq!(order("DELETED"), ["web-2", "web-1", "web-0"], "{events:?}");
+}
