@@ -12,6 +12,7 @@ pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod strategic;
+pub mod taints;
 pub mod validation;
 
 pub use catalog::{Resource, Scope};

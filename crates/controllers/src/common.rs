@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use kube::api::Api;
@@ -30,6 +30,7 @@ impl From<kube::Error> for Error {
 #[derive(Clone)]
 pub struct Shared {
     pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
     pub replicasets: Store<ReplicaSet>,
     pub expectations: Arc<Expectations>,
 }
@@ -59,11 +60,14 @@ impl Shared {
     /// Starts the watches and waits for their first lists.
     pub async fn start(client: kube::Client) -> Self {
         let pods = watch_into(Api::<Pod>::all(client.clone()));
-        let replicasets = watch_into(Api::<ReplicaSet>::all(client));
+        let replicasets = watch_into(Api::<ReplicaSet>::all(client.clone()));
+        let nodes = watch_into(Api::<Node>::all(client));
         let _ = pods.wait_until_ready().await;
+        let _ = nodes.wait_until_ready().await;
         let _ = replicasets.wait_until_ready().await;
         Self {
             pods,
+            nodes,
             replicasets,
             expectations: Arc::default(),
         }

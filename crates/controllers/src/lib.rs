@@ -2,6 +2,7 @@
 //! (watch, queue, reconcile, requeue) around a reconcile function — and talks to the API only.
 
 mod common;
+mod daemonset;
 mod deployment;
 mod gc;
 mod replicaset;
@@ -15,7 +16,8 @@ pub async fn run(client: kube::Client) {
     tokio::join!(
         replicaset::run(client.clone(), shared.clone()),
         deployment::run(client.clone(), shared.clone()),
-        statefulset::run(client.clone(), shared),
+        statefulset::run(client.clone(), shared.clone()),
+        daemonset::run(client.clone(), shared),
         gc::run(client),
     );
 }

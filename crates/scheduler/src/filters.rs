@@ -1,7 +1,7 @@
 //! The filters a node must pass to run a pod, each answering with the reason it failed in the
 //! words Kubernetes uses in FailedScheduling events.
 
-use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 use crate::fit::{self, Resources};
 
@@ -53,22 +53,6 @@ fn selector_matches(pod: &Pod, node: &Node) -> bool {
     sel.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = t
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key_ok = match t.key.as_deref() {
-        None | Some("") => t.operator.as_deref() == Some("Exists"),
-        Some(k) => k == taint.key,
-    };
-    let value_ok = match t.operator.as_deref() {
-        Some("Exists") => true,
-        _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    };
-    effect_ok && key_ok && value_ok
-}
-
 /// The first NoSchedule or NoExecute taint of the node the pod does not tolerate.
 pub fn untolerated<'a>(pod: &Pod, node: &'a Node) -> Option<&'a Taint> {
     let tolerations = pod
@@ -76,13 +60,7 @@ pub fn untolerated<'a>(pod: &Pod, node: &'a Node) -> Option<&'a Taint> {
         .as_ref()
         .and_then(|s| s.tolerations.clone())
         .unwrap_or_default();
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+    tug_api::taints::untolerated(&tolerations, node)
 }
 
 /// "0/5 nodes are available: 3 Insufficient cpu, 2 node(s) had untolerated taint {a: b}."

@@ -262,3 +262,93 @@ fn a_statefulset_creates_pods_in_order_and_removes_them_in_reverse() {
     assert_eq!(order("ADDED"), ["web-0", "web-1", "web-2"], "{events:?}");
     assert_eq!(order("DELETED"), ["web-2", "web-1", "web-0"], "{events:?}");
 }
+
+#[test]
+fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    let apply = |yaml: &str| {
+        let mut c = Command::new(kubectl_path())
+            .args(["apply", "-f", "-"])
+            .env("KUBECONFIG", &s.kubeconfig)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("kubectl apply");
+        if let Some(mut pipe) = c.stdin.take() {
+            use std::io::Write;
+            pipe.write_all(yaml.as_bytes()).expect("stdin");
+        }
+        assert!(c.wait().expect("apply").success());
+    };
+    let nodes_of = |label: &str| -> Vec<String> {
+        let mut v: Vec<String> = ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-l",
+                label,
+                "-o",
+                "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+            ],
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+        v.sort();
+        v
+    };
+    let until = |label: &str, want: &[&str]| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let got = nodes_of(label);
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{label}: wanted {want:?}, have {got:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ok(&s, &["get", "nodes", "-o", "name"]).lines().count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes never registered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ok(
+        &s,
+        &["taint", "node", "hollow-2", "dedicated=gpu:NoSchedule"],
+    );
+    let ds = |name: &str, tolerate: bool| {
+        let tol = if tolerate {
+            "      tolerations:\n      - key: dedicated\n        operator: Exists\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n{tol}      containers:\n      - name: c\n        image: busybox\n"
+        )
+    };
+    apply(&ds("agent", false));
+    until("app=agent", &["hollow-0", "hollow-1"]);
+    apply(&ds("tolerant", true));
+    until("app=tolerant", &["hollow-0", "hollow-1", "hollow-2"]);
+    // A node that joins gets a pod too.
+    apply(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: extra\n  labels:\n    kubernetes.io/hostname: extra\n",
+    );
+    until("app=agent", &["extra", "hollow-0", "hollow-1"]);
+    // Removing the taint brings the first set to the third node.
+    ok(&s, &["taint", "node", "hollow-2", "dedicated-"]);
+    until("app=agent", &["extra", "hollow-0", "hollow-1", "hollow-2"]);
+}

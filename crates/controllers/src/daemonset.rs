@@ -1,0 +1,171 @@
+//! The DaemonSet controller: one pod per eligible node — every node whose labels match the
+//! template's nodeSelector and whose taints the pods tolerate — following nodes as they come
+//! and go. Pods are placed directly on their node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
+use kube::api::{Api, DeleteParams, Patch};
+use kube::runtime::controller::{Action, Controller};
+use serde_json::json;
+
+use crate::common::{
+    Error, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready, post_params,
+    retry,
+};
+
+/// Tolerations every DaemonSet pod gets, as Kubernetes adds them.
+fn default_tolerations() -> Vec<Toleration> {
+    [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ]
+    .iter()
+    .map(|k| Toleration {
+        key: Some((*k).into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoExecute".into()),
+        ..Default::default()
+    })
+    .chain(std::iter::once(Toleration {
+        key: Some("node.kubernetes.io/unschedulable".into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }))
+    .collect()
+}
+
+/// Runs the controller. Nodes joining or changing are picked up by a short requeue.
+pub async fn run(client: kube::Client, shared: Shared) {
+    Controller::new(Api::<DaemonSet>::all(client.clone()), Default::default())
+        .owns(Api::<Pod>::all(client.clone()), Default::default())
+        .run(
+            move |ds, ctx| reconcile(client.clone(), ds, ctx),
+            retry,
+            Arc::new(shared),
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+fn eligible(ds: &DaemonSet, node: &Node, tolerations: &[Toleration]) -> bool {
+    let spec = ds.spec.template.spec.as_ref();
+    let selector = spec
+        .and_then(|s| s.node_selector.clone())
+        .unwrap_or_default();
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        && tug_api::taints::untolerated(tolerations, node).is_none()
+}
+
+async fn reconcile(
+    client: kube::Client,
+    ds: Arc<DaemonSet>,
+    ctx: Arc<Shared>,
+) -> Result<Action, Error> {
+    let ns = ds.metadata.namespace.clone().unwrap_or_default();
+    let name = ds.metadata.name.clone().unwrap_or_default();
+    let uid = ds.metadata.uid.clone().unwrap_or_default();
+    if ds.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let mut tolerations = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
+    tolerations.extend(default_tolerations());
+    let nodes = ctx.nodes.state();
+    let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
+    for p in ctx.pods.state() {
+        if p.metadata.namespace.as_deref() == Some(ns.as_str())
+            && controlled_by(p.metadata.owner_references.as_ref(), &uid)
+            && pod_active(&p)
+            && let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone())
+        {
+            by_node.entry(node).or_default().push(p);
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let existing: std::collections::HashSet<String> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| controlled_by(p.metadata.owner_references.as_ref(), &uid))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    // Until our last creations show up in the watch, count but don't act.
+    let act = ctx.expectations.satisfied(&uid, &existing);
+    let mut created = Vec::new();
+    let (mut desired, mut scheduled, mut ready, mut misscheduled) = (0, 0, 0, 0);
+    for node in &nodes {
+        let Some(node_name) = node.metadata.name.clone() else {
+            continue;
+        };
+        let on_node = by_node.remove(&node_name).unwrap_or_default();
+        if eligible(&ds, node, &tolerations) {
+            desired += 1;
+            if on_node.is_empty() && act {
+                let mut meta = ds.spec.template.metadata.clone().unwrap_or_default();
+                meta.generate_name = Some(format!("{name}-"));
+                meta.namespace = Some(ns.clone());
+                meta.owner_references = owner_ref(ds.as_ref()).map(|r| vec![r]);
+                let mut spec = ds.spec.template.spec.clone().unwrap_or_default();
+                spec.node_name = Some(node_name.clone());
+                spec.tolerations = Some(tolerations.clone());
+                let pod = Pod {
+                    metadata: meta,
+                    spec: Some(spec),
+                    status: None,
+                };
+                created.extend(pods.create(&post_params(), &pod).await?.metadata.name);
+            } else if !on_node.is_empty() {
+                scheduled += 1;
+                ready += on_node.iter().filter(|p| pod_ready(p)).count() as i32;
+                // One per node: extras go.
+                for extra in on_node.iter().skip(1) {
+                    if let Some(n) = &extra.metadata.name {
+                        pods.delete(n, &DeleteParams::default()).await?;
+                    }
+                }
+            }
+        } else {
+            for p in on_node {
+                misscheduled += 1;
+                if let Some(n) = &p.metadata.name {
+                    pods.delete(n, &DeleteParams::default()).await?;
+                }
+            }
+        }
+    }
+    ctx.expectations.expect(&uid, created, Vec::new());
+    // Pods on nodes that no longer exist.
+    for p in by_node.into_values().flatten() {
+        if let Some(n) = &p.metadata.name {
+            pods.delete(n, &DeleteParams::default()).await?;
+        }
+    }
+    let status = ds.status.clone().unwrap_or_default();
+    if status.desired_number_scheduled != desired
+        || status.current_number_scheduled != scheduled
+        || status.number_ready != ready
+        || status.observed_generation != ds.metadata.generation
+    {
+        let patch = json!({"status": {
+            "desiredNumberScheduled": desired, "currentNumberScheduled": scheduled,
+            "numberReady": ready, "updatedNumberScheduled": scheduled, "numberAvailable": ready,
+            "numberMisscheduled": misscheduled, "observedGeneration": ds.metadata.generation,
+        }});
+        Api::<DaemonSet>::namespaced(client, &ns)
+            .patch_status(&name, &patch_params(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(2)))
+}
