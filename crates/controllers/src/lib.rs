@@ -5,6 +5,7 @@ mod common;
 mod daemonset;
 mod deployment;
 mod gc;
+mod job;
 mod replicaset;
 mod statefulset;
 
@@ -17,7 +18,8 @@ pub async fn run(client: kube::Client) {
         replicaset::run(client.clone(), shared.clone()),
         deployment::run(client.clone(), shared.clone()),
         statefulset::run(client.clone(), shared.clone()),
-        daemonset::run(client.clone(), shared),
+        daemonset::run(client.clone(), shared.clone()),
+        job::run(client.clone(), shared),
         gc::run(client),
     );
 }

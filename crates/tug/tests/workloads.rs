@@ -352,3 +352,80 @@ fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
     ok(&s, &["taint", "node", "hollow-2", "dedicated-"]);
     until("app=agent", &["extra", "hollow-0", "hollow-1", "hollow-2"]);
 }
+
+#[test]
+fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: batch\nspec:\n  completions: 5\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n";
+    let mut c = Command::new(kubectl_path())
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    if let Some(mut pipe) = c.stdin.take() {
+        use std::io::Write;
+        pipe.write_all(job.as_bytes()).expect("stdin");
+    }
+    assert!(c.wait().expect("apply").success());
+    // Never more than two running at once, sampled while it runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let phases = ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "batch.kubernetes.io/job-name=batch",
+                "-o",
+                "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
+            ],
+        );
+        let running = phases
+            .lines()
+            .filter(|p| *p != "Succeeded" && *p != "Failed")
+            .count();
+        assert!(running <= 2, "parallelism 2 exceeded: {phases}");
+        let done = ok(
+            &s,
+            &[
+                "get",
+                "job",
+                "batch",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Complete\")].status}",
+            ],
+        );
+        if done == "True" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never completed: {phases}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        ok(
+            &s,
+            &["get", "job", "batch", "-o", "jsonpath={.status.succeeded}"]
+        ),
+        "5"
+    );
+    ok(
+        &s,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/batch",
+            "--timeout=10s",
+        ],
+    );
+}

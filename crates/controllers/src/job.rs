@@ -1,0 +1,129 @@
+//! The Job controller: runs pods until `completions` succeed, at most `parallelism` at a time,
+//! and marks the Job Complete; more than `backoffLimit` failures mark it Failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch};
+use kube::runtime::controller::{Action, Controller};
+use serde_json::json;
+
+use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_params, retry};
+
+/// Runs the controller.
+pub async fn run(client: kube::Client, shared: Shared) {
+    Controller::new(Api::<Job>::all(client.clone()), Default::default())
+        .owns(Api::<Pod>::all(client.clone()), Default::default())
+        .run(
+            move |job, ctx| reconcile(client.clone(), job, ctx),
+            retry,
+            Arc::new(shared),
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+fn has_condition(job: &Job, t: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == t && c.status == "True"))
+}
+
+async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Result<Action, Error> {
+    let ns = job.metadata.namespace.clone().unwrap_or_default();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    if job.metadata.deletion_timestamp.is_some()
+        || has_condition(&job, "Complete")
+        || has_condition(&job, "Failed")
+    {
+        return Ok(Action::await_change());
+    }
+    let spec = job.spec.clone().unwrap_or_default();
+    let completions = spec.completions.unwrap_or(1);
+    let parallelism = spec.parallelism.unwrap_or(1);
+    let backoff_limit = spec.backoff_limit.unwrap_or(6);
+    let owned: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|p| controlled_by(p.metadata.owner_references.as_ref(), &uid))
+        .collect();
+    let names: std::collections::HashSet<String> = owned
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let succeeded = owned.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
+    let failed = owned.iter().filter(|p| phase(p) == "Failed").count() as i32;
+    let active = owned
+        .iter()
+        .filter(|p| {
+            !matches!(phase(p), "Succeeded" | "Failed") && p.metadata.deletion_timestamp.is_none()
+        })
+        .count() as i32;
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let mut status = json!({
+        "active": active, "succeeded": succeeded, "failed": failed,
+        "startTime": job.status.as_ref().and_then(|s| s.start_time.clone()).map(|t| json!(t)).unwrap_or(json!(now)),
+    });
+    if succeeded >= completions {
+        status["completionTime"] = json!(now);
+        status["conditions"] = json!([
+            {"type": "SuccessCriteriaMet", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
+        ]);
+    } else if failed > backoff_limit {
+        status["conditions"] = json!([
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "lastProbeTime": now, "lastTransitionTime": now},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now},
+        ]);
+    } else if spec.suspend != Some(true) && ctx.expectations.satisfied(&uid, &names) {
+        let want = parallelism.min(completions - succeeded) - active;
+        let mut created = Vec::new();
+        for _ in 0..want.max(0) {
+            let mut meta = spec.template.metadata.clone().unwrap_or_default();
+            meta.generate_name = Some(format!("{name}-"));
+            meta.namespace = Some(ns.clone());
+            meta.owner_references = owner_ref(job.as_ref()).map(|r| vec![r]);
+            let labels = meta.labels.get_or_insert_with(Default::default);
+            labels.insert("batch.kubernetes.io/job-name".into(), name.clone());
+            labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
+            let pod = Pod {
+                metadata: meta,
+                spec: spec.template.spec.clone(),
+                status: None,
+            };
+            created.extend(
+                Api::<Pod>::namespaced(client.clone(), &ns)
+                    .create(&post_params(), &pod)
+                    .await?
+                    .metadata
+                    .name,
+            );
+        }
+        ctx.expectations.expect(&uid, created, Vec::new());
+    }
+    Api::<Job>::namespaced(client, &ns)
+        .patch_status(
+            &name,
+            &patch_params(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await?;
+    Ok(Action::requeue(Duration::from_millis(500)))
+}
