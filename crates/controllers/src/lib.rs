@@ -2,6 +2,7 @@
 //! (watch, queue, reconcile, requeue) around a reconcile function — and talks to the API only.
 
 mod common;
+mod cronjob;
 mod daemonset;
 mod deployment;
 mod gc;
@@ -19,7 +20,8 @@ pub async fn run(client: kube::Client) {
         deployment::run(client.clone(), shared.clone()),
         statefulset::run(client.clone(), shared.clone()),
         daemonset::run(client.clone(), shared.clone()),
-        job::run(client.clone(), shared),
+        job::run(client.clone(), shared.clone()),
+        cronjob::run(client.clone(), shared),
         gc::run(client),
     );
 }

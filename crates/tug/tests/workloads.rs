@@ -429,3 +429,84 @@ fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
         ],
     );
 }
+
+#[test]
+fn a_cronjob_creates_jobs_on_schedule() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2"],
+    );
+    let cj = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: tick\nspec:\n  schedule: \"* * * * *\"\n  successfulJobsHistoryLimit: 1\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n          - name: c\n            image: busybox\n";
+    let mut c = Command::new(kubectl_path())
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    if let Some(mut pipe) = c.stdin.take() {
+        use std::io::Write;
+        pipe.write_all(cj.as_bytes()).expect("stdin");
+    }
+    assert!(c.wait().expect("apply").success());
+    // The first run comes at the next minute boundary, and completes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(75);
+    let job = loop {
+        let jobs = ok(&s, &["get", "jobs", "-o", "name"]);
+        if let Some(j) = jobs.lines().next() {
+            break j.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job was created within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(job.starts_with("job.batch/tick-"), "{job}");
+    ok(
+        &s,
+        &["wait", "--for=condition=complete", &job, "--timeout=30s"],
+    );
+    let owner = ok(
+        &s,
+        &[
+            "get",
+            &job,
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+        ],
+    );
+    assert_eq!(owner, "CronJob/tick");
+    let last = ok(
+        &s,
+        &[
+            "get",
+            "cronjob",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastScheduleTime}",
+        ],
+    );
+    assert!(last.ends_with(":00Z"), "scheduled on the minute: {last}");
+    ok(
+        &s,
+        &[
+            "patch",
+            "cronjob",
+            "tick",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+    );
+    assert_eq!(
+        ok(
+            &s,
+            &["get", "cronjob", "tick", "-o", "jsonpath={.spec.suspend}"]
+        ),
+        "true"
+    );
+}
