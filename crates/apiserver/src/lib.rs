@@ -30,15 +30,26 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct ApiServer {
     registry: Registry,
     token: String,
+    node_token: Option<String>,
     metrics: metrics::Metrics,
 }
 
 impl ApiServer {
     /// An API server over `store`; `token` is the admin bearer token.
     pub fn new(store: Arc<dyn Store>, token: String) -> Arc<Self> {
+        Self::with_node_token(store, token, None)
+    }
+
+    /// An API server that also admits node agents presenting `node_token`.
+    pub fn with_node_token(
+        store: Arc<dyn Store>,
+        token: String,
+        node_token: Option<String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             registry: Registry::new(store),
             token,
+            node_token,
             metrics: metrics::Metrics::default(),
         })
     }

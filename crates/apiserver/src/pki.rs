@@ -30,6 +30,8 @@ pub struct Pki {
     pub admin_key: String,
     /// The admin bearer token.
     pub token: String,
+    /// The token node agents join with (`DATA_DIR/node-token`).
+    pub node_token: String,
     /// Where the files live.
     pub dir: PathBuf,
 }
@@ -134,10 +136,13 @@ impl Pki {
         }
 
         let token_file = data_dir.join("token");
-        if !token_file.exists() {
-            let token: String = uuid::Uuid::new_v4().simple().to_string()
-                + &uuid::Uuid::new_v4().simple().to_string();
-            write_private(&token_file, &token)?;
+        let node_token_file = data_dir.join("node-token");
+        for file in [&token_file, &node_token_file] {
+            if !file.exists() {
+                let token: String = uuid::Uuid::new_v4().simple().to_string()
+                    + &uuid::Uuid::new_v4().simple().to_string();
+                write_private(file, &token)?;
+            }
         }
 
         Ok(Pki {
@@ -147,6 +152,7 @@ impl Pki {
             admin_cert: read(&path("admin.crt"))?,
             admin_key: read(&path("admin.key"))?,
             token: read(&token_file)?.trim().to_string(),
+            node_token: read(&node_token_file)?.trim().to_string(),
             dir,
         })
     }

@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the control plane: the cluster store and the Kubernetes API server (TLS).
     Server(ServerArgs),
+    /// Run a node agent. For now: `--simulate N` hollow nodes joined to a server.
+    Agent(AgentArgs),
     /// Back up or restore the cluster store.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -32,6 +34,25 @@ enum Command {
     /// Tools for tugboat's own tests.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The API server, e.g. https://127.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// The server's node token (`DATA_DIR/node-token` on the server).
+    #[arg(long, env = "TUG_NODE_TOKEN")]
+    token: String,
+    /// The cluster CA to verify the server with (`DATA_DIR/pki/ca.crt` on the server).
+    #[arg(long)]
+    ca_cert: PathBuf,
+    /// Run this many hollow (simulated) nodes.
+    #[arg(long)]
+    simulate: usize,
+    /// Names of the simulated nodes: `<prefix>-<i>`.
+    #[arg(long, default_value = "hollow")]
+    node_prefix: String,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +98,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server(args).await,
+            Command::Agent(args) => agent(args).await,
             Command::Snapshot(cmd) => snapshot::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Debug(cmd) => debug::run(cmd).await,
@@ -105,7 +127,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let listen_host = args.listen.ip().to_string();
     let pki = tug_apiserver::pki::Pki::load_or_create(&args.data_dir, &[listen_host])?;
-    let api = tug_apiserver::ApiServer::new(store.clone(), pki.token.clone());
+    let api = tug_apiserver::ApiServer::with_node_token(
+        store.clone(),
+        pki.token.clone(),
+        Some(pki.node_token.clone()),
+    );
     api.bootstrap().await?;
     if args.etcd_compaction_interval > 0 {
         api.start_compaction(std::time::Duration::from_secs(
@@ -159,4 +185,40 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     serving.abort();
     tracing::info!("stopping");
     Ok(())
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if args.simulate == 0 {
+        anyhow::bail!("only simulated nodes are supported yet: pass --simulate N (N > 0)");
+    }
+    let ca = std::fs::read(&args.ca_cert)
+        .with_context(|| format!("reading {}", args.ca_cert.display()))?;
+    let url: http::Uri = args
+        .server
+        .parse()
+        .with_context(|| format!("--server {:?} is not a URL", args.server))?;
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(vec![ca_der(&ca)?]);
+    config.auth_info.token = Some(args.token.clone().into());
+    config.default_namespace = "default".into();
+    let client = kube::Client::try_from(config).context("building the API client")?;
+    let hollow = tug_kubelet::hollow::HollowConfig {
+        count: args.simulate,
+        prefix: args.node_prefix.clone(),
+        ..Default::default()
+    };
+    tracing::info!(nodes = args.simulate, prefix = %args.node_prefix, server = %args.server, "starting hollow nodes");
+    tokio::select! {
+        r = tug_kubelet::hollow::run(client, hollow) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// The DER bytes of the first certificate in a PEM file.
+fn ca_der(pem: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let cert = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no certificate in the CA file"))??;
+    Ok(cert.to_vec())
 }

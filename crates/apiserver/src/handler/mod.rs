@@ -24,7 +24,7 @@ use io::*;
 
 /// The entry point of every request.
 pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
-    let identity = match auth::authenticate(&req, &server.token) {
+    let identity = match auth::authenticate(&req, &server.token, server.node_token.as_deref()) {
         Ok(id) => id,
         Err(e) => return error_response(&e),
     };
