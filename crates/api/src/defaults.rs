@@ -76,6 +76,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 default_pod_spec(spec);
                 default(spec, "serviceAccountName", json!("default"));
                 default(spec, "priority", json!(0));
+                default_toleration_seconds(spec);
             }
         }
         "PodTemplate" => default_template(obj, &["template", "spec"]),
@@ -142,6 +143,27 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "Service" => default_service(obj),
         "Secret" => default_secret(obj),
         _ => {}
+    }
+}
+
+/// Pods tolerate a not-ready or unreachable node for 300 s unless they say otherwise (the
+/// DefaultTolerationSeconds admission plugin).
+fn default_toleration_seconds(spec: &mut Map<String, Value>) {
+    let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Value::Array(tolerations) = list else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = tolerations.iter().any(|t| {
+            (t["key"] == key || (t.get("key").is_none() && t["operator"] == "Exists"))
+                && (t.get("effect").is_none() || t["effect"] == "NoExecute")
+        });
+        if !covered {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
     }
 }
 

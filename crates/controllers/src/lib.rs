@@ -7,13 +7,29 @@ mod daemonset;
 mod deployment;
 mod gc;
 mod job;
+mod nodelifecycle;
 mod replicaset;
 mod statefulset;
 
 pub use common::Error;
 
+/// Settings of the controller manager.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a node may go without renewing its Lease before it is NotReady.
+    pub node_monitor_grace_period: std::time::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_monitor_grace_period: std::time::Duration::from_secs(40),
+        }
+    }
+}
+
 /// Runs every controller until the task is dropped.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, settings: Settings) {
     let shared = common::Shared::start(client.clone()).await;
     tokio::join!(
         replicaset::run(client.clone(), shared.clone()),
@@ -21,7 +37,8 @@ pub async fn run(client: kube::Client) {
         statefulset::run(client.clone(), shared.clone()),
         daemonset::run(client.clone(), shared.clone()),
         job::run(client.clone(), shared.clone()),
-        cronjob::run(client.clone(), shared),
+        cronjob::run(client.clone(), shared.clone()),
+        nodelifecycle::run(client.clone(), shared, settings.node_monitor_grace_period),
         gc::run(client),
     );
 }

@@ -53,6 +53,9 @@ struct AgentArgs {
     /// Names of the simulated nodes: `<prefix>-<i>`.
     #[arg(long, default_value = "hollow")]
     node_prefix: String,
+    /// Seconds between Lease renewals.
+    #[arg(long, default_value_t = 10.0)]
+    heartbeat_interval: f64,
 }
 
 #[derive(clap::Args)]
@@ -70,6 +73,10 @@ struct ServerArgs {
     /// one interval get 410 Gone. 0 turns it off.
     #[arg(long, default_value_t = 300)]
     etcd_compaction_interval: u64,
+    /// Seconds a node may go without renewing its Lease before it is NotReady and its pods are
+    /// evicted (after their tolerationSeconds).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
     /// Run this many simulated (hollow) nodes in the server process, for tests and scale runs.
     #[arg(long, default_value_t = 0)]
     simulated_nodes: usize,
@@ -140,7 +147,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     // The controllers, the scheduler and the hollow nodes are API clients like any other,
     // wired in-process.
-    tokio::spawn(tug_controllers::run(api.in_process_client()));
+    let grace = std::time::Duration::from_secs(args.node_monitor_grace_period);
+    tokio::spawn(tug_controllers::run(
+        api.in_process_client(),
+        tug_controllers::Settings {
+            node_monitor_grace_period: grace,
+        },
+    ));
     let scheduler_client = api.in_process_client();
     tokio::spawn(async move {
         if let Err(e) = tug_scheduler::run(scheduler_client).await {
@@ -150,6 +163,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     if args.simulated_nodes > 0 {
         let config = tug_kubelet::hollow::HollowConfig {
             count: args.simulated_nodes,
+            // Renew well inside the grace period.
+            heartbeat: (grace / 4).clamp(
+                std::time::Duration::from_millis(250),
+                std::time::Duration::from_secs(10),
+            ),
             ..Default::default()
         };
         let client = api.in_process_client();
@@ -206,6 +224,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let hollow = tug_kubelet::hollow::HollowConfig {
         count: args.simulate,
         prefix: args.node_prefix.clone(),
+        heartbeat: std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
         ..Default::default()
     };
     tracing::info!(nodes = args.simulate, prefix = %args.node_prefix, server = %args.server, "starting hollow nodes");

@@ -262,3 +262,119 @@ fn unschedulable_pods_say_why_and_selectors_and_taints_are_honoured() {
     ok(&s, &["apply", "-f", "-"], Some(tolerant));
     until(&s, "pod/tolerant", "{.spec.nodeName}", "hollow-2");
 }
+
+#[test]
+fn losing_an_agent_makes_its_nodes_not_ready_and_its_pods_move() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &data,
+        &["--simulated-nodes", "2", "--node-monitor-grace-period", "3"],
+    );
+    let token = std::fs::read_to_string(data.join("node-token")).expect("node token");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_tug"))
+        .args([
+            "agent",
+            "--simulate",
+            "2",
+            "--node-prefix",
+            "remote",
+            "--heartbeat-interval",
+            "0.5",
+        ])
+        .args(["--server", &s.url, "--token", token.trim(), "--ca-cert"])
+        .arg(data.join("pki/ca.crt"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tug agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ok(&s, &["get", "nodes"], None).matches(" Ready ").count() < 4 {
+        assert!(Instant::now() < deadline, "four Ready nodes never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: moving\nspec:\n  replicas: 8\n  selector:\n    matchLabels:\n      app: moving\n  template:\n    metadata:\n      labels:\n        app: moving\n    spec:\n      tolerations:\n      - key: node.kubernetes.io/unreachable\n        operator: Exists\n        effect: NoExecute\n        tolerationSeconds: 2\n      containers:\n      - name: c\n        image: busybox\n        resources:\n          requests:\n            cpu: 500m\n";
+    ok(&s, &["apply", "-f", "-"], Some(deploy));
+    ok(
+        &s,
+        &["rollout", "status", "deploy/moving", "--timeout=60s"],
+        None,
+    );
+    let placed = ok(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    assert!(
+        placed.lines().any(|n| n.starts_with("remote-")),
+        "some pods run on the agent's nodes: {placed}"
+    );
+
+    let _ = agent.kill();
+    let _ = agent.wait();
+    // Within the grace period (3 s, checked every second) the agent's nodes are NotReady...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = ok(&s, &["get", "nodes", "--no-headers"], None);
+        if nodes
+            .lines()
+            .filter(|l| l.starts_with("remote-") && l.contains("NotReady"))
+            .count()
+            == 2
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's nodes never became NotReady: {nodes}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let taints = ok(
+        &s,
+        &[
+            "get",
+            "node",
+            "remote-0",
+            "-o",
+            "jsonpath={.spec.taints[*].key}",
+        ],
+        None,
+    );
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    // ...and after tolerationSeconds the pods are evicted and replaced on the live nodes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let placed = ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase}{\"\\n\"}{end}",
+            ],
+            None,
+        );
+        let running_here = placed
+            .lines()
+            .filter(|l| l.starts_with("hollow-") && l.ends_with("Running"))
+            .count();
+        if running_here == 8 && !placed.contains("remote-") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pods were not moved off the lost nodes: {placed}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,171 @@
+//! Node lifecycle: a node whose Lease has not been renewed for the grace period becomes
+//! Ready=Unknown and gets the `node.kubernetes.io/unreachable:NoExecute` taint; when the Lease
+//! is renewed again both go. Pods on a node with a NoExecute taint they don't tolerate are
+//! evicted at once, and those that tolerate it for `tolerationSeconds` after that long.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch};
+use serde_json::{Value, json};
+
+use crate::common::{Shared, patch_params};
+
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+fn ready_status(n: &Node) -> Option<String> {
+    n.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+}
+
+/// Runs the controller until the task is dropped.
+pub async fn run(client: kube::Client, shared: Shared, grace: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = pass(&client, &shared, grace).await {
+            tracing::debug!(error = %e, "node lifecycle pass failed");
+        }
+    }
+}
+
+async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result<(), kube::Error> {
+    let leases = Api::<Lease>::namespaced(client.clone(), "kube-node-lease")
+        .list(&ListParams::default().match_any())
+        .await?;
+    let now = jiff::Timestamp::now();
+    let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for node in shared.nodes.state() {
+        let Some(name) = node.metadata.name.clone() else {
+            continue;
+        };
+        let renewed = leases
+            .items
+            .iter()
+            .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0))
+            .or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        let Some(renewed) = renewed else { continue };
+        let stale = now.as_second() - renewed.as_second() > grace.as_secs() as i64;
+        let taints: Vec<Value> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .collect();
+        let tainted = taints.iter().any(|t| t["key"] == UNREACHABLE);
+        let ready = ready_status(&node);
+        if stale && (ready.as_deref() != Some("Unknown") || !tainted) {
+            tracing::info!(node = %name, "node stopped renewing its lease: NotReady, unreachable");
+            let condition = json!({"status": {"conditions": [{
+                "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp}]}});
+            nodes
+                .patch_status(&name, &patch_params(), &Patch::Strategic(&condition))
+                .await?;
+            if !tainted {
+                let mut all = taints.clone();
+                all.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp}));
+                nodes
+                    .patch(
+                        &name,
+                        &patch_params(),
+                        &Patch::Merge(&json!({"spec": {"taints": all}})),
+                    )
+                    .await?;
+            }
+        } else if !stale && (ready.as_deref() == Some("Unknown") || tainted) {
+            tracing::info!(node = %name, "node renews its lease again: Ready");
+            let condition = json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status", "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp}]}});
+            nodes
+                .patch_status(&name, &patch_params(), &Patch::Strategic(&condition))
+                .await?;
+            let kept: Vec<&Value> = taints.iter().filter(|t| t["key"] != UNREACHABLE).collect();
+            nodes
+                .patch(
+                    &name,
+                    &patch_params(),
+                    &Patch::Merge(&json!({"spec": {"taints": kept}})),
+                )
+                .await?;
+        }
+    }
+    evict(client, shared, now).await
+}
+
+/// Deletes the pods a NoExecute taint no longer lets stay.
+async fn evict(
+    client: &kube::Client,
+    shared: &Shared,
+    now: jiff::Timestamp,
+) -> Result<(), kube::Error> {
+    let nodes = shared.nodes.state();
+    for pod in shared.pods.state() {
+        let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(node) = nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(node_name.as_str()))
+        else {
+            continue;
+        };
+        let tolerations = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default();
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        let must_go = taints
+            .iter()
+            .filter(|t| t.effect == "NoExecute")
+            .any(|taint| {
+                match tolerations
+                    .iter()
+                    .find(|t| tug_api::taints::tolerates(t, taint))
+                {
+                    None => true,
+                    Some(t) => match t.toleration_seconds {
+                        None => false,
+                        Some(secs) => {
+                            let added = taint
+                                .time_added
+                                .as_ref()
+                                .map(|t| t.0.as_second())
+                                .unwrap_or(now.as_second());
+                            now.as_second() >= added + secs
+                        }
+                    },
+                }
+            });
+        if must_go {
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            tracing::info!(pod = %name, node = %node_name, "evicting: the node is tainted NoExecute");
+            let _ = Api::<Pod>::namespaced(client.clone(), &ns)
+                .delete(&name, &DeleteParams::default())
+                .await;
+        }
+    }
+    Ok(())
+}
