@@ -162,6 +162,41 @@ pub fn pod_active(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
+/// Runs the reconcile loop of a controller of `K` that owns `C`s: reconciles on every change
+/// of either (kube-rs' `Controller`: watch, queue, reconcile, requeue). The one pattern every
+/// controller follows.
+pub async fn run_owning<K, C, F, Fut>(client: kube::Client, shared: Shared, reconcile: F)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    C: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(kube::Client, Arc<K>, Arc<Shared>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>
+        + Send
+        + 'static,
+{
+    kube::runtime::Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<C>::all(client.clone()), watcher::Config::default())
+        .run(
+            move |obj, ctx| reconcile(client.clone(), obj, ctx),
+            retry,
+            Arc::new(shared),
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
 /// The error policy every controller uses: retry after a short pause.
 pub fn retry<K>(_: Arc<K>, e: &Error, _: Arc<Shared>) -> kube::runtime::controller::Action {
     tracing::debug!(error = %e, "reconcile failed; retrying");

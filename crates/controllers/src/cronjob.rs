@@ -7,25 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use croner::Cron;
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{Api, DeleteParams, ListParams, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use serde_json::json;
 
-use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_params, retry};
+use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_params};
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    Controller::new(Api::<CronJob>::all(client.clone()), Default::default())
-        .owns(Api::<Job>::all(client.clone()), Default::default())
-        .run(
-            move |cj, ctx| reconcile(client.clone(), cj, ctx),
-            retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_owning::<CronJob, Job, _, _>(client, shared, reconcile).await;
 }
 
 fn finished(job: &Job) -> Option<bool> {

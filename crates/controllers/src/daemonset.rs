@@ -6,16 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use kube::api::{Api, DeleteParams, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{
     Error, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready, post_params,
-    retry,
 };
 
 /// Tolerations every DaemonSet pod gets, as Kubernetes adds them.
@@ -42,15 +40,7 @@ fn default_tolerations() -> Vec<Toleration> {
 
 /// Runs the controller. Nodes joining or changing are picked up by a short requeue.
 pub async fn run(client: kube::Client, shared: Shared) {
-    Controller::new(Api::<DaemonSet>::all(client.clone()), Default::default())
-        .owns(Api::<Pod>::all(client.clone()), Default::default())
-        .run(
-            move |ds, ctx| reconcile(client.clone(), ds, ctx),
-            retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_owning::<DaemonSet, Pod, _, _>(client, shared, reconcile).await;
 }
 
 fn eligible(ds: &DaemonSet, node: &Node, tolerations: &[Toleration]) -> bool {

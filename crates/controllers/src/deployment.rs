@@ -5,29 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use serde_json::json;
 
-use crate::common::{Error, Shared, controlled_by, owner_ref, retry};
+use crate::common::{Error, Shared, controlled_by, owner_ref};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
 const HASH_LABEL: &str = "pod-template-hash";
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    Controller::new(Api::<Deployment>::all(client.clone()), Default::default())
-        .owns(Api::<ReplicaSet>::all(client.clone()), Default::default())
-        .run(
-            move |d, ctx| reconcile(client.clone(), d, ctx),
-            retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_owning::<Deployment, ReplicaSet, _, _>(client, shared, reconcile).await;
 }
 
 /// A short, stable hash of the pod template (FNV-1a over its JSON), as the hash label.

@@ -4,26 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use serde_json::json;
 
-use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_params, retry};
+use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_params};
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    Controller::new(Api::<Job>::all(client.clone()), Default::default())
-        .owns(Api::<Pod>::all(client.clone()), Default::default())
-        .run(
-            move |job, ctx| reconcile(client.clone(), job, ctx),
-            retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_owning::<Job, Pod, _, _>(client, shared, reconcile).await;
 }
 
 fn phase(p: &Pod) -> &str {

@@ -5,26 +5,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use serde_json::json;
 
-use crate::common::{Error, Shared, controlled_by, owner_ref, pod_active, pod_ready, retry};
+use crate::common::{Error, Shared, controlled_by, owner_ref, pod_active, pod_ready};
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    Controller::new(Api::<ReplicaSet>::all(client.clone()), Default::default())
-        .owns(Api::<Pod>::all(client.clone()), Default::default())
-        .run(
-            move |rs, ctx| reconcile(client.clone(), rs, ctx),
-            retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_owning::<ReplicaSet, Pod, _, _>(client, shared, reconcile).await;
 }
 
 async fn reconcile(

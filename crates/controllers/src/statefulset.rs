@@ -5,29 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{
     Error, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready, post_params,
-    retry,
 };
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    Controller::new(Api::<StatefulSet>::all(client.clone()), Default::default())
-        .owns(Api::<Pod>::all(client.clone()), Default::default())
-        .run(
-            move |sts, ctx| reconcile(client.clone(), sts, ctx),
-            retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_owning::<StatefulSet, Pod, _, _>(client, shared, reconcile).await;
 }
 
 /// The ordinal of a pod named `<set>-<n>`.
