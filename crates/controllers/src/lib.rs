@@ -7,6 +7,7 @@ mod daemonset;
 mod deployment;
 mod gc;
 mod job;
+pub mod leader;
 mod nodelifecycle;
 mod replicaset;
 mod statefulset;

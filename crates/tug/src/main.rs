@@ -148,17 +148,45 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     // The controllers, the scheduler and the hollow nodes are API clients like any other,
     // wired in-process.
     let grace = std::time::Duration::from_secs(args.node_monitor_grace_period);
-    tokio::spawn(tug_controllers::run(
-        api.in_process_client(),
-        tug_controllers::Settings {
-            node_monitor_grace_period: grace,
-        },
-    ));
+    // Several servers may share one etcd: the controllers and the scheduler run where this
+    // process holds their Leases.
+    let identity = format!(
+        "{}_{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim(),
+        uuid_like()
+    );
+    let settings = tug_controllers::Settings {
+        node_monitor_grace_period: grace,
+    };
+    let controllers_client = api.in_process_client();
+    let controllers_identity = identity.clone();
+    tokio::spawn(async move {
+        tug_controllers::leader::run_elected(
+            controllers_client.clone(),
+            "kube-controller-manager",
+            &controllers_identity,
+            move || tug_controllers::run(controllers_client.clone(), settings.clone()),
+        )
+        .await;
+    });
     let scheduler_client = api.in_process_client();
     tokio::spawn(async move {
-        if let Err(e) = tug_scheduler::run(scheduler_client).await {
-            tracing::error!(error = %e, "scheduler stopped");
-        }
+        tug_controllers::leader::run_elected(
+            scheduler_client.clone(),
+            "kube-scheduler",
+            &identity,
+            move || {
+                let client = scheduler_client.clone();
+                async move {
+                    if let Err(e) = tug_scheduler::run(client).await {
+                        tracing::error!(error = %e, "scheduler stopped");
+                    }
+                }
+            },
+        )
+        .await;
     });
     if args.simulated_nodes > 0 {
         let config = tug_kubelet::hollow::HollowConfig {
@@ -240,4 +268,13 @@ fn ca_der(pem: &[u8]) -> anyhow::Result<Vec<u8>> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("no certificate in the CA file"))??;
     Ok(cert.to_vec())
+}
+
+/// A random identifier for this process (for leader election).
+fn uuid_like() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+        .collect()
 }

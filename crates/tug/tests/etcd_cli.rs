@@ -146,3 +146,111 @@ fn the_api_server_runs_on_etcd() {
         "{keys:?}"
     );
 }
+
+/// Two servers on one etcd: one runs the scheduler; killing it hands scheduling to the other.
+#[test]
+fn killing_the_leader_hands_scheduling_to_the_other_server() {
+    use std::time::{Duration, Instant};
+    let etcd = EtcdProcess::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let datastore = format!("etcd://{}", etcd.endpoint.trim_start_matches("http://"));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_tug"));
+    let mut first = tug_testkit::server::TugServer::start_with(
+        bin,
+        &work.path().join("a"),
+        &["--datastore", &datastore],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let second = tug_testkit::server::TugServer::start_with(
+        bin,
+        &work.path().join("b"),
+        &["--datastore", &datastore],
+    );
+    // Hollow nodes joined to the second server, so they outlive the first.
+    let token = std::fs::read_to_string(second.data_dir.join("node-token")).expect("token");
+    let mut agent = Command::new(bin)
+        .args(["agent", "--simulate", "2", "--heartbeat-interval", "1"])
+        .args([
+            "--server",
+            &second.url,
+            "--token",
+            token.trim(),
+            "--ca-cert",
+        ])
+        .arg(second.data_dir.join("pki/ca.crt"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tug agent");
+    let kubectl = |s: &tug_testkit::server::TugServer, args: &[&str]| {
+        let o = Command::new(tug_testkit::server::kubectl_path())
+            .args(args)
+            .env("KUBECONFIG", &s.kubeconfig)
+            .output()
+            .expect("kubectl");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let holder = |s: &tug_testkit::server::TugServer| {
+        kubectl(
+            s,
+            &[
+                "get",
+                "lease",
+                "-n",
+                "kube-system",
+                "kube-scheduler",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+        )
+    };
+    let first_holder = holder(&second);
+    assert!(!first_holder.is_empty());
+    kubectl(
+        &second,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=2",
+        ],
+    );
+    kubectl(
+        &second,
+        &["rollout", "status", "deploy/web", "--timeout=60s"],
+    );
+
+    // Kill the first server (the leader: it started first) and scale: the other takes over.
+    first.kill();
+    kubectl(&second, &["scale", "deploy/web", "--replicas=4"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let ready = kubectl(
+            &second,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ],
+        );
+        if ready == "4" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivor never took over: ready {ready}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_ne!(holder(&second), first_holder, "the lease changed hands");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
