@@ -153,12 +153,35 @@ async fn reconcile(
     let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
     if spec.paused != Some(true) {
         if recreate {
-            let old_pods: i32 = olds.iter().map(|rs| status_of(rs).replicas).sum();
+            // Like Kubernetes, wait for every old pod to be gone, terminating ones included
+            // (a ReplicaSet's status no longer counts those).
+            let old_uids: Vec<&str> = olds
+                .iter()
+                .filter_map(|rs| rs.metadata.uid.as_deref())
+                .collect();
+            let old_pods = ctx
+                .pods
+                .state()
+                .into_iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+                .filter(|p| {
+                    old_uids
+                        .iter()
+                        .any(|u| controlled_by(p.metadata.owner_references.as_ref(), u))
+                })
+                .filter(|p| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                    !matches!(phase, Some("Succeeded" | "Failed"))
+                })
+                .count();
             for rs in &olds {
                 scale(&api, rs, 0).await?;
             }
             if old_pods == 0 {
                 scale(&api, &new_rs, desired).await?;
+            } else {
+                // Pod deletions do not touch the ReplicaSets this controller watches: look again.
+                return Ok(Action::requeue(Duration::from_millis(500)));
             }
         } else {
             let ru = spec

@@ -510,3 +510,144 @@ fn a_cronjob_creates_jobs_on_schedule() {
         "true"
     );
 }
+
+/// With `strategy: Recreate` no pod of the new template is created while a pod of the old one
+/// still exists, even a terminating one: a finalizer holds the old pods until the test lifts it.
+/// Checked on the pod watch stream seen through `kubectl get -w`, whose first events (ADDED)
+/// list the old pods.
+#[test]
+fn a_recreate_deployment_removes_old_pods_before_creating_new_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "5"],
+    );
+    let manifest = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: db}\nspec:\n  replicas: 10\n  strategy: {type: Recreate}\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}, finalizers: [example.com/hold]}\n    spec: {containers: [{name: db, image: 'db:1'}]}\n",
+    )
+    .expect("write manifest");
+    ok(&s, &["apply", "-f", manifest.to_str().expect("utf-8 path")]);
+    ok(&s, &["rollout", "status", "deploy/db", "--timeout=60s"]);
+    let old_names = ok(&s, &["get", "pods", "-o", "name"]);
+    assert_eq!(old_names.lines().count(), 10, "{old_names}");
+
+    let watch = Command::new(kubectl_path())
+        .args([
+            "get",
+            "pods",
+            "--watch",
+            "--output-watch-events",
+            "-o",
+            "jsonpath={.type} {.object.metadata.name} {.object.spec.containers[0].image}{\"\\n\"}",
+        ])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl watch");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    ok(&s, &["set", "image", "deploy/db", "db=db:2"]);
+
+    // The old pods are terminating, held by the finalizer: no new pod may appear meanwhile.
+    eventually("the 10 old pods are terminating", || {
+        let terminating = ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{.metadata.name}{\"\\n\"}{end}",
+            ],
+        );
+        terminating.lines().count() == 10
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let images = pod_images(&s);
+    assert!(
+        !images.contains("db:2"),
+        "new pods while old ones terminate: {images}"
+    );
+
+    for pod in old_names.lines() {
+        ok(
+            &s,
+            &[
+                "patch",
+                pod,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+        );
+    }
+    ok(&s, &["rollout", "status", "deploy/db", "--timeout=60s"]);
+    eventually("10 new pods and no others", || {
+        let images = pod_images(&s);
+        images.lines().filter(|i| *i == "db:2").count() == 10 && images.lines().count() == 10
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut watch = watch;
+    let _ = watch.kill();
+    let out = watch.wait_with_output().expect("watch output");
+    let events = String::from_utf8_lossy(&out.stdout);
+
+    let mut live: std::collections::HashMap<String, String> = Default::default();
+    let (mut old_deleted, mut new_added) = (0, 0);
+    for line in events.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(kind), Some(name), Some(image)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        match kind {
+            "ADDED" | "MODIFIED" => {
+                if kind == "ADDED" && image == "db:2" {
+                    let old: Vec<&String> = live
+                        .iter()
+                        .filter(|(_, i)| *i == "db:1")
+                        .map(|(n, _)| n)
+                        .collect();
+                    assert!(
+                        old.is_empty(),
+                        "new pod {name} created while old pods {old:?} exist:\n{events}"
+                    );
+                    new_added += 1;
+                }
+                live.insert(name.to_string(), image.to_string());
+            }
+            "DELETED" => {
+                if image == "db:1" {
+                    old_deleted += 1;
+                }
+                live.remove(name);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(old_deleted, 10, "{events}");
+    assert_eq!(new_added, 10, "{events}");
+}
+
+/// The image of every pod's first container, one per line.
+fn pod_images(s: &TugServer) -> String {
+    ok(
+        s,
+        &[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}",
+        ],
+    )
+}
+
+/// Polls `check` until it holds, failing the test after 30 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
