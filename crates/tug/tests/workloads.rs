@@ -517,36 +517,14 @@ fn a_cronjob_creates_jobs_on_schedule() {
 /// list the old pods.
 #[test]
 fn a_recreate_deployment_removes_old_pods_before_creating_new_ones() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
-        &dir.path().join("data"),
-        &["--simulated-nodes", "5"],
-    );
-    let manifest = dir.path().join("deploy.yaml");
-    std::fs::write(
-        &manifest,
+    let (_dir, s) = rolled_out(
+        "db",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: db}\nspec:\n  replicas: 10\n  strategy: {type: Recreate}\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}, finalizers: [example.com/hold]}\n    spec: {containers: [{name: db, image: 'db:1'}]}\n",
-    )
-    .expect("write manifest");
-    ok(&s, &["apply", "-f", manifest.to_str().expect("utf-8 path")]);
-    ok(&s, &["rollout", "status", "deploy/db", "--timeout=60s"]);
+    );
     let old_names = ok(&s, &["get", "pods", "-o", "name"]);
     assert_eq!(old_names.lines().count(), 10, "{old_names}");
 
-    let watch = Command::new(kubectl_path())
-        .args([
-            "get",
-            "pods",
-            "--watch",
-            "--output-watch-events",
-            "-o",
-            "jsonpath={.type} {.object.metadata.name} {.object.spec.containers[0].image}{\"\\n\"}",
-        ])
-        .env("KUBECONFIG", &s.kubeconfig)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl watch");
+    let watch = PodWatch::start(&s);
     std::thread::sleep(std::time::Duration::from_secs(1));
     ok(&s, &["set", "image", "deploy/db", "db=db:2"]);
 
@@ -588,19 +566,11 @@ fn a_recreate_deployment_removes_old_pods_before_creating_new_ones() {
         images.lines().filter(|i| *i == "db:2").count() == 10 && images.lines().count() == 10
     });
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut watch = watch;
-    let _ = watch.kill();
-    let out = watch.wait_with_output().expect("watch output");
-    let events = String::from_utf8_lossy(&out.stdout);
+    let events = watch.finish();
 
     let mut live: std::collections::HashMap<String, String> = Default::default();
     let (mut old_deleted, mut new_added) = (0, 0);
-    for line in events.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(kind), Some(name), Some(image)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+    for (kind, name, image, _) in PodWatch::parse(&events) {
         match kind {
             "ADDED" | "MODIFIED" => {
                 if kind == "ADDED" && image == "db:2" {
@@ -650,4 +620,106 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// `kubectl get pods --watch --output-watch-events`, running in the background: the initial
+/// list arrives as ADDED events, then every change.
+struct PodWatch(std::process::Child);
+
+impl PodWatch {
+    fn start(s: &TugServer) -> Self {
+        let child = Command::new(kubectl_path())
+            .args([
+                "get",
+                "pods",
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "jsonpath={.type} {.object.metadata.name} {.object.spec.containers[0].image} {.object.metadata.deletionTimestamp}{\"\\n\"}",
+            ])
+            .env("KUBECONFIG", &s.kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl watch");
+        PodWatch(child)
+    }
+
+    /// Stops the watch and returns what it printed.
+    fn finish(mut self) -> String {
+        let _ = self.0.kill();
+        let out = self.0.wait_with_output().expect("watch output");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (event type, pod name, image, terminating) for each event line.
+    fn parse(events: &str) -> impl Iterator<Item = (&str, &str, &str, bool)> {
+        events.lines().filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (kind, name, image) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((kind, name, image, parts.next().is_some()))
+        })
+    }
+}
+
+/// A rolling update with maxSurge 2 and maxUnavailable 0 never runs more than replicas + 2
+/// pods that are not terminating, as seen on the watch stream, and ends on the new image.
+#[test]
+fn a_rolling_update_stays_within_max_surge() {
+    let (_dir, s) = rolled_out(
+        "web",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 12\n  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 2, maxUnavailable: 0}}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: 'web:1'}]}\n",
+    );
+    let watch = PodWatch::start(&s);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    ok(&s, &["set", "image", "deploy/web", "web=web:2"]);
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+    eventually("12 new pods and no others", || {
+        let images = pod_images(&s);
+        images.lines().filter(|i| *i == "web:2").count() == 12 && images.lines().count() == 12
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let events = watch.finish();
+
+    let mut live: std::collections::HashSet<&str> = Default::default();
+    let (mut peak, mut new_added) = (0, 0);
+    for (kind, name, image, terminating) in PodWatch::parse(&events) {
+        if kind == "ADDED" && image == "web:2" {
+            new_added += 1;
+        }
+        if kind == "DELETED" || terminating {
+            live.remove(name);
+        } else {
+            live.insert(name);
+        }
+        peak = peak.max(live.len());
+    }
+    assert_eq!(new_added, 12, "{events}");
+    assert!(
+        peak <= 14,
+        "{peak} pods at once, more than 12 + maxSurge 2:\n{events}"
+    );
+    assert!(peak > 12, "the update surged: peak {peak}\n{events}");
+}
+
+/// A server on 5 hollow nodes with the Deployment `name` from `manifest` applied and rolled out.
+fn rolled_out(name: &str, manifest: &str) -> (tempfile::TempDir, TugServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "5"],
+    );
+    let path = dir.path().join("deploy.yaml");
+    std::fs::write(&path, manifest).expect("write manifest");
+    ok(&s, &["apply", "-f", path.to_str().expect("utf-8 path")]);
+    ok(
+        &s,
+        &[
+            "rollout",
+            "status",
+            &format!("deploy/{name}"),
+            "--timeout=60s",
+        ],
+    );
+    (dir, s)
 }
