@@ -5,6 +5,21 @@ use std::process::Command;
 
 use tug_testkit::server::{TugServer, kubectl_path};
 
+/// `kubectl apply -f -` with `yaml` on its stdin; the test fails if it does.
+fn apply(s: &TugServer, yaml: &str) {
+    let mut c = Command::new(kubectl_path())
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    if let Some(mut pipe) = c.stdin.take() {
+        use std::io::Write;
+        pipe.write_all(yaml.as_bytes()).expect("stdin");
+    }
+    assert!(c.wait().expect("apply").success());
+}
+
 fn ok(s: &TugServer, args: &[&str]) -> String {
     let o = Command::new(kubectl_path())
         .args(args)
@@ -208,17 +223,7 @@ fn a_statefulset_creates_pods_in_order_and_removes_them_in_reverse() {
             .collect::<Vec<String>>()
     });
     let sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  serviceName: web\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: c\n        image: busybox\n";
-    let mut apply = Command::new(kubectl_path())
-        .args(["apply", "-f", "-"])
-        .env("KUBECONFIG", &s.kubeconfig)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
-    if let Some(mut pipe) = apply.stdin.take() {
-        use std::io::Write;
-        pipe.write_all(sts.as_bytes()).expect("stdin");
-    }
-    assert!(apply.wait().expect("apply").success());
+    apply(&s, sts);
     ok(
         &s,
         &["rollout", "status", "statefulset/web", "--timeout=60s"],
@@ -265,26 +270,12 @@ fn a_statefulset_creates_pods_in_order_and_removes_them_in_reverse() {
 
 #[test]
 fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
-    use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
         Path::new(env!("CARGO_BIN_EXE_tug")),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
-    let apply = |yaml: &str| {
-        let mut c = Command::new(kubectl_path())
-            .args(["apply", "-f", "-"])
-            .env("KUBECONFIG", &s.kubeconfig)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("kubectl apply");
-        if let Some(mut pipe) = c.stdin.take() {
-            use std::io::Write;
-            pipe.write_all(yaml.as_bytes()).expect("stdin");
-        }
-        assert!(c.wait().expect("apply").success());
-    };
     let nodes_of = |label: &str| -> Vec<String> {
         let mut v: Vec<String> = ok(
             &s,
@@ -339,12 +330,13 @@ fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
             "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n{tol}      containers:\n      - name: c\n        image: busybox\n"
         )
     };
-    apply(&ds("agent", false));
+    apply(&s, &ds("agent", false));
     until("app=agent", &["hollow-0", "hollow-1"]);
-    apply(&ds("tolerant", true));
+    apply(&s, &ds("tolerant", true));
     until("app=tolerant", &["hollow-0", "hollow-1", "hollow-2"]);
     // A node that joins gets a pod too.
     apply(
+        &s,
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: extra\n  labels:\n    kubernetes.io/hostname: extra\n",
     );
     until("app=agent", &["extra", "hollow-0", "hollow-1"]);
@@ -355,7 +347,6 @@ fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
 
 #[test]
 fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
-    use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
         Path::new(env!("CARGO_BIN_EXE_tug")),
@@ -363,17 +354,7 @@ fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
         &["--simulated-nodes", "3"],
     );
     let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: batch\nspec:\n  completions: 5\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n";
-    let mut c = Command::new(kubectl_path())
-        .args(["apply", "-f", "-"])
-        .env("KUBECONFIG", &s.kubeconfig)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
-    if let Some(mut pipe) = c.stdin.take() {
-        use std::io::Write;
-        pipe.write_all(job.as_bytes()).expect("stdin");
-    }
-    assert!(c.wait().expect("apply").success());
+    apply(&s, job);
     // Never more than two running at once, sampled while it runs.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -432,7 +413,6 @@ fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
 
 #[test]
 fn a_cronjob_creates_jobs_on_schedule() {
-    use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
         Path::new(env!("CARGO_BIN_EXE_tug")),
@@ -440,17 +420,7 @@ fn a_cronjob_creates_jobs_on_schedule() {
         &["--simulated-nodes", "2"],
     );
     let cj = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: tick\nspec:\n  schedule: \"* * * * *\"\n  successfulJobsHistoryLimit: 1\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n          - name: c\n            image: busybox\n";
-    let mut c = Command::new(kubectl_path())
-        .args(["apply", "-f", "-"])
-        .env("KUBECONFIG", &s.kubeconfig)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
-    if let Some(mut pipe) = c.stdin.take() {
-        use std::io::Write;
-        pipe.write_all(cj.as_bytes()).expect("stdin");
-    }
-    assert!(c.wait().expect("apply").success());
+    apply(&s, cj);
     // The first run comes at the next minute boundary, and completes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(75);
     let job = loop {
@@ -709,9 +679,7 @@ fn rolled_out(name: &str, manifest: &str) -> (tempfile::TempDir, TugServer) {
         &dir.path().join("data"),
         &["--simulated-nodes", "5"],
     );
-    let path = dir.path().join("deploy.yaml");
-    std::fs::write(&path, manifest).expect("write manifest");
-    ok(&s, &["apply", "-f", path.to_str().expect("utf-8 path")]);
+    apply(&s, manifest);
     ok(
         &s,
         &[
