@@ -59,10 +59,11 @@ impl ApiServer {
         &self.registry
     }
 
-    /// Creates the namespaces every cluster has and starts the namespace finalizer, which
-    /// empties and then removes namespaces being deleted.
+    /// Creates the namespaces and priority classes every cluster has and starts the
+    /// namespace finalizer, which empties and then removes namespaces being deleted.
     pub async fn bootstrap(self: &Arc<Self>) -> anyhow::Result<()> {
         namespaces::ensure_defaults(&self.registry).await?;
+        self.registry.ensure_priority_classes().await?;
         tokio::spawn(namespaces::finalize_loop(self.registry.clone()));
         Ok(())
     }

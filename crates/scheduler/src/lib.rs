@@ -1,180 +1,544 @@
-//! The scheduler: a client of the API like every other component. It keeps nodes and pods
-//! current from watches, and places each pending pod: filter the nodes that can run it, score
-//! them, bind to the best through `pods/binding`.
+//! The scheduler: a client of the API like every other component, built like kube-scheduler.
 //!
-//! Filters so far: NodeUnschedulable, readiness, nodeSelector, taints and tolerations,
-//! NodeResourcesFit (CPU, memory, pod count); score: LeastAllocated. A pod that fits nowhere
-//! gets the PodScheduled=False condition and a FailedScheduling event saying why, in
-//! Kubernetes' words.
+//! - A [`cache::Cache`] of nodes and placed pods is kept current from two watches.
+//! - Pending pods wait in a priority [`queue::Queue`] with backoff; pods that fit nowhere are
+//!   tried again when the cluster changes.
+//! - Each pod is placed in a scheduling cycle on a thread of its own: the [`filters`] run over
+//!   the nodes (in parallel in large clusters, stopping once enough feasible nodes are found,
+//!   as kube-scheduler's percentageOfNodesToScore does), the [`scores`] rank the feasible
+//!   ones, and the pod is assumed on the best node while its binding (`pods/binding`) runs
+//!   asynchronously.
+//! - A pod that fits nowhere gets the PodScheduled=False condition and a FailedScheduling
+//!   event in Kubernetes' words; if it may preempt, lower-priority pods are evicted to make
+//!   room ([`preempt`]) and it is nominated to that node.
 
-mod filters;
-mod fit;
+pub mod cache;
+pub mod filters;
+pub mod fit;
+pub mod preempt;
+pub mod queue;
+pub mod scores;
+pub mod terms;
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, PostParams};
-use kube::runtime::reflector::{self, Store, reflector};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use rayon::prelude::*;
 use serde_json::json;
 
-pub use fit::{Resources, node_allocatable, pod_requests};
+use cache::{Cache, Key};
+use filters::{Failure, PodState};
+use queue::Queue;
 
 /// The scheduler's name: pods whose `spec.schedulerName` is this are ours.
 pub const NAME: &str = "default-scheduler";
 
-/// Runs the scheduler until the task is dropped.
+/// Clusters with at least this many nodes are filtered in parallel.
+const PARALLEL_NODES: usize = 512;
+/// Nodes one parallel task filters.
+const CHUNK: usize = 128;
+
+enum Msg {
+    Pod(Box<watcher::Event<Pod>>),
+    Node(Box<watcher::Event<Node>>),
+    Bound { key: Key, ok: bool },
+}
+
+/// Sets the flag when dropped: the scheduling thread stops when `run` is cancelled (as when
+/// leadership is lost).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs the scheduler until the future is dropped.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let node_stream = reflector(
-        node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    )
-    .applied_objects()
-    .for_each(|_| async {});
-    let pod_stream = reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    )
-    .applied_objects()
-    .for_each(|_| async {});
-    tokio::spawn(node_stream);
-    tokio::spawn(pod_stream);
-    nodes.wait_until_ready().await?;
-    pods.wait_until_ready().await?;
+    let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
+    let scheduler = Scheduler {
+        client: client.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        tx: tx.clone(),
+        stop,
+        cache: Cache::default(),
+        queue: Queue::default(),
+        synced: (false, false),
+        relist_pods: None,
+        relist_nodes: None,
+        next_start: 0,
+        reported: HashMap::new(),
+        binds: Arc::new(tokio::sync::Semaphore::new(256)),
+        changed: false,
+        rng: 0x9e37_79b9_7f4a_7c15,
+    };
+    std::thread::Builder::new()
+        .name("tug-scheduler".into())
+        .spawn(move || scheduler.run(rx))?;
+    let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .map(|e| e.map(|ev| Msg::Pod(Box::new(ev))))
+        .boxed();
+    let nodes = watcher(Api::<Node>::all(client), watcher::Config::default())
+        .default_backoff()
+        .map(|e| e.map(|ev| Msg::Node(Box::new(ev))))
+        .boxed();
+    let mut events = futures::stream::select(pods, nodes);
     tracing::info!("scheduler started");
-    // Bindings made but not yet seen in the pod watch, so their resources count at once.
-    let mut assumed: HashMap<(String, String), String> = HashMap::new();
-    let mut reported: HashMap<(String, String), (String, std::time::Instant)> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tick.tick().await;
-        schedule_pending(&client, &nodes, &pods, &mut assumed, &mut reported).await;
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(m) => {
+                if tx.send(m).is_err() {
+                    break;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "scheduler watch error; retrying"),
+        }
     }
+    Ok(())
 }
 
-fn key(p: &Pod) -> (String, String) {
-    (
-        p.metadata.namespace.clone().unwrap_or_default(),
-        p.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-fn is_pending(p: &Pod) -> bool {
-    let spec = p.spec.as_ref();
-    p.metadata.deletion_timestamp.is_none()
-        && spec
-            .and_then(|s| s.node_name.as_deref())
-            .is_none_or(str::is_empty)
-        && spec
-            .and_then(|s| s.scheduler_name.as_deref())
-            .is_none_or(|n| n == NAME)
-}
-
-/// One pass over the pending pods.
-async fn schedule_pending(
-    client: &kube::Client,
-    nodes: &Store<Node>,
-    pods: &Store<Pod>,
-    assumed: &mut HashMap<(String, String), String>,
-    reported: &mut HashMap<(String, String), (String, std::time::Instant)>,
-) {
-    let all_pods = pods.state();
-    // Forget assumptions the watch has caught up with.
-    assumed.retain(|k, _| all_pods.iter().any(|p| &key(p) == k && is_pending(p)));
-    let mut pending: Vec<_> = all_pods
-        .iter()
-        .filter(|p| is_pending(p) && !assumed.contains_key(&key(p)))
-        .cloned()
-        .collect();
-    if pending.is_empty() {
-        return;
+/// How many feasible nodes are enough to choose from, as kube-scheduler's adaptive
+/// percentageOfNodesToScore: all of a small cluster, 50% less 1% per 125 nodes of a larger
+/// one, never under 5% or 100 nodes.
+pub fn feasible_target(nodes: usize) -> usize {
+    if nodes < 100 {
+        return nodes.max(1);
     }
-    // Priority first, then age.
-    pending.sort_by_key(|p| {
-        (
-            std::cmp::Reverse(p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)),
-            p.metadata.creation_timestamp.clone().map(|t| t.0),
-        )
-    });
-    let mut used: HashMap<String, Resources> = HashMap::new();
-    for p in all_pods.iter() {
-        let node = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty());
-        let node = node.or_else(|| assumed.get(&key(p)).cloned());
-        let done = matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+    let percent = (50 - (nodes / 125) as i64).max(5) as usize;
+    (nodes * percent / 100).max(100)
+}
+
+struct Scheduler {
+    client: kube::Client,
+    runtime: tokio::runtime::Handle,
+    tx: Sender<Msg>,
+    stop: Arc<AtomicBool>,
+    cache: Cache,
+    queue: Queue,
+    /// (nodes, pods) listed.
+    synced: (bool, bool),
+    relist_pods: Option<HashSet<Key>>,
+    relist_nodes: Option<HashSet<String>>,
+    next_start: usize,
+    reported: HashMap<Key, (String, Instant)>,
+    binds: Arc<tokio::sync::Semaphore>,
+    /// Something changed that may let unschedulable pods fit.
+    changed: bool,
+    rng: u64,
+}
+
+fn is_ours(p: &Pod) -> bool {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .is_none_or(|n| n == NAME)
+}
+
+fn bound_node(p: &Pod) -> Option<String> {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty())
+}
+
+impl Scheduler {
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut last_flush = Instant::now();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(m) => self.handle(m),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            if last_flush.elapsed() >= Duration::from_millis(100) {
+                if std::mem::take(&mut self.changed) {
+                    self.queue.cluster_changed();
+                }
+                self.queue.flush(Instant::now());
+                last_flush = Instant::now();
+            }
+            let next = if self.synced == (true, true) {
+                self.queue.pop()
+            } else {
+                None
+            };
+            match next {
+                Some(pod) => self.schedule(pod),
+                None => match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(m) => self.handle(m),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+            }
+        }
+    }
+
+    fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::Pod(ev) => match *ev {
+                watcher::Event::Init => self.relist_pods = Some(HashSet::new()),
+                watcher::Event::InitApply(p) => {
+                    if let Some(seen) = &mut self.relist_pods {
+                        seen.insert(cache::key(&p));
+                    }
+                    self.on_pod(p);
+                }
+                watcher::Event::InitDone => {
+                    if let Some(seen) = self.relist_pods.take() {
+                        let gone: Vec<Key> = self
+                            .cache
+                            .pods
+                            .keys()
+                            .filter(|k| !seen.contains(*k))
+                            .cloned()
+                            .collect();
+                        for k in gone {
+                            self.on_pod_gone(&k);
+                        }
+                    }
+                    self.synced.1 = true;
+                }
+                watcher::Event::Apply(p) => self.on_pod(p),
+                watcher::Event::Delete(p) => self.on_pod_gone(&cache::key(&p)),
+            },
+            Msg::Node(ev) => {
+                match *ev {
+                    watcher::Event::Init => self.relist_nodes = Some(HashSet::new()),
+                    watcher::Event::InitApply(n) => {
+                        if let (Some(seen), Some(name)) = (&mut self.relist_nodes, &n.metadata.name)
+                        {
+                            seen.insert(name.clone());
+                        }
+                        self.cache.set_node(Arc::new(n));
+                    }
+                    watcher::Event::InitDone => {
+                        if let Some(seen) = self.relist_nodes.take() {
+                            for name in self.cache.node_names() {
+                                if !seen.contains(&name) {
+                                    self.cache.remove_node(&name);
+                                }
+                            }
+                        }
+                        self.synced.0 = true;
+                    }
+                    watcher::Event::Apply(n) => self.cache.set_node(Arc::new(n)),
+                    watcher::Event::Delete(n) => {
+                        self.cache
+                            .remove_node(n.metadata.name.as_deref().unwrap_or_default());
+                    }
+                }
+                self.changed = true;
+            }
+            Msg::Bound { key, ok } => {
+                if !ok {
+                    // Forget the assumption, unless the watch has meanwhile shown the pod bound.
+                    if self
+                        .cache
+                        .pods
+                        .get(&key)
+                        .is_some_and(|p| bound_node(&p.pod).is_none())
+                    {
+                        self.cache.remove_pod(&key);
+                        self.changed = true;
+                    }
+                    self.queue.retry_later(&key);
+                }
+            }
+        }
+    }
+
+    fn on_pod(&mut self, pod: Pod) {
+        let k = cache::key(&pod);
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
         );
-        if let Some(n) = node
-            && !done
-        {
-            used.entry(n).or_default().add(&pod_requests(p));
+        if let Some(node) = bound_node(&pod) {
+            self.queue.remove(&k);
+            if terminal {
+                self.on_pod_gone(&k);
+            } else {
+                self.cache.add_pod(Arc::new(pod), &node);
+            }
+        } else if is_ours(&pod) && pod.metadata.deletion_timestamp.is_none() {
+            self.queue.upsert(Arc::new(pod));
+        } else {
+            self.on_pod_gone(&k);
         }
     }
-    let node_list = nodes.state();
-    for pod in pending {
-        let want = pod_requests(&pod);
-        let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
-        let mut best: Option<(f64, String)> = None;
-        for n in node_list.iter() {
-            let Some(node_name) = n.metadata.name.clone() else {
-                continue;
-            };
-            let u = used.get(&node_name).cloned().unwrap_or_default();
-            let why = filters::reasons(&pod, n, &want, &u);
-            if why.is_empty() {
-                let score = fit::least_allocated(&want, &u, &node_allocatable(n));
-                if best.as_ref().is_none_or(|(b, _)| score > *b) {
-                    best = Some((score, node_name));
-                }
-            } else {
-                for r in why {
-                    *failures.entry(r).or_default() += 1;
-                }
-            }
+
+    fn on_pod_gone(&mut self, k: &Key) {
+        self.queue.remove(k);
+        self.reported.remove(k);
+        self.cache.clear_nomination(k);
+        if self.cache.remove_pod(k).is_some() {
+            self.changed = true;
         }
-        let (ns, name) = key(&pod);
-        let Some((_, node)) = best else {
-            let message = filters::message(node_list.len(), &failures);
-            let k = (ns.clone(), name.clone());
-            let fresh = reported
-                .get(&k)
-                .is_none_or(|(m, at)| *m != message || at.elapsed() > Duration::from_secs(30));
-            if fresh {
-                report_unschedulable(client, &pod, &message).await;
-                reported.insert(k, (message, std::time::Instant::now()));
-            }
-            continue;
+    }
+
+    /// Filters the nodes, starting where the last pod left off, until `want` feasible ones
+    /// are found. Returns them, the failures seen, and how many nodes were looked at.
+    fn find_feasible(
+        &self,
+        state: &PodState,
+        want: usize,
+    ) -> (Vec<usize>, Vec<(usize, Failure)>, usize) {
+        let n = self.cache.nodes.len();
+        let start = self.next_start % n.max(1);
+        let cache = &self.cache;
+        let one = |j: usize| -> Option<(usize, Result<(), Failure>)> {
+            let i = (start + j) % n;
+            cache.nodes[i].node.as_ref()?;
+            Some((i, filters::check(state, cache, i)))
         };
-        reported.remove(&(ns.clone(), name.clone()));
-        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let binding = json!({
-            "apiVersion": "v1", "kind": "Binding",
-            "metadata": {"name": name, "namespace": ns},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-        });
-        match api
-            .create_subresource::<_, serde_json::Value>(
-                "binding",
-                &name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await
-        {
-            Ok(_) => {
-                used.entry(node.clone()).or_default().add(&want);
-                assumed.insert((ns, name), node);
+        let mut feasible = Vec::new();
+        let mut failures = Vec::new();
+        if n < PARALLEL_NODES {
+            let mut scanned = 0;
+            for j in 0..n {
+                scanned = j + 1;
+                match one(j) {
+                    Some((i, Ok(()))) => {
+                        feasible.push(i);
+                        if feasible.len() >= want {
+                            break;
+                        }
+                    }
+                    Some((i, Err(f))) => failures.push((i, f)),
+                    None => {}
+                }
             }
-            Err(e) => tracing::debug!(pod = %name, error = %e, "binding failed; retrying"),
+            return (feasible, failures, scanned);
         }
+        let found = AtomicUsize::new(0);
+        let chunks: Vec<_> = (0..n)
+            .step_by(CHUNK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|c0| {
+                let mut ok = Vec::new();
+                let mut bad = Vec::new();
+                let mut scanned = 0;
+                for j in c0..(c0 + CHUNK).min(n) {
+                    if found.load(Ordering::Relaxed) >= want {
+                        break;
+                    }
+                    scanned += 1;
+                    match one(j) {
+                        Some((i, Ok(()))) => {
+                            ok.push(i);
+                            found.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some((i, Err(f))) => bad.push((i, f)),
+                        None => {}
+                    }
+                }
+                (ok, bad, scanned)
+            })
+            .collect();
+        let mut scanned = 0;
+        for (ok, bad, s) in chunks {
+            feasible.extend(ok);
+            failures.extend(bad);
+            scanned += s;
+        }
+        feasible.truncate(want);
+        (feasible, failures, scanned)
+    }
+
+    fn schedule(&mut self, pod: Arc<Pod>) {
+        let state = PodState::new(&mut self.cache, pod);
+        let want = feasible_target(self.cache.live_nodes);
+        let (feasible, failures, scanned) = self.find_feasible(&state, want);
+        self.next_start = (self.next_start + scanned) % self.cache.nodes.len().max(1);
+        if feasible.is_empty() {
+            self.unschedulable(&state, failures);
+            return;
+        }
+        let scores = scores::score(&state, &mut self.cache, &feasible);
+        // The best node; ties broken at random (reservoir sampling), as kube-scheduler does.
+        let mut best = (f64::MIN, feasible[0]);
+        let mut ties = 0u64;
+        for (s, i) in scores.iter().zip(&feasible) {
+            if *s > best.0 + 1e-9 {
+                best = (*s, *i);
+                ties = 1;
+            } else if (*s - best.0).abs() <= 1e-9 {
+                ties += 1;
+                if self.random().is_multiple_of(ties) {
+                    best = (*s, *i);
+                }
+            }
+        }
+        self.bind(state, best.1);
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Assumes the pod on the node and binds it asynchronously.
+    fn bind(&mut self, state: PodState, node: usize) {
+        let name = self.cache.nodes[node].name.clone();
+        let (ns, pod_name) = state.key.clone();
+        self.cache.clear_nomination(&state.key);
+        self.cache.add_pod(state.pod.clone(), &name);
+        self.reported.remove(&state.key);
+        let client = self.client.clone();
+        let tx = self.tx.clone();
+        let permits = self.binds.clone();
+        self.runtime.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let api: Api<Pod> = Api::namespaced(client, &ns);
+            let binding = json!({
+                "apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": pod_name, "namespace": ns},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": name},
+            });
+            let result = api
+                .create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    &pod_name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await;
+            if let Err(e) = &result {
+                tracing::debug!(pod = %pod_name, node = %name, error = %e, "binding failed; retrying");
+            }
+            let _ = tx.send(Msg::Bound {
+                key: (ns, pod_name),
+                ok: result.is_ok(),
+            });
+        });
+    }
+
+    fn unschedulable(&mut self, state: &PodState, failures: Vec<(usize, Failure)>) {
+        let nodes = self.cache.live_nodes;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut candidates = Vec::new();
+        for (i, f) in &failures {
+            for r in &f.reasons {
+                *counts.entry(r.clone()).or_default() += 1;
+            }
+            if f.resolvable {
+                candidates.push(*i);
+            }
+        }
+        let mut pre: BTreeMap<String, usize> = BTreeMap::new();
+        let message = if nodes == 0 {
+            "no nodes available to schedule pods".to_string()
+        } else if !preempt::allowed(state) {
+            format!(
+                "{} preemption: not eligible due to preemptionPolicy=Never.",
+                filters::message(nodes, &counts, &pre)
+            )
+        } else {
+            match preempt::plan(state, &self.cache, &candidates) {
+                Some(plan) => {
+                    let m = filters::message(nodes, &counts, &pre);
+                    self.preempt(state, plan);
+                    m
+                }
+                None => {
+                    if !candidates.is_empty() {
+                        pre.insert(
+                            "No preemption victims found for incoming pod".into(),
+                            candidates.len(),
+                        );
+                    }
+                    if nodes > candidates.len() {
+                        pre.insert(
+                            "Preemption is not helpful for scheduling".into(),
+                            nodes - candidates.len(),
+                        );
+                    }
+                    filters::message(nodes, &counts, &pre)
+                }
+            }
+        };
+        self.queue.unschedulable(&state.key);
+        let fresh = self
+            .reported
+            .get(&state.key)
+            .is_none_or(|(m, at)| *m != message || at.elapsed() > Duration::from_secs(30));
+        if fresh {
+            self.reported
+                .insert(state.key.clone(), (message.clone(), Instant::now()));
+            let client = self.client.clone();
+            let pod = state.pod.clone();
+            self.runtime
+                .spawn(async move { report_unschedulable(&client, &pod, &message).await });
+        }
+    }
+
+    /// Evicts the victims (with the DisruptionTarget condition, as Kubernetes) and nominates
+    /// the node for the preemptor.
+    fn preempt(&mut self, state: &PodState, plan: preempt::Plan) {
+        let node = self.cache.nodes[plan.node].name.clone();
+        tracing::info!(pod = %state.key.1, node = %node, victims = plan.victims.len(), "preempting");
+        self.cache
+            .nominate(&state.key, plan.node, state.priority, state.want.clone());
+        let client = self.client.clone();
+        let (ns, name) = state.key.clone();
+        let uid = state.pod.metadata.uid.clone().unwrap_or_default();
+        let victims = plan.victims;
+        self.runtime.spawn(async move {
+            let now = now();
+            for (vns, vname) in victims {
+                let api: Api<Pod> = Api::namespaced(client.clone(), &vns);
+                let condition = json!({"status": {"conditions": [{"type": "DisruptionTarget",
+                    "status": "True", "reason": "PreemptionByScheduler", "lastTransitionTime": now,
+                    "message": format!("{NAME}: preempting to accommodate a higher priority pod")}]}});
+                let pp = PatchParams {
+                    field_manager: Some(NAME.into()),
+                    ..Default::default()
+                };
+                let _ = api
+                    .patch_status(&vname, &pp, &Patch::Strategic(&condition))
+                    .await;
+                if let Err(e) = api.delete(&vname, &DeleteParams::default()).await {
+                    tracing::debug!(pod = %vname, error = %e, "evicting a preemption victim failed");
+                }
+                record_event(
+                    &client,
+                    &vns,
+                    &vname,
+                    None,
+                    "Normal",
+                    "Preempted",
+                    &format!("Preempted by pod {uid} on node {node}"),
+                )
+                .await;
+            }
+            let api: Api<Pod> = Api::namespaced(client, &ns);
+            let status = json!({"status": {"nominatedNodeName": node}});
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                tracing::debug!(pod = %name, error = %e, "recording the nominated node failed");
+            }
+        });
     }
 }
 
@@ -183,39 +547,73 @@ async fn schedule_pending(
 async fn report_unschedulable(client: &kube::Client, pod: &Pod, message: &str) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let now = jiff_now();
     let status = json!({"status": {"conditions": [{
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-        "message": message, "lastProbeTime": null, "lastTransitionTime": now}]}});
+        "message": message, "lastProbeTime": null, "lastTransitionTime": now()}]}});
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pp = kube::api::PatchParams {
+    let pp = PatchParams {
         field_manager: Some(NAME.into()),
         ..Default::default()
     };
     if let Err(e) = pods
-        .patch_status(&name, &pp, &kube::api::Patch::Strategic(&status))
+        .patch_status(&name, &pp, &Patch::Strategic(&status))
         .await
     {
         tracing::debug!(pod = %name, error = %e, "recording the unschedulable condition failed");
     }
+    record_event(
+        client,
+        &ns,
+        &name,
+        pod.metadata.uid.as_deref(),
+        "Warning",
+        "FailedScheduling",
+        message,
+    )
+    .await;
+}
+
+async fn record_event(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    uid: Option<&str>,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) {
+    let now = now();
     let event: k8s_openapi::api::core::v1::Event = match serde_json::from_value(json!({
         "metadata": {"generateName": format!("{name}."), "namespace": ns},
-        "involvedObject": {"kind": "Pod", "namespace": ns, "name": name, "uid": pod.metadata.uid, "apiVersion": "v1"},
-        "reason": "FailedScheduling", "message": message, "type": "Warning",
+        "involvedObject": {"kind": "Pod", "namespace": ns, "name": name, "uid": uid, "apiVersion": "v1"},
+        "reason": reason, "message": message, "type": kind,
         "source": {"component": NAME}, "reportingComponent": NAME, "reportingInstance": NAME,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     })) {
         Ok(e) => e,
         Err(_) => return,
     };
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
     if let Err(e) = events.create(&PostParams::default(), &event).await {
-        tracing::debug!(pod = %name, error = %e, "recording the FailedScheduling event failed");
+        tracing::debug!(pod = %name, error = %e, "recording an event failed");
     }
 }
 
-fn jiff_now() -> String {
+fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feasible_share_shrinks_with_cluster_size() {
+        assert_eq!(feasible_target(20), 20);
+        assert_eq!(feasible_target(1000), 420);
+        assert_eq!(feasible_target(5000), 500);
+        assert_eq!(feasible_target(100_000), 5000);
+    }
 }

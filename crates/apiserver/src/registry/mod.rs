@@ -6,6 +6,7 @@
 mod binding;
 mod cache;
 mod fields;
+mod priority;
 mod scale;
 mod table;
 mod watch;

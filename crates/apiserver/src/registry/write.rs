@@ -306,6 +306,9 @@ impl Registry {
         meta::set(&mut obj, "uid", uuid::Uuid::new_v4().to_string());
         meta::set(&mut obj, "creationTimestamp", now());
         meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
+        if r.kind == "Pod" && r.group.is_empty() {
+            self.admit_priority(&mut obj).await?;
+        }
         default_on_create(r, &mut obj);
         let causes = tug_api::validation::validate_object(r.kind, &obj);
         if !causes.is_empty() {
