@@ -378,3 +378,235 @@ fn losing_an_agent_makes_its_nodes_not_ready_and_its_pods_move() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The nodes the pods with `selector` in namespace `ns` run on (one line each; empty for
+/// pending pods).
+fn placements(s: &TugServer, ns: &str, selector: &str) -> Vec<String> {
+    let out = ok(
+        s,
+        &[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+/// Waits until `count` pods match and `check` holds for their placements.
+fn placed(
+    s: &TugServer,
+    ns: &str,
+    selector: &str,
+    count: usize,
+    check: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = placements(s, ns, selector);
+        if p.len() == count && check(&p) {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ns}/{selector}: placements never settled: {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn deployment(ns: &str, name: &str, replicas: u32, cpu: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n{extra_spec}      containers:\n      - name: c\n        image: busybox\n        resources:\n          requests:\n            cpu: \"{cpu}\"\n"
+    )
+}
+
+#[test]
+fn anti_affinity_spread_and_preemption_place_pods_as_promised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "4"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ok(&s, &["get", "nodes"], None).matches(" Ready ").count() < 4 {
+        assert!(Instant::now() < deadline, "four nodes never became Ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (node, zone) in [
+        ("hollow-0", "a"),
+        ("hollow-1", "a"),
+        ("hollow-2", "a"),
+        ("hollow-3", "b"),
+    ] {
+        ok(
+            &s,
+            &[
+                "label",
+                "node",
+                node,
+                &format!("topology.kubernetes.io/zone={zone}"),
+            ],
+            None,
+        );
+    }
+    for ns in ["anti", "spread", "prio"] {
+        ok(&s, &["create", "namespace", ns], None);
+    }
+
+    // Required anti-affinity on the hostname: at most one per node; the two left over stay
+    // Pending and say why.
+    let anti = "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - topologyKey: kubernetes.io/hostname\n            labelSelector:\n              matchLabels:\n                app: lonely\n";
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some(&deployment("anti", "lonely", 6, "10m", anti)),
+    );
+    let p = placed(&s, "anti", "app=lonely", 6, |p| {
+        p.iter().filter(|n| !n.is_empty()).count() == 4
+    });
+    let mut nodes: Vec<&String> = p.iter().filter(|n| !n.is_empty()).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 4, "two lonely pods share a node: {p:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = ok(
+            &s,
+            &[
+                "get",
+                "events",
+                "-n",
+                "anti",
+                "--field-selector",
+                "reason=FailedScheduling",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+            None,
+        );
+        if events.contains("4 node(s) didn't match pod anti-affinity rules") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no anti-affinity FailedScheduling: {events}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Topology spread over zones (maxSkew 1): 6 replicas split 3 and 3, although zone a has
+    // three nodes and zone b one (resource scores alone would favour a).
+    let spread = "      topologySpreadConstraints:\n      - maxSkew: 1\n        topologyKey: topology.kubernetes.io/zone\n        whenUnsatisfiable: DoNotSchedule\n        labelSelector:\n          matchLabels:\n            app: even\n";
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some(&deployment("spread", "even", 6, "10m", spread)),
+    );
+    let p = placed(&s, "spread", "app=even", 6, |p| {
+        p.iter().all(|n| !n.is_empty())
+    });
+    let in_a = p
+        .iter()
+        .filter(|n| *n != "hollow-3")
+        .count();
+    assert_eq!(in_a, 3, "zones unevenly used: {p:?}");
+
+    // Preemption: low-priority pods fill every node; a high-priority pod evicts one of them.
+    let classes = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: low\nvalue: 10\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000\n";
+    ok(&s, &["apply", "-f", "-"], Some(classes));
+    ok(
+        &s,
+        &["apply", "-f", "-"],
+        Some(&deployment(
+            "prio",
+            "filler",
+            4,
+            "3",
+            "      priorityClassName: low\n",
+        )),
+    );
+    placed(&s, "prio", "app=filler", 4, |p| {
+        p.iter().all(|n| !n.is_empty())
+    });
+    let vip = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: vip\n  namespace: prio\nspec:\n  priorityClassName: high\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      requests:\n        cpu: \"3\"\n";
+    ok(&s, &["apply", "-f", "-"], Some(vip));
+    assert_eq!(
+        ok(
+            &s,
+            &[
+                "get",
+                "pod",
+                "vip",
+                "-n",
+                "prio",
+                "-o",
+                "jsonpath={.spec.priority}"
+            ],
+            None
+        ),
+        "1000"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let node = ok(
+            &s,
+            &[
+                "get",
+                "pod",
+                "vip",
+                "-n",
+                "prio",
+                "-o",
+                "jsonpath={.spec.nodeName}",
+            ],
+            None,
+        );
+        if !node.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the high-priority pod never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let preempted = ok(
+        &s,
+        &[
+            "get",
+            "events",
+            "-n",
+            "prio",
+            "--field-selector",
+            "reason=Preempted",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+        None,
+    );
+    assert!(preempted.contains("Preempted by pod"), "{preempted}");
+    // The evicted filler's replacement has nowhere to go: it waits, and cannot preempt the
+    // more important pod.
+    placed(&s, "prio", "app=filler", 4, |p| {
+        p.iter().filter(|n| n.is_empty()).count() == 1
+    });
+    // A pod naming a class that does not exist is refused at admission.
+    let o = kubectl(
+        &s,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nope\nspec:\n  priorityClassName: missing\n  containers:\n  - name: c\n    image: busybox\n",
+        ),
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no PriorityClass with name missing was found"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
