@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -14,6 +15,8 @@ use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
 
 /// A reconcile failure; the loop retries with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -26,16 +29,24 @@ impl From<kube::Error> for Error {
     }
 }
 
-/// Stores every controller reads from, kept current by one watch each.
+/// Stores every controller reads from, kept current by one watch each, and the changes of
+/// those watches fanned out to the controllers that react to them (so that a pod change is
+/// decoded once, not once per controller).
 #[derive(Clone)]
 pub struct Shared {
     pub pods: Store<Pod>,
     pub nodes: Store<Node>,
     pub replicasets: Store<ReplicaSet>,
     pub expectations: Arc<Expectations>,
+    pod_changes: broadcast::Sender<Arc<Pod>>,
+    replicaset_changes: broadcast::Sender<Arc<ReplicaSet>>,
 }
 
-fn watch_into<K>(api: Api<K>) -> Store<K>
+/// Changes buffered per subscriber; one that falls further behind misses changes (and
+/// catches up at its periodic resync).
+const FANOUT: usize = 65_536;
+
+fn watch_into<K>(api: Api<K>) -> (Store<K>, broadcast::Sender<Arc<K>>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -46,22 +57,59 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
+    let (tx, _) = broadcast::channel(FANOUT);
+    let changes = tx.clone();
     let stream = reflector(
         writer,
         watcher(api, watcher::Config::default()).default_backoff(),
     )
-    .applied_objects()
-    .for_each(|_| async {});
+    .for_each(move |ev| {
+        // Applied and deleted objects alike: owners react to both.
+        if let Ok(
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o),
+        ) = ev
+        {
+            let _ = changes.send(Arc::new(o));
+        }
+        std::future::ready(())
+    });
     tokio::spawn(stream);
-    store
+    (store, tx)
+}
+
+/// A stream of the changes a sender fans out.
+fn subscribe<K: Clone + Send + Sync + 'static>(
+    tx: &broadcast::Sender<Arc<K>>,
+) -> BoxStream<'static, Arc<K>> {
+    BroadcastStream::new(tx.subscribe())
+        .filter_map(|r| std::future::ready(r.ok()))
+        .boxed()
+}
+
+/// The objects of a watch of their own, for owners of a kind no one else watches.
+pub fn watch_changes<K>(api: Api<K>) -> BoxStream<'static, Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|r| std::future::ready(r.ok().map(Arc::new)))
+        .boxed()
 }
 
 impl Shared {
     /// Starts the watches and waits for their first lists.
     pub async fn start(client: kube::Client) -> Self {
-        let pods = watch_into(Api::<Pod>::all(client.clone()));
-        let replicasets = watch_into(Api::<ReplicaSet>::all(client.clone()));
-        let nodes = watch_into(Api::<Node>::all(client));
+        let (pods, pod_changes) = watch_into(Api::<Pod>::all(client.clone()));
+        let (replicasets, replicaset_changes) = watch_into(Api::<ReplicaSet>::all(client.clone()));
+        let (nodes, _) = watch_into(Api::<Node>::all(client));
         let _ = pods.wait_until_ready().await;
         let _ = nodes.wait_until_ready().await;
         let _ = replicasets.wait_until_ready().await;
@@ -70,7 +118,19 @@ impl Shared {
             nodes,
             replicasets,
             expectations: Arc::default(),
+            pod_changes,
+            replicaset_changes,
         }
+    }
+
+    /// Pod changes (applied or deleted), from now on.
+    pub fn pod_changes(&self) -> BoxStream<'static, Arc<Pod>> {
+        subscribe(&self.pod_changes)
+    }
+
+    /// ReplicaSet changes (applied or deleted), from now on.
+    pub fn replicaset_changes(&self) -> BoxStream<'static, Arc<ReplicaSet>> {
+        subscribe(&self.replicaset_changes)
     }
 }
 
@@ -165,8 +225,12 @@ pub fn pod_active(p: &Pod) -> bool {
 /// Runs the reconcile loop of a controller of `K` that owns `C`s: reconciles on every change
 /// of either (kube-rs' `Controller`: watch, queue, reconcile, requeue). The one pattern every
 /// controller follows.
-pub async fn run_owning<K, C, F, Fut>(client: kube::Client, shared: Shared, reconcile: F)
-where
+pub async fn run_owning<K, C, F, Fut>(
+    client: kube::Client,
+    shared: Shared,
+    children: BoxStream<'static, Arc<C>>,
+    reconcile: F,
+) where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
@@ -187,7 +251,7 @@ where
         + 'static,
 {
     kube::runtime::Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<C>::all(client.clone()), watcher::Config::default())
+        .owns_shared_stream(children)
         .run(
             move |obj, ctx| reconcile(client.clone(), obj, ctx),
             retry,

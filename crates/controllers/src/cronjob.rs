@@ -16,7 +16,8 @@ use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    crate::common::run_owning::<CronJob, Job, _, _>(client, shared, reconcile).await;
+    let children = crate::common::watch_changes(Api::<Job>::all(client.clone()));
+    crate::common::run_owning::<CronJob, Job, _, _>(client, shared, children, reconcile).await;
 }
 
 fn finished(job: &Job) -> Option<bool> {

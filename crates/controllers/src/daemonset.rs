@@ -40,7 +40,8 @@ fn default_tolerations() -> Vec<Toleration> {
 
 /// Runs the controller. Nodes joining or changing are picked up by a short requeue.
 pub async fn run(client: kube::Client, shared: Shared) {
-    crate::common::run_owning::<DaemonSet, Pod, _, _>(client, shared, reconcile).await;
+    let children = shared.pod_changes();
+    crate::common::run_owning::<DaemonSet, Pod, _, _>(client, shared, children, reconcile).await;
 }
 
 fn eligible(ds: &DaemonSet, node: &Node, tolerations: &[Toleration]) -> bool {

@@ -18,7 +18,9 @@ const HASH_LABEL: &str = "pod-template-hash";
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    crate::common::run_owning::<Deployment, ReplicaSet, _, _>(client, shared, reconcile).await;
+    let children = shared.replicaset_changes();
+    crate::common::run_owning::<Deployment, ReplicaSet, _, _>(client, shared, children, reconcile)
+        .await;
 }
 
 /// A short, stable hash of the pod template (FNV-1a over its JSON), as the hash label.

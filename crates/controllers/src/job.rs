@@ -14,7 +14,8 @@ use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    crate::common::run_owning::<Job, Pod, _, _>(client, shared, reconcile).await;
+    let children = shared.pod_changes();
+    crate::common::run_owning::<Job, Pod, _, _>(client, shared, children, reconcile).await;
 }
 
 fn phase(p: &Pod) -> &str {

@@ -15,7 +15,8 @@ use crate::common::{Error, Shared, controlled_by, owner_ref, pod_active, pod_rea
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    crate::common::run_owning::<ReplicaSet, Pod, _, _>(client, shared, reconcile).await;
+    let children = shared.pod_changes();
+    crate::common::run_owning::<ReplicaSet, Pod, _, _>(client, shared, children, reconcile).await;
 }
 
 async fn reconcile(

@@ -17,7 +17,8 @@ use crate::common::{
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    crate::common::run_owning::<StatefulSet, Pod, _, _>(client, shared, reconcile).await;
+    let children = shared.pod_changes();
+    crate::common::run_owning::<StatefulSet, Pod, _, _>(client, shared, children, reconcile).await;
 }
 
 /// The ordinal of a pod named `<set>-<n>`.

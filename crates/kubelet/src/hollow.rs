@@ -1,7 +1,7 @@
 //! Hollow nodes: kubelets without containers.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,7 +23,13 @@ pub struct HollowConfig {
     pub completion: Duration,
     /// How often each node's Lease is renewed.
     pub heartbeat: Duration,
+    /// When more than 0, nodes are spread over this many zones
+    /// (`topology.kubernetes.io/zone: zone-<i % zones>`).
+    pub zones: usize,
 }
+
+/// Requests a hollow node process keeps in flight at once.
+const CONCURRENCY: usize = 64;
 
 impl Default for HollowConfig {
     fn default() -> Self {
@@ -35,6 +41,7 @@ impl Default for HollowConfig {
             pods: "110".into(),
             completion: Duration::from_secs(1),
             heartbeat: Duration::from_secs(10),
+            zones: 0,
         }
     }
 }
@@ -57,36 +64,58 @@ pub async fn run(client: kube::Client, cfg: HollowConfig) -> anyhow::Result<()> 
     let names: Vec<String> = (0..cfg.count)
         .map(|i| format!("{}-{i}", cfg.prefix))
         .collect();
-    for (i, name) in names.iter().enumerate() {
-        let node = json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {
-                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                "node.kubernetes.io/instance-type": "hollow"}},
-            "spec": {"podCIDR": format!("10.244.{}.0/24", i % 256)},
-        });
-        let pp = PatchParams::apply("tug-hollow-kubelet").force();
-        nodes.patch(name, &pp, &Patch::Apply(&node)).await?;
-        let status = json!({"status": {
-            "capacity": {"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods},
-            "allocatable": {"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods},
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "hollow kubelet is posting ready status",
-                "lastHeartbeatTime": now(), "lastTransitionTime": now()}],
-            "addresses": [{"type": "InternalIP", "address": format!("10.0.{}.{}", i / 250, i % 250 + 1)},
-                          {"type": "Hostname", "address": name}],
-            "nodeInfo": {"kubeletVersion": "v1.37.0-tugboat-hollow", "containerRuntimeVersion": "hollow://0",
-                "operatingSystem": "linux", "architecture": "amd64", "osImage": "hollow", "kernelVersion": "",
-                "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""},
-        }});
-        nodes
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await?;
-    }
+    futures::stream::iter(names.clone().into_iter().enumerate())
+        .map(|(i, name)| {
+            let (nodes, cfg) = (nodes.clone(), cfg.clone());
+            async move { register(&nodes, &cfg, i, &name).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<anyhow::Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
     tracing::info!(count = cfg.count, prefix = %cfg.prefix, "hollow nodes registered");
     let names = Arc::new(names);
     tokio::spawn(heartbeat(client.clone(), names.clone(), cfg.heartbeat));
     play_pods(client, names, cfg).await
+}
+
+/// Registers node `i`: the Node, then its status.
+async fn register(
+    nodes: &Api<Node>,
+    cfg: &HollowConfig,
+    i: usize,
+    name: &str,
+) -> anyhow::Result<()> {
+    let mut labels = json!({
+        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": "hollow"});
+    if cfg.zones > 0 {
+        labels["topology.kubernetes.io/zone"] = json!(format!("zone-{}", i % cfg.zones));
+    }
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"podCIDR": format!("10.244.{}.0/24", i % 256)},
+    });
+    let pp = PatchParams::apply("tug-hollow-kubelet").force();
+    nodes.patch(name, &pp, &Patch::Apply(&node)).await?;
+    let status = json!({"status": {
+        "capacity": {"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods},
+        "allocatable": {"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "hollow kubelet is posting ready status",
+            "lastHeartbeatTime": now(), "lastTransitionTime": now()}],
+        "addresses": [{"type": "InternalIP", "address": format!("10.0.{}.{}", i / 250, i % 250 + 1)},
+                      {"type": "Hostname", "address": name}],
+        "nodeInfo": {"kubeletVersion": "v1.37.0-tugboat-hollow", "containerRuntimeVersion": "hollow://0",
+            "operatingSystem": "linux", "architecture": "amd64", "osImage": "hollow", "kernelVersion": "",
+            "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""},
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
 }
 
 /// Renews every node's Lease.
@@ -96,96 +125,148 @@ async fn heartbeat(client: kube::Client, names: Arc<Vec<String>>, every: Duratio
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        for name in names.iter() {
-            let lease = json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name},
-                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()},
-            });
-            let pp = PatchParams::apply("tug-hollow-kubelet").force();
-            if let Err(e) = leases.patch(name, &pp, &Patch::Apply(&lease)).await {
-                tracing::debug!(node = %name, error = %e, "lease renewal failed");
-            }
-        }
+        futures::stream::iter(names.iter().cloned())
+            .for_each_concurrent(CONCURRENCY, |name| {
+                let leases = leases.clone();
+                async move {
+                    let lease = json!({
+                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": name},
+                        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()},
+                    });
+                    let pp = PatchParams::apply("tug-hollow-kubelet").force();
+                    if let Err(e) = leases.patch(&name, &pp, &Patch::Apply(&lease)).await {
+                        tracing::debug!(node = %name, error = %e, "lease renewal failed");
+                    }
+                }
+            })
+            .await;
     }
 }
 
-/// Plays the pods bound to the nodes.
+/// Plays the pods bound to the nodes: each new one is marked Running (and, if it would run
+/// to completion, Succeeded a little later), several at a time.
 async fn play_pods(
     client: kube::Client,
     names: Arc<Vec<String>>,
     cfg: HollowConfig,
 ) -> anyhow::Result<()> {
-    let ours: HashSet<String> = names.iter().cloned().collect();
-    let mut started: HashSet<(String, String)> = HashSet::new();
+    let index: HashMap<String, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
+    // Pods (by uid) marked Running or being marked.
+    let started: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .applied_objects()
         .boxed();
+    let mut counter = 0usize;
     while let Some(ev) = events.next().await {
-        let Ok(pod) = ev else { continue };
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        let pod = match ev {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+            Ok(watcher::Event::Delete(p)) => {
+                if let Some(uid) = &p.metadata.uid
+                    && let Ok(mut s) = started.lock()
+                {
+                    s.remove(uid);
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let Some(idx) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .and_then(|n| index.get(n).copied())
+        else {
             continue;
         };
-        if !ours.contains(&node) || pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
         let phase = pod
             .status
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        if phase != "Pending" && !phase.is_empty() || !started.insert((ns.clone(), name.clone())) {
-            continue;
-        }
-        let idx = names.iter().position(|n| n == &node).unwrap_or(0);
-        let ip = format!("10.244.{}.{}", idx % 256, started.len() % 250 + 2);
-        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let containers: Vec<serde_json::Value> = pod
-            .spec
-            .as_ref()
-            .map(|s| {
-                s.containers
-                    .iter()
-                    .map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": true,
-                        "restartCount": 0, "started": true, "state": {"running": {"startedAt": now()}}}))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let running = json!({"status": {
-            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": format!("10.0.0.{}", idx % 250 + 1),
-            "startTime": now(), "containerStatuses": containers,
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
-                {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
-                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now()},
-                {"type": "Ready", "status": "True", "lastTransitionTime": now()}],
-        }});
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&running))
-            .await
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let fresh = started.lock().is_ok_and(|mut s| s.insert(uid.clone()));
+        if pod.metadata.deletion_timestamp.is_some()
+            || !phase.is_empty() && phase != "Pending"
+            || !fresh
         {
-            tracing::debug!(pod = %name, error = %e, "marking the pod running failed");
-            started.remove(&(ns, name));
             continue;
         }
-        let completes = matches!(
-            pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()),
-            Some("Never" | "OnFailure")
-        );
-        if completes {
-            let after = cfg.completion;
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let done = json!({"status": {"phase": "Succeeded", "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now()}]}});
-                let _ = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&done))
-                    .await;
-            });
-        }
+        counter += 1;
+        let ip = format!("10.244.{}.{}", idx % 256, counter % 250 + 2);
+        let permit = permits.clone().acquire_owned().await?;
+        let (client, started, completion) = (client.clone(), started.clone(), cfg.completion);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if !start_pod(client, &pod, idx, &ip, completion).await
+                && let Ok(mut s) = started.lock()
+            {
+                s.remove(&uid);
+            }
+        });
     }
     Ok(())
+}
+
+/// Marks a pod Running and Ready; one that runs to completion finishes after `completion`.
+/// False when the status could not be written.
+async fn start_pod(
+    client: kube::Client,
+    pod: &Pod,
+    idx: usize,
+    ip: &str,
+    completion: Duration,
+) -> bool {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let containers: Vec<serde_json::Value> = pod
+        .spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| {
+                    json!({"name": c.name, "image": c.image, "imageID": "", "ready": true,
+                    "restartCount": 0, "started": true, "state": {"running": {"startedAt": now()}}})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let running = json!({"status": {
+        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": format!("10.0.{}.{}", idx / 250, idx % 250 + 1),
+        "startTime": now(), "containerStatuses": containers,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now()},
+            {"type": "Ready", "status": "True", "lastTransitionTime": now()}],
+    }});
+    if let Err(e) = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&running))
+        .await
+    {
+        tracing::debug!(pod = %name, error = %e, "marking the pod running failed");
+        return false;
+    }
+    let completes = matches!(
+        pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()),
+        Some("Never" | "OnFailure")
+    );
+    if completes {
+        tokio::spawn(async move {
+            tokio::time::sleep(completion).await;
+            let done = json!({"status": {"phase": "Succeeded", "conditions": [
+                {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now()}]}});
+            let _ = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&done))
+                .await;
+        });
+    }
+    true
 }

@@ -45,6 +45,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         changes_per_second: u64,
     },
+    /// Benchmark the scheduler and controllers on hollow nodes (in one process).
+    Scheduler(SchedulerArgs),
+}
+
+/// Options of `tug bench scheduler`.
+#[derive(clap::Args)]
+pub struct SchedulerArgs {
+    /// Hollow nodes.
+    #[arg(long, default_value_t = 5000)]
+    nodes: usize,
+    /// Pods scheduled in each throughput phase.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Replicas of the Deployment timed to fully Running.
+    #[arg(long, default_value_t = 10_000)]
+    deployment: usize,
+    /// Pods held when the RSS is read.
+    #[arg(long, default_value_t = 50_000)]
+    total_pods: usize,
 }
 
 /// Figures of one backend.
@@ -66,6 +85,15 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             seconds,
             watchers,
         } => (data_dir, etcd, seconds, watchers),
+        BenchCommand::Scheduler(a) => {
+            return crate::bench_scheduler::run(crate::bench_scheduler::SchedulerBench {
+                nodes: a.nodes,
+                pods: a.pods,
+                deployment: a.deployment,
+                total_pods: a.total_pods,
+            })
+            .await;
+        }
         BenchCommand::Api {
             seconds,
             pods,

@@ -513,10 +513,7 @@ fn anti_affinity_spread_and_preemption_place_pods_as_promised() {
     let p = placed(&s, "spread", "app=even", 6, |p| {
         p.iter().all(|n| !n.is_empty())
     });
-    let in_a = p
-        .iter()
-        .filter(|n| *n != "hollow-3")
-        .count();
+    let in_a = p.iter().filter(|n| *n != "hollow-3").count();
     assert_eq!(in_a, 3, "zones unevenly used: {p:?}");
 
     // Preemption: low-priority pods fill every node; a high-priority pod evicts one of them.
