@@ -11,10 +11,10 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -44,7 +44,7 @@ pub struct Shared {
 
 /// Changes buffered per subscriber; one that falls further behind misses changes (and
 /// catches up at its periodic resync).
-const FANOUT: usize = 65_536;
+const FANOUT: usize = 4096;
 
 fn watch_into<K>(api: Api<K>) -> (Store<K>, broadcast::Sender<Arc<K>>)
 where
@@ -61,7 +61,10 @@ where
     let changes = tx.clone();
     let stream = reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            // Managed fields are of no use to controllers and are most of an object's size.
+            .modify(|o| o.managed_fields_mut().clear()),
     )
     .for_each(move |ev| {
         // Applied and deleted objects alike: owners react to both.

@@ -217,7 +217,13 @@ async fn reconcile(
                 }
             }
             // Scale old sets down within maxUnavailable.
-            let all_pods: i32 = owned.iter().map(|rs| status_of(rs).replicas).sum();
+            // A set scaled down but whose status has not caught up still counts the pods it is
+            // deleting; those are going, so count no more than the set's spec (else a second
+            // pass would scale down again before the first took effect).
+            let all_pods: i32 = owned
+                .iter()
+                .map(|rs| status_of(rs).replicas.min(spec_replicas(rs)))
+                .sum();
             let new_status = status_of(&new_rs);
             let new_unavailable = (new_spec - new_status.available_replicas.unwrap_or(0)).max(0);
             let min_available = desired - unavailable;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use rayon::prelude::*;
@@ -39,6 +40,14 @@ use queue::Queue;
 
 /// The scheduler's name: pods whose `spec.schedulerName` is this are ours.
 pub const NAME: &str = "default-scheduler";
+
+/// Pods bound by schedulers in this process.
+static BOUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many pods schedulers in this process have bound so far.
+pub fn bound_total() -> u64 {
+    BOUND.load(Ordering::Relaxed)
+}
 
 /// Clusters with at least this many nodes are filtered in parallel.
 const PARALLEL_NODES: usize = 512;
@@ -85,12 +94,16 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("tug-scheduler".into())
         .spawn(move || scheduler.run(rx))?;
+    // Managed fields are of no use here and are most of a pod's size: dropped, as
+    // kube-scheduler's informers do.
     let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
         .map(|e| e.map(|ev| Msg::Pod(Box::new(ev))))
         .boxed();
     let nodes = watcher(Api::<Node>::all(client), watcher::Config::default())
         .default_backoff()
+        .modify(|n| n.managed_fields_mut().clear())
         .map(|e| e.map(|ev| Msg::Node(Box::new(ev))))
         .boxed();
     let mut events = futures::stream::select(pods, nodes);
@@ -422,8 +435,13 @@ impl Scheduler {
                     &binding,
                 )
                 .await;
-            if let Err(e) = &result {
-                tracing::debug!(pod = %pod_name, node = %name, error = %e, "binding failed; retrying");
+            match &result {
+                Ok(_) => {
+                    BOUND.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(pod = %pod_name, node = %name, error = %e, "binding failed; retrying")
+                }
             }
             let _ = tx.send(Msg::Bound {
                 key: (ns, pod_name),

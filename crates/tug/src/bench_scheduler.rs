@@ -8,9 +8,7 @@
 //!    kubelets all at work);
 //! 4. the process's RSS once it holds the nodes and the total number of pods asked for.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,7 +16,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tug_store::{LocalOptions, LocalStore, Store};
 
@@ -74,31 +71,6 @@ async fn create_pods(
     Ok(started.elapsed())
 }
 
-/// Counts the pods of a namespace that have a node, from a watch.
-fn count_bound(client: &kube::Client, ns: &str) -> Arc<AtomicUsize> {
-    let count = Arc::new(AtomicUsize::new(0));
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let c = count.clone();
-    tokio::spawn(async move {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(p)) = events.next().await {
-            let bound = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_some_and(|n| !n.is_empty());
-            if bound && seen.insert(p.metadata.uid.clone().unwrap_or_default()) {
-                c.store(seen.len(), Ordering::Relaxed);
-            }
-        }
-    });
-    count
-}
-
 async fn wait_for(
     what: &str,
     limit: Duration,
@@ -120,14 +92,14 @@ async fn wait_for(
 }
 
 /// Schedules the pods already in `ns` with a fresh scheduler; returns pods per second, from
-/// the scheduler's start (its initial lists included) to the last binding seen.
+/// the scheduler's start (its initial lists included) to its last successful binding.
 async fn schedule_all(client: &kube::Client, ns: &str, pods: usize) -> anyhow::Result<f64> {
-    let bound = count_bound(client, ns);
+    let before = tug_scheduler::bound_total() as usize;
     let scheduler = tokio::spawn(tug_scheduler::run(client.clone()));
     let took = wait_for(
         &format!("{pods} pods in {ns} to be bound"),
         Duration::from_secs(600),
-        async || Ok(bound.load(Ordering::Relaxed) >= pods),
+        async || Ok(tug_scheduler::bound_total() as usize - before >= pods),
     )
     .await;
     scheduler.abort();

@@ -540,7 +540,10 @@ fn a_recreate_deployment_removes_old_pods_before_creating_new_ones() {
 
     let mut live: std::collections::HashMap<String, String> = Default::default();
     let (mut old_deleted, mut new_added) = (0, 0);
-    for (kind, name, image, _) in PodWatch::parse(&events) {
+    for PodEvent {
+        kind, name, image, ..
+    } in PodWatch::parse(&events)
+    {
         match kind {
             "ADDED" | "MODIFIED" => {
                 if kind == "ADDED" && image == "db:2" {
@@ -605,7 +608,7 @@ impl PodWatch {
                 "--watch",
                 "--output-watch-events",
                 "-o",
-                "jsonpath={.type} {.object.metadata.name} {.object.spec.containers[0].image} {.object.metadata.deletionTimestamp}{\"\\n\"}",
+                "jsonpath={.type}|{.object.metadata.name}|{.object.spec.containers[0].image}|{.object.status.conditions[?(@.type==\"Ready\")].status}|{.object.metadata.deletionTimestamp}{\"\\n\"}",
             ])
             .env("KUBECONFIG", &s.kubeconfig)
             .stdout(std::process::Stdio::piped())
@@ -621,14 +624,28 @@ impl PodWatch {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// (event type, pod name, image, terminating) for each event line.
-    fn parse(events: &str) -> impl Iterator<Item = (&str, &str, &str, bool)> {
+    /// Each event line, parsed.
+    fn parse(events: &str) -> impl Iterator<Item = PodEvent<'_>> {
         events.lines().filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let (kind, name, image) = (parts.next()?, parts.next()?, parts.next()?);
-            Some((kind, name, image, parts.next().is_some()))
+            let mut parts = line.split('|');
+            Some(PodEvent {
+                kind: parts.next()?,
+                name: parts.next()?,
+                image: parts.next()?,
+                ready: parts.next()? == "True",
+                terminating: parts.next().is_some_and(|t| !t.trim().is_empty()),
+            })
         })
     }
+}
+
+/// One pod event seen by a [`PodWatch`].
+struct PodEvent<'a> {
+    kind: &'a str,
+    name: &'a str,
+    image: &'a str,
+    ready: bool,
+    terminating: bool,
 }
 
 /// A rolling update with maxSurge 2 and maxUnavailable 0 never runs more than replicas + 2
@@ -652,14 +669,14 @@ fn a_rolling_update_stays_within_max_surge() {
 
     let mut live: std::collections::HashSet<&str> = Default::default();
     let (mut peak, mut new_added) = (0, 0);
-    for (kind, name, image, terminating) in PodWatch::parse(&events) {
-        if kind == "ADDED" && image == "web:2" {
+    for e in PodWatch::parse(&events) {
+        if e.kind == "ADDED" && e.image == "web:2" {
             new_added += 1;
         }
-        if kind == "DELETED" || terminating {
-            live.remove(name);
+        if e.kind == "DELETED" || e.terminating {
+            live.remove(e.name);
         } else {
-            live.insert(name);
+            live.insert(e.name);
         }
         peak = peak.max(live.len());
     }
@@ -669,6 +686,54 @@ fn a_rolling_update_stays_within_max_surge() {
         "{peak} pods at once, more than 12 + maxSurge 2:\n{events}"
     );
     assert!(peak > 12, "the update surged: peak {peak}\n{events}");
+}
+
+/// A rolling update with maxSurge 0 and maxUnavailable 3 never has fewer than 12 - 3 ready
+/// pods, as seen on the watch stream, and does use the room it has.
+#[test]
+fn a_rolling_update_keeps_max_unavailable() {
+    let (_dir, s) = rolled_out(
+        "web",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 12\n  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0, maxUnavailable: 3}}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: 'web:1'}]}\n",
+    );
+    let watch = PodWatch::start(&s);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    ok(&s, &["set", "image", "deploy/web", "web=web:2"]);
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+    eventually("12 new pods and no others", || {
+        let images = pod_images(&s);
+        images.lines().filter(|i| *i == "web:2").count() == 12 && images.lines().count() == 12
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let events = watch.finish();
+
+    // Ready and not terminating, by pod; the floor counts from when all 12 first were.
+    let mut ready: std::collections::HashSet<&str> = Default::default();
+    let (mut started, mut lowest, mut most) = (false, usize::MAX, 0);
+    for e in PodWatch::parse(&events) {
+        if e.kind != "DELETED" && e.ready && !e.terminating {
+            ready.insert(e.name);
+        } else {
+            ready.remove(e.name);
+        }
+        started |= ready.len() == 12;
+        if started {
+            lowest = lowest.min(ready.len());
+        }
+        if !e.terminating && e.kind != "DELETED" {
+            most = most.max(ready.len());
+        }
+    }
+    assert!(started, "never saw 12 ready pods:\n{events}");
+    assert!(
+        lowest >= 9,
+        "{lowest} ready pods at one point, fewer than 12 - maxUnavailable 3:\n{events}"
+    );
+    assert!(
+        lowest < 12,
+        "the update never used its unavailability:\n{events}"
+    );
+    assert!(most <= 12, "maxSurge 0 but {most} ready pods:\n{events}");
 }
 
 /// A server on 5 hollow nodes with the Deployment `name` from `manifest` applied and rolled out.
