@@ -5,11 +5,14 @@ mod common;
 mod cronjob;
 mod daemonset;
 mod deployment;
+mod endpoints;
 mod gc;
 mod job;
 pub mod leader;
 mod nodelifecycle;
+mod podgc;
 mod replicaset;
+mod serviceaccount;
 mod statefulset;
 
 pub use common::Error;
@@ -19,12 +22,15 @@ pub use common::Error;
 pub struct Settings {
     /// How long a node may go without renewing its Lease before it is NotReady.
     pub node_monitor_grace_period: std::time::Duration,
+    /// Finished pods kept before the oldest are deleted.
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
+            terminated_pod_gc_threshold: 12_500,
         }
     }
 }
@@ -39,7 +45,14 @@ pub async fn run(client: kube::Client, settings: Settings) {
         daemonset::run(client.clone(), shared.clone()),
         job::run(client.clone(), shared.clone()),
         cronjob::run(client.clone(), shared.clone()),
+        endpoints::run(client.clone(), shared.clone()),
+        podgc::run(
+            client.clone(),
+            shared.clone(),
+            settings.terminated_pod_gc_threshold
+        ),
         nodelifecycle::run(client.clone(), shared, settings.node_monitor_grace_period),
+        serviceaccount::run(client.clone()),
         gc::run(client),
     );
 }

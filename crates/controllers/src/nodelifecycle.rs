@@ -1,8 +1,10 @@
 //! Node lifecycle: a node whose Lease has not been renewed for the grace period becomes
 //! Ready=Unknown and gets the `node.kubernetes.io/unreachable:NoExecute` taint; when the Lease
-//! is renewed again both go. Pods on a node with a NoExecute taint they don't tolerate are
+//! is renewed again both go. A node reporting Ready=False gets
+//! `node.kubernetes.io/not-ready:NoExecute` until it is Ready again. Pods on a node with a NoExecute taint they don't tolerate are
 //! evicted at once, and those that tolerate it for `tolerationSeconds` after that long.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -13,6 +15,7 @@ use serde_json::{Value, json};
 use crate::common::{Shared, patch_params};
 
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+const NOT_READY: &str = "node.kubernetes.io/not-ready";
 
 fn ready_status(n: &Node) -> Option<String> {
     n.status
@@ -42,15 +45,21 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
     let now = jiff::Timestamp::now();
     let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let nodes: Api<Node> = Api::all(client.clone());
+    let renewals: HashMap<&str, jiff::Timestamp> = leases
+        .items
+        .iter()
+        .filter_map(|l| {
+            let renewed = l.spec.as_ref()?.renew_time.as_ref()?.0;
+            Some((l.metadata.name.as_deref()?, renewed))
+        })
+        .collect();
     for node in shared.nodes.state() {
         let Some(name) = node.metadata.name.clone() else {
             continue;
         };
-        let renewed = leases
-            .items
-            .iter()
-            .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
-            .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0))
+        let renewed = renewals
+            .get(name.as_str())
+            .copied()
             .or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0));
         let Some(renewed) = renewed else { continue };
         let stale = now.as_second() - renewed.as_second() > grace.as_secs() as i64;
@@ -62,9 +71,8 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
             .into_iter()
             .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
             .collect();
-        let tainted = taints.iter().any(|t| t["key"] == UNREACHABLE);
         let ready = ready_status(&node);
-        if stale && (ready.as_deref() != Some("Unknown") || !tainted) {
+        if stale && ready.as_deref() != Some("Unknown") {
             tracing::info!(node = %name, "node stopped renewing its lease: NotReady, unreachable");
             let condition = json!({"status": {"conditions": [{
                 "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
@@ -73,18 +81,7 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
             nodes
                 .patch_status(&name, &patch_params(), &Patch::Strategic(&condition))
                 .await?;
-            if !tainted {
-                let mut all = taints.clone();
-                all.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp}));
-                nodes
-                    .patch(
-                        &name,
-                        &patch_params(),
-                        &Patch::Merge(&json!({"spec": {"taints": all}})),
-                    )
-                    .await?;
-            }
-        } else if !stale && (ready.as_deref() == Some("Unknown") || tainted) {
+        } else if !stale && ready.as_deref() == Some("Unknown") {
             tracing::info!(node = %name, "node renews its lease again: Ready");
             let condition = json!({"status": {"conditions": [{
                 "type": "Ready", "status": "True", "reason": "KubeletReady",
@@ -93,12 +90,32 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
             nodes
                 .patch_status(&name, &patch_params(), &Patch::Strategic(&condition))
                 .await?;
-            let kept: Vec<&Value> = taints.iter().filter(|t| t["key"] != UNREACHABLE).collect();
+        }
+        // unreachable while the Lease is stale, not-ready while the node says it is not
+        // Ready, as NoExecute taints (pods leave after their tolerationSeconds).
+        let wanted = if stale {
+            Some(UNREACHABLE)
+        } else if ready.as_deref() == Some("False") {
+            Some(NOT_READY)
+        } else {
+            None
+        };
+        let ours = |t: &Value| t["key"] == UNREACHABLE || t["key"] == NOT_READY;
+        let have: Vec<&Value> = taints.iter().filter(|t| ours(t)).collect();
+        let right = match wanted {
+            Some(k) => have.len() == 1 && have[0]["key"] == k,
+            None => have.is_empty(),
+        };
+        if !right {
+            let mut all: Vec<Value> = taints.iter().filter(|t| !ours(t)).cloned().collect();
+            if let Some(k) = wanted {
+                all.push(json!({"key": k, "effect": "NoExecute", "timeAdded": stamp}));
+            }
             nodes
                 .patch(
                     &name,
                     &patch_params(),
-                    &Patch::Merge(&json!({"spec": {"taints": kept}})),
+                    &Patch::Merge(&json!({"spec": {"taints": all}})),
                 )
                 .await?;
         }

@@ -2,4 +2,5 @@
 //! dropped. Never part of the `tug` binary.
 
 pub mod etcd;
+pub mod kubectl;
 pub mod server;

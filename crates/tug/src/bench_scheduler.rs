@@ -200,9 +200,7 @@ pub async fn run(opts: SchedulerBench) -> anyhow::Result<()> {
     let controllers_client = api.in_process_client();
     tokio::spawn(tug_controllers::run(
         controllers_client,
-        tug_controllers::Settings {
-            node_monitor_grace_period: Duration::from_secs(40),
-        },
+        tug_controllers::Settings::default(),
     ));
     let scheduler = tokio::spawn(tug_scheduler::run(api.in_process_client()));
     create_namespace(&client, "deploy").await?;

@@ -83,6 +83,9 @@ struct ServerArgs {
     /// evicted (after their tolerationSeconds).
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
+    /// Finished pods kept before the oldest are deleted.
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
     /// Run this many simulated (hollow) nodes in the server process, for tests and scale runs.
     #[arg(long, default_value_t = 0)]
     simulated_nodes: usize,
@@ -165,6 +168,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     );
     let settings = tug_controllers::Settings {
         node_monitor_grace_period: grace,
+        terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
     };
     let controllers_client = api.in_process_client();
     let controllers_identity = identity.clone();

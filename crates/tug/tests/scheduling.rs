@@ -607,3 +607,57 @@ fn anti_affinity_spread_and_preemption_place_pods_as_promised() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn a_node_reporting_not_ready_is_tainted_until_it_is_ready_again() {
+    use tug_testkit::kubectl::eventually;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "1"],
+    );
+    until(
+        &s,
+        "node/hollow-0",
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "True",
+    );
+    let set_ready = |status: &str| {
+        let patch = format!(
+            r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}","reason":"Test"}}]}}}}"#
+        );
+        ok(
+            &s,
+            &[
+                "patch",
+                "node",
+                "hollow-0",
+                "--subresource=status",
+                "--type=strategic",
+                "-p",
+                &patch,
+            ],
+            None,
+        );
+    };
+    set_ready("False");
+    let taints = || {
+        ok(
+            &s,
+            &[
+                "get",
+                "node",
+                "hollow-0",
+                "-o",
+                "jsonpath={.spec.taints[*].key}:{.spec.taints[*].effect}",
+            ],
+            None,
+        )
+    };
+    eventually("the not-ready NoExecute taint", || {
+        taints() == "node.kubernetes.io/not-ready:NoExecute"
+    });
+    set_ready("True");
+    eventually("the taint removed", || taints() == ":");
+}

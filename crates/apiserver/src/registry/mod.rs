@@ -3,6 +3,7 @@
 //! `/registry/<group/>plural/<namespace/>name`; their `resourceVersion` is the store's
 //! mod revision.
 
+mod allocate;
 mod binding;
 mod cache;
 mod fields;
@@ -29,6 +30,8 @@ pub use write::{DeleteOptions, PatchType, WriteOptions};
 pub struct Registry {
     pub(crate) store: Arc<dyn Store>,
     caches: Arc<cache::Caches>,
+    /// Held from allocating a Service's addresses until the Service is stored.
+    service_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One object of a list: a value, or JSON text straight from the watch cache.
@@ -143,6 +146,7 @@ impl Registry {
         Self {
             store,
             caches: Arc::default(),
+            service_lock: Arc::default(),
         }
     }
 

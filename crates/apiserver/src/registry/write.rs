@@ -310,6 +310,14 @@ impl Registry {
             self.admit_priority(&mut obj).await?;
         }
         default_on_create(r, &mut obj);
+        let service_lock = self.service_lock.clone();
+        let _allocating = if r.kind == "Service" && r.group.is_empty() {
+            let guard = service_lock.lock().await;
+            self.allocate_service(&mut obj).await?;
+            Some(guard)
+        } else {
+            None
+        };
         let causes = tug_api::validation::validate_object(r.kind, &obj);
         if !causes.is_empty() {
             return Err(invalid(r, &obj, causes));

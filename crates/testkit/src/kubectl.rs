@@ -1,0 +1,56 @@
+//! Driving a test server with the real kubectl.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::server::{TugServer, kubectl_path};
+
+/// Runs kubectl against `s` with `stdin` on its standard input.
+pub fn kubectl(s: &TugServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(kubectl_path())
+        .args(args)
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(mut pipe) = child.stdin.take()
+        && let Some(input) = stdin
+    {
+        pipe.write_all(input.as_bytes()).expect("kubectl stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+/// Runs kubectl and returns its output; the test fails if kubectl does.
+pub fn ok(s: &TugServer, args: &[&str]) -> String {
+    let o = kubectl(s, args, None);
+    assert!(
+        o.status.success(),
+        "kubectl {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `kubectl apply -f -` of `yaml`; the test fails if it does.
+pub fn apply(s: &TugServer, yaml: &str) {
+    let o = kubectl(s, &["apply", "-f", "-"], Some(yaml));
+    assert!(
+        o.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Waits up to 30 s for `check` to hold; the test fails with `what` if it never does.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
