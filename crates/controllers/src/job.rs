@@ -25,6 +25,41 @@ fn phase(p: &Pod) -> &str {
         .unwrap_or("Pending")
 }
 
+/// A finished Job with ttlSecondsAfterFinished is deleted (with its pods) that long after it
+/// finished.
+async fn collect_finished(
+    client: &kube::Client,
+    job: &Job,
+    ttl: Option<i32>,
+) -> Result<Action, Error> {
+    let Some(ttl) = ttl else {
+        return Ok(Action::await_change());
+    };
+    let finished = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+        .max();
+    let Some(finished) = finished else {
+        return Ok(Action::await_change());
+    };
+    let left = i64::from(ttl) - (jiff::Timestamp::now().as_second() - finished.as_second());
+    if left > 0 {
+        return Ok(Action::requeue(Duration::from_secs(left as u64)));
+    }
+    let ns = job.metadata.namespace.clone().unwrap_or_default();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    tracing::info!(job = %name, "deleting a finished job after its ttlSecondsAfterFinished");
+    Api::<Job>::namespaced(client.clone(), &ns)
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await?;
+    Ok(Action::await_change())
+}
+
 fn has_condition(job: &Job, t: &str) -> bool {
     job.status
         .as_ref()
@@ -36,13 +71,13 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
     let ns = job.metadata.namespace.clone().unwrap_or_default();
     let name = job.metadata.name.clone().unwrap_or_default();
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    if job.metadata.deletion_timestamp.is_some()
-        || has_condition(&job, "Complete")
-        || has_condition(&job, "Failed")
-    {
+    let spec = job.spec.clone().unwrap_or_default();
+    if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let spec = job.spec.clone().unwrap_or_default();
+    if has_condition(&job, "Complete") || has_condition(&job, "Failed") {
+        return collect_finished(&client, &job, spec.ttl_seconds_after_finished).await;
+    }
     let completions = spec.completions.unwrap_or(1);
     let parallelism = spec.parallelism.unwrap_or(1);
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
@@ -78,6 +113,29 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
             {"type": "SuccessCriteriaMet", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
             {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
         ]);
+    } else if let Some(limit) = spec.active_deadline_seconds
+        && job
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .is_some_and(|t| jiff::Timestamp::now().as_second() - t.0.as_second() >= limit)
+    {
+        // Past activeDeadlineSeconds: stop what runs and fail.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        for p in owned
+            .iter()
+            .filter(|p| !matches!(phase(p), "Succeeded" | "Failed"))
+        {
+            if let Some(n) = &p.metadata.name {
+                let _ = pods.delete(n, &Default::default()).await;
+            }
+        }
+        status["active"] = json!(0);
+        status["conditions"] = json!([
+            {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded", "lastProbeTime": now, "lastTransitionTime": now},
+            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+             "message": "Job was active longer than specified deadline", "lastProbeTime": now, "lastTransitionTime": now},
+        ]);
     } else if failed > backoff_limit {
         status["conditions"] = json!([
             {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "lastProbeTime": now, "lastTransitionTime": now},
@@ -94,6 +152,9 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
             meta.owner_references = owner_ref(job.as_ref()).map(|r| vec![r]);
             let labels = meta.labels.get_or_insert_with(Default::default);
             labels.insert("batch.kubernetes.io/job-name".into(), name.clone());
+            // The older labels, which kubectl users and charts still select on.
+            labels.insert("job-name".into(), name.clone());
+            labels.insert("controller-uid".into(), uid.clone());
             labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
             let pod = Pod {
                 metadata: meta,

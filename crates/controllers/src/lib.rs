@@ -9,6 +9,7 @@ mod endpoints;
 mod gc;
 mod job;
 pub mod leader;
+mod nodeipam;
 mod nodelifecycle;
 mod podgc;
 mod replicaset;
@@ -16,6 +17,7 @@ mod serviceaccount;
 mod statefulset;
 
 pub use common::Error;
+pub use nodeipam::PodNetwork;
 
 /// Settings of the controller manager.
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub struct Settings {
     pub node_monitor_grace_period: std::time::Duration,
     /// Finished pods kept before the oldest are deleted.
     pub terminated_pod_gc_threshold: usize,
+    /// Where nodes' pod CIDRs come from.
+    pub pod_network: PodNetwork,
 }
 
 impl Default for Settings {
@@ -31,6 +35,7 @@ impl Default for Settings {
         Self {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             terminated_pod_gc_threshold: 12_500,
+            pod_network: PodNetwork::default(),
         }
     }
 }
@@ -46,6 +51,7 @@ pub async fn run(client: kube::Client, settings: Settings) {
         job::run(client.clone(), shared.clone()),
         cronjob::run(client.clone(), shared.clone()),
         endpoints::run(client.clone(), shared.clone()),
+        nodeipam::run(client.clone(), shared.clone(), settings.pod_network),
         podgc::run(
             client.clone(),
             shared.clone(),

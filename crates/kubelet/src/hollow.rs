@@ -96,7 +96,6 @@ async fn register(
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"podCIDR": format!("10.244.{}.0/24", i % 256)},
     });
     let pp = PatchParams::apply("tug-hollow-kubelet").force();
     nodes.patch(name, &pp, &Patch::Apply(&node)).await?;
@@ -163,6 +162,7 @@ async fn play_pods(
         .default_backoff()
         .boxed();
     let mut counter = 0usize;
+    let cidrs = pod_cidrs(client.clone());
     while let Some(ev) = events.next().await {
         let pod = match ev {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
@@ -198,7 +198,13 @@ async fn play_pods(
             continue;
         }
         counter += 1;
-        let ip = format!("10.244.{}.{}", idx % 256, counter % 250 + 2);
+        let cidr = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .and_then(|n| cidrs.lock().ok()?.get(n).cloned());
+        let ip = pod_ip(cidr.as_deref(), counter)
+            .unwrap_or_else(|| format!("10.244.{}.{}", idx % 256, counter % 250 + 2));
         let permit = permits.clone().acquire_owned().await?;
         let (client, started, completion) = (client.clone(), started.clone(), cfg.completion);
         tokio::spawn(async move {
@@ -211,6 +217,41 @@ async fn play_pods(
         });
     }
     Ok(())
+}
+
+/// The podCIDRs the node IPAM controller gave the nodes, kept current from a watch.
+fn pod_cidrs(client: kube::Client) -> Arc<Mutex<HashMap<String, String>>> {
+    let cidrs: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let writer = cidrs.clone();
+    let api: Api<Node> = Api::all(client);
+    let config = watcher::Config::default().labels("node.kubernetes.io/instance-type=hollow");
+    tokio::spawn(
+        watcher(api, config)
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |n| {
+                if let Ok(n) = n
+                    && let (Some(name), Some(cidr)) =
+                        (n.metadata.name, n.spec.and_then(|s| s.pod_cidr))
+                    && let Ok(mut m) = writer.lock()
+                {
+                    m.insert(name, cidr);
+                }
+                std::future::ready(())
+            }),
+    );
+    cidrs
+}
+
+/// The `n`th pod address of an IPv4 block (skipping its network, gateway and broadcast
+/// addresses).
+fn pod_ip(cidr: Option<&str>, n: usize) -> Option<String> {
+    let (base, prefix) = cidr?.split_once('/')?;
+    let base: std::net::Ipv4Addr = base.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok().filter(|p| *p <= 30)?;
+    let hosts = (1u64 << (32 - prefix)) - 3;
+    let offset = 2 + (n as u64 % hosts) as u32;
+    Some(std::net::Ipv4Addr::from(u32::from(base) + offset).to_string())
 }
 
 /// Marks a pod Running and Ready; one that runs to completion finishes after `completion`.
@@ -269,4 +310,27 @@ async fn start_pod(
         });
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_ip;
+
+    #[test]
+    fn pod_addresses_come_from_the_block() {
+        assert_eq!(
+            pod_ip(Some("10.244.3.0/24"), 0).as_deref(),
+            Some("10.244.3.2")
+        );
+        assert_eq!(
+            pod_ip(Some("10.244.3.0/24"), 252).as_deref(),
+            Some("10.244.3.254")
+        );
+        assert_eq!(
+            pod_ip(Some("10.244.3.0/24"), 253).as_deref(),
+            Some("10.244.3.2")
+        );
+        assert_eq!(pod_ip(None, 1), None);
+        assert_eq!(pod_ip(Some("junk"), 1), None);
+    }
 }

@@ -200,7 +200,12 @@ pub async fn run(opts: SchedulerBench) -> anyhow::Result<()> {
     let controllers_client = api.in_process_client();
     tokio::spawn(tug_controllers::run(
         controllers_client,
-        tug_controllers::Settings::default(),
+        tug_controllers::Settings {
+            // Room for 32,768 nodes' /24 blocks.
+            pod_network: tug_controllers::PodNetwork::parse("10.128.0.0/9", 24)
+                .map_err(anyhow::Error::msg)?,
+            ..Default::default()
+        },
     ));
     let scheduler = tokio::spawn(tug_scheduler::run(api.in_process_client()));
     create_namespace(&client, "deploy").await?;

@@ -86,6 +86,12 @@ struct ServerArgs {
     /// Finished pods kept before the oldest are deleted.
     #[arg(long, default_value_t = 12_500)]
     terminated_pod_gc_threshold: usize,
+    /// The pod network; each node gets a block of it as its podCIDR.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's block of the cluster CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// Run this many simulated (hollow) nodes in the server process, for tests and scale runs.
     #[arg(long, default_value_t = 0)]
     simulated_nodes: usize,
@@ -169,6 +175,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let settings = tug_controllers::Settings {
         node_monitor_grace_period: grace,
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+        pod_network: tug_controllers::PodNetwork::parse(
+            &args.cluster_cidr,
+            args.node_cidr_mask_size,
+        )
+        .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
     };
     let controllers_client = api.in_process_client();
     let controllers_identity = identity.clone();

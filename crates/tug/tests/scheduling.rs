@@ -661,3 +661,56 @@ fn a_node_reporting_not_ready_is_tainted_until_it_is_ready_again() {
     set_ready("True");
     eventually("the taint removed", || taints() == ":");
 }
+
+#[test]
+fn nodes_get_distinct_pod_cidrs_and_pods_their_addresses_from_them() {
+    use tug_testkit::kubectl::eventually;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3", "--cluster-cidr", "10.50.0.0/16"],
+    );
+    let cidrs = || -> Vec<String> {
+        ok(
+            &s,
+            &["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"],
+            None,
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+    };
+    eventually("three nodes with pod CIDRs", || cidrs().len() == 3);
+    let mut seen = cidrs();
+    assert!(
+        seen.iter()
+            .all(|c| c.starts_with("10.50.") && c.ends_with(".0/24")),
+        "{seen:?}"
+    );
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "shared blocks: {seen:?}");
+    ok(&s, &["apply", "-f", "-"], Some(&pod("ip", "10m", "Always")));
+    until(&s, "pod/ip", "{.status.phase}", "Running");
+    let node = ok(
+        &s,
+        &["get", "pod", "ip", "-o", "jsonpath={.spec.nodeName}"],
+        None,
+    );
+    let block = ok(
+        &s,
+        &["get", "node", &node, "-o", "jsonpath={.spec.podCIDR}"],
+        None,
+    );
+    let ip = ok(
+        &s,
+        &["get", "pod", "ip", "-o", "jsonpath={.status.podIP}"],
+        None,
+    );
+    let prefix = block.trim_end_matches("0/24");
+    assert!(
+        ip.starts_with(prefix),
+        "pod IP {ip} outside its node's block {block}"
+    );
+}

@@ -1,0 +1,62 @@
+//! Job deadlines and clean-up on hollow nodes (which finish a run-to-completion pod after 1 s).
+
+use std::path::Path;
+
+use tug_testkit::kubectl::{apply, eventually, kubectl, ok};
+use tug_testkit::server::TugServer;
+
+#[test]
+fn jobs_fail_past_their_deadline_and_are_deleted_after_their_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2"],
+    );
+    // 50 completions one at a time take ~50 s; the deadline is 3 s.
+    apply(
+        &s,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: slow}\nspec:\n  completions: 50\n  parallelism: 1\n  activeDeadlineSeconds: 3\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    let reason = || {
+        ok(
+            &s,
+            &[
+                "get",
+                "job",
+                "slow",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+            ],
+        )
+    };
+    eventually("the job fails with DeadlineExceeded", || {
+        reason() == "DeadlineExceeded"
+    });
+    eventually("its running pod is stopped", || {
+        ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "job-name=slow",
+                "--field-selector=status.phase=Running",
+                "-o",
+                "name",
+            ],
+        )
+        .is_empty()
+    });
+
+    apply(
+        &s,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: brief}\nspec:\n  ttlSecondsAfterFinished: 1\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    eventually("the finished job is deleted", || {
+        !kubectl(&s, &["get", "job", "brief"], None).status.success()
+    });
+    eventually("and its pods with it", || {
+        ok(&s, &["get", "pods", "-l", "job-name=brief", "-o", "name"]).is_empty()
+    });
+}
