@@ -5,6 +5,7 @@ mod common;
 mod cronjob;
 mod daemonset;
 mod deployment;
+mod disruption;
 mod endpoints;
 mod gc;
 mod job;
@@ -51,6 +52,7 @@ pub async fn run(client: kube::Client, settings: Settings) {
         job::run(client.clone(), shared.clone()),
         cronjob::run(client.clone(), shared.clone()),
         endpoints::run(client.clone(), shared.clone()),
+        disruption::run(client.clone(), shared.clone()),
         nodeipam::run(client.clone(), shared.clone(), settings.pod_network),
         podgc::run(
             client.clone(),

@@ -51,6 +51,23 @@ pub(super) async fn resource(
         let out = server.registry.bind(r, ns, name, &body, &opts).await?;
         return Ok(json_response(StatusCode::CREATED, &out, "application/json"));
     }
+    if sub == Some("eviction") {
+        let name = t
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+        if req.method() != Method::POST {
+            return Err(ApiError::method_not_allowed(
+                "pods/eviction only supports create",
+            ));
+        }
+        let (headers, bytes) = read_body(req).await?;
+        let body = decode_body(&headers, &bytes)?;
+        let options = body.get("deleteOptions").cloned().unwrap_or(Value::Null);
+        let opts = delete_options(&q, &options)?;
+        let out = server.registry.evict(r, ns, name, &body, opts).await?;
+        return Ok(json_response(StatusCode::CREATED, &out, "application/json"));
+    }
     if let Some(s) = sub
         && !matches!(s, "status" | "finalize")
     {

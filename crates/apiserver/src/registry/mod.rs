@@ -6,6 +6,7 @@
 mod allocate;
 mod binding;
 mod cache;
+mod eviction;
 mod fields;
 mod priority;
 mod scale;
