@@ -562,7 +562,14 @@ pub static BUILTIN: &[Resource] = &[
     ),
 ];
 
-/// The resource at `group`/`version` named `plural`.
+/// The first served version of `plural` in `group`.
+pub fn lookup_any_version(group: &str, plural: &str) -> Option<&'static Resource> {
+    BUILTIN
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
+}
+
+/// The resource `plural` of `group` at `version`.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     BUILTIN
         .iter()

@@ -13,6 +13,7 @@ pub mod leader;
 mod nodeipam;
 mod nodelifecycle;
 mod podgc;
+mod quota;
 mod replicaset;
 mod serviceaccount;
 mod statefulset;
@@ -53,6 +54,7 @@ pub async fn run(client: kube::Client, settings: Settings) {
         cronjob::run(client.clone(), shared.clone()),
         endpoints::run(client.clone(), shared.clone()),
         disruption::run(client.clone(), shared.clone()),
+        quota::run(client.clone(), shared.clone()),
         nodeipam::run(client.clone(), shared.clone(), settings.pod_network),
         podgc::run(
             client.clone(),

@@ -9,6 +9,7 @@ mod cache;
 mod eviction;
 mod fields;
 mod priority;
+mod quota;
 mod scale;
 mod table;
 mod watch;
@@ -33,6 +34,8 @@ pub struct Registry {
     caches: Arc<cache::Caches>,
     /// Held from allocating a Service's addresses until the Service is stored.
     service_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held from checking a create against the namespace's quotas until it is stored.
+    quota_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One object of a list: a value, or JSON text straight from the watch cache.
@@ -148,6 +151,7 @@ impl Registry {
             store,
             caches: Arc::default(),
             service_lock: Arc::default(),
+            quota_lock: Arc::default(),
         }
     }
 

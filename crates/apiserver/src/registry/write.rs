@@ -328,6 +328,10 @@ impl Registry {
         if let Some(ns) = namespace {
             self.admit_namespace(r, ns).await?;
         }
+        let _quota = match namespace {
+            Some(ns) => self.admit_quota(r, ns, &obj).await?,
+            None => None,
+        };
         let name = meta::name(&obj).to_string();
         if opts.dry_run {
             return Ok(obj);
