@@ -10,6 +10,14 @@ use tug_api::{ApiError, Resource, catalog, meta, quota};
 
 use super::{ListOptions, Registry};
 
+/// A quota resource a create would take past its limit.
+struct Over<'a> {
+    resource: &'a str,
+    requested: f64,
+    used: f64,
+    limited: f64,
+}
+
 fn hard_limits(q: &Value) -> BTreeMap<String, f64> {
     q.pointer("/spec/hard")
         .and_then(Value::as_object)
@@ -70,26 +78,31 @@ impl Registry {
                     }
                 }
             }
-            let over: Vec<(&String, f64, f64, f64)> = hard
+            let over: Vec<Over> = hard
                 .iter()
                 .filter_map(|(res, limit)| {
                     let want = *wants.get(res)?;
                     let have = used.get(res).copied().unwrap_or(0.0);
-                    (want > 0.0 && have + want > limit + 1e-9).then_some((res, want, have, *limit))
+                    (want > 0.0 && have + want > limit + 1e-9).then_some(Over {
+                        resource: res,
+                        requested: want,
+                        used: have,
+                        limited: *limit,
+                    })
                 })
                 .collect();
             if !over.is_empty() {
-                let part = |f: &dyn Fn(&(&String, f64, f64, f64)) -> f64| {
+                let part = |f: fn(&Over) -> f64| {
                     over.iter()
-                        .map(|o| format!("{}={}", o.0, quota::format(f(o))))
+                        .map(|o| format!("{}={}", o.resource, quota::format(f(o))))
                         .collect::<Vec<_>>()
                         .join(",")
                 };
                 return Err(ApiError::forbidden(format!(
                     "{what}: exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
-                    part(&|o| o.1),
-                    part(&|o| o.2),
-                    part(&|o| o.3)
+                    part(|o| o.requested),
+                    part(|o| o.used),
+                    part(|o| o.limited)
                 )));
             }
         }
