@@ -137,6 +137,22 @@ impl Shared {
     }
 }
 
+/// A short, stable hash of the pod template (FNV-1a over its JSON), as the hash label.
+pub fn template_hash(template: &serde_json::Value) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in template.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut out = String::new();
+    for _ in 0..10 {
+        out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
+        h /= ALPHABET.len() as u64;
+    }
+    out
+}
+
 /// Whether `owner` (by uid) is the controller of an object.
 pub fn controlled_by(refs: Option<&Vec<OwnerReference>>, uid: &str) -> bool {
     refs.is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)))

@@ -11,7 +11,7 @@ use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use crate::common::{Error, Shared, controlled_by, owner_ref};
+use crate::common::{Error, Shared, controlled_by, owner_ref, template_hash};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
 const HASH_LABEL: &str = "pod-template-hash";
@@ -21,22 +21,6 @@ pub async fn run(client: kube::Client, shared: Shared) {
     let children = shared.replicaset_changes();
     crate::common::run_owning::<Deployment, ReplicaSet, _, _>(client, shared, children, reconcile)
         .await;
-}
-
-/// A short, stable hash of the pod template (FNV-1a over its JSON), as the hash label.
-fn template_hash(template: &serde_json::Value) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in template.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut out = String::new();
-    for _ in 0..10 {
-        out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
-        h /= ALPHABET.len() as u64;
-    }
-    out
 }
 
 /// maxSurge / maxUnavailable against the desired count (percentages round up for surge, down

@@ -1,18 +1,23 @@
 //! The StatefulSet controller: pods with stable names (`<set>-0`, `<set>-1`, ...), created in
 //! order and removed in reverse, each waiting for the one before to be Running and Ready
-//! (OrderedReady), or all at once (Parallel).
+//! (OrderedReady), or all at once (Parallel). Each pod gets its own PersistentVolumeClaims
+//! from the volumeClaimTemplates (`<claim>-<set>-<n>`, kept when the pod goes). Template
+//! changes are recorded as ControllerRevisions (`kubectl rollout history`) and rolled out
+//! from the highest ordinal down to `partition`, one pod at a time (RollingUpdate), or left
+//! for the user to delete pods (OnDelete).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch};
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{
     Error, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready, post_params,
+    template_hash,
 };
 
 /// Runs the controller.
@@ -51,6 +56,17 @@ async fn reconcile(
     owned.sort_by_key(|(i, _)| *i);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let healthy = |p: &Pod| pod_active(p) && pod_ready(p);
+    let template = serde_json::to_value(&spec.template).unwrap_or_default();
+    let update_revision = format!("{name}-{}", template_hash(&template));
+    record_revision(&client, &sts, &update_revision, &template).await?;
+    let revision_of = |p: &Pod| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(REVISION_LABEL))
+            .cloned()
+            .unwrap_or_default()
+    };
 
     // Scale up: create missing ordinals in order; OrderedReady waits for each to be ready.
     for i in 0..want {
@@ -67,12 +83,22 @@ async fn reconcile(
                     pod_name.clone(),
                 );
                 labels.insert("apps.kubernetes.io/pod-index".into(), i.to_string());
+                labels.insert(REVISION_LABEL.into(), update_revision.clone());
                 meta.name = Some(pod_name.clone());
                 meta.namespace = Some(ns.clone());
                 meta.owner_references = owner_ref(sts.as_ref()).map(|r| vec![r]);
                 let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
                 pod_spec.hostname = Some(pod_name.clone());
                 pod_spec.subdomain = spec.service_name.clone();
+                for claim in ensure_claims(&client, &sts, i).await? {
+                    let volumes = pod_spec.volumes.get_or_insert_with(Vec::new);
+                    volumes.retain(|v| v.name != claim.0);
+                    volumes.push(
+                        serde_json::from_value(json!({"name": claim.0,
+                        "persistentVolumeClaim": {"claimName": claim.1}}))
+                        .map_err(|e| Error(e.to_string()))?,
+                    );
+                }
                 let pod = Pod {
                     metadata: meta,
                     spec: Some(pod_spec),
@@ -101,6 +127,34 @@ async fn reconcile(
         }
     }
 
+    // Rolling update: once every pod is there and healthy, replace the highest ordinal at or
+    // above the partition that runs an old revision (it comes back on the new one above).
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        .is_none_or(|t| t == "RollingUpdate");
+    let partition = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    let all_healthy = owned.iter().filter(|(i, _)| *i < want).count() == want as usize
+        && owned.iter().all(|(_, p)| healthy(p));
+    if rolling && all_healthy {
+        let stale = owned
+            .iter()
+            .rev()
+            .find(|(i, p)| *i >= partition && *i < want && revision_of(p) != update_revision);
+        if let Some((_, p)) = stale {
+            let pod_name = p.metadata.name.clone().unwrap_or_default();
+            tracing::info!(statefulset = %name, pod = %pod_name, revision = %update_revision, "rolling a pod to the new revision");
+            pods.delete(&pod_name, &DeleteParams::default()).await?;
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+    }
+
     let current: Vec<&Arc<Pod>> = owned
         .iter()
         .filter(|(i, p)| *i < want && pod_active(p))
@@ -108,14 +162,32 @@ async fn reconcile(
         .collect();
     let ready = current.iter().filter(|p| pod_ready(p)).count() as i32;
     let replicas = current.len() as i32;
+    let updated = current
+        .iter()
+        .filter(|p| revision_of(p) == update_revision)
+        .count() as i32;
     let status = sts.status.clone().unwrap_or_default();
+    // The current revision becomes the update revision once every pod runs it.
+    let current_revision = if updated == replicas && replicas == want {
+        update_revision.clone()
+    } else {
+        status
+            .current_revision
+            .clone()
+            .unwrap_or_else(|| update_revision.clone())
+    };
     if status.replicas != replicas
         || status.ready_replicas.unwrap_or(0) != ready
+        || status.updated_replicas.unwrap_or(0) != updated
+        || status.update_revision.as_deref() != Some(update_revision.as_str())
+        || status.current_revision.as_deref() != Some(current_revision.as_str())
         || status.observed_generation != sts.metadata.generation
     {
         let patch = json!({"status": {
-            "replicas": replicas, "readyReplicas": ready, "currentReplicas": replicas,
-            "updatedReplicas": replicas, "availableReplicas": ready,
+            "replicas": replicas, "readyReplicas": ready, "currentReplicas": replicas - updated
+                + if current_revision == update_revision { updated } else { 0 },
+            "updatedReplicas": updated, "availableReplicas": ready,
+            "currentRevision": current_revision, "updateRevision": update_revision,
             "observedGeneration": sts.metadata.generation,
         }});
         Api::<StatefulSet>::namespaced(client, &ns)
@@ -123,6 +195,83 @@ async fn reconcile(
             .await?;
     }
     Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// The pod label naming the revision a pod was made from.
+const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// Makes sure a ControllerRevision records `revision` (numbered after the set's others).
+async fn record_revision(
+    client: &kube::Client,
+    sts: &StatefulSet,
+    revision: &str,
+    template: &serde_json::Value,
+) -> Result<(), Error> {
+    let ns = sts.metadata.namespace.clone().unwrap_or_default();
+    let uid = sts.metadata.uid.clone().unwrap_or_default();
+    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
+    if api.get_opt(revision).await?.is_some() {
+        return Ok(());
+    }
+    let ours = api.list(&ListParams::default()).await?;
+    let number = ours
+        .items
+        .iter()
+        .filter(|r| controlled_by(r.metadata.owner_references.as_ref(), &uid))
+        .filter_map(|r| r.revision)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let labels = sts
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
+    let cr: ControllerRevision = serde_json::from_value(json!({
+        "metadata": {"name": revision, "namespace": ns, "labels": labels,
+            "ownerReferences": owner_ref(sts).map(|r| vec![r])},
+        "data": {"spec": {"template": template}},
+        "revision": number,
+    }))
+    .map_err(|e| Error(e.to_string()))?;
+    match api.create(&post_params(), &cr).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the PersistentVolumeClaims of ordinal `i` that are missing; returns
+/// (volume name, claim name) for each template.
+async fn ensure_claims(
+    client: &kube::Client,
+    sts: &StatefulSet,
+    i: i32,
+) -> Result<Vec<(String, String)>, Error> {
+    let ns = sts.metadata.namespace.clone().unwrap_or_default();
+    let set = sts.metadata.name.clone().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let mut out = Vec::new();
+    for t in sts.spec.volume_claim_templates.iter().flatten() {
+        let volume = t.metadata.name.clone().unwrap_or_default();
+        let claim = format!("{volume}-{set}-{i}");
+        let mut pvc = t.clone();
+        pvc.metadata.name = Some(claim.clone());
+        pvc.metadata.namespace = Some(ns.clone());
+        pvc.status = None;
+        let labels = pvc.metadata.labels.get_or_insert_with(Default::default);
+        for (k, v) in sts.spec.selector.match_labels.iter().flatten() {
+            labels.insert(k.clone(), v.clone());
+        }
+        match api.create(&post_params(), &pvc).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        out.push((volume, claim));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -756,3 +756,104 @@ fn rolled_out(name: &str, manifest: &str) -> (tempfile::TempDir, TugServer) {
     );
     (dir, s)
 }
+
+/// A StatefulSet gives each pod its own claim, records its revisions, and rolls a new
+/// template from the highest ordinal down to the partition.
+#[test]
+fn a_statefulset_rolls_updates_down_to_its_partition_with_claims_per_pod() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  replicas: 3\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  updateStrategy: {type: RollingUpdate, rollingUpdate: {partition: 1}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: 'db:1'}]}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    );
+    ok(&s, &["rollout", "status", "sts/db", "--timeout=60s"]);
+    assert_eq!(
+        ok(
+            &s,
+            &["get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"]
+        ),
+        "data-db-0 data-db-1 data-db-2"
+    );
+    assert_eq!(
+        ok(
+            &s,
+            &[
+                "get",
+                "pod",
+                "db-1",
+                "-o",
+                "jsonpath={.spec.volumes[?(@.name==\"data\")].persistentVolumeClaim.claimName}"
+            ]
+        ),
+        "data-db-1"
+    );
+    let images = || {
+        ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=db",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.spec.containers[0].image} {end}",
+            ],
+        )
+    };
+    ok(&s, &["set", "image", "sts/db", "db=db:2"]);
+    eventually(
+        "db-2 and db-1 on the new image, db-0 kept by the partition",
+        || {
+            images().trim() == "db-0=db:1 db-1=db:2 db-2=db:2"
+                && ok(
+                    &s,
+                    &[
+                        "get",
+                        "sts",
+                        "db",
+                        "-o",
+                        "jsonpath={.status.updatedReplicas}/{.status.readyReplicas}",
+                    ],
+                ) == "2/3"
+        },
+    );
+    ok(&s, &["rollout", "status", "sts/db", "--timeout=60s"]);
+    ok(
+        &s,
+        &[
+            "patch",
+            "sts",
+            "db",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+        ],
+    );
+    eventually("every pod on the new image", || {
+        images().trim() == "db-0=db:2 db-1=db:2 db-2=db:2"
+    });
+    ok(&s, &["rollout", "status", "sts/db", "--timeout=60s"]);
+    let history = ok(&s, &["rollout", "history", "sts/db"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    let mut numbers: Vec<String> = ok(
+        &s,
+        &[
+            "get",
+            "controllerrevisions",
+            "-l",
+            "app=db",
+            "-o",
+            "jsonpath={.items[*].revision}",
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    numbers.sort();
+    assert_eq!(numbers, ["1", "2"]);
+}
