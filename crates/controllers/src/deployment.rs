@@ -251,6 +251,52 @@ async fn reconcile(
         );
     let complete = updated == desired && replicas == desired && available == desired;
     let now = jiff_now();
+    // Progress: any change in the counts renews the Progressing condition's lastUpdateTime; a
+    // rollout that makes none for progressDeadlineSeconds (600 by default) has failed.
+    let current = d.status.clone().unwrap_or_default();
+    let progressed = current.replicas.unwrap_or(0) != replicas
+        || current.updated_replicas.unwrap_or(0) != updated
+        || current.ready_replicas.unwrap_or(0) != ready
+        || current.available_replicas.unwrap_or(0) != available
+        || current.observed_generation != d.metadata.generation;
+    let previous = current
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_.as_deref() == Some("Progressing"))
+        .cloned();
+    let last_progress = previous
+        .as_ref()
+        .filter(|_| !progressed)
+        .and_then(|c| c.last_update_time.as_ref().map(|t| t.0));
+    let deadline = i64::from(spec.progress_deadline_seconds.unwrap_or(600));
+    let stalled = !complete
+        && spec.paused != Some(true)
+        && last_progress
+            .is_some_and(|t| jiff::Timestamp::now().as_second() - t.as_second() > deadline);
+    let progress_time = last_progress
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| now.clone());
+    let rs_name = new_rs.metadata.name.clone().unwrap_or_default();
+    let (progress_status, progress_reason, progress_message) = if stalled {
+        (
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+        )
+    } else if complete {
+        (
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+        )
+    } else {
+        (
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{rs_name}\" is progressing."),
+        )
+    };
     let new_revision = revision(&new_rs).max(max_revision.min(revision(&new_rs)));
     let status = json!({"status": {
         "observedGeneration": d.metadata.generation,
@@ -263,10 +309,9 @@ async fn reconcile(
             {"type": "Available", "status": if available >= min_available { "True" } else { "False" },
              "reason": if available >= min_available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
              "message": "Deployment availability", "lastUpdateTime": now, "lastTransitionTime": now},
-            {"type": "Progressing", "status": "True",
-             "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-             "message": format!("ReplicaSet \"{}\" is progressing.", new_rs.metadata.name.clone().unwrap_or_default()),
-             "lastUpdateTime": now, "lastTransitionTime": now},
+            {"type": "Progressing", "status": progress_status, "reason": progress_reason,
+             "message": progress_message, "lastUpdateTime": progress_time,
+             "lastTransitionTime": progress_time},
         ],
     }});
     let deployments: Api<Deployment> = Api::namespaced(client, &ns);
@@ -287,12 +332,8 @@ async fn reconcile(
             )
             .await?;
     }
-    let current = d.status.clone().unwrap_or_default();
-    let changed = current.observed_generation != d.metadata.generation
-        || current.replicas.unwrap_or(0) != replicas
-        || current.updated_replicas.unwrap_or(0) != updated
-        || current.ready_replicas.unwrap_or(0) != ready
-        || current.available_replicas.unwrap_or(0) != available;
+    let changed =
+        progressed || previous.as_ref().and_then(|c| c.reason.as_deref()) != Some(progress_reason);
     if changed {
         deployments
             .patch_status(

@@ -13,6 +13,7 @@
 //!   room ([`preempt`]) and it is nominated to that node.
 
 pub mod cache;
+pub mod events;
 pub mod filters;
 pub mod fit;
 pub mod preempt;
@@ -48,6 +49,10 @@ static BOUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0
 pub fn bound_total() -> u64 {
     BOUND.load(Ordering::Relaxed)
 }
+
+/// How long an unschedulable pod's reason stands before the same reason is reported again
+/// (as a higher count on the same event).
+const REPORT_AGAIN: Duration = Duration::from_secs(5);
 
 /// Clusters with at least this many nodes are filtered in parallel.
 const PARALLEL_NODES: usize = 512;
@@ -87,6 +92,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         relist_nodes: None,
         next_start: 0,
         reported: HashMap::new(),
+        recorder: Arc::new(events::Recorder::new(client.clone(), NAME)),
         binds: Arc::new(tokio::sync::Semaphore::new(256)),
         changed: false,
         rng: 0x9e37_79b9_7f4a_7c15,
@@ -145,6 +151,7 @@ struct Scheduler {
     relist_nodes: Option<HashSet<String>>,
     next_start: usize,
     reported: HashMap<Key, (String, Instant)>,
+    recorder: Arc<events::Recorder>,
     binds: Arc<tokio::sync::Semaphore>,
     /// Something changed that may let unschedulable pods fit.
     changed: bool,
@@ -298,7 +305,9 @@ impl Scheduler {
 
     fn on_pod_gone(&mut self, k: &Key) {
         self.queue.remove(k);
-        self.reported.remove(k);
+        if self.reported.remove(k).is_some() {
+            self.recorder.forget(&k.0, &k.1);
+        }
         self.cache.clear_nomination(k);
         if self.cache.remove_pod(k).is_some() {
             self.changed = true;
@@ -498,14 +507,16 @@ impl Scheduler {
         let fresh = self
             .reported
             .get(&state.key)
-            .is_none_or(|(m, at)| *m != message || at.elapsed() > Duration::from_secs(30));
+            .is_none_or(|(m, at)| *m != message || at.elapsed() > REPORT_AGAIN);
         if fresh {
             self.reported
                 .insert(state.key.clone(), (message.clone(), Instant::now()));
             let client = self.client.clone();
+            let recorder = self.recorder.clone();
             let pod = state.pod.clone();
-            self.runtime
-                .spawn(async move { report_unschedulable(&client, &pod, &message).await });
+            self.runtime.spawn(async move {
+                report_unschedulable(&client, &recorder, &pod, &message).await
+            });
         }
     }
 
@@ -520,6 +531,7 @@ impl Scheduler {
         let (ns, name) = state.key.clone();
         let uid = state.pod.metadata.uid.clone().unwrap_or_default();
         let victims = plan.victims;
+        let recorder = self.recorder.clone();
         self.runtime.spawn(async move {
             let now = now();
             for (vns, vname) in victims {
@@ -537,16 +549,16 @@ impl Scheduler {
                 if let Err(e) = api.delete(&vname, &DeleteParams::default()).await {
                     tracing::debug!(pod = %vname, error = %e, "evicting a preemption victim failed");
                 }
-                record_event(
-                    &client,
-                    &vns,
-                    &vname,
-                    None,
-                    "Normal",
-                    "Preempted",
-                    &format!("Preempted by pod {uid} on node {node}"),
-                )
-                .await;
+                recorder
+                    .pod_event(
+                        &vns,
+                        &vname,
+                        None,
+                        "Normal",
+                        "Preempted",
+                        &format!("Preempted by pod {uid} on node {node}"),
+                    )
+                    .await;
             }
             let api: Api<Pod> = Api::namespaced(client, &ns);
             let status = json!({"status": {"nominatedNodeName": node}});
@@ -562,7 +574,12 @@ impl Scheduler {
 
 /// Records why a pod cannot be scheduled: the PodScheduled=False condition and a
 /// FailedScheduling event, as kube-scheduler does.
-async fn report_unschedulable(client: &kube::Client, pod: &Pod, message: &str) {
+async fn report_unschedulable(
+    client: &kube::Client,
+    recorder: &events::Recorder,
+    pod: &Pod,
+    message: &str,
+) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = json!({"status": {"conditions": [{
@@ -579,42 +596,16 @@ async fn report_unschedulable(client: &kube::Client, pod: &Pod, message: &str) {
     {
         tracing::debug!(pod = %name, error = %e, "recording the unschedulable condition failed");
     }
-    record_event(
-        client,
-        &ns,
-        &name,
-        pod.metadata.uid.as_deref(),
-        "Warning",
-        "FailedScheduling",
-        message,
-    )
-    .await;
-}
-
-async fn record_event(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    uid: Option<&str>,
-    kind: &str,
-    reason: &str,
-    message: &str,
-) {
-    let now = now();
-    let event: k8s_openapi::api::core::v1::Event = match serde_json::from_value(json!({
-        "metadata": {"generateName": format!("{name}."), "namespace": ns},
-        "involvedObject": {"kind": "Pod", "namespace": ns, "name": name, "uid": uid, "apiVersion": "v1"},
-        "reason": reason, "message": message, "type": kind,
-        "source": {"component": NAME}, "reportingComponent": NAME, "reportingInstance": NAME,
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    })) {
-        Ok(e) => e,
-        Err(_) => return,
-    };
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
-    if let Err(e) = events.create(&PostParams::default(), &event).await {
-        tracing::debug!(pod = %name, error = %e, "recording an event failed");
-    }
+    recorder
+        .pod_event(
+            &ns,
+            &name,
+            pod.metadata.uid.as_deref(),
+            "Warning",
+            "FailedScheduling",
+            message,
+        )
+        .await;
 }
 
 fn now() -> String {

@@ -223,6 +223,32 @@ fn unschedulable_pods_say_why_and_selectors_and_taints_are_honoured() {
         events.starts_with("0/3 nodes are available: 3 Insufficient cpu."),
         "{events}"
     );
+    // Tried again after a cluster change, for the same reason: the same event, counted twice.
+    std::thread::sleep(Duration::from_secs(6));
+    ok(&s, &["label", "node", "hollow-0", "retry=1"], None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = ok(
+            &s,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=FailedScheduling,involvedObject.name=huge",
+                "-o",
+                "jsonpath={.items[*].count}",
+            ],
+            None,
+        );
+        if counts == "2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not aggregated into one event: counts {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // nodeSelector: only the labelled node.
     ok(&s, &["label", "node", "hollow-1", "disk=ssd"], None);

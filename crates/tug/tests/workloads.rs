@@ -857,3 +857,39 @@ fn a_statefulset_rolls_updates_down_to_its_partition_with_claims_per_pod() {
     numbers.sort();
     assert_eq!(numbers, ["1", "2"]);
 }
+
+/// A rollout whose pods can never run fails after progressDeadlineSeconds, and
+/// `kubectl rollout status` says so.
+#[test]
+fn a_rollout_that_makes_no_progress_fails_after_its_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2"],
+    );
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: stuck}\nspec:\n  replicas: 2\n  progressDeadlineSeconds: 2\n  selector: {matchLabels: {app: stuck}}\n  template:\n    metadata: {labels: {app: stuck}}\n    spec: {nodeSelector: {disk: none}, containers: [{name: c, image: busybox}]}\n",
+    );
+    eventually("Progressing=False with ProgressDeadlineExceeded", || {
+        ok(
+            &s,
+            &[
+                "get",
+                "deploy",
+                "stuck",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Progressing\")].status}/{.status.conditions[?(@.type==\"Progressing\")].reason}",
+            ],
+        ) == "False/ProgressDeadlineExceeded"
+    });
+    let o = Command::new(kubectl_path())
+        .args(["rollout", "status", "deploy/stuck", "--timeout=30s"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .output()
+        .expect("kubectl");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
+}
