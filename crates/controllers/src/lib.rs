@@ -47,6 +47,7 @@ pub async fn run(client: kube::Client, settings: Settings) {
     let shared = common::Shared::start(client.clone()).await;
     tokio::join!(
         replicaset::run(client.clone(), shared.clone()),
+        replicaset::run_replication_controllers(client.clone(), shared.clone()),
         deployment::run(client.clone(), shared.clone()),
         statefulset::run(client.clone(), shared.clone()),
         daemonset::run(client.clone(), shared.clone()),

@@ -1,33 +1,101 @@
-//! The ReplicaSet controller: keeps `spec.replicas` pods from the template running, owned by
-//! the set, and reports how many are ready.
+//! The ReplicaSet and ReplicationController controllers, one reconcile for both: keep
+//! `spec.replicas` pods from the template running, owned by the set, and report how many are
+//! ready.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use kube::api::{Api, DeleteParams, Patch};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{Error, Shared, controlled_by, owner_ref, pod_active, pod_ready};
 
-/// Runs the controller.
+/// What differs between a ReplicaSet and a ReplicationController: where the count, the
+/// template and the reported status live.
+pub trait Replicated:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// `spec.replicas` (1 when unset).
+    fn replicas(&self) -> i32;
+    /// `spec.template`.
+    fn template(&self) -> PodTemplateSpec;
+    /// The status as stored: replicas, readyReplicas, availableReplicas, observedGeneration.
+    fn reported(&self) -> (i32, i32, i32, Option<i64>);
+}
+
+impl Replicated for ReplicaSet {
+    fn replicas(&self) -> i32 {
+        self.spec.replicas.unwrap_or(1)
+    }
+    fn template(&self) -> PodTemplateSpec {
+        self.spec.template.clone().unwrap_or_default()
+    }
+    fn reported(&self) -> (i32, i32, i32, Option<i64>) {
+        let s = self.status.clone().unwrap_or_default();
+        (
+            s.replicas,
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0),
+            s.observed_generation,
+        )
+    }
+}
+
+impl Replicated for ReplicationController {
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn template(&self) -> PodTemplateSpec {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default()
+    }
+    fn reported(&self) -> (i32, i32, i32, Option<i64>) {
+        let s = self.status.clone().unwrap_or_default();
+        (
+            s.replicas,
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0),
+            s.observed_generation,
+        )
+    }
+}
+
+/// Runs the ReplicaSet controller.
 pub async fn run(client: kube::Client, shared: Shared) {
     let children = shared.pod_changes();
     crate::common::run_owning::<ReplicaSet, Pod, _, _>(client, shared, children, reconcile).await;
 }
 
-async fn reconcile(
+/// Runs the ReplicationController controller.
+pub async fn run_replication_controllers(client: kube::Client, shared: Shared) {
+    let children = shared.pod_changes();
+    crate::common::run_owning::<ReplicationController, Pod, _, _>(
+        client, shared, children, reconcile,
+    )
+    .await;
+}
+
+async fn reconcile<K: Replicated>(
     client: kube::Client,
-    rs: Arc<ReplicaSet>,
+    rs: Arc<K>,
     ctx: Arc<Shared>,
 ) -> Result<Action, Error> {
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    let name = rs.metadata.name.clone().unwrap_or_default();
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    if rs.metadata.deletion_timestamp.is_some() {
+    let ns = rs.meta().namespace.clone().unwrap_or_default();
+    let name = rs.meta().name.clone().unwrap_or_default();
+    let uid = rs.meta().uid.clone().unwrap_or_default();
+    if rs.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let owned: Vec<Arc<Pod>> = ctx
@@ -42,13 +110,13 @@ async fn reconcile(
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| pod_active(p)).collect();
-    let want = rs.spec.replicas.unwrap_or(1).max(0) as usize;
+    let want = rs.replicas().max(0) as usize;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let (pp, dp) = (crate::common::post_params(), DeleteParams::default());
 
     if ctx.expectations.satisfied(&uid, &names) {
         if active.len() < want {
-            let template = rs.spec.template.clone().unwrap_or_default();
+            let template = rs.template();
             let mut meta = template.metadata.clone().unwrap_or_default();
             meta.generate_name = Some(format!("{name}-"));
             meta.name = None;
@@ -98,15 +166,11 @@ async fn reconcile(
         "fullyLabeledReplicas": active.len() as i32,
         "readyReplicas": ready,
         "availableReplicas": ready,
-        "observedGeneration": rs.metadata.generation,
+        "observedGeneration": rs.meta().generation,
     }});
-    let current = rs.status.as_ref();
-    let changed = current.map(|s| s.replicas) != Some(active.len() as i32)
-        || current.and_then(|s| s.ready_replicas).unwrap_or(0) != ready
-        || current.and_then(|s| s.available_replicas).unwrap_or(0) != ready
-        || current.and_then(|s| s.observed_generation) != rs.metadata.generation;
+    let changed = rs.reported() != (active.len() as i32, ready, ready, rs.meta().generation);
     if changed {
-        Api::<ReplicaSet>::namespaced(client, &ns)
+        Api::<K>::namespaced(client, &ns)
             .patch_status(
                 &name,
                 &crate::common::patch_params(),

@@ -893,3 +893,59 @@ fn a_rollout_that_makes_no_progress_fails_after_its_deadline() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("exceeded its progress deadline"), "{err}");
 }
+
+/// A ReplicationController keeps its replicas, as a ReplicaSet does.
+#[test]
+fn a_replication_controller_keeps_its_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2"],
+    );
+    apply(
+        &s,
+        "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: old}\nspec:\n  replicas: 3\n  selector: {app: old}\n  template:\n    metadata: {labels: {app: old}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    );
+    let ready = || {
+        ok(
+            &s,
+            &["get", "rc", "old", "-o", "jsonpath={.status.readyReplicas}"],
+        )
+    };
+    eventually("three ready replicas", || ready() == "3");
+    let victim = ok(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=old",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    ok(&s, &["delete", "pod", &victim]);
+    eventually("a replacement", || {
+        let names = ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=old",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+        );
+        names.split_whitespace().count() == 3 && !names.contains(&victim) && ready() == "3"
+    });
+    ok(&s, &["scale", "rc", "old", "--replicas=1"]);
+    eventually("scaled to one", || {
+        ok(&s, &["get", "pods", "-l", "app=old", "-o", "name"])
+            .lines()
+            .count()
+            == 1
+            && ready() == "1"
+    });
+}
