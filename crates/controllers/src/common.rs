@@ -153,6 +153,47 @@ pub fn template_hash(template: &serde_json::Value) -> String {
     out
 }
 
+/// Makes sure a ControllerRevision named `revision`, owned by `owner`, records `template`
+/// (numbered after the owner's other revisions), as StatefulSets and DaemonSets keep their
+/// history for `kubectl rollout history`.
+pub async fn record_revision<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    owner: &K,
+    revision: &str,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    template: &serde_json::Value,
+) -> Result<(), Error> {
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    let ns = owner.meta().namespace.clone().unwrap_or_default();
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
+    if api.get_opt(revision).await?.is_some() {
+        return Ok(());
+    }
+    let number = api
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|r| controlled_by(r.metadata.owner_references.as_ref(), &uid))
+        .filter_map(|r| r.revision)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let cr: ControllerRevision = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": revision, "namespace": ns, "labels": labels,
+            "ownerReferences": owner_ref(owner).map(|r| vec![r])},
+        "data": {"spec": {"template": template}},
+        "revision": number,
+    }))
+    .map_err(|e| Error(e.to_string()))?;
+    match api.create(&post_params(), &cr).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether `owner` (by uid) is the controller of an object.
 pub fn controlled_by(refs: Option<&Vec<OwnerReference>>, uid: &str) -> bool {
     refs.is_some_and(|r| r.iter().any(|o| o.uid == uid && o.controller == Some(true)))

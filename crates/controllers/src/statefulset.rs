@@ -9,15 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch};
+use kube::api::{Api, DeleteParams, Patch};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{
     Error, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready, post_params,
-    template_hash,
+    record_revision, template_hash,
 };
 
 /// Runs the controller.
@@ -58,7 +58,12 @@ async fn reconcile(
     let healthy = |p: &Pod| pod_active(p) && pod_ready(p);
     let template = serde_json::to_value(&spec.template).unwrap_or_default();
     let update_revision = format!("{name}-{}", template_hash(&template));
-    record_revision(&client, &sts, &update_revision, &template).await?;
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
+    record_revision(&client, sts.as_ref(), &update_revision, labels, &template).await?;
     let revision_of = |p: &Pod| {
         p.metadata
             .labels
@@ -199,48 +204,6 @@ async fn reconcile(
 
 /// The pod label naming the revision a pod was made from.
 const REVISION_LABEL: &str = "controller-revision-hash";
-
-/// Makes sure a ControllerRevision records `revision` (numbered after the set's others).
-async fn record_revision(
-    client: &kube::Client,
-    sts: &StatefulSet,
-    revision: &str,
-    template: &serde_json::Value,
-) -> Result<(), Error> {
-    let ns = sts.metadata.namespace.clone().unwrap_or_default();
-    let uid = sts.metadata.uid.clone().unwrap_or_default();
-    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
-    if api.get_opt(revision).await?.is_some() {
-        return Ok(());
-    }
-    let ours = api.list(&ListParams::default()).await?;
-    let number = ours
-        .items
-        .iter()
-        .filter(|r| controlled_by(r.metadata.owner_references.as_ref(), &uid))
-        .filter_map(|r| r.revision)
-        .max()
-        .unwrap_or(0)
-        + 1;
-    let labels = sts
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.clone());
-    let cr: ControllerRevision = serde_json::from_value(json!({
-        "metadata": {"name": revision, "namespace": ns, "labels": labels,
-            "ownerReferences": owner_ref(sts).map(|r| vec![r])},
-        "data": {"spec": {"template": template}},
-        "revision": number,
-    }))
-    .map_err(|e| Error(e.to_string()))?;
-    match api.create(&post_params(), &cr).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
 
 /// Creates the PersistentVolumeClaims of ordinal `i` that are missing; returns
 /// (volume name, claim name) for each template.

@@ -949,3 +949,48 @@ fn a_replication_controller_keeps_its_replicas() {
             && ready() == "1"
     });
 }
+
+/// A DaemonSet rolls a new template node by node, never leaving more than maxUnavailable (1)
+/// nodes without a ready pod, and keeps its history.
+#[test]
+fn a_daemonset_rolls_updates_one_node_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "4"],
+    );
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: agent, image: 'agent:1'}]}\n",
+    );
+    ok(&s, &["rollout", "status", "ds/agent", "--timeout=60s"]);
+    let watch = PodWatch::start(&s);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    ok(&s, &["set", "image", "ds/agent", "agent=agent:2"]);
+    ok(&s, &["rollout", "status", "ds/agent", "--timeout=60s"]);
+    eventually("four pods on the new image", || {
+        let images = pod_images(&s);
+        images.lines().filter(|i| *i == "agent:2").count() == 4 && images.lines().count() == 4
+    });
+    let events = watch.finish();
+    let mut ready: std::collections::HashSet<&str> = Default::default();
+    let (mut started, mut lowest) = (false, usize::MAX);
+    for e in PodWatch::parse(&events) {
+        if e.kind != "DELETED" && e.ready && !e.terminating {
+            ready.insert(e.name);
+        } else {
+            ready.remove(e.name);
+        }
+        started |= ready.len() == 4;
+        if started {
+            lowest = lowest.min(ready.len());
+        }
+    }
+    assert!(
+        lowest >= 3,
+        "{lowest} ready daemon pods at one point:\n{events}"
+    );
+    let history = ok(&s, &["rollout", "history", "ds/agent"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+}
