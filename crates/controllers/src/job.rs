@@ -60,6 +60,41 @@ async fn collect_finished(
     Ok(Action::await_change())
 }
 
+/// The annotation (and label) carrying an Indexed job pod's completion index.
+const INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+fn completion_index(p: &Pod) -> Option<i32> {
+    p.metadata.annotations.as_ref()?.get(INDEX)?.parse().ok()
+}
+
+/// Indexes as Kubernetes writes completedIndexes: "0-2,4,6-7".
+fn index_ranges(indexes: &std::collections::BTreeSet<i32>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut run: Option<(i32, i32)> = None;
+    for &i in indexes {
+        run = match run {
+            Some((a, b)) if i == b + 1 => Some((a, i)),
+            Some((a, b)) => {
+                parts.push(if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                });
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some((a, b)) = run {
+        parts.push(if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        });
+    }
+    parts.join(",")
+}
+
 fn has_condition(job: &Job, t: &str) -> bool {
     job.status
         .as_ref()
@@ -92,7 +127,26 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
-    let succeeded = owned.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
+    // Indexed jobs count completions by index: index i is done once a pod for it succeeded.
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let done_indexes: std::collections::BTreeSet<i32> = owned
+        .iter()
+        .filter(|p| phase(p) == "Succeeded")
+        .filter_map(|p| completion_index(p))
+        .filter(|i| *i < completions)
+        .collect();
+    let busy_indexes: std::collections::BTreeSet<i32> = owned
+        .iter()
+        .filter(|p| {
+            !matches!(phase(p), "Succeeded" | "Failed") && p.metadata.deletion_timestamp.is_none()
+        })
+        .filter_map(|p| completion_index(p))
+        .collect();
+    let succeeded = if indexed {
+        done_indexes.len() as i32
+    } else {
+        owned.iter().filter(|p| phase(p) == "Succeeded").count() as i32
+    };
     let failed = owned.iter().filter(|p| phase(p) == "Failed").count() as i32;
     let active = owned
         .iter()
@@ -107,6 +161,9 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
         "active": active, "succeeded": succeeded, "failed": failed,
         "startTime": job.status.as_ref().and_then(|s| s.start_time.clone()).map(|t| json!(t)).unwrap_or(json!(now)),
     });
+    if indexed {
+        status["completedIndexes"] = json!(index_ranges(&done_indexes));
+    }
     if succeeded >= completions {
         status["completionTime"] = json!(now);
         status["conditions"] = json!([
@@ -144,10 +201,37 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
         ]);
     } else if spec.suspend != Some(true) && ctx.expectations.satisfied(&uid, &names) {
         let want = parallelism.min(completions - succeeded) - active;
+        let mut free_indexes =
+            (0..completions).filter(|i| !done_indexes.contains(i) && !busy_indexes.contains(i));
         let mut created = Vec::new();
         for _ in 0..want.max(0) {
             let mut meta = spec.template.metadata.clone().unwrap_or_default();
+            let mut pod_spec = spec.template.spec.clone();
             meta.generate_name = Some(format!("{name}-"));
+            if indexed {
+                let Some(i) = free_indexes.next() else { break };
+                meta.generate_name = Some(format!("{name}-{i}-"));
+                meta.annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(INDEX.into(), i.to_string());
+                meta.labels
+                    .get_or_insert_with(Default::default)
+                    .insert(INDEX.into(), i.to_string());
+                if let Some(ps) = pod_spec.as_mut() {
+                    ps.hostname = Some(format!("{name}-{i}"));
+                    for c in ps
+                        .containers
+                        .iter_mut()
+                        .chain(ps.init_containers.iter_mut().flatten())
+                    {
+                        c.env.get_or_insert_with(Vec::new).push(
+                            serde_json::from_value(json!({"name": "JOB_COMPLETION_INDEX",
+                                "valueFrom": {"fieldRef": {"fieldPath": format!("metadata.annotations['{INDEX}']")}}}))
+                            .map_err(|e| Error(e.to_string()))?,
+                        );
+                    }
+                }
+            }
             meta.namespace = Some(ns.clone());
             meta.owner_references = owner_ref(job.as_ref()).map(|r| vec![r]);
             let labels = meta.labels.get_or_insert_with(Default::default);
@@ -158,7 +242,7 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
             labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
             let pod = Pod {
                 metadata: meta,
-                spec: spec.template.spec.clone(),
+                spec: pod_spec,
                 status: None,
             };
             created.extend(
@@ -179,4 +263,16 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
         )
         .await?;
     Ok(Action::requeue(Duration::from_millis(500)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::index_ranges;
+
+    #[test]
+    fn completed_indexes_as_ranges() {
+        assert_eq!(index_ranges(&[0, 1, 2, 4, 6, 7].into()), "0-2,4,6-7");
+        assert_eq!(index_ranges(&[3].into()), "3");
+        assert_eq!(index_ranges(&Default::default()), "");
+    }
 }

@@ -60,3 +60,57 @@ fn jobs_fail_past_their_deadline_and_are_deleted_after_their_ttl() {
         ok(&s, &["get", "pods", "-l", "job-name=brief", "-o", "name"]).is_empty()
     });
 }
+
+#[test]
+fn an_indexed_job_runs_each_index_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2"],
+    );
+    apply(
+        &s,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: shards}\nspec:\n  completions: 4\n  parallelism: 2\n  completionMode: Indexed\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    eventually("the job completes every index", || {
+        ok(
+            &s,
+            &[
+                "get",
+                "job",
+                "shards",
+                "-o",
+                "jsonpath={.status.completedIndexes}/{.status.succeeded}",
+            ],
+        ) == "0-3/4"
+    });
+    let mut hosts: Vec<String> = ok(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "job-name=shards",
+            "-o",
+            "jsonpath={.items[*].spec.hostname}",
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["shards-0", "shards-1", "shards-2", "shards-3"]);
+    let env = ok(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "batch.kubernetes.io/job-completion-index=2",
+            "-o",
+            "jsonpath={.items[0].spec.containers[0].env[0].name}",
+        ],
+    );
+    assert_eq!(env, "JOB_COMPLETION_INDEX");
+}
