@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, PodFailurePolicy};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
@@ -58,6 +58,83 @@ async fn collect_finished(
         .delete(&name, &kube::api::DeleteParams::background())
         .await?;
     Ok(Action::await_change())
+}
+
+/// Deletes the pods of a failed Job that still run.
+async fn stop_active(client: &kube::Client, ns: &str, owned: &[Arc<Pod>]) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for p in owned
+        .iter()
+        .filter(|p| !matches!(phase(p), "Succeeded" | "Failed"))
+    {
+        if let Some(n) = &p.metadata.name {
+            let _ = pods.delete(n, &Default::default()).await;
+        }
+    }
+}
+
+/// The action of the first podFailurePolicy rule a failed pod matches, with Kubernetes'
+/// message for it.
+fn failure_action(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Option<(String, String)> {
+    let pod_name = format!(
+        "{}/{}",
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default()
+    );
+    let status = pod.status.as_ref();
+    for (i, rule) in policy?.rules.iter().enumerate() {
+        let action = rule.action.clone();
+        if let Some(codes) = &rule.on_exit_codes {
+            for cs in status
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                if codes.container_name.as_ref().is_some_and(|n| *n != cs.name) {
+                    continue;
+                }
+                let Some(code) = cs
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| t.exit_code)
+                else {
+                    continue;
+                };
+                let listed = codes.values.contains(&code);
+                let hit = match codes.operator.as_str() {
+                    "In" => listed,
+                    "NotIn" => code != 0 && !listed,
+                    _ => false,
+                };
+                if hit {
+                    return Some((
+                        action.clone(),
+                        format!(
+                            "Container {} for pod {pod_name} failed with exit code {code} matching {action} rule at index {i}",
+                            cs.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for pc in rule.on_pod_conditions.iter().flatten() {
+            let want = pc.status.as_deref().unwrap_or("True");
+            let has = status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == pc.type_ && c.status == want));
+            if has {
+                return Some((
+                    action.clone(),
+                    format!(
+                        "Pod {pod_name} has condition {} matching {action} rule at index {i}",
+                        pc.type_
+                    ),
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// The annotation (and label) carrying an Indexed job pod's completion index.
@@ -147,7 +224,23 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
     } else {
         owned.iter().filter(|p| phase(p) == "Succeeded").count() as i32
     };
-    let failed = owned.iter().filter(|p| phase(p) == "Failed").count() as i32;
+    // Failed pods, judged by the podFailurePolicy: Ignore'd ones do not count against the
+    // backoffLimit; a FailJob match fails the Job at once.
+    let policy = spec.pod_failure_policy.as_ref();
+    let judged: Vec<Option<(String, String)>> = owned
+        .iter()
+        .filter(|p| phase(p) == "Failed")
+        .map(|p| failure_action(policy, p))
+        .collect();
+    let failed = judged
+        .iter()
+        .filter(|a| a.as_ref().is_none_or(|(action, _)| action != "Ignore"))
+        .count() as i32;
+    let fail_job = judged
+        .iter()
+        .flatten()
+        .find(|(action, _)| action == "FailJob")
+        .map(|(_, message)| message.clone());
     let active = owned
         .iter()
         .filter(|p| {
@@ -170,6 +263,13 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
             {"type": "SuccessCriteriaMet", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
             {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
         ]);
+    } else if let Some(message) = fail_job {
+        stop_active(&client, &ns, &owned).await;
+        status["active"] = json!(0);
+        status["conditions"] = json!([
+            {"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy", "message": message, "lastProbeTime": now, "lastTransitionTime": now},
+            {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": message, "lastProbeTime": now, "lastTransitionTime": now},
+        ]);
     } else if let Some(limit) = spec.active_deadline_seconds
         && job
             .status
@@ -178,15 +278,7 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
             .is_some_and(|t| jiff::Timestamp::now().as_second() - t.0.as_second() >= limit)
     {
         // Past activeDeadlineSeconds: stop what runs and fail.
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        for p in owned
-            .iter()
-            .filter(|p| !matches!(phase(p), "Succeeded" | "Failed"))
-        {
-            if let Some(n) = &p.metadata.name {
-                let _ = pods.delete(n, &Default::default()).await;
-            }
-        }
+        stop_active(&client, &ns, &owned).await;
         status["active"] = json!(0);
         status["conditions"] = json!([
             {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded", "lastProbeTime": now, "lastTransitionTime": now},

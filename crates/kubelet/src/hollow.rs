@@ -302,6 +302,16 @@ async fn start_pod(
     if completes {
         tokio::spawn(async move {
             tokio::time::sleep(completion).await;
+            // Only a pod still running finishes: one failed or deleted meanwhile stays so.
+            let running = api
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running"));
+            if !running {
+                return;
+            }
             let done = json!({"status": {"phase": "Succeeded", "conditions": [
                 {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now()}]}});
             let _ = api

@@ -62,6 +62,9 @@ struct AgentArgs {
     /// Seconds between Lease renewals.
     #[arg(long, default_value_t = 10.0)]
     heartbeat_interval: f64,
+    /// Seconds a pod that runs to completion (restartPolicy Never or OnFailure) runs.
+    #[arg(long, default_value_t = 1.0)]
+    simulated_pod_seconds: f64,
 }
 
 #[derive(clap::Args)]
@@ -95,6 +98,9 @@ struct ServerArgs {
     /// Run this many simulated (hollow) nodes in the server process, for tests and scale runs.
     #[arg(long, default_value_t = 0)]
     simulated_nodes: usize,
+    /// Seconds a pod that runs to completion runs on a simulated node.
+    #[arg(long, default_value_t = 1.0)]
+    simulated_pod_seconds: f64,
     /// Run without the built-in node agent (accepted now; the agent comes with a later version).
     #[arg(long)]
     disable_agent: bool,
@@ -217,6 +223,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
                 std::time::Duration::from_millis(250),
                 std::time::Duration::from_secs(10),
             ),
+            completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
             ..Default::default()
         };
         let client = api.in_process_client();
@@ -274,6 +281,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         count: args.simulate,
         prefix: args.node_prefix.clone(),
         heartbeat: std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
+        completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
         ..Default::default()
     };
     tracing::info!(nodes = args.simulate, prefix = %args.node_prefix, server = %args.server, "starting hollow nodes");

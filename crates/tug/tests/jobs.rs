@@ -114,3 +114,100 @@ fn an_indexed_job_runs_each_index_once() {
     );
     assert_eq!(env, "JOB_COMPLETION_INDEX");
 }
+
+/// Fails a running pod with an exit code, as a kubelet would report it.
+fn fail_pod(s: &TugServer, pod: &str, code: i32) {
+    let patch = format!(
+        r#"{{"status":{{"phase":"Failed","containerStatuses":[{{"name":"c","image":"busybox","imageID":"","ready":false,"restartCount":0,"state":{{"terminated":{{"exitCode":{code}}}}}}}]}}}}"#
+    );
+    ok(
+        s,
+        &[
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    );
+}
+
+#[test]
+fn a_pod_failure_policy_ignores_some_exit_codes_and_fails_the_job_on_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2", "--simulated-pod-seconds", "600"],
+    );
+    apply(
+        &s,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: picky}\nspec:\n  completions: 3\n  backoffLimit: 0\n  podFailurePolicy:\n    rules:\n    - {action: Ignore, onExitCodes: {operator: In, values: [1]}}\n    - {action: FailJob, onExitCodes: {operator: In, values: [42]}}\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    let running = || {
+        ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "job-name=picky",
+                "--field-selector=status.phase=Running",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+        )
+    };
+    eventually("a running pod", || !running().is_empty());
+    let first = running();
+    fail_pod(&s, &first, 1);
+    // Exit code 1 is ignored: within backoffLimit 0, the job goes on with a new pod.
+    eventually("a second pod runs", || {
+        let r = running();
+        !r.is_empty() && r != first
+    });
+    let state = ok(
+        &s,
+        &[
+            "get",
+            "job",
+            "picky",
+            "-o",
+            "jsonpath={.status.failed}|{.status.conditions[*].type}",
+        ],
+    );
+    assert!(
+        state == "0|" || state == "|",
+        "an ignored failure counted: {state}"
+    );
+    let second = running();
+    fail_pod(&s, &second, 42);
+    eventually("the job fails by its policy", || {
+        ok(
+            &s,
+            &[
+                "get",
+                "job",
+                "picky",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+            ],
+        ) == "PodFailurePolicy"
+    });
+    let message = ok(
+        &s,
+        &[
+            "get",
+            "job",
+            "picky",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].message}",
+        ],
+    );
+    assert!(
+        message.contains("failed with exit code 42 matching FailJob rule at index 1"),
+        "{message}"
+    );
+}
