@@ -123,6 +123,14 @@ impl ApiServer {
         kube::Client::new(service, "default")
     }
 
+    /// Serves another component's metrics on `/metrics` too (`render` gives them in the
+    /// text format, without `# EOF`).
+    pub fn add_metrics(&self, render: impl Fn() -> String + Send + Sync + 'static) {
+        if let Ok(mut s) = self.metrics.sources.lock() {
+            s.push(Box::new(render));
+        }
+    }
+
     /// The HTTP router (authentication included).
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()

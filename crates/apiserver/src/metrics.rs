@@ -22,9 +22,13 @@ pub struct VerbLabels {
     pub resource: String,
 }
 
-/// The API server's metrics.
+/// Renders another component's metrics (text format, without `# EOF`).
+pub type Source = Box<dyn Fn() -> String + Send + Sync>;
+
+/// The API server's metrics, and those of the components it serves `/metrics` for.
 pub struct Metrics {
     registry: Registry,
+    pub(crate) sources: std::sync::Mutex<Vec<Source>>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<VerbLabels, Histogram>,
 }
@@ -48,6 +52,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            sources: Default::default(),
             requests,
             latency,
         }
@@ -78,6 +83,13 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        let mut out = out.trim_end_matches("# EOF\n").to_string();
+        if let Ok(sources) = self.sources.lock() {
+            for source in sources.iter() {
+                out.push_str(&source());
+            }
+        }
+        out.push_str("# EOF\n");
         out
     }
 }

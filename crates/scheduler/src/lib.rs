@@ -16,6 +16,7 @@ pub mod cache;
 pub mod events;
 pub mod filters;
 pub mod fit;
+pub mod metrics;
 pub mod preempt;
 pub mod queue;
 pub mod scores;
@@ -187,6 +188,7 @@ impl Scheduler {
                 }
             }
             if last_flush.elapsed() >= Duration::from_millis(100) {
+                metrics::METRICS.pending.set(self.queue.len() as i64);
                 if std::mem::take(&mut self.changed) {
                     self.queue.cluster_changed();
                 }
@@ -385,12 +387,17 @@ impl Scheduler {
     }
 
     fn schedule(&mut self, pod: Arc<Pod>) {
+        let started = Instant::now();
         let state = PodState::new(&mut self.cache, pod);
         let want = feasible_target(self.cache.live_nodes);
         let (feasible, failures, scanned) = self.find_feasible(&state, want);
         self.next_start = (self.next_start + scanned) % self.cache.nodes.len().max(1);
         if feasible.is_empty() {
             self.unschedulable(&state, failures);
+            metrics::attempt("unschedulable");
+            metrics::METRICS
+                .attempt_seconds
+                .observe(started.elapsed().as_secs_f64());
             return;
         }
         let scores = scores::score(&state, &mut self.cache, &feasible);
@@ -408,6 +415,9 @@ impl Scheduler {
                 }
             }
         }
+        metrics::METRICS
+            .attempt_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.bind(state, best.1);
     }
 
@@ -447,8 +457,10 @@ impl Scheduler {
             match &result {
                 Ok(_) => {
                     BOUND.fetch_add(1, Ordering::Relaxed);
+                    metrics::attempt("scheduled");
                 }
                 Err(e) => {
+                    metrics::attempt("error");
                     tracing::debug!(pod = %pod_name, node = %name, error = %e, "binding failed; retrying")
                 }
             }
@@ -525,6 +537,7 @@ impl Scheduler {
     fn preempt(&mut self, state: &PodState, plan: preempt::Plan) {
         let node = self.cache.nodes[plan.node].name.clone();
         tracing::info!(pod = %state.key.1, node = %node, victims = plan.victims.len(), "preempting");
+        metrics::METRICS.preemptions.inc();
         self.cache
             .nominate(&state.key, plan.node, state.priority, state.want.clone());
         let client = self.client.clone();

@@ -198,6 +198,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         )
         .await;
     });
+    api.add_metrics(tug_scheduler::metrics::render);
     let scheduler_client = api.in_process_client();
     tokio::spawn(async move {
         tug_controllers::leader::run_elected(

@@ -183,6 +183,19 @@ fn pods_are_scheduled_on_hollow_nodes_that_fit_them() {
         Some(&pod("once", "100m", "Never")),
     );
     until(&s, "pod/once", "{.status.phase}", "Succeeded");
+
+    // The scheduler's metrics are served with the API server's.
+    let metrics = ok(&s, &["get", "--raw", "/metrics"], None);
+    let scheduled: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("scheduler_schedule_attempts_total{result=\"scheduled\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(scheduled >= 1.0, "{metrics}");
+    assert!(metrics.contains("scheduler_pending_pods"), "{metrics}");
+    assert!(metrics.contains("apiserver_request_total"), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
 }
 
 #[test]
