@@ -38,6 +38,9 @@ pub struct Shared {
     pub nodes: Store<Node>,
     pub replicasets: Store<ReplicaSet>,
     pub expectations: Arc<Expectations>,
+    /// Replica counts controllers set on objects (by uid) and have not yet seen in their
+    /// stores: until they do, the stores are stale for those objects.
+    pub scaled: Arc<Mutex<HashMap<String, (i32, Instant)>>>,
     pod_changes: broadcast::Sender<Arc<Pod>>,
     replicaset_changes: broadcast::Sender<Arc<ReplicaSet>>,
 }
@@ -121,6 +124,7 @@ impl Shared {
             nodes,
             replicasets,
             expectations: Arc::default(),
+            scaled: Arc::default(),
             pod_changes,
             replicaset_changes,
         }

@@ -14,6 +14,8 @@ use serde_json::json;
 use crate::common::{Error, Shared, controlled_by, owner_ref, template_hash};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The annotation recording the Deployment replicas a ReplicaSet was sized for.
+const DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
 const HASH_LABEL: &str = "pod-template-hash";
 
 /// Runs the controller.
@@ -50,18 +52,63 @@ fn revision(rs: &ReplicaSet) -> i64 {
         .unwrap_or(0)
 }
 
-async fn scale(api: &Api<ReplicaSet>, rs: &ReplicaSet, replicas: i32) -> Result<(), Error> {
-    if spec_replicas(rs) == replicas {
+/// The Deployment's replicas a ReplicaSet was last sized for (Kubernetes'
+/// `deployment.kubernetes.io/desired-replicas`).
+fn sized_for(rs: &ReplicaSet) -> Option<i32> {
+    rs.metadata.annotations.as_ref()?.get(DESIRED)?.parse().ok()
+}
+
+/// Sizes a ReplicaSet, recording the Deployment's replicas it was sized for.
+async fn scale(
+    api: &Api<ReplicaSet>,
+    rs: &ReplicaSet,
+    replicas: i32,
+    desired: i32,
+    ctx: &Shared,
+) -> Result<(), Error> {
+    if spec_replicas(rs) == replicas && sized_for(rs) == Some(desired) {
         return Ok(());
+    }
+    if let Some(uid) = rs.metadata.uid.clone()
+        && let Ok(mut m) = ctx.scaled.lock()
+    {
+        m.insert(uid, (replicas, std::time::Instant::now()));
     }
     let name = rs.metadata.name.clone().unwrap_or_default();
     api.patch(
         &name,
         &crate::common::patch_params(),
-        &Patch::Merge(&json!({"spec": {"replicas": replicas}})),
+        &Patch::Merge(
+            &json!({"metadata": {"annotations": {DESIRED: desired.to_string()}},
+            "spec": {"replicas": replicas}}),
+        ),
     )
     .await?;
     Ok(())
+}
+
+/// Proportional scaling: the Deployment was resized while several of its ReplicaSets run
+/// pods. The change (to replicas + maxSurge in all) is shared among them in proportion to
+/// their sizes, the rounding remainder going to the newest when growing and to the largest
+/// when shrinking, as Kubernetes does.
+fn proportional(sizes: &[i32], allowed: i32) -> Vec<i32> {
+    let total: i32 = sizes.iter().sum();
+    let change = allowed - total;
+    if total <= 0 || change == 0 {
+        return sizes.to_vec();
+    }
+    let mut out: Vec<i32> = sizes
+        .iter()
+        .map(|s| s + (f64::from(*s) * f64::from(change) / f64::from(total)).trunc() as i32)
+        .collect();
+    let rest = allowed - out.iter().sum::<i32>();
+    let target = if change > 0 {
+        out.len() - 1
+    } else {
+        (0..out.len()).max_by_key(|i| out[*i]).unwrap_or(0)
+    };
+    out[target] += rest;
+    out.into_iter().map(|s| s.max(0)).collect()
 }
 
 async fn reconcile(
@@ -88,6 +135,22 @@ async fn reconcile(
         .filter(|rs| controlled_by(rs.metadata.owner_references.as_ref(), &uid))
         .collect();
     owned.sort_by_key(|rs| revision(rs));
+    // Sets whose last scaling has not reached the store yet (proportional scaling waits for
+    // them: sizes read before would be shared out twice).
+    let stale = ctx.scaled.lock().is_ok_and(|mut m| {
+        m.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(10));
+        owned.iter().any(|rs| {
+            let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+            match m.get(uid) {
+                Some((want, _)) if *want != spec_replicas(rs) => true,
+                Some(_) => {
+                    m.remove(uid);
+                    false
+                }
+                None => false,
+            }
+        })
+    });
     let is_new = |rs: &ReplicaSet| {
         rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash)
     };
@@ -118,7 +181,7 @@ async fn reconcile(
                     "name": format!("{name}-{hash}"),
                     "namespace": ns,
                     "labels": labels,
-                    "annotations": {REVISION: (max_revision + 1).to_string()},
+                    "annotations": {REVISION: (max_revision + 1).to_string(), DESIRED: desired.to_string()},
                     "ownerReferences": owner_ref(d.as_ref()).map(|r| vec![r]),
                 },
                 "spec": {"replicas": if recreate && old_exists { 0 } else { start }, "selector": selector, "template": tmpl},
@@ -161,10 +224,10 @@ async fn reconcile(
                 })
                 .count();
             for rs in &olds {
-                scale(&api, rs, 0).await?;
+                scale(&api, rs, 0, desired, &ctx).await?;
             }
             if old_pods == 0 {
-                scale(&api, &new_rs, desired).await?;
+                scale(&api, &new_rs, desired, desired, &ctx).await?;
             } else {
                 // Pod deletions do not touch the ReplicaSets this controller watches: look again.
                 return Ok(Action::requeue(Duration::from_millis(500)));
@@ -184,6 +247,22 @@ async fn reconcile(
             if surge == 0 && unavailable == 0 {
                 surge = 1;
             }
+            let mut active: Vec<&Arc<ReplicaSet>> =
+                owned.iter().filter(|rs| spec_replicas(rs) > 0).collect();
+            active.sort_by_key(|rs| revision(rs));
+            let resized = active
+                .iter()
+                .any(|rs| sized_for(rs).is_some_and(|n| n != desired));
+            if active.len() > 1 && resized {
+                if stale {
+                    return Ok(Action::requeue(Duration::from_millis(100)));
+                }
+                let sizes: Vec<i32> = active.iter().map(|rs| spec_replicas(rs)).collect();
+                for (rs, size) in active.iter().zip(proportional(&sizes, desired + surge)) {
+                    scale(&api, rs, size, desired, &ctx).await?;
+                }
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
             // Scale the new set up within maxSurge.
             let total: i32 = owned.iter().map(|rs| spec_replicas(rs)).sum::<i32>()
                 + if owned.iter().any(|rs| is_new(rs)) {
@@ -193,11 +272,11 @@ async fn reconcile(
                 };
             let new_spec = spec_replicas(&new_rs);
             if new_spec > desired {
-                scale(&api, &new_rs, desired).await?;
+                scale(&api, &new_rs, desired, desired, &ctx).await?;
             } else if new_spec < desired {
                 let room = desired + surge - total;
                 if room > 0 {
-                    scale(&api, &new_rs, (new_spec + room).min(desired)).await?;
+                    scale(&api, &new_rs, (new_spec + room).min(desired), desired, &ctx).await?;
                 }
             }
             // Scale old sets down within maxUnavailable.
@@ -221,7 +300,7 @@ async fn reconcile(
                     continue;
                 }
                 let by = s.min(budget);
-                scale(&api, rs, s - by).await?;
+                scale(&api, rs, s - by, desired, &ctx).await?;
                 budget -= by;
             }
         }
@@ -359,6 +438,16 @@ fn jiff_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resizing_mid_rollout_is_shared_in_proportion() {
+        // 10 old and 3 new, resized to 20 with maxSurge 3: 10 more shared 7 and 2, plus 1
+        // left over for the newest.
+        assert_eq!(proportional(&[10, 3], 23), [17, 6]);
+        // Shrinking to 5 + 3: the largest takes the rounding.
+        assert_eq!(proportional(&[17, 6], 8), [5, 3]);
+        assert_eq!(proportional(&[4, 0], 4), [4, 0]);
+    }
 
     #[test]
     fn hashes_and_surge() {

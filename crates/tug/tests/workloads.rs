@@ -994,3 +994,79 @@ fn a_daemonset_rolls_updates_one_node_at_a_time() {
     let history = ok(&s, &["rollout", "history", "ds/agent"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
 }
+
+/// Resizing a Deployment in the middle of a rollout shares the change among its
+/// ReplicaSets in proportion; pause holds a rollout and resume releases it.
+#[test]
+fn a_deployment_resized_mid_rollout_scales_proportionally_and_pauses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 10\n  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 3, maxUnavailable: 0}}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: 'web:1'}]}\n",
+    );
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=60s"]);
+    // The new pods can never run: the rollout stays at 10 old + 3 new.
+    ok(
+        &s,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"nodeSelector":{"disk":"none"}}}}}"#,
+        ],
+    );
+    // "revision=replicas" of each ReplicaSet, oldest first.
+    let sizes = || {
+        let mut v: Vec<String> = ok(
+            &s,
+            &["get", "rs", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.metadata.annotations.deployment\\.kubernetes\\.io/revision}={.spec.replicas} {end}"],
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+        v.sort();
+        v.join(" ")
+    };
+
+    eventually("10 old and 3 new", || sizes() == "1=10 2=3");
+    ok(&s, &["scale", "deploy", "web", "--replicas=20"]);
+    eventually(
+        "20 + maxSurge 3 shared in proportion: 17 old, 6 new",
+        || sizes() == "1=17 2=6",
+    );
+
+    // Paused: a template change makes no new ReplicaSet until resumed.
+    ok(
+        &s,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":4,"template":{"spec":{"nodeSelector":null}}}}"#,
+        ],
+    );
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=60s"]);
+    ok(&s, &["rollout", "pause", "deploy/web"]);
+    ok(&s, &["set", "image", "deploy/web", "web=web:2"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        pod_images(&s).lines().all(|i| i == "web:1"),
+        "a paused deployment rolled: {}",
+        pod_images(&s)
+    );
+    ok(&s, &["rollout", "resume", "deploy/web"]);
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=60s"]);
+    eventually("4 pods on web:2", || {
+        let images = pod_images(&s);
+        images.lines().filter(|i| *i == "web:2").count() == 4 && images.lines().count() == 4
+    });
+}
