@@ -41,6 +41,8 @@ pub struct Shared {
     /// Replica counts controllers set on objects (by uid) and have not yet seen in their
     /// stores: until they do, the stores are stale for those objects.
     pub scaled: Arc<Mutex<HashMap<String, (i32, Instant)>>>,
+    client: kube::Client,
+    recorders: Arc<Mutex<HashMap<&'static str, Arc<tug_events::Recorder>>>>,
     pod_changes: broadcast::Sender<Arc<Pod>>,
     replicaset_changes: broadcast::Sender<Arc<ReplicaSet>>,
 }
@@ -115,7 +117,7 @@ impl Shared {
     pub async fn start(client: kube::Client) -> Self {
         let (pods, pod_changes) = watch_into(Api::<Pod>::all(client.clone()));
         let (replicasets, replicaset_changes) = watch_into(Api::<ReplicaSet>::all(client.clone()));
-        let (nodes, _) = watch_into(Api::<Node>::all(client));
+        let (nodes, _) = watch_into(Api::<Node>::all(client.clone()));
         let _ = pods.wait_until_ready().await;
         let _ = nodes.wait_until_ready().await;
         let _ = replicasets.wait_until_ready().await;
@@ -125,8 +127,23 @@ impl Shared {
             replicasets,
             expectations: Arc::default(),
             scaled: Arc::default(),
+            client,
+            recorders: Arc::default(),
             pod_changes,
             replicaset_changes,
+        }
+    }
+
+    /// The event recorder of a controller (`replicaset-controller`, ...), made on first use.
+    pub fn recorder(&self, component: &'static str) -> Arc<tug_events::Recorder> {
+        match self.recorders.lock() {
+            Ok(mut m) => m
+                .entry(component)
+                .or_insert_with(|| {
+                    Arc::new(tug_events::Recorder::new(self.client.clone(), component))
+                })
+                .clone(),
+            Err(_) => Arc::new(tug_events::Recorder::new(self.client.clone(), component)),
         }
     }
 

@@ -152,7 +152,18 @@ async fn reconcile(
                     spec: Some(spec),
                     status: None,
                 };
-                created.extend(pods.create(&post_params(), &pod).await?.metadata.name);
+                let made = pods.create(&post_params(), &pod).await?.metadata.name;
+                if let Some(pod_name) = &made {
+                    ctx.recorder("daemonset-controller")
+                        .event(
+                            &tug_events::Involved::of(ds.as_ref()),
+                            "Normal",
+                            "SuccessfulCreate",
+                            &format!("Created pod: {pod_name}"),
+                        )
+                        .await;
+                }
+                created.extend(made);
             } else if !on_node.is_empty() {
                 scheduled += 1;
                 ready += on_node.iter().take(1).filter(|p| pod_ready(p)).count() as i32;

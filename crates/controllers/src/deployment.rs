@@ -52,6 +52,23 @@ fn revision(rs: &ReplicaSet) -> i64 {
         .unwrap_or(0)
 }
 
+/// The Deployment owning a ReplicaSet, as the object of its events.
+fn deployment_of(rs: &ReplicaSet) -> Option<tug_events::Involved> {
+    let o = rs
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "Deployment")?;
+    Some(tug_events::Involved {
+        api_version: o.api_version.clone(),
+        kind: o.kind.clone(),
+        namespace: rs.metadata.namespace.clone().unwrap_or_default(),
+        name: o.name.clone(),
+        uid: Some(o.uid.clone()),
+    })
+}
+
 /// The Deployment's replicas a ReplicaSet was last sized for (Kubernetes'
 /// `deployment.kubernetes.io/desired-replicas`).
 fn sized_for(rs: &ReplicaSet) -> Option<i32> {
@@ -84,6 +101,20 @@ async fn scale(
         ),
     )
     .await?;
+    let from = spec_replicas(rs);
+    if from != replicas
+        && let Some(owner) = deployment_of(rs)
+    {
+        let direction = if replicas > from { "up" } else { "down" };
+        ctx.recorder("deployment-controller")
+            .event(
+                &owner,
+                "Normal",
+                "ScalingReplicaSet",
+                &format!("Scaled {direction} replica set {name} from {from} to {replicas}"),
+            )
+            .await;
+    }
     Ok(())
 }
 
@@ -188,7 +219,23 @@ async fn reconcile(
             }))
             .map_err(|e| Error(e.to_string()))?;
             match api.create(&crate::common::post_params(), &rs).await {
-                Ok(created) => created,
+                Ok(created) => {
+                    let size = spec_replicas(&created);
+                    if size > 0 {
+                        ctx.recorder("deployment-controller")
+                            .event(
+                                &tug_events::Involved::of(d.as_ref()),
+                                "Normal",
+                                "ScalingReplicaSet",
+                                &format!(
+                                    "Scaled up replica set {} from 0 to {size}",
+                                    created.metadata.name.clone().unwrap_or_default()
+                                ),
+                            )
+                            .await;
+                    }
+                    created
+                }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
                     // Created already (the store had not caught up): try again shortly.
                     return Ok(Action::requeue(Duration::from_millis(200)));

@@ -258,6 +258,14 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
         status["completedIndexes"] = json!(index_ranges(&done_indexes));
     }
     if succeeded >= completions {
+        ctx.recorder("job-controller")
+            .event(
+                &tug_events::Involved::of(job.as_ref()),
+                "Normal",
+                "Completed",
+                "Job completed",
+            )
+            .await;
         status["completionTime"] = json!(now);
         status["conditions"] = json!([
             {"type": "SuccessCriteriaMet", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
@@ -344,6 +352,17 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
                     .metadata
                     .name,
             );
+        }
+        let recorder = ctx.recorder("job-controller");
+        for pod in &created {
+            recorder
+                .event(
+                    &tug_events::Involved::of(job.as_ref()),
+                    "Normal",
+                    "SuccessfulCreate",
+                    &format!("Created pod: {pod}"),
+                )
+                .await;
         }
         ctx.expectations.expect(&uid, created, Vec::new());
     }

@@ -31,9 +31,14 @@ pub trait Replicated:
     fn template(&self) -> PodTemplateSpec;
     /// The status as stored: replicas, readyReplicas, availableReplicas, observedGeneration.
     fn reported(&self) -> (i32, i32, i32, Option<i64>);
+    /// The controller named in its events.
+    fn component(&self) -> &'static str;
 }
 
 impl Replicated for ReplicaSet {
+    fn component(&self) -> &'static str {
+        "replicaset-controller"
+    }
     fn replicas(&self) -> i32 {
         self.spec.replicas.unwrap_or(1)
     }
@@ -52,6 +57,9 @@ impl Replicated for ReplicaSet {
 }
 
 impl Replicated for ReplicationController {
+    fn component(&self) -> &'static str {
+        "replication-controller"
+    }
     fn replicas(&self) -> i32 {
         self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }
@@ -137,6 +145,18 @@ async fn reconcile<K: Replicated>(
                     }
                 }
             }
+            let recorder = ctx.recorder(rs.component());
+            let about = tug_events::Involved::of(rs.as_ref());
+            for pod in &created {
+                recorder
+                    .event(
+                        &about,
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("Created pod: {pod}"),
+                    )
+                    .await;
+            }
             ctx.expectations.expect(&uid, created, Vec::new());
         } else if active.len() > want {
             // Unscheduled first, then not ready, then the newest.
@@ -156,6 +176,18 @@ async fn reconcile<K: Replicated>(
                 .collect();
             let deletes = doomed.iter().map(|n| pods.delete(n, &dp));
             futures::future::join_all(deletes).await;
+            let recorder = ctx.recorder(rs.component());
+            let about = tug_events::Involved::of(rs.as_ref());
+            for pod in &doomed {
+                recorder
+                    .event(
+                        &about,
+                        "Normal",
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {pod}"),
+                    )
+                    .await;
+            }
             ctx.expectations.expect(&uid, Vec::new(), doomed);
         }
     }

@@ -110,7 +110,16 @@ async fn reconcile(
                     status: None,
                 };
                 match pods.create(&post_params(), &pod).await {
-                    Ok(_) => {}
+                    Ok(_) => {
+                        ctx.recorder("statefulset-controller")
+                            .event(
+                                &tug_events::Involved::of(sts.as_ref()),
+                                "Normal",
+                                "SuccessfulCreate",
+                                &format!("create Pod {pod_name} in StatefulSet {name} successful"),
+                            )
+                            .await;
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }

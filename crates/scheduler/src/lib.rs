@@ -13,7 +13,6 @@
 //!   room ([`preempt`]) and it is nominated to that node.
 
 pub mod cache;
-pub mod events;
 pub mod filters;
 pub mod fit;
 pub mod metrics;
@@ -93,7 +92,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         relist_nodes: None,
         next_start: 0,
         reported: HashMap::new(),
-        recorder: Arc::new(events::Recorder::new(client.clone(), NAME)),
+        recorder: Arc::new(tug_events::Recorder::new(client.clone(), NAME)),
         binds: Arc::new(tokio::sync::Semaphore::new(256)),
         changed: false,
         rng: 0x9e37_79b9_7f4a_7c15,
@@ -152,7 +151,7 @@ struct Scheduler {
     relist_nodes: Option<HashSet<String>>,
     next_start: usize,
     reported: HashMap<Key, (String, Instant)>,
-    recorder: Arc<events::Recorder>,
+    recorder: Arc<tug_events::Recorder>,
     binds: Arc<tokio::sync::Semaphore>,
     /// Something changed that may let unschedulable pods fit.
     changed: bool,
@@ -589,7 +588,7 @@ impl Scheduler {
 /// FailedScheduling event, as kube-scheduler does.
 async fn report_unschedulable(
     client: &kube::Client,
-    recorder: &events::Recorder,
+    recorder: &tug_events::Recorder,
     pod: &Pod,
     message: &str,
 ) {

@@ -1070,3 +1070,47 @@ fn a_deployment_resized_mid_rollout_scales_proportionally_and_pauses() {
         images.lines().filter(|i| *i == "web:2").count() == 4 && images.lines().count() == 4
     });
 }
+
+/// Controllers record what they do as Events (`kubectl describe` shows them), at most 25 in a
+/// burst per object, as client-go's recorder allows.
+#[test]
+fn controllers_record_events_within_the_spam_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    ok(
+        &s,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=40",
+        ],
+    );
+    ok(&s, &["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let described = ok(&s, &["describe", "deployment", "web"]);
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("from 0 to 40"),
+        "{described}"
+    );
+    let creates = ok(
+        &s,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=SuccessfulCreate,involvedObject.kind=ReplicaSet",
+            "-o",
+            "name",
+        ],
+    );
+    let n = creates.lines().count();
+    assert!(
+        (1..=25).contains(&n),
+        "{n} SuccessfulCreate events for 40 pods"
+    );
+}
