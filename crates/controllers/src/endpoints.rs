@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use crate::common::{Error, Shared, owner_ref, pod_ready};
 
 const MANAGER: &str = "endpointslice-controller.k8s.io";
+/// Endpoints per slice, as Kubernetes' default.
+const MAX_PER_SLICE: usize = 100;
 
 fn selects(svc: &Service, pod: &Pod) -> bool {
     let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
@@ -187,27 +189,48 @@ async fn reconcile(
             json!({"name": sp.name.clone().unwrap_or_default(), "port": port, "protocol": sp.protocol.clone().unwrap_or("TCP".into())})
         })
         .collect();
-    let slice_name = format!("{name}-tug");
-    let slice = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": slice_name, "namespace": ns,
-            "labels": {"kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": MANAGER},
-            "ownerReferences": owner_ref(svc.as_ref()).map(|r| vec![r])},
-        "addressType": "IPv4",
-        "endpoints": slice_endpoints,
-        "ports": slice_ports,
-    });
+    // Slices of at most 100 endpoints (Kubernetes' default maxEndpointsPerSlice), at least
+    // one; slices past the last are deleted.
     let slice_api: Api<EndpointSlice> = Api::namespaced(client, &ns);
-    let current = slice_api.get_opt(&slice_name).await?;
-    let unchanged = current.is_some_and(|s| {
-        serde_json::to_value(&s.endpoints).ok() == Some(normalized(&slice["endpoints"]))
-            && serde_json::to_value(s.ports.unwrap_or_default()).ok()
-                == Some(normalized(&slice["ports"]))
-    });
-    if !unchanged {
-        slice_api
-            .patch(&slice_name, &pp, &Patch::Apply(&slice))
-            .await?;
+    let chunks: Vec<&[Value]> = if slice_endpoints.is_empty() {
+        vec![&[]]
+    } else {
+        slice_endpoints.chunks(MAX_PER_SLICE).collect()
+    };
+    for (i, chunk) in chunks.iter().enumerate() {
+        let slice_name = format!("{name}-tug-{i}");
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": slice_name, "namespace": ns,
+                "labels": {"kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": MANAGER},
+                "ownerReferences": owner_ref(svc.as_ref()).map(|r| vec![r])},
+            "addressType": "IPv4",
+            "endpoints": chunk,
+            "ports": slice_ports,
+        });
+        let current = slice_api.get_opt(&slice_name).await?;
+        let unchanged = current.is_some_and(|s| {
+            serde_json::to_value(&s.endpoints).ok() == Some(normalized(&slice["endpoints"]))
+                && serde_json::to_value(s.ports.unwrap_or_default()).ok()
+                    == Some(normalized(&slice["ports"]))
+        });
+        if !unchanged {
+            slice_api
+                .patch(&slice_name, &pp, &Patch::Apply(&slice))
+                .await?;
+        }
+    }
+    let ours = slice_api
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
+        .await?;
+    for extra in ours.items {
+        let n = extra.metadata.name.clone().unwrap_or_default();
+        let index = n
+            .strip_prefix(&format!("{name}-tug-"))
+            .and_then(|i| i.parse::<usize>().ok());
+        if index.is_some_and(|i| i >= chunks.len()) {
+            slice_api.delete(&n, &Default::default()).await?;
+        }
     }
     Ok(Action::requeue(Duration::from_secs(300)))
 }

@@ -227,3 +227,35 @@ fn finished_pods_over_the_threshold_are_collected_oldest_first() {
         jsonpath(&s, &["pods"], "{.items[*].metadata.name}") == "done-3 done-4 done-5"
     });
 }
+
+#[test]
+fn endpoint_slices_hold_at_most_a_hundred_endpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server(&dir, &["--simulated-nodes", "3"]);
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: big}\nspec:\n  replicas: 150\n  selector: {matchLabels: {app: big}}\n  template:\n    metadata: {labels: {app: big}}\n    spec: {containers: [{name: c, image: httpd}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: big}\nspec:\n  selector: {app: big}\n  ports: [{port: 80}]\n",
+    );
+    ok(&s, &["rollout", "status", "deploy/big", "--timeout=60s"]);
+    let counts = || -> Vec<usize> {
+        let out = ok(
+            &s,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=big",
+                "-o",
+                "jsonpath={range .items[*]}{.endpoints[*].conditions.ready}{\"\\n\"}{end}",
+            ],
+        );
+        let mut v: Vec<usize> = out.lines().map(|l| l.split_whitespace().count()).collect();
+        v.sort();
+        v
+    };
+    eventually("150 endpoints in slices of 100 and 50", || {
+        counts() == [50, 100]
+    });
+    ok(&s, &["scale", "deploy", "big", "--replicas=30"]);
+    eventually("one slice of 30 left", || counts() == [30]);
+}
