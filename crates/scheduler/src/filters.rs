@@ -71,6 +71,12 @@ impl Spread {
     }
 }
 
+/// The claims and volumes the scheduler watches.
+pub struct Storage {
+    pub claims: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    pub volumes: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::PersistentVolume>,
+}
+
 /// What the filters and scores need to know about the pod being placed.
 pub struct PodState {
     pub pod: Arc<Pod>,
@@ -90,6 +96,10 @@ pub struct PodState {
     pub spread: Vec<Spread>,
     /// ScheduleAnyway constraints, for scoring.
     pub soft_spread: Vec<Spread>,
+    /// The required node affinity of each bound PersistentVolume the pod uses.
+    pub volume_terms: Vec<Vec<NodeSelectorTerm>>,
+    /// Claims the pod uses that do not exist.
+    pub missing_claims: Vec<String>,
 }
 
 impl PodState {
@@ -122,6 +132,8 @@ impl PodState {
             existing_anti: Vec::new(),
             spread: Vec::new(),
             soft_spread: Vec::new(),
+            volume_terms: Vec::new(),
+            missing_claims: Vec::new(),
             pod: pod.clone(),
         };
         let pod_affinity = spec.affinity.as_ref().and_then(|a| a.pod_affinity.as_ref());
@@ -233,6 +245,42 @@ impl PodState {
         state
     }
 
+    /// Looks up the pod's claims: a bound one brings its volume's node affinity; a missing
+    /// one makes the pod unschedulable (an unbound one does not, until volumes are
+    /// provisioned).
+    pub fn add_volumes(&mut self, storage: &Storage) {
+        use kube::runtime::reflector::ObjectRef;
+        let ns = self.key.0.clone();
+        let claims: Vec<String> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .map(|c| c.claim_name.clone())
+            })
+            .collect();
+        for claim in claims {
+            let Some(pvc) = storage.claims.get(&ObjectRef::new(&claim).within(&ns)) else {
+                self.missing_claims.push(claim);
+                continue;
+            };
+            let Some(volume) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
+                continue;
+            };
+            if let Some(terms) = storage
+                .volumes
+                .get(&ObjectRef::new(&volume))
+                .and_then(|pv| pv.spec.clone()?.node_affinity?.required)
+                .map(|r| r.node_selector_terms)
+            {
+                self.volume_terms.push(terms);
+            }
+        }
+    }
+
     /// nodeSelector and required node affinity.
     pub fn node_affinity_ok(&self, node: &Node) -> bool {
         let labels = node.metadata.labels.as_ref();
@@ -325,6 +373,16 @@ pub fn check(state: &PodState, cache: &Cache, idx: usize) -> Result<(), Failure>
             reasons: short,
             resolvable: true,
         });
+    }
+    if let Some(claim) = state.missing_claims.first() {
+        return fail(format!("persistentvolumeclaim \"{claim}\" not found"));
+    }
+    if !state
+        .volume_terms
+        .iter()
+        .all(|t| terms::node_terms_match(t, node))
+    {
+        return fail("node(s) had volume node affinity conflict");
     }
     for s in &state.spread {
         let Some(d) = s.domain(idx) else {

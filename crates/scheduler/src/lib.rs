@@ -28,9 +28,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use rayon::prelude::*;
 use serde_json::json;
@@ -65,6 +66,17 @@ enum Msg {
     Bound { key: Key, ok: bool },
 }
 
+/// Aborts the tasks when dropped (with the scheduler).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 /// Sets the flag when dropped: the scheduling thread stops when `run` is cancelled (as when
 /// leadership is lost).
 struct StopOnDrop(Arc<AtomicBool>);
@@ -96,7 +108,31 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         binds: Arc::new(tokio::sync::Semaphore::new(256)),
         changed: false,
         rng: 0x9e37_79b9_7f4a_7c15,
+        storage: None,
     };
+    // Claims and volumes, for the node affinity of bound PersistentVolumes.
+    let (claims, claim_writer) = reflector::store::<PersistentVolumeClaim>();
+    let (volumes, volume_writer) = reflector::store::<PersistentVolume>();
+    let _watches = AbortOnDrop(vec![
+        tokio::spawn(
+            reflector(
+                claim_writer,
+                watcher(Api::all(client.clone()), watcher::Config::default()).default_backoff(),
+            )
+            .for_each(|_| std::future::ready(())),
+        ),
+        tokio::spawn(
+            reflector(
+                volume_writer,
+                watcher(Api::all(client.clone()), watcher::Config::default()).default_backoff(),
+            )
+            .for_each(|_| std::future::ready(())),
+        ),
+    ]);
+    claims.wait_until_ready().await?;
+    volumes.wait_until_ready().await?;
+    let mut scheduler = scheduler;
+    scheduler.storage = Some(filters::Storage { claims, volumes });
     std::thread::Builder::new()
         .name("tug-scheduler".into())
         .spawn(move || scheduler.run(rx))?;
@@ -156,6 +192,7 @@ struct Scheduler {
     /// Something changed that may let unschedulable pods fit.
     changed: bool,
     rng: u64,
+    storage: Option<filters::Storage>,
 }
 
 fn is_ours(p: &Pod) -> bool {
@@ -387,7 +424,10 @@ impl Scheduler {
 
     fn schedule(&mut self, pod: Arc<Pod>) {
         let started = Instant::now();
-        let state = PodState::new(&mut self.cache, pod);
+        let mut state = PodState::new(&mut self.cache, pod);
+        if let Some(storage) = &self.storage {
+            state.add_volumes(storage);
+        }
         let want = feasible_target(self.cache.live_nodes);
         let (feasible, failures, scanned) = self.find_feasible(&state, want);
         self.next_start = (self.next_start + scanned) % self.cache.nodes.len().max(1);

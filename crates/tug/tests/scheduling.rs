@@ -753,3 +753,45 @@ fn nodes_get_distinct_pod_cidrs_and_pods_their_addresses_from_them() {
         "pod IP {ip} outside its node's block {block}"
     );
 }
+
+#[test]
+fn pods_follow_the_node_affinity_of_their_bound_volumes() {
+    use tug_testkit::kubectl::{apply, eventually};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "3"],
+    );
+    // A local volume on hollow-2, bound to a claim.
+    apply(
+        &s,
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: local-2}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /tmp/x}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [hollow-2]}]\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n  volumeName: local-2\n",
+    );
+    for i in 0..3 {
+        apply(
+            &s,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: user-{i}}}\nspec:\n  containers: [{{name: c, image: busybox}}]\n  volumes: [{{name: d, persistentVolumeClaim: {{claimName: data}}}}]\n"
+            ),
+        );
+    }
+    eventually("every user of the volume on hollow-2", || {
+        ok(
+            &s,
+            &["get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"],
+            None,
+        ) == "hollow-2 hollow-2 hollow-2"
+    });
+    // A claim that does not exist keeps the pod Pending, saying so.
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: lost}\nspec:\n  containers: [{name: c, image: busybox}]\n  volumes: [{name: d, persistentVolumeClaim: {claimName: nowhere}}]\n",
+    );
+    until(
+        &s,
+        "pod/lost",
+        "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        "0/3 nodes are available: 3 persistentvolumeclaim \"nowhere\" not found. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+    );
+}
