@@ -109,6 +109,38 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
+    /// A selector from its API form (matchLabels and matchExpressions). An operator the API
+    /// would have rejected matches nothing rather than everything.
+    pub fn from_api(
+        s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> LabelSelector {
+        let mut requirements = Vec::new();
+        for (k, v) in s.match_labels.iter().flatten() {
+            requirements.push(Requirement::Equals(k.clone(), v.clone()));
+        }
+        for e in s.match_expressions.iter().flatten() {
+            let values: BTreeSet<String> = e.values.iter().flatten().cloned().collect();
+            let key = e.key.clone();
+            requirements.push(match e.operator.as_str() {
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" => Requirement::Exists(key),
+                "DoesNotExist" => Requirement::DoesNotExist(key),
+                _ => Requirement::In(key, BTreeSet::new()),
+            });
+        }
+        LabelSelector { requirements }
+    }
+
+    /// Whether a label map satisfies every requirement.
+    pub fn matches_map(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        let pairs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.matches(&pairs)
+    }
+
     /// Whether labels (key, value pairs) satisfy every requirement.
     pub fn matches(&self, labels: &[(&str, &str)]) -> bool {
         let get = |k: &str| labels.iter().find(|(lk, _)| *lk == k).map(|(_, v)| *v);

@@ -29,6 +29,29 @@ impl From<kube::Error> for Error {
     }
 }
 
+/// What a controller can watch and cache: a kube-rs resource type.
+pub trait Object:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Object for T where
+    T: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Stores every controller reads from, kept current by one watch each, and the changes of
 /// those watches fanned out to the controllers that react to them (so that a pod change is
 /// decoded once, not once per controller).
@@ -53,13 +76,7 @@ const FANOUT: usize = 4096;
 
 fn watch_into<K>(api: Api<K>) -> (Store<K>, broadcast::Sender<Arc<K>>)
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Object,
 {
     let (store, writer) = reflector::store();
     let (tx, _) = broadcast::channel(FANOUT);
@@ -97,13 +114,7 @@ fn subscribe<K: Clone + Send + Sync + 'static>(
 /// The objects of a watch of their own, for owners of a kind no one else watches.
 pub fn watch_changes<K>(api: Api<K>) -> BoxStream<'static, Arc<K>>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Object,
 {
     watcher(api, watcher::Config::default())
         .default_backoff()
@@ -312,20 +323,8 @@ pub async fn run_owning<K, C, F, Fut>(
     children: BoxStream<'static, Arc<C>>,
     reconcile: F,
 ) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    C: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Object,
+    C: Object,
     F: Fn(kube::Client, Arc<K>, Arc<Shared>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>
         + Send
@@ -340,6 +339,56 @@ pub async fn run_owning<K, C, F, Fut>(
         )
         .for_each(|_| async {})
         .await;
+}
+
+/// Runs the reconcile loop of a controller of `K` that follows the pods it selects (a
+/// Service, a PodDisruptionBudget, a ResourceQuota): reconciles on every change of a `K`, and
+/// of every pod `follows(k, pod)` says it cares about, from the shared pod watch.
+pub async fn run_following_pods<K, F, Fut>(
+    client: kube::Client,
+    shared: Shared,
+    follows: fn(&K, &Pod) -> bool,
+    reconcile: F,
+) where
+    K: Object,
+    F: Fn(kube::Client, Arc<K>, Arc<Shared>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>
+        + Send
+        + 'static,
+{
+    let controller =
+        kube::runtime::Controller::new(Api::<K>::all(client.clone()), watcher::Config::default());
+    let objects = controller.store();
+    let pod_changes = shared.pod_changes();
+    controller
+        .watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
+            objects
+                .state()
+                .into_iter()
+                .filter(|k| follows(k, &pod))
+                .map(|k| kube::runtime::reflector::ObjectRef::from_obj(k.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .run(
+            move |obj, ctx| reconcile(client.clone(), obj, ctx),
+            retry,
+            Arc::new(shared),
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+/// The pod label naming the template revision a pod was made from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// The template revision a pod was made from (empty when unlabelled).
+pub fn revision_of(p: &Pod) -> String {
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The error policy every controller uses: retry after a short pause.

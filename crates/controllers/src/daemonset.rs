@@ -16,8 +16,8 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{
-    Error, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready, post_params,
-    record_revision, template_hash,
+    Error, REVISION_LABEL, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready,
+    post_params, record_revision, revision_of, template_hash,
 };
 
 /// Tolerations every DaemonSet pod gets, as Kubernetes adds them.
@@ -58,9 +58,6 @@ fn eligible(ds: &DaemonSet, node: &Node, tolerations: &[Toleration]) -> bool {
         && tug_api::taints::untolerated(tolerations, node).is_none()
 }
 
-/// The pod label naming the template revision a pod was made from.
-const REVISION_LABEL: &str = "controller-revision-hash";
-
 async fn reconcile(
     client: kube::Client,
     ds: Arc<DaemonSet>,
@@ -96,14 +93,6 @@ async fn reconcile(
         &template,
     )
     .await?;
-    let hash_of = |p: &Pod| {
-        p.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(REVISION_LABEL))
-            .cloned()
-            .unwrap_or_default()
-    };
     let nodes = ctx.nodes.state();
     let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
     for p in ctx.pods.state() {
@@ -168,7 +157,7 @@ async fn reconcile(
                 scheduled += 1;
                 ready += on_node.iter().take(1).filter(|p| pod_ready(p)).count() as i32;
                 match on_node.first() {
-                    Some(p) if hash_of(p) == hash => updated += 1,
+                    Some(p) if revision_of(p) == hash => updated += 1,
                     Some(p) => outdated.push(p.clone()),
                     None => {}
                 }

@@ -6,14 +6,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
 use crate::common::{Error, Shared, patch_params, pod_active, pod_ready};
@@ -25,24 +22,8 @@ fn selects(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
     let Some(sel) = pdb.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
         return false;
     };
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let labels_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        let have = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
+    tug_api::selector::LabelSelector::from_api(sel)
+        .matches_map(&pod.metadata.labels.clone().unwrap_or_default())
 }
 
 /// An int-or-percent of `total` (percentages rounded up, as Kubernetes does for budgets).
@@ -58,28 +39,10 @@ fn scaled(v: &IntOrString, total: i32) -> i32 {
 
 /// Runs the controller until the task is dropped.
 pub async fn run(client: kube::Client, shared: Shared) {
-    let controller = Controller::new(
-        Api::<PodDisruptionBudget>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let budgets = controller.store();
-    let pod_changes = shared.pod_changes();
-    controller
-        .watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
-            budgets
-                .state()
-                .into_iter()
-                .filter(|b| selects(b, &pod))
-                .map(|b| ObjectRef::from_obj(b.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .run(
-            move |pdb, ctx| reconcile(client.clone(), pdb, ctx),
-            crate::common::retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_following_pods::<PodDisruptionBudget, _, _>(
+        client, shared, selects, reconcile,
+    )
+    .await;
 }
 
 async fn reconcile(

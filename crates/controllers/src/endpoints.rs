@@ -9,13 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use serde_json::{Value, json};
 
 use crate::common::{Error, Shared, owner_ref, pod_ready};
@@ -37,28 +34,7 @@ fn selects(svc: &Service, pod: &Pod) -> bool {
 
 /// Runs the controller until the task is dropped.
 pub async fn run(client: kube::Client, shared: Shared) {
-    let controller = Controller::new(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let services = controller.store();
-    let pod_changes = shared.pod_changes();
-    controller
-        .watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
-            services
-                .state()
-                .into_iter()
-                .filter(|s| selects(s, &pod))
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .run(
-            move |svc, ctx| reconcile(client.clone(), svc, ctx),
-            crate::common::retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_following_pods::<Service, _, _>(client, shared, selects, reconcile).await;
 }
 
 /// The port a Service port reaches on a pod: its targetPort, looked up among the pod's

@@ -5,12 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use serde_json::json;
 use tug_api::{catalog, quota};
 
@@ -37,30 +34,20 @@ fn counted_in(resource: &str) -> Option<(String, String)> {
     Some((String::new(), plural.to_string()))
 }
 
+/// A quota counts the pods of its namespace.
+fn same_namespace(q: &ResourceQuota, pod: &Pod) -> bool {
+    q.metadata.namespace == pod.metadata.namespace
+}
+
 /// Runs the controller until the task is dropped.
 pub async fn run(client: kube::Client, shared: Shared) {
-    let controller = Controller::new(
-        Api::<ResourceQuota>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let quotas = controller.store();
-    let pod_changes = shared.pod_changes();
-    controller
-        .watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
-            quotas
-                .state()
-                .into_iter()
-                .filter(|q| q.metadata.namespace == pod.metadata.namespace)
-                .map(|q| ObjectRef::from_obj(q.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .run(
-            move |q, ctx| reconcile(client.clone(), q, ctx),
-            crate::common::retry,
-            Arc::new(shared),
-        )
-        .for_each(|_| async {})
-        .await;
+    crate::common::run_following_pods::<ResourceQuota, _, _>(
+        client,
+        shared,
+        same_namespace,
+        reconcile,
+    )
+    .await;
 }
 
 async fn reconcile(

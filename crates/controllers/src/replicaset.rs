@@ -17,13 +17,7 @@ use crate::common::{Error, Shared, controlled_by, owner_ref, pod_active, pod_rea
 /// What differs between a ReplicaSet and a ReplicationController: where the count, the
 /// template and the reported status live.
 pub trait Replicated:
-    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + std::fmt::Debug
-    + serde::de::DeserializeOwned
-    + Send
-    + Sync
-    + 'static
+    crate::common::Object + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
 {
     /// `spec.replicas` (1 when unset).
     fn replicas(&self) -> i32;

@@ -16,8 +16,8 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{
-    Error, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready, post_params,
-    record_revision, template_hash,
+    Error, REVISION_LABEL, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready,
+    post_params, record_revision, revision_of, template_hash,
 };
 
 /// Runs the controller.
@@ -64,14 +64,6 @@ async fn reconcile(
         .as_ref()
         .and_then(|m| m.labels.clone());
     record_revision(&client, sts.as_ref(), &update_revision, labels, &template).await?;
-    let revision_of = |p: &Pod| {
-        p.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(REVISION_LABEL))
-            .cloned()
-            .unwrap_or_default()
-    };
 
     // Scale up: create missing ordinals in order; OrderedReady waits for each to be ready.
     for i in 0..want {
@@ -210,9 +202,6 @@ async fn reconcile(
     }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
-
-/// The pod label naming the revision a pod was made from.
-const REVISION_LABEL: &str = "controller-revision-hash";
 
 /// Creates the PersistentVolumeClaims of ordinal `i` that are missing; returns
 /// (volume name, claim name) for each template.

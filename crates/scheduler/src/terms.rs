@@ -7,29 +7,12 @@ use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, PodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiSelector;
-use tug_api::selector::{LabelSelector, Requirement};
+use tug_api::selector::LabelSelector;
 
 /// A label selector from its API form. `None` (no selector) matches nothing, as in pod
 /// affinity terms; an empty one matches everything.
 pub fn label_selector(s: Option<&ApiSelector>) -> Option<LabelSelector> {
-    let s = s?;
-    let mut requirements = Vec::new();
-    for (k, v) in s.match_labels.iter().flatten() {
-        requirements.push(Requirement::Equals(k.clone(), v.clone()));
-    }
-    for e in s.match_expressions.iter().flatten() {
-        let values: BTreeSet<String> = e.values.iter().flatten().cloned().collect();
-        let key = e.key.clone();
-        requirements.push(match e.operator.as_str() {
-            "In" => Requirement::In(key, values),
-            "NotIn" => Requirement::NotIn(key, values),
-            "Exists" => Requirement::Exists(key),
-            "DoesNotExist" => Requirement::DoesNotExist(key),
-            // An operator the API would have rejected: match nothing rather than everything.
-            _ => Requirement::In(key, BTreeSet::new()),
-        });
-    }
-    Some(LabelSelector { requirements })
+    s.map(LabelSelector::from_api)
 }
 
 /// Whether `labels` satisfy `selector`.

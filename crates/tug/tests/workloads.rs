@@ -648,6 +648,43 @@ struct PodEvent<'a> {
     terminating: bool,
 }
 
+/// Sets a new image on `what` while watching its pods, waits for the rollout and for
+/// `count` pods on `image`, and returns what the watch saw.
+fn watched_update(s: &TugServer, what: &str, set: &str, image: &str, count: usize) -> String {
+    let watch = PodWatch::start(s);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    ok(s, &["set", "image", what, set]);
+    ok(s, &["rollout", "status", what, "--timeout=120s"]);
+    eventually(&format!("{count} pods on {image} and no others"), || {
+        let images = pod_images(s);
+        images.lines().filter(|i| *i == image).count() == count && images.lines().count() == count
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    watch.finish()
+}
+
+/// Ready, non-terminating pods over a watch: whether all `full` were ever ready at once, the
+/// fewest from then on, and the most at any time.
+fn ready_counts(events: &str, full: usize) -> (bool, usize, usize) {
+    let mut ready: std::collections::HashSet<&str> = Default::default();
+    let (mut started, mut lowest, mut most) = (false, usize::MAX, 0);
+    for e in PodWatch::parse(events) {
+        if e.kind != "DELETED" && e.ready && !e.terminating {
+            ready.insert(e.name);
+        } else {
+            ready.remove(e.name);
+        }
+        started |= ready.len() == full;
+        if started {
+            lowest = lowest.min(ready.len());
+        }
+        if !e.terminating && e.kind != "DELETED" {
+            most = most.max(ready.len());
+        }
+    }
+    (started, lowest, most)
+}
+
 /// A rolling update with maxSurge 2 and maxUnavailable 0 never runs more than replicas + 2
 /// pods that are not terminating, as seen on the watch stream, and ends on the new image.
 #[test]
@@ -656,16 +693,7 @@ fn a_rolling_update_stays_within_max_surge() {
         "web",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 12\n  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 2, maxUnavailable: 0}}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: 'web:1'}]}\n",
     );
-    let watch = PodWatch::start(&s);
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    ok(&s, &["set", "image", "deploy/web", "web=web:2"]);
-    ok(&s, &["rollout", "status", "deploy/web", "--timeout=120s"]);
-    eventually("12 new pods and no others", || {
-        let images = pod_images(&s);
-        images.lines().filter(|i| *i == "web:2").count() == 12 && images.lines().count() == 12
-    });
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let events = watch.finish();
+    let events = watched_update(&s, "deploy/web", "web=web:2", "web:2", 12);
 
     let mut live: std::collections::HashSet<&str> = Default::default();
     let (mut peak, mut new_added) = (0, 0);
@@ -696,34 +724,9 @@ fn a_rolling_update_keeps_max_unavailable() {
         "web",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 12\n  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0, maxUnavailable: 3}}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: 'web:1'}]}\n",
     );
-    let watch = PodWatch::start(&s);
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    ok(&s, &["set", "image", "deploy/web", "web=web:2"]);
-    ok(&s, &["rollout", "status", "deploy/web", "--timeout=120s"]);
-    eventually("12 new pods and no others", || {
-        let images = pod_images(&s);
-        images.lines().filter(|i| *i == "web:2").count() == 12 && images.lines().count() == 12
-    });
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let events = watch.finish();
+    let events = watched_update(&s, "deploy/web", "web=web:2", "web:2", 12);
 
-    // Ready and not terminating, by pod; the floor counts from when all 12 first were.
-    let mut ready: std::collections::HashSet<&str> = Default::default();
-    let (mut started, mut lowest, mut most) = (false, usize::MAX, 0);
-    for e in PodWatch::parse(&events) {
-        if e.kind != "DELETED" && e.ready && !e.terminating {
-            ready.insert(e.name);
-        } else {
-            ready.remove(e.name);
-        }
-        started |= ready.len() == 12;
-        if started {
-            lowest = lowest.min(ready.len());
-        }
-        if !e.terminating && e.kind != "DELETED" {
-            most = most.max(ready.len());
-        }
-    }
+    let (started, lowest, most) = ready_counts(&events, 12);
     assert!(started, "never saw 12 ready pods:\n{events}");
     assert!(
         lowest >= 9,
@@ -965,28 +968,8 @@ fn a_daemonset_rolls_updates_one_node_at_a_time() {
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: agent, image: 'agent:1'}]}\n",
     );
     ok(&s, &["rollout", "status", "ds/agent", "--timeout=60s"]);
-    let watch = PodWatch::start(&s);
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    ok(&s, &["set", "image", "ds/agent", "agent=agent:2"]);
-    ok(&s, &["rollout", "status", "ds/agent", "--timeout=60s"]);
-    eventually("four pods on the new image", || {
-        let images = pod_images(&s);
-        images.lines().filter(|i| *i == "agent:2").count() == 4 && images.lines().count() == 4
-    });
-    let events = watch.finish();
-    let mut ready: std::collections::HashSet<&str> = Default::default();
-    let (mut started, mut lowest) = (false, usize::MAX);
-    for e in PodWatch::parse(&events) {
-        if e.kind != "DELETED" && e.ready && !e.terminating {
-            ready.insert(e.name);
-        } else {
-            ready.remove(e.name);
-        }
-        started |= ready.len() == 4;
-        if started {
-            lowest = lowest.min(ready.len());
-        }
-    }
+    let events = watched_update(&s, "ds/agent", "agent=agent:2", "agent:2", 4);
+    let (_, lowest, _) = ready_counts(&events, 4);
     assert!(
         lowest >= 3,
         "{lowest} ready daemon pods at one point:\n{events}"

@@ -5,42 +5,20 @@
 //! a guarded write before the pod is deleted, so concurrent evictions cannot overdraw it.
 
 use serde_json::{Value, json};
-use tug_api::selector::{LabelSelector, Requirement};
+use tug_api::selector::LabelSelector;
 use tug_api::{ApiError, Cause, Resource, catalog, meta};
 
 use super::write::{DeleteOptions, Guarded};
 use super::{ListOptions, Registry, key};
 
-/// A budget's label selector (matchLabels and matchExpressions) as a parsed selector; `None`
-/// when the budget has none (it selects nothing).
-fn selector(pdb: &Value) -> Option<LabelSelector> {
-    let sel = pdb.pointer("/spec/selector")?;
-    let mut requirements = Vec::new();
-    for (k, v) in sel["matchLabels"].as_object().into_iter().flatten() {
-        requirements.push(Requirement::Equals(k.clone(), v.as_str()?.to_string()));
-    }
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let key = e["key"].as_str()?.to_string();
-        let values = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        requirements.push(match e["operator"].as_str()? {
-            "In" => Requirement::In(key, values),
-            "NotIn" => Requirement::NotIn(key, values),
-            "Exists" => Requirement::Exists(key),
-            "DoesNotExist" => Requirement::DoesNotExist(key),
-            _ => return None,
-        });
-    }
-    Some(LabelSelector { requirements })
-}
-
 /// Whether a budget selects a pod.
 pub fn budget_selects(pdb: &Value, pod: &Value) -> bool {
-    let Some(sel) = selector(pdb) else {
+    // A budget without a selector (or with one the API would refuse) selects nothing.
+    let Some(sel) = pdb
+        .pointer("/spec/selector")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .map(|s| LabelSelector::from_api(&s))
+    else {
         return false;
     };
     let labels: Vec<(&str, &str)> = pod
