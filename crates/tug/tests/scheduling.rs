@@ -763,6 +763,9 @@ fn pods_follow_the_node_affinity_of_their_bound_volumes() {
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
+    eventually("three Ready nodes", || {
+        ok(&s, &["get", "nodes"], None).matches(" Ready ").count() == 3
+    });
     // A local volume on hollow-2, bound to a claim.
     apply(
         &s,
