@@ -90,23 +90,25 @@ impl Registry {
                 )],
             ));
         }
-        let (mut obj, kv) = self
-            .current(r, ns, name)
-            .await?
-            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
         let rv = meta::resource_version(scale);
-        if !rv.is_empty() && rv != kv.mod_revision.to_string() {
-            return Err(ApiError::conflict(
-                r.group,
-                r.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
+        // A Scale without a resourceVersion is not conditional: retry on conflicts, each of which
+        // means another write landed.
+        for _ in 0..1000 {
+            let (mut obj, kv) = self
+                .current(r, ns, name)
+                .await?
+                .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+            if !rv.is_empty() && rv != kv.mod_revision.to_string() {
+                return Err(stale(r, name));
+            }
+            obj["spec"]["replicas"] = json!(replicas);
+            meta::set(&mut obj, "resourceVersion", kv.mod_revision.to_string());
+            match self.update(r, ns, name, obj, None, opts).await {
+                Err(e) if e.reason == "Conflict" && rv.is_empty() => continue,
+                other => return other.map(|updated| to_scale(&updated)),
+            }
         }
-        obj["spec"]["replicas"] = json!(replicas);
-        meta::set(&mut obj, "resourceVersion", kv.mod_revision.to_string());
-        let updated = self.update(r, ns, name, obj, None, opts).await?;
-        Ok(to_scale(&updated))
+        Err(stale(r, name))
     }
 
     /// PATCH of the scale subresource.
@@ -126,6 +128,18 @@ impl Registry {
             PatchType::Strategic => strategic::strategic_merge(&mut scale, body),
             PatchType::Merge | PatchType::Apply => patch::merge_patch(&mut scale, body),
         }
+        if !super::write::names_resource_version(kind, body) {
+            meta::remove(&mut scale, "resourceVersion");
+        }
         self.update_scale(r, ns, name, &scale, opts).await
     }
+}
+
+fn stale(r: &Resource, name: &str) -> ApiError {
+    ApiError::conflict(
+        r.group,
+        r.plural,
+        name,
+        "the object has been modified; please apply your changes to the latest version and try again",
+    )
 }

@@ -532,7 +532,9 @@ impl Registry {
         subresource: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        for _ in 0..16 {
+        // Each conflict means another write landed, so the loop makes progress; the bound only
+        // guards against an object rewritten without pause for the whole run.
+        for _ in 0..1000 {
             let Some((old, kv)) = self.current(r, namespace, name).await? else {
                 if kind == PatchType::Apply {
                     let mut obj = body.clone();
@@ -591,8 +593,11 @@ impl Registry {
                 }
             }
             check_type(r, &mut new)?;
+            // The patched object still carries the stored resourceVersion unless the patch
+            // set one itself; only a patch that names a version is conditional.
+            let conditional = names_resource_version(kind, body);
             let asked_rv = meta::resource_version(&new).to_string();
-            if !asked_rv.is_empty() && asked_rv != kv.mod_revision.to_string() {
+            if conditional && asked_rv != kv.mod_revision.to_string() {
                 return Err(ApiError::conflict(
                     r.group,
                     r.plural,
@@ -618,7 +623,7 @@ impl Registry {
                 )
                 .await
             {
-                Err(e) if e.reason == "Conflict" && asked_rv.is_empty() => continue,
+                Err(e) if e.reason == "Conflict" && !conditional => continue,
                 other => return other,
             }
         }
@@ -746,5 +751,24 @@ impl Registry {
             name,
             meta::uid(&obj),
         ))
+    }
+}
+
+/// Whether a patch body names a resourceVersion, which makes it conditional on that version.
+pub(super) fn names_resource_version(kind: PatchType, body: &Value) -> bool {
+    match kind {
+        PatchType::Json => body.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| {
+                let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+                let writes = op.get("op").and_then(Value::as_str) != Some("remove");
+                writes
+                    && (path == "/metadata/resourceVersion"
+                        || path == "/metadata"
+                        || path.is_empty())
+            })
+        }),
+        _ => body
+            .pointer("/metadata/resourceVersion")
+            .is_some_and(|v| !v.is_null()),
     }
 }
