@@ -1,0 +1,13 @@
+//! tugboat's native container runtime: OCI images pulled or imported into a content-addressed
+//! store, overlayfs root filesystems, pod sandboxes holding the namespaces a pod shares, and
+//! containers run under cgroups by a small supervisor process, the shim, that outlives the agent.
+
+pub mod cgroup;
+pub mod image;
+pub mod logs;
+pub mod native;
+pub mod shim;
+pub mod spec;
+pub mod state;
+
+pub use native::{Container, ContainerState, NativeRuntime, StartError};

@@ -1,0 +1,317 @@
+//! The native runtime: runs sandboxes and containers with the shim (the `tug` binary itself)
+//! and finds them again after a restart from what they left on disk.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+
+use crate::cgroup::{Cgroups, Usage};
+use crate::image::ImageStore;
+use crate::shim;
+use crate::spec::{ContainerSpec, SandboxSpec};
+use crate::state::{self, Exit};
+
+/// What a container is doing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ContainerState {
+    /// Its process runs.
+    Running { pid: i32, started_at: String },
+    /// It ended.
+    Exited(Exit),
+    /// It was being started, or its shim died without a record.
+    Unknown,
+}
+
+/// A container the runtime knows.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub spec: ContainerSpec,
+    pub state: ContainerState,
+}
+
+/// Why a container did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its image is not in the store.
+    #[error("image {0} is not present")]
+    ImageMissing(String),
+    /// Setting it up or executing its process failed (the message says which).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The native runtime.
+pub struct NativeRuntime {
+    root: PathBuf,
+    /// The image store.
+    pub images: ImageStore,
+    cgroups: Cgroups,
+    exe: PathBuf,
+}
+
+/// Starts `exe <verb> <dir>` and reads its `ok <pid>` or `error <message>` line.
+fn spawn_helper(exe: &Path, verb: &str, dir: &Path) -> Result<i32, String> {
+    let log = std::fs::File::create(dir.join(format!("{verb}.log")))
+        .map_err(|e| format!("creating the helper's log: {e}"))?;
+    let mut child = Command::new(exe)
+        .arg(verb)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .env_remove("RUST_LOG")
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", exe.display()))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    // The helper's first process exits at once, leaving its daemon behind.
+    let _ = child.wait();
+    let line = line.trim();
+    if let Some(pid) = line.strip_prefix("ok ") {
+        return pid
+            .parse()
+            .map_err(|_| format!("the helper reported {line:?}"));
+    }
+    Err(line
+        .strip_prefix("error ")
+        .unwrap_or(if line.is_empty() {
+            "the helper exited without a word"
+        } else {
+            line
+        })
+        .to_string())
+}
+
+fn random_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+        .collect()
+}
+
+impl NativeRuntime {
+    /// Opens the runtime's state in `root`; `exe` is the `tug` binary that serves as shim.
+    pub fn open(root: &Path, exe: &Path) -> anyhow::Result<NativeRuntime> {
+        for d in ["sandboxes", "containers"] {
+            std::fs::create_dir_all(root.join(d))
+                .with_context(|| format!("creating {}", root.join(d).display()))?;
+        }
+        Ok(NativeRuntime {
+            root: root.to_path_buf(),
+            images: ImageStore::open(&root.join("images"))?,
+            cgroups: Cgroups::detect()?,
+            exe: exe.to_path_buf(),
+        })
+    }
+
+    fn sandbox_dir(&self, uid: &str) -> PathBuf {
+        self.root.join("sandboxes").join(uid)
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// The cgroup layout in use.
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
+    }
+
+    /// Starts a pod's sandbox, or returns the running one's pid.
+    pub fn run_sandbox(&self, spec: &SandboxSpec) -> anyhow::Result<i32> {
+        let dir = self.sandbox_dir(&spec.uid);
+        if let Ok(pid) = state::read_pid(&dir) {
+            return Ok(pid);
+        }
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("sandbox.json"), serde_json::to_vec(spec)?)?;
+        let pid = spawn_helper(&self.exe, "__sandbox", &dir).map_err(anyhow::Error::msg)?;
+        std::fs::write(dir.join("pid"), pid.to_string())?;
+        Ok(pid)
+    }
+
+    /// The pid of a pod's running sandbox.
+    pub fn sandbox_pid(&self, uid: &str) -> Option<i32> {
+        state::read_pid(&self.sandbox_dir(uid)).ok()
+    }
+
+    /// Pod UIDs with a sandbox on disk.
+    pub fn sandboxes(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.join("sandboxes"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops and forgets a pod's sandbox (its containers must be gone).
+    pub fn remove_sandbox(&self, uid: &str) {
+        let dir = self.sandbox_dir(uid);
+        if let Ok(pid) = state::read_pid(&dir) {
+            shim::signal(pid, Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        self.cgroups.remove(&format!("tugboat/pod{uid}"));
+    }
+
+    /// Creates and starts a container; returns its ID. The image must be in the store.
+    pub fn start_container(&self, mut spec: ContainerSpec) -> Result<String, StartError> {
+        let image = self
+            .images
+            .find(&spec.image_id)
+            .ok_or_else(|| StartError::ImageMissing(spec.image_id.clone()))?;
+        spec.image_id = image.id.clone();
+        spec.layers = image
+            .layers
+            .iter()
+            .map(|l| self.images.layer_dir(l))
+            .collect::<anyhow::Result<_>>()
+            .map_err(|e| StartError::Failed(format!("{e:#}")))?;
+        self.images.touch(&image.id);
+        spec.id = random_id();
+        let dir = self.container_dir(&spec.id);
+        let fail = |e: anyhow::Error| StartError::Failed(format!("{e:#}"));
+        std::fs::create_dir_all(&dir)
+            .context("creating the container's directory")
+            .map_err(fail)?;
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_vec(&spec).map_err(|e| fail(e.into()))?,
+        )
+        .map_err(|e| fail(e.into()))?;
+        self.cgroups
+            .create(&state::cgroup_path(&spec), &spec.limits)
+            .map_err(fail)?;
+        match spawn_helper(&self.exe, "__shim", &dir) {
+            Ok(_) => Ok(spec.id),
+            Err(msg) => {
+                // The shim recorded the failure as the container's exit when it got that far.
+                if state::read_exit(&dir).is_none() {
+                    let _ = state::write_exit(
+                        &dir,
+                        &Exit {
+                            exit_code: 128,
+                            signal: None,
+                            reason: "StartError".into(),
+                            message: msg.clone(),
+                            started_at: String::new(),
+                            finished_at: state::now(),
+                        },
+                    );
+                }
+                self.cgroups.remove(&state::cgroup_path(&spec));
+                Err(StartError::Failed(msg))
+            }
+        }
+    }
+
+    /// A container by ID.
+    pub fn container(&self, id: &str) -> Option<Container> {
+        let dir = self.container_dir(id);
+        let spec: ContainerSpec =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+        let state = if let Some(exit) = state::read_exit(&dir) {
+            ContainerState::Exited(exit)
+        } else if let Ok(pid) = state::read_pid(&dir) {
+            ContainerState::Running {
+                pid,
+                started_at: std::fs::read_to_string(dir.join("started_at")).unwrap_or_default(),
+            }
+        } else if dir.join("pid").exists() {
+            // The shim died without recording the end (killed with the machine, say).
+            ContainerState::Exited(Exit {
+                exit_code: 255,
+                signal: None,
+                reason: "Error".into(),
+                message: "the container's supervisor went away".into(),
+                started_at: std::fs::read_to_string(dir.join("started_at")).unwrap_or_default(),
+                finished_at: state::now(),
+            })
+        } else {
+            ContainerState::Unknown
+        };
+        Some(Container { spec, state })
+    }
+
+    /// Every container on disk.
+    pub fn list(&self) -> Vec<Container> {
+        std::fs::read_dir(self.root.join("containers"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| self.container(&e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sends `signal` to a container's process.
+    pub fn kill(&self, id: &str, signal: Signal) {
+        if let Some(Container {
+            state: ContainerState::Running { pid, .. },
+            ..
+        }) = self.container(id)
+        {
+            shim::signal(pid, signal);
+        }
+    }
+
+    /// Stops a container: SIGTERM, then SIGKILL once `grace` has passed. Blocks until it ended.
+    pub fn stop_container(&self, id: &str, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        let mut term_sent = false;
+        let mut kill_sent = false;
+        loop {
+            match self.container(id).map(|c| c.state) {
+                Some(ContainerState::Running { pid, .. }) => {
+                    if !term_sent {
+                        shim::signal(pid, Signal::SIGTERM);
+                        term_sent = true;
+                    } else if Instant::now() >= deadline && !kill_sent {
+                        shim::signal(pid, Signal::SIGKILL);
+                        kill_sent = true;
+                    }
+                }
+                _ => return,
+            }
+            if kill_sent && Instant::now() > deadline + Duration::from_secs(10) {
+                tracing::warn!(container = %id, "container survives SIGKILL");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes a stopped container and its files.
+    pub fn remove_container(&self, id: &str) -> anyhow::Result<()> {
+        if let Some(c) = self.container(id) {
+            if let ContainerState::Running { .. } = c.state {
+                bail!("container {id} is running");
+            }
+            self.cgroups.remove(&state::cgroup_path(&c.spec));
+        }
+        let dir = self.container_dir(id);
+        // The overlay lives in the container's own mount namespace, gone with its processes.
+        std::fs::remove_dir_all(&dir).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// CPU and memory a container uses.
+    pub fn usage(&self, c: &Container) -> Usage {
+        self.cgroups.usage(&state::cgroup_path(&c.spec))
+    }
+}

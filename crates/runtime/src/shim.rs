@@ -1,0 +1,649 @@
+//! The processes the runtime starts with the `tug` binary itself (so that nothing else needs
+//! installing): the sandbox, which holds a pod's namespaces as a pause container does, and the
+//! shim, which starts one container, copies its output into the log and records how it ended.
+//! Both run single-threaded and detached from the agent, so they outlive its restarts.
+//!
+//! Both tell the agent how the start went on their stdout: `ok <pid>` or `error <message>`.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+
+use crate::cgroup::Cgroups;
+use crate::logs::{LineSplitter, LogWriter};
+use crate::spec::{ContainerSpec, SandboxSpec};
+use crate::state::{self, Exit};
+
+/// Tells the agent how the start went, then lets go of stdout.
+fn report(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 with a valid open fd.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+/// Ignores the signals a terminal or the agent's process group could send.
+fn detach_signals() {
+    for s in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
+        // SAFETY: setting a signal's disposition to ignore is always sound.
+        unsafe { libc::signal(s, libc::SIG_IGN) };
+    }
+}
+
+/// Leaves the agent: forks, the parent exits at once (the agent reaps it), and the child
+/// carries on in a session of its own, to be adopted by init.
+fn daemonize() {
+    // SAFETY: called first thing in a single-threaded process.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => {
+            // SAFETY: leaving the parent without running destructors the child still needs.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::setsid();
+        }
+        Err(e) => {
+            report(&format!("error fork: {e}"));
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+/// `tug __sandbox DIR`: creates the pod's namespaces and holds them until killed.
+pub fn sandbox_main(dir: &Path) -> i32 {
+    daemonize();
+    match sandbox_setup(dir) {
+        Ok(()) => {}
+        Err(e) => {
+            report(&format!("error {e:#}"));
+            return 1;
+        }
+    }
+    report(&format!("ok {}", std::process::id()));
+    for s in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
+        // SAFETY: as above.
+        unsafe { libc::signal(s, libc::SIG_IGN) };
+    }
+    loop {
+        // SAFETY: pause() only waits for a signal; SIGTERM and SIGKILL end the process.
+        unsafe { libc::pause() };
+    }
+}
+
+fn sandbox_setup(dir: &Path) -> anyhow::Result<()> {
+    let spec: SandboxSpec = serde_json::from_slice(&std::fs::read(dir.join("sandbox.json"))?)?;
+    let mut flags = CloneFlags::empty();
+    if !spec.host_network {
+        flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
+    }
+    if !spec.host_ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    unshare(flags).context("creating the pod's namespaces")?;
+    if !spec.host_network {
+        nix::unistd::sethostname(&spec.hostname).context("setting the hostname")?;
+        loopback_up().context("bringing up lo")?;
+    }
+    for (key, value) in &spec.sysctls {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).with_context(|| format!("setting sysctl {key}={value}"))?;
+    }
+    Ok(())
+}
+
+/// `ip link set lo up`, with an ioctl.
+fn loopback_up() -> anyhow::Result<()> {
+    // SAFETY: a plain socket() call; the fd is wrapped right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: fd is a fresh, owned socket.
+    let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+    }
+    Ok(())
+}
+
+/// `tug __shim DIR`: starts the container described in DIR/config.json and supervises it.
+pub fn container_main(dir: &Path) -> i32 {
+    daemonize();
+    detach_signals();
+    let spec: ContainerSpec = match std::fs::read(dir.join("config.json"))
+        .map_err(anyhow::Error::from)
+        .and_then(|b| serde_json::from_slice(&b).map_err(anyhow::Error::from))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            report(&format!(
+                "error reading the container's configuration: {e:#}"
+            ));
+            return 1;
+        }
+    };
+    match supervise(dir, &spec) {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&format!("error {e:#}"));
+            1
+        }
+    }
+}
+
+fn supervise(dir: &Path, spec: &ContainerSpec) -> anyhow::Result<()> {
+    let cgroups = Cgroups::detect()?;
+    let sandbox_pid = state::read_pid(&state::sandbox_dir_of(dir, &spec.sandbox))
+        .context("the pod's sandbox is not running")?;
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Joining the pod's namespaces happens here, before the fork, so that the child is born
+    // in the right pid namespace.
+    join_sandbox(sandbox_pid, spec)?;
+    // SAFETY: this process is single-threaded (the shim runs before any runtime starts).
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => {
+            drop((out_r, err_r, sync_r));
+            let err = child(spec, &cgroups, dir, &out_w, &err_w)
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            let mut f = std::fs::File::from(sync_w);
+            let _ = f.write_all(err.as_bytes());
+            // SAFETY: _exit in the forked child, skipping the parent's atexit handlers.
+            unsafe { libc::_exit(127) };
+        }
+        ForkResult::Parent { child } => {
+            drop((out_w, err_w, sync_w));
+            let started_at = state::now();
+            let mut msg = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(sync_r), &mut msg)?;
+            if !msg.is_empty() {
+                let _ = nix::sys::wait::waitpid(child, None);
+                let exit = Exit {
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: msg.clone(),
+                    started_at: started_at.clone(),
+                    finished_at: state::now(),
+                };
+                state::write_exit(dir, &exit)?;
+                cgroups.remove(&state::cgroup_path(spec));
+                bail!("{msg}");
+            }
+            state::write_started(dir, child.as_raw(), &started_at)?;
+            report(&format!("ok {child}"));
+            pump_logs(spec, out_r, err_r);
+            let status = nix::sys::wait::waitpid(child, None)?;
+            let (exit_code, signal) = match status {
+                nix::sys::wait::WaitStatus::Exited(_, c) => (c, None),
+                nix::sys::wait::WaitStatus::Signaled(_, s, _) => (128 + s as i32, Some(s as i32)),
+                _ => (255, None),
+            };
+            let oom = cgroups.oom_kills(&state::cgroup_path(spec)) > 0;
+            let reason = if oom {
+                "OOMKilled"
+            } else if exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
+            state::write_exit(
+                dir,
+                &Exit {
+                    exit_code,
+                    signal,
+                    reason: reason.into(),
+                    message: String::new(),
+                    started_at,
+                    finished_at: state::now(),
+                },
+            )?;
+            // Wait for stray processes (those in the pod's pid namespace die with pid 1).
+            for _ in 0..50 {
+                if cgroups.pids(&state::cgroup_path(spec)).is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            cgroups.remove(&state::cgroup_path(spec));
+            Ok(())
+        }
+    }
+}
+
+fn join_sandbox(pid: i32, spec: &ContainerSpec) -> anyhow::Result<()> {
+    let ns = |kind: &str| PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+    for (kind, flag) in [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+    ] {
+        let f = std::fs::File::open(ns(kind)).with_context(|| format!("opening {kind} ns"))?;
+        setns(f.as_fd(), flag).with_context(|| format!("joining the pod's {kind} namespace"))?;
+    }
+    if spec.share_process_namespace {
+        let f = std::fs::File::open(ns("pid"))?;
+        setns(f.as_fd(), CloneFlags::CLONE_NEWPID).context("joining the pod's pid namespace")?;
+    } else {
+        unshare(CloneFlags::CLONE_NEWPID).context("creating a pid namespace")?;
+    }
+    Ok(())
+}
+
+/// Copies the container's stdout and stderr into its log until both close.
+fn pump_logs(spec: &ContainerSpec, out_r: OwnedFd, err_r: OwnedFd) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut log = match LogWriter::open(&spec.log_path, spec.log_max_bytes, spec.log_max_files) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("cannot open the log {}: {e}", spec.log_path.display());
+            None
+        }
+    };
+    let mut streams = [
+        (Some(out_r), "stdout", LineSplitter::default()),
+        (Some(err_r), "stderr", LineSplitter::default()),
+    ];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open: Vec<usize> = (0..2).filter(|i| streams[*i].0.is_some()).collect();
+        if open.is_empty() {
+            return;
+        }
+        let ready: Vec<(usize, bool)> = {
+            let mut fds: Vec<PollFd> = open
+                .iter()
+                .filter_map(|i| streams[*i].0.as_ref())
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            open.iter()
+                .zip(fds.iter())
+                .map(|(i, fd)| (*i, fd.revents().is_some_and(|r| !r.is_empty())))
+                .collect()
+        };
+        for (i, is_ready) in ready {
+            if !is_ready {
+                continue;
+            }
+            let (fd, stream, splitter) = &mut streams[i];
+            let n = match fd.as_ref().map(|f| nix::unistd::read(f, &mut buf)) {
+                Some(Ok(n)) => n,
+                Some(Err(nix::errno::Errno::EINTR)) => continue,
+                _ => 0,
+            };
+            let mut emit = |partial: bool, line: &[u8]| match log.as_mut() {
+                Some(l) => l.record(stream, partial, line),
+                None => Ok(()),
+            };
+            if n == 0 {
+                let _ = splitter.finish(&mut emit);
+                *fd = None;
+            } else {
+                let _ = splitter.feed(&buf[..n], &mut emit);
+            }
+        }
+    }
+}
+
+/// In the forked child: builds the container's world and execs its process. Returns only on
+/// failure.
+fn child(
+    spec: &ContainerSpec,
+    cgroups: &Cgroups,
+    dir: &Path,
+    out_w: &OwnedFd,
+    err_w: &OwnedFd,
+) -> anyhow::Result<()> {
+    cgroups
+        .join_self(&state::cgroup_path(spec))
+        .context("joining the container's cgroup")?;
+    unshare(CloneFlags::CLONE_NEWNS).context("creating a mount namespace")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making mounts private")?;
+    let rootfs = dir.join("rootfs");
+    mount_overlay(spec, dir, &rootfs)?;
+    mount_system(&rootfs)?;
+    for m in &spec.mounts {
+        mount_one(&rootfs, m)?;
+    }
+    // Enter the new root.
+    nix::unistd::chdir(&rootfs)?;
+    nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    nix::unistd::chdir("/")?;
+    if spec.read_only_rootfs {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .context("making the root filesystem read-only")?;
+    }
+    let program = resolve(spec)?;
+    let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
+    if !Path::new(cwd).exists() {
+        std::fs::create_dir_all(cwd)
+            .with_context(|| format!("creating the working directory {cwd}"))?;
+    }
+    nix::unistd::chdir(cwd).with_context(|| format!("chdir to {cwd}"))?;
+    // stdio: nothing in, output to the shim.
+    let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+    // SAFETY: dup2 onto the standard fds with valid open fds.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(out_w.as_raw_fd(), 1);
+        libc::dup2(err_w.as_raw_fd(), 2);
+    }
+    drop_privileges(spec)?;
+    if spec.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
+    }
+    let args: Vec<CString> = spec
+        .args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .context("an argument holds a NUL byte")?;
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .context("an environment variable holds a NUL byte")?;
+    let path = CString::new(program.as_os_str().as_bytes())?;
+    let e = nix::unistd::execve(&path, &args, &env).unwrap_err();
+    bail!(
+        "exec {:?}: {e}",
+        spec.args.first().cloned().unwrap_or_default()
+    )
+}
+
+fn mount_overlay(spec: &ContainerSpec, dir: &Path, rootfs: &Path) -> anyhow::Result<()> {
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    for d in [&upper, &work, &rootfs.to_path_buf()] {
+        std::fs::create_dir_all(d)?;
+    }
+    let empty = dir.join("empty");
+    let mut lowers: Vec<PathBuf> = spec.layers.iter().rev().cloned().collect();
+    if lowers.is_empty() {
+        std::fs::create_dir_all(&empty)?;
+        lowers.push(empty);
+    }
+    // Layer paths are long; relative to their common directory they fit in a page.
+    let common = lowers[0]
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let relative = lowers.iter().all(|l| l.parent() == Some(common.as_path()));
+    let lower = lowers
+        .iter()
+        .map(|l| {
+            if relative {
+                l.file_name()
+                    .map(|f| f.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            } else {
+                l.display().to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(":");
+    let data = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    if relative {
+        nix::unistd::chdir(&common)?;
+    }
+    mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .context("mounting the overlay root filesystem")?;
+    Ok(())
+}
+
+/// /proc, /sys, /dev and its device nodes.
+fn mount_system(rootfs: &Path) -> anyhow::Result<()> {
+    let at = |p: &str| rootfs.join(p.trim_start_matches('/'));
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    std::fs::create_dir_all(at("/proc"))?;
+    mount(
+        Some("proc"),
+        &at("/proc"),
+        Some("proc"),
+        nosuid,
+        None::<&str>,
+    )
+    .context("mounting /proc")?;
+    std::fs::create_dir_all(at("/sys"))?;
+    if mount(
+        Some("sysfs"),
+        &at("/sys"),
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .is_err()
+    {
+        // A container in the node's network namespace may not mount a fresh sysfs.
+        mount(
+            Some("/sys"),
+            &at("/sys"),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .context("binding /sys")?;
+        let _ = mount(
+            None::<&str>,
+            &at("/sys"),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        );
+    }
+    std::fs::create_dir_all(at("/dev"))?;
+    mount(
+        Some("tmpfs"),
+        &at("/dev"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .context("mounting /dev")?;
+    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = at(&format!("/dev/{dev}"));
+        std::fs::write(&target, b"")?;
+        mount(
+            Some(format!("/dev/{dev}").as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("binding /dev/{dev}"))?;
+    }
+    std::fs::create_dir_all(at("/dev/pts"))?;
+    mount(
+        Some("devpts"),
+        &at("/dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .context("mounting /dev/pts")?;
+    std::fs::create_dir_all(at("/dev/shm"))?;
+    mount(
+        Some("shm"),
+        &at("/dev/shm"),
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )
+    .context("mounting /dev/shm")?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        std::os::unix::fs::symlink(target, at(&format!("/dev/{link}")))?;
+    }
+    Ok(())
+}
+
+fn mount_one(rootfs: &Path, m: &crate::spec::Mount) -> anyhow::Result<()> {
+    let target = rootfs.join(m.destination.trim_start_matches('/'));
+    if m.source.as_os_str().is_empty() {
+        std::fs::create_dir_all(&target)?;
+        let size = m
+            .tmpfs_size
+            .map(|s| format!(",size={s}"))
+            .unwrap_or_default();
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(format!("mode=1777{size}").as_str()),
+        )
+        .with_context(|| format!("mounting a tmpfs at {}", m.destination))?;
+        return Ok(());
+    }
+    if m.source.is_dir() {
+        std::fs::create_dir_all(&target)?;
+    } else if !target.exists() {
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(&target, b"")?;
+    }
+    mount(
+        Some(&m.source),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting {} at {}", m.source.display(), m.destination))?;
+    if m.read_only {
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("making {} read-only", m.destination))?;
+    }
+    Ok(())
+}
+
+/// The executable for argv[0], looked up in the container's PATH as runc does.
+fn resolve(spec: &ContainerSpec) -> anyhow::Result<PathBuf> {
+    let Some(arg0) = spec.args.first() else {
+        bail!("no command given and the image has none");
+    };
+    if arg0.contains('/') {
+        if !Path::new(arg0).exists() {
+            bail!("exec: \"{arg0}\": stat {arg0}: no such file or directory");
+        }
+        return Ok(PathBuf::from(arg0));
+    }
+    let path_var = spec
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path_var.split(':') {
+        let candidate = Path::new(dir).join(arg0);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!("exec: \"{arg0}\": executable file not found in $PATH")
+}
+
+fn drop_privileges(spec: &ContainerSpec) -> anyhow::Result<()> {
+    use caps::{CapSet, Capability, CapsHashSet};
+    let keep: CapsHashSet = if spec.privileged {
+        caps::all()
+    } else {
+        spec.capabilities
+            .iter()
+            .filter_map(|c| c.parse::<Capability>().ok())
+            .collect()
+    };
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            let _ = caps::drop(None, CapSet::Bounding, cap);
+        }
+    }
+    let mut groups: Vec<Gid> = spec
+        .supplementary_groups
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    groups.dedup();
+    nix::unistd::setgroups(&groups).context("setgroups")?;
+    nix::unistd::setgid(Gid::from_raw(spec.gid)).context("setgid")?;
+    nix::unistd::setuid(Uid::from_raw(spec.uid)).context("setuid")?;
+    if spec.uid == 0 {
+        caps::set(None, CapSet::Inheritable, &keep).context("setting capabilities")?;
+        caps::set(None, CapSet::Effective, &keep).context("setting capabilities")?;
+        caps::set(None, CapSet::Permitted, &keep).context("setting capabilities")?;
+    }
+    Ok(())
+}
+
+/// Sends `sig` to a process, ignoring a process already gone.
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+}
