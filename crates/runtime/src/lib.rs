@@ -10,4 +10,5 @@ pub mod shim;
 pub mod spec;
 pub mod state;
 
+pub use image::{Image, ImageStore, Reference};
 pub use native::{Container, ContainerState, NativeRuntime, StartError};

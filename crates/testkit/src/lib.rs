@@ -2,5 +2,6 @@
 //! dropped. Never part of the `tug` binary.
 
 pub mod etcd;
+pub mod image;
 pub mod kubectl;
 pub mod server;

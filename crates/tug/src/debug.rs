@@ -20,11 +20,83 @@ pub enum DebugCommand {
         #[arg(long)]
         checkpoint_bytes: Option<u64>,
     },
+    /// Run one container in a fresh sandbox with the native runtime, wait for it to end, and
+    /// print its log and exit record.
+    RunContainer {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        image: String,
+        /// Run as this user.
+        #[arg(long, default_value_t = 0)]
+        uid: u32,
+        /// Memory limit in bytes.
+        #[arg(long)]
+        memory: Option<u64>,
+        args: Vec<String>,
+    },
 }
 
 /// Runs a debug subcommand.
 pub async fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
+        DebugCommand::RunContainer {
+            data_dir,
+            image,
+            uid,
+            memory,
+            args,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                use tug_runtime::spec::{ContainerSpec, SandboxSpec};
+                let rt = tug_runtime::NativeRuntime::open(&data_dir, &std::env::current_exe()?)?;
+                let uid_s = format!("debug-{}", std::process::id());
+                rt.run_sandbox(&SandboxSpec {
+                    uid: uid_s.clone(),
+                    hostname: "debug".into(),
+                    ..Default::default()
+                })?;
+                let log = data_dir.join(format!("{uid_s}.log"));
+                let id = rt
+                    .start_container(ContainerSpec {
+                        sandbox: uid_s.clone(),
+                        name: "debug".into(),
+                        image_id: image,
+                        args,
+                        env: vec!["PATH=/bin".into()],
+                        uid,
+                        gid: uid,
+                        capabilities: vec!["CAP_CHOWN".into(), "CAP_KILL".into()],
+                        limits: tug_runtime::cgroup::Limits {
+                            cpu_shares: 1024,
+                            cpu_period_us: 100_000,
+                            memory_bytes: memory,
+                            pids: Some(1024),
+                            ..Default::default()
+                        },
+                        log_path: log.clone(),
+                        ..Default::default()
+                    })
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let exit = loop {
+                    if let Some(tug_runtime::Container {
+                        state: tug_runtime::ContainerState::Exited(e),
+                        ..
+                    }) = rt.container(&id)
+                    {
+                        break e;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                };
+                let text = tug_runtime::logs::read(&log, &Default::default())?;
+                std::io::stdout().write_all(&text)?;
+                println!("{}", serde_json::to_string(&exit)?);
+                rt.remove_container(&id)?;
+                rt.remove_sandbox(&uid_s);
+                Ok(())
+            })
+            .await?
+        }
         DebugCommand::AckWriter {
             data_dir,
             writers,

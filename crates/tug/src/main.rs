@@ -10,6 +10,7 @@ mod bench_api;
 mod bench_scheduler;
 mod datastore;
 mod debug;
+mod image;
 mod snapshot;
 mod snapshot_socket;
 
@@ -31,6 +32,9 @@ enum Command {
     Server(ServerArgs),
     /// Run a node agent. For now: `--simulate N` hollow nodes joined to a server.
     Agent(AgentArgs),
+    /// Manage the node's container images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Back up or restore the cluster store.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -115,6 +119,16 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // The runtime's helper processes run single-threaded, before anything else starts.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.len() == 3 {
+        let dir = std::path::Path::new(&argv[2]);
+        match argv[1].to_str() {
+            Some("__shim") => std::process::exit(tug_runtime::shim::container_main(dir)),
+            Some("__sandbox") => std::process::exit(tug_runtime::shim::sandbox_main(dir)),
+            _ => {}
+        }
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -128,6 +142,7 @@ fn main() -> std::process::ExitCode {
             Command::Server(args) => server(args).await,
             Command::Agent(args) => agent(args).await,
             Command::Snapshot(cmd) => snapshot::run(cmd).await,
+            Command::Image(cmd) => image::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Debug(cmd) => debug::run(cmd).await,
         }
