@@ -5,6 +5,7 @@
 pub mod auth;
 mod discovery;
 mod handler;
+pub mod kubelet;
 mod metrics;
 mod namespaces;
 mod openapi;
@@ -32,6 +33,7 @@ pub struct ApiServer {
     token: String,
     node_token: Option<String>,
     metrics: metrics::Metrics,
+    kubelet: std::sync::OnceLock<kubelet::KubeletClient>,
 }
 
 impl ApiServer {
@@ -51,7 +53,13 @@ impl ApiServer {
             token,
             node_token,
             metrics: metrics::Metrics::default(),
+            kubelet: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets the API server reach kubelets (for pods/log) with this TLS client configuration.
+    pub fn set_kubelet_tls(&self, tls: rustls::ClientConfig) {
+        let _ = self.kubelet.set(kubelet::KubeletClient::new(tls));
     }
 
     /// The registry (for components in the same process).

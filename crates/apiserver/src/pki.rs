@@ -34,6 +34,15 @@ pub struct Pki {
     pub node_token: String,
     /// Where the files live.
     pub dir: PathBuf,
+    /// The CA's private key, to sign node certificates with.
+    ca_key: String,
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Clone)]
+pub struct Issued {
+    pub cert: String,
+    pub key: String,
 }
 
 fn ca_params() -> anyhow::Result<CertificateParams> {
@@ -153,7 +162,45 @@ impl Pki {
             admin_key: read(&path("admin.key"))?,
             token: read(&token_file)?.trim().to_string(),
             node_token: read(&node_token_file)?.trim().to_string(),
+            ca_key: read(&path("ca.key"))?,
             dir,
+        })
+    }
+
+    /// Signs a fresh certificate with the cluster CA: a serving certificate for `sans` when
+    /// `server`, else a client certificate for user `cn` in groups `orgs`.
+    pub fn issue(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        sans: &[String],
+        server: bool,
+    ) -> anyhow::Result<Issued> {
+        let ca_key = KeyPair::from_pem(&self.ca_key).context("parsing the CA key")?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        for o in orgs {
+            p.distinguished_name.push(DnType::OrganizationName, *o);
+        }
+        p.subject_alt_names = sans
+            .iter()
+            .map(|s| match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => s.clone().try_into().map(SanType::DnsName),
+            })
+            .collect::<Result<_, _>>()?;
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok(Issued {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
         })
     }
 

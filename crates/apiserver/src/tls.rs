@@ -47,6 +47,58 @@ pub fn server_config(pki: &Pki) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
+fn roots(ca_pem: &str) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca_pem)? {
+        roots.add(c).context("adding the cluster CA")?;
+    }
+    Ok(roots)
+}
+
+fn private_key(pem: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .context("parsing a private key")?
+        .context("no private key in the PEM")
+}
+
+/// A kubelet's TLS: its serving certificate, and client certificates from the cluster CA
+/// required (only the API server and administrators hold those).
+pub fn kubelet_server_config(
+    ca_pem: &str,
+    serving: &crate::pki::Issued,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider.clone())
+            .build()
+            .context("building the client certificate verifier")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(&serving.cert)?, private_key(&serving.key)?)
+        .context("loading the kubelet's certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS client trusting the cluster CA and presenting `client`'s certificate.
+pub fn client_config(
+    ca_pem: &str,
+    client: &crate::pki::Issued,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(certs(&client.cert)?, private_key(&client.key)?)
+        .context("loading the client certificate")?;
+    // The HTTPS connector sets ALPN itself.
+    config.alpn_protocols.clear();
+    Ok(config)
+}
+
 /// The identity in a verified client certificate: CN is the user, each O a group.
 fn identity_of(cert: &CertificateDer<'_>) -> Option<Identity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;

@@ -66,6 +66,7 @@ fn deployment_of(rs: &ReplicaSet) -> Option<tug_events::Involved> {
         namespace: rs.metadata.namespace.clone().unwrap_or_default(),
         name: o.name.clone(),
         uid: Some(o.uid.clone()),
+        field_path: None,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct Involved {
     pub namespace: String,
     pub name: String,
     pub uid: Option<String>,
+    /// The part of the object the event is about (`spec.containers{web}`).
+    pub field_path: Option<String>,
 }
 
 impl Involved {
@@ -38,6 +40,7 @@ impl Involved {
             namespace: obj.meta().namespace.clone().unwrap_or_default(),
             name: obj.meta().name.clone().unwrap_or_default(),
             uid: obj.meta().uid.clone(),
+            field_path: None,
         }
     }
 
@@ -49,7 +52,14 @@ impl Involved {
             namespace: namespace.into(),
             name: name.into(),
             uid: uid.map(str::to_string),
+            field_path: None,
         }
+    }
+
+    /// The same object, narrowed to one of its parts.
+    pub fn field(mut self, path: &str) -> Self {
+        self.field_path = Some(path.to_string());
+        self
     }
 }
 
@@ -147,7 +157,7 @@ impl Recorder {
         let event: Event = match serde_json::from_value(json!({
             "metadata": {"name": event_name, "namespace": ns},
             "involvedObject": {"kind": about.kind, "namespace": ns, "name": name, "uid": about.uid,
-                "apiVersion": about.api_version},
+                "apiVersion": about.api_version, "fieldPath": about.field_path},
             "reason": reason, "message": message, "type": kind,
             "source": {"component": self.component}, "reportingComponent": self.component,
             "reportingInstance": self.component,

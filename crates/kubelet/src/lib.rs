@@ -1,6 +1,12 @@
-//! The node agent. This first part is the hollow (simulated) node: it registers a Node with a
-//! capacity, renews the node's Lease in kube-node-lease, and plays the pods bound to it:
-//! Running and Ready with an IP from the node's pod range, or Succeeded after a while for pods
-//! that run to completion. One process hosts many.
+//! The node agent (kubelet). `agent` runs a real node on the native runtime: registration and
+//! heartbeats (`node`), a worker per pod (`worker`) building each container's configuration
+//! (`containers`) and volumes (`volumes`), and the kubelet HTTPS API (`server`). `hollow` holds
+//! the simulated nodes used for scale tests: they register, heartbeat and play pods in name only.
 
+pub mod agent;
+pub mod containers;
 pub mod hollow;
+pub mod node;
+pub mod server;
+pub mod volumes;
+pub mod worker;

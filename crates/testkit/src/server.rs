@@ -44,6 +44,11 @@ impl TugServer {
         if !extra.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        // The built-in node agent runs only where a test asks for it (with a free
+        // --kubelet-port, so that tests can run side by side).
+        if !extra.contains(&"--kubelet-port") {
+            cmd.arg("--disable-agent");
+        }
         let mut child = cmd
             .arg("--data-dir")
             .arg(data_dir)

@@ -105,9 +105,18 @@ struct ServerArgs {
     /// Seconds a pod that runs to completion runs on a simulated node.
     #[arg(long, default_value_t = 1.0)]
     simulated_pod_seconds: f64,
-    /// Run without the built-in node agent (accepted now; the agent comes with a later version).
+    /// Run without the built-in node agent (a control plane only; the agent needs root).
     #[arg(long)]
     disable_agent: bool,
+    /// The built-in agent's node name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The address the built-in agent's node reports and its kubelet API listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
+    /// The built-in agent's kubelet API port (0: any free port).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
 }
 
 fn main() -> std::process::ExitCode {
@@ -249,6 +258,20 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             }
         });
     }
+    // The API server reaches kubelets (pods/log) with a client certificate of the cluster CA.
+    let kubelet_client = pki.issue(
+        "kube-apiserver-kubelet-client",
+        &["system:masters"],
+        &[],
+        false,
+    )?;
+    api.set_kubelet_tls(tug_apiserver::tls::client_config(
+        &pki.ca_cert,
+        &kubelet_client,
+    )?);
+    if !args.disable_agent {
+        start_agent(&args, &pki, &api).await?;
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -274,6 +297,62 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     serving.abort();
     tracing::info!("stopping");
+    Ok(())
+}
+
+/// Starts the node agent inside the server process: the native runtime in DATA_DIR/agent, the
+/// kubelet API on --node-ip:--kubelet-port, and the kubelet itself on the in-process client.
+async fn start_agent(
+    args: &ServerArgs,
+    pki: &tug_apiserver::pki::Pki,
+    api: &std::sync::Arc<tug_apiserver::ApiServer>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "the built-in node agent runs containers and needs root (namespaces, cgroups, \
+             mounts): run `tug server` as root, or pass --disable-agent for a control plane only"
+        );
+    }
+    let node_name = args
+        .node_name
+        .clone()
+        .unwrap_or_else(tug_kubelet::agent::default_node_name);
+    let agent_dir = args.data_dir.join("agent");
+    let exe = std::env::current_exe().context("finding the tug binary (the container shim)")?;
+    let runtime = std::sync::Arc::new(
+        tug_runtime::NativeRuntime::open(&agent_dir, &exe)
+            .with_context(|| format!("opening the runtime in {}", agent_dir.display()))?,
+    );
+    let ip = args.node_ip.to_string();
+    let serving = pki.issue(
+        &format!("system:node:{node_name}"),
+        &["system:nodes"],
+        &[ip.clone(), node_name.clone(), "localhost".into()],
+        true,
+    )?;
+    let tls = tug_apiserver::tls::kubelet_server_config(&pki.ca_cert, &serving)?;
+    let listener = tokio::net::TcpListener::bind((args.node_ip, args.kubelet_port))
+        .await
+        .with_context(|| format!("listening on {}:{} (--kubelet-port)", ip, args.kubelet_port))?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(tug_apiserver::tls::serve(
+        listener,
+        tls,
+        tug_kubelet::server::router(tug_kubelet::server::ServerState {
+            runtime: runtime.clone(),
+        }),
+    ));
+    let mut config = tug_kubelet::agent::AgentConfig::new(&node_name, agent_dir);
+    config.node_ip = ip;
+    config.kubelet_port = port;
+    let client = api.in_process_client();
+    tokio::spawn(async move {
+        if let Err(e) = tug_kubelet::agent::run(client, config, runtime).await {
+            tracing::error!(error = %format!("{e:#}"), "the node agent stopped");
+        }
+    });
+    tracing::info!(node = %node_name, kubelet_port = port, "node agent started");
     Ok(())
 }
 

@@ -51,6 +51,24 @@ pub(super) async fn resource(
         let out = server.registry.bind(r, ns, name, &body, &opts).await?;
         return Ok(json_response(StatusCode::CREATED, &out, "application/json"));
     }
+    if sub == Some("log") {
+        let name = t
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+        if req.method() != Method::GET {
+            return Err(ApiError::method_not_allowed("pods/log only supports get"));
+        }
+        return crate::kubelet::pod_log(
+            &server.registry,
+            server.kubelet.get(),
+            r,
+            ns.unwrap_or("default"),
+            name,
+            &q,
+        )
+        .await;
+    }
     if sub == Some("eviction") {
         let name = t
             .name

@@ -1,0 +1,156 @@
+//! The real node agent: registers the node, keeps its heartbeats, and runs a worker per pod
+//! bound to it on the native runtime. On start it adopts the containers a previous agent left
+//! running, and cleans up after pods deleted while it was away.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
+use tug_runtime::NativeRuntime;
+
+use crate::worker::{self, Shared};
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// Where images, containers, pod files and logs live.
+    pub data_dir: PathBuf,
+    /// The address the node reports (and its kubelet server is reached at).
+    pub node_ip: String,
+    /// The kubelet server's port, as bound.
+    pub kubelet_port: u16,
+    pub max_pods: u32,
+    /// The cluster DNS server pods are pointed at.
+    pub cluster_dns: String,
+    pub cluster_domain: String,
+    /// Lease renewal and status period.
+    pub heartbeat: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults for a node named `node_name` keeping its state in `data_dir`.
+    pub fn new(node_name: &str, data_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            node_name: node_name.to_string(),
+            data_dir,
+            node_ip: "127.0.0.1".into(),
+            kubelet_port: 10250,
+            max_pods: 110,
+            cluster_dns: "10.96.0.10".into(),
+            cluster_domain: "cluster.local".into(),
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The node's name when none is given: the host name, lower case.
+pub fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_else(|_| "localhost".into())
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Runs the agent until the task is dropped.
+pub async fn run(
+    client: kube::Client,
+    config: AgentConfig,
+    runtime: Arc<NativeRuntime>,
+) -> anyhow::Result<()> {
+    crate::node::register(&client, &config).await?;
+    tokio::spawn(crate::node::heartbeat(
+        client.clone(),
+        config.clone(),
+        config.heartbeat,
+    ));
+    let shared = Shared {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        config: config.clone(),
+        recorder: Arc::new(tug_events::Recorder::new(client.clone(), "kubelet")),
+    };
+    let pods: Api<Pod> = Api::all(client);
+    let selector = format!("spec.nodeName={}", config.node_name);
+    let mut events = watcher(pods, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .boxed();
+    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    // Pods seen in the first full list: sandboxes of any other pod are leftovers.
+    let mut listing: Option<HashSet<String>> = Some(HashSet::new());
+    while let Some(ev) = events.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching pods failed; retrying");
+                continue;
+            }
+        };
+        match ev {
+            watcher::Event::Init => listing = Some(HashSet::new()),
+            watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(l) = listing.as_mut() {
+                    l.insert(uid.clone());
+                }
+                match workers.get(&uid) {
+                    Some(tx) if !tx.is_closed() => {
+                        let _ = tx.send(Some(pod));
+                    }
+                    _ => {
+                        let (tx, rx) = watch::channel(Some(pod));
+                        tokio::spawn(worker::run(shared.clone(), rx));
+                        workers.insert(uid, tx);
+                    }
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(tx) = workers.remove(&uid) {
+                    let _ = tx.send(None);
+                }
+            }
+            watcher::Event::InitDone => {
+                let known = listing.take().unwrap_or_default();
+                // Pods deleted while the agent was away: stop what they left behind.
+                let gone: Vec<String> = workers
+                    .keys()
+                    .filter(|u| !known.contains(*u))
+                    .cloned()
+                    .collect();
+                for uid in gone {
+                    if let Some(tx) = workers.remove(&uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+                let rt = runtime.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let leftovers: Vec<String> = rt
+                        .sandboxes()
+                        .into_iter()
+                        .filter(|u| !known.contains(u))
+                        .collect();
+                    for uid in leftovers {
+                        tracing::info!(pod_uid = %uid, "cleaning up a pod deleted while the agent was away");
+                        let mut pod = Pod::default();
+                        pod.metadata.uid = Some(uid);
+                        pod.spec = Some(Default::default());
+                        if let Some(s) = pod.spec.as_mut() {
+                            s.termination_grace_period_seconds = Some(2);
+                        }
+                        worker::terminate(&shared, &pod).await;
+                    }
+                });
+            }
+        }
+        workers.retain(|_, tx| !tx.is_closed());
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The kubelet's HTTPS API (port 10250), as the API server uses it: container logs
+//! (`/containerLogs/{namespace}/{pod}/{container}`, with follow, tailLines, sinceSeconds,
+//! sinceTime, timestamps, previous, limitBytes) and `/healthz`. The caller serves the router
+//! over TLS that demands a client certificate from the cluster CA.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tug_runtime::logs::{self, ReadOptions};
+use tug_runtime::{ContainerState, NativeRuntime};
+
+/// What the server reads from.
+#[derive(Clone)]
+pub struct ServerState {
+    pub runtime: Arc<NativeRuntime>,
+}
+
+/// The kubelet API router.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .with_state(state)
+}
+
+fn error(code: StatusCode, msg: String) -> Response {
+    (code, msg).into_response()
+}
+
+/// The log file of a container's latest (or previous) run, and whether it still runs.
+fn find_log(
+    rt: &NativeRuntime,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+) -> Result<(PathBuf, bool), String> {
+    let mut runs: Vec<tug_runtime::Container> = rt
+        .list()
+        .into_iter()
+        .filter(|c| {
+            c.spec.name == container
+                && c.spec
+                    .log_path
+                    .parent()
+                    .and_then(|p| p.parent())
+                    .and_then(|p| p.file_name())
+                    .is_some_and(|d| d.to_string_lossy().starts_with(&format!("{ns}_{pod}_")))
+        })
+        .collect();
+    runs.sort_by_key(|c| c.spec.attempt);
+    let run = if previous {
+        if runs.len() < 2 {
+            return Err(format!(
+                "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+            ));
+        }
+        runs.get(runs.len() - 2)
+    } else {
+        runs.last()
+    };
+    let Some(run) = run else {
+        return Err(format!(
+            "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
+        ));
+    };
+    let running = matches!(run.state, ContainerState::Running { .. });
+    Ok((run.spec.log_path.clone(), running))
+}
+
+async fn container_logs(
+    State(state): State<ServerState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let previous = flag("previous");
+    let follow = flag("follow");
+    let mut opts = ReadOptions {
+        tail: q.get("tailLines").and_then(|v| v.parse().ok()),
+        timestamps: flag("timestamps"),
+        limit_bytes: q.get("limitBytes").and_then(|v| v.parse().ok()),
+        since: None,
+    };
+    if let Some(s) = q.get("sinceSeconds").and_then(|v| v.parse::<i64>().ok()) {
+        opts.since = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_secs(s))
+            .ok();
+    }
+    if let Some(t) = q.get("sinceTime").and_then(|v| v.parse().ok()) {
+        opts.since = Some(t);
+    }
+    let rt = state.runtime.clone();
+    let found = {
+        let (ns, pod, container) = (ns.clone(), pod.clone(), container.clone());
+        tokio::task::spawn_blocking(move || find_log(&rt, &ns, &pod, &container, previous)).await
+    };
+    let (path, running) = match found {
+        Ok(Ok(f)) => f,
+        Ok(Err(msg)) => return error(StatusCode::BAD_REQUEST, msg),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let first = match logs::read(&path, &opts) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if !follow || previous {
+        return Response::new(Body::from(first));
+    }
+    // Follow: send what is there, then new records as they are written, until the container
+    // stops (and its last lines are out) or the client goes away.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    let rt = state.runtime.clone();
+    tokio::spawn(async move {
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut still_running = running;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len < offset {
+                // Rotated: start the new file from its beginning.
+                offset = 0;
+            }
+            if len > offset {
+                let bytes = match read_from(&path, offset) {
+                    Ok(b) => b,
+                    Err(_) => break,
+                };
+                offset += bytes.len() as u64;
+                pending.extend_from_slice(&bytes);
+                let mut out = Vec::new();
+                while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=pos).collect();
+                    if let Some(rec) = logs::parse(&line[..line.len() - 1]) {
+                        logs::render(&rec, opts.timestamps, &mut out);
+                    }
+                }
+                if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
+                    return;
+                }
+            } else if !still_running {
+                break;
+            }
+            if tx.is_closed() {
+                return;
+            }
+            still_running = rt.list().iter().any(|c| {
+                c.spec.log_path == path && matches!(c.state, ContainerState::Running { .. })
+            });
+        }
+    });
+    Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ))
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,290 @@
+//! Pod volumes on the node: emptyDir, hostPath, configMap and secret (files written with their
+//! modes, swapped in atomically on update), under the pod's directory.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use kube::api::Api;
+
+/// Why a volume could not be set up: the message goes into the pod's events and status.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VolumeError(pub String);
+
+/// The host directory (or file) backing each of a pod's volumes, by volume name.
+pub type Mounted = BTreeMap<String, PathBuf>;
+
+/// Sets up every volume of a pod under `pod_dir/volumes` and returns where each is.
+pub async fn setup(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<Mounted, VolumeError> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out = Mounted::new();
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    for v in volumes {
+        let path = setup_one(client, &ns, &v, pod_dir).await?;
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+fn dir_of(pod_dir: &Path, kind: &str, name: &str) -> PathBuf {
+    pod_dir.join("volumes").join(kind).join(name)
+}
+
+async fn setup_one(
+    client: &kube::Client,
+    ns: &str,
+    v: &Volume,
+    pod_dir: &Path,
+) -> Result<PathBuf, VolumeError> {
+    let io =
+        |what: &str, e: std::io::Error| VolumeError(format!("volume {:?}: {what}: {e}", v.name));
+    if v.empty_dir.is_some() {
+        let dir = dir_of(pod_dir, "empty-dir", &v.name);
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+        return Ok(dir);
+    }
+    if let Some(h) = &v.host_path {
+        let path = PathBuf::from(&h.path);
+        match h.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => {
+                std::fs::create_dir_all(&path).map_err(|e| io("creating", e))?;
+            }
+            "FileOrCreate" => {
+                if !path.exists() {
+                    if let Some(p) = path.parent() {
+                        std::fs::create_dir_all(p).map_err(|e| io("creating", e))?;
+                    }
+                    std::fs::write(&path, b"").map_err(|e| io("creating", e))?;
+                }
+            }
+            "Directory" if !path.is_dir() => {
+                return Err(VolumeError(format!(
+                    "hostPath type check failed: {} is not a directory",
+                    h.path
+                )));
+            }
+            "File" if !path.is_file() => {
+                return Err(VolumeError(format!(
+                    "hostPath type check failed: {} is not a file",
+                    h.path
+                )));
+            }
+            _ => {}
+        }
+        return Ok(path);
+    }
+    if let Some(cm) = &v.config_map {
+        let name = cm.name.clone();
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        let data = match api.get_opt(&name).await {
+            Ok(Some(c)) => {
+                let mut d: BTreeMap<String, Vec<u8>> = c
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                for (k, b) in c.binary_data.unwrap_or_default() {
+                    d.insert(k, b.0);
+                }
+                d
+            }
+            Ok(None) if cm.optional == Some(true) => BTreeMap::new(),
+            Ok(None) => {
+                return Err(VolumeError(format!(
+                    "MountVolume.SetUp failed for volume \"{}\" : configmap \"{name}\" not found",
+                    v.name
+                )));
+            }
+            Err(e) => return Err(VolumeError(format!("reading configmap {name}: {e}"))),
+        };
+        let dir = dir_of(pod_dir, "configmap", &v.name);
+        write_atomic(&dir, &project(&data, cm.items.as_deref(), cm.default_mode)?)
+            .map_err(|e| io("writing", e))?;
+        return Ok(dir);
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let data = match api.get_opt(&name).await {
+            Ok(Some(sec)) => {
+                let mut d: BTreeMap<String, Vec<u8>> = sec
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                for (k, v) in sec.string_data.unwrap_or_default() {
+                    d.insert(k, v.into_bytes());
+                }
+                d
+            }
+            Ok(None) if s.optional == Some(true) => BTreeMap::new(),
+            Ok(None) => {
+                return Err(VolumeError(format!(
+                    "MountVolume.SetUp failed for volume \"{}\" : secret \"{name}\" not found",
+                    v.name
+                )));
+            }
+            Err(e) => return Err(VolumeError(format!("reading secret {name}: {e}"))),
+        };
+        let dir = dir_of(pod_dir, "secret", &v.name);
+        write_atomic(&dir, &project(&data, s.items.as_deref(), s.default_mode)?)
+            .map_err(|e| io("writing", e))?;
+        return Ok(dir);
+    }
+    Err(VolumeError(format!(
+        "volume {:?}: this volume type is not supported yet",
+        v.name
+    )))
+}
+
+/// The files of a configMap or secret volume: every key, or the listed items, with modes.
+fn project(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    default_mode: Option<i32>,
+) -> Result<Vec<(String, Vec<u8>, u32)>, VolumeError> {
+    let mode = default_mode.unwrap_or(0o644) as u32;
+    match items {
+        None => Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), mode))
+            .collect()),
+        Some(items) => items
+            .iter()
+            .map(|i| match data.get(&i.key) {
+                Some(v) => Ok((i.path.clone(), v.clone(), i.mode.map_or(mode, |m| m as u32))),
+                None => Err(VolumeError(format!(
+                    "configmap or secret references non-existent key {:?}",
+                    i.key
+                ))),
+            })
+            .collect(),
+    }
+}
+
+/// Writes files the way the kubelet's atomic writer does: into a fresh timestamped directory,
+/// then `..data` is swapped to point at it, and each top-level name links through `..data`.
+/// Readers never see a half-written set.
+pub fn write_atomic(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let current = std::fs::read_link(dir.join("..data")).ok();
+    // Unchanged content: nothing to do.
+    if let Some(cur) = &current {
+        let cur_dir = dir.join(cur);
+        let same = files.iter().all(|(p, bytes, mode)| {
+            let f = cur_dir.join(p);
+            std::fs::read(&f).is_ok_and(|b| &b == bytes)
+                && std::fs::metadata(&f).is_ok_and(|m| m.permissions().mode() & 0o7777 == *mode)
+        }) && count_files(&cur_dir) == files.len();
+        if same {
+            return Ok(());
+        }
+    }
+    let stamp = format!(
+        "..{}",
+        jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S.%f")
+    );
+    let fresh = dir.join(&stamp);
+    std::fs::create_dir_all(&fresh)?;
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755))?;
+    for (path, bytes, mode) in files {
+        let rel = Path::new(path);
+        if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
+            continue;
+        }
+        let f = fresh.join(rel);
+        if let Some(p) = f.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(&f, bytes)?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode))?;
+    }
+    let tmp_link = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&stamp, &tmp_link)?;
+    std::fs::rename(&tmp_link, dir.join("..data"))?;
+    // Top-level names point through ..data.
+    let tops: std::collections::BTreeSet<String> = files
+        .iter()
+        .filter_map(|(p, _, _)| p.split('/').next().map(str::to_string))
+        .collect();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{top}"), &link)?;
+        }
+    }
+    // Names no longer present go, and so does the old data.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if !n.starts_with("..") && !tops.contains(&n) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Some(cur) = current
+        && cur.as_os_str() != stamp.as_str()
+    {
+        let _ = std::fs::remove_dir_all(dir.join(cur));
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        count_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_swap_the_whole_set() {
+        let dir = tempfile::tempdir().expect("tmp");
+        write_atomic(dir.path(), &[("a".into(), b"1".to_vec(), 0o644)]).expect("write");
+        assert_eq!(std::fs::read(dir.path().join("a")).expect("a"), b"1");
+        write_atomic(dir.path(), &[("b".into(), b"2".to_vec(), 0o400)]).expect("write");
+        assert!(!dir.path().join("a").exists(), "a removed key goes");
+        assert_eq!(std::fs::read(dir.path().join("b")).expect("b"), b"2");
+        let mode = std::fs::metadata(dir.path().join("b"))
+            .expect("b")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o400);
+        let stamps = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.starts_with("..") && n != "..data"
+            })
+            .count();
+        assert_eq!(stamps, 1, "the old data directory is gone");
+    }
+}

@@ -1,0 +1,899 @@
+//! One worker per pod: starts its sandbox, runs its init containers in order and then its
+//! containers, restarts them as the restart policy says with the CrashLoopBackOff delays,
+//! reports the pod's status, and stops everything when the pod goes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tug_runtime::spec::SandboxSpec;
+use tug_runtime::{ContainerState, NativeRuntime};
+
+use crate::agent::AgentConfig;
+use crate::containers::{self, PodPaths};
+use crate::volumes;
+
+/// First restart delay; it doubles up to [`MAX_BACKOFF`].
+const BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What a worker shares with the agent.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: kube::Client,
+    pub runtime: Arc<NativeRuntime>,
+    pub config: AgentConfig,
+    pub recorder: Arc<tug_events::Recorder>,
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Seconds-precision RFC 3339 of a runtime time.
+fn api_time(t: &str) -> String {
+    t.parse::<jiff::Timestamp>()
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| now())
+}
+
+/// A container's place in the pod.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Init,
+    Sidecar,
+    App,
+}
+
+/// The runtime's view of one container name in the pod: its latest and previous attempts.
+#[derive(Default, Clone, Debug)]
+struct Attempts {
+    latest: Option<tug_runtime::Container>,
+    previous: Option<tug_runtime::Container>,
+    count: u32,
+}
+
+/// Why a container is not running, as the status shows it.
+#[derive(Clone, Debug, Default)]
+struct Waiting {
+    reason: String,
+    message: String,
+}
+
+/// A pod worker's memory between passes.
+#[derive(Default)]
+pub struct PodState {
+    /// Per container name: why it waits.
+    waiting: HashMap<String, Waiting>,
+    /// Per container name: when it may be restarted next, and the delay that led there.
+    backoff: HashMap<String, (Instant, Duration)>,
+    last_status: Option<Value>,
+    start_time: Option<String>,
+}
+
+/// Runs a pod until it is gone from the API (`rx` yields None) and its containers are stopped.
+pub async fn run(shared: Shared, mut rx: watch::Receiver<Option<Pod>>) {
+    let mut state = PodState::default();
+    let mut last: Option<Pod> = None;
+    loop {
+        let current = rx.borrow_and_update().clone();
+        match current {
+            Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
+                if let Err(e) = sync(&shared, &pod, &mut state).await {
+                    tracing::warn!(pod = %name_of(&pod), error = %e, "pod sync failed");
+                }
+                last = Some(pod);
+            }
+            other => {
+                let pod = other.or(last.clone());
+                if let Some(pod) = pod {
+                    terminate(&shared, &pod).await;
+                }
+                return;
+            }
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() {
+                // The agent dropped the worker: the pod is gone.
+                if let Some(pod) = last { terminate(&shared, &pod).await; }
+                return;
+            },
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// Records an event without holding up the pod's worker.
+fn record(
+    shared: &Shared,
+    kind: &'static str,
+    about: &tug_events::Involved,
+    reason: &str,
+    message: &str,
+) {
+    let (recorder, about) = (shared.recorder.clone(), about.clone());
+    let (reason, message) = (reason.to_string(), message.to_string());
+    tokio::spawn(async move { recorder.event(&about, kind, &reason, &message).await });
+}
+
+fn involved(pod: &Pod) -> tug_events::Involved {
+    tug_events::Involved::pod(
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or(""),
+        pod.metadata.uid.as_deref(),
+    )
+}
+
+fn name_of(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Where the pod's files are.
+pub fn paths(cfg: &AgentConfig, pod: &Pod) -> PodPaths {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    PodPaths {
+        dir: cfg.data_dir.join("pods").join(&uid),
+        logs: cfg.data_dir.join("logs").join(format!(
+            "{}_{}_{}",
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            pod.metadata.name.as_deref().unwrap_or(""),
+            uid
+        )),
+    }
+}
+
+/// The containers of the pod, in start order, with their kind.
+fn containers_of(pod: &Pod) -> Vec<(Kind, Container)> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut out: Vec<(Kind, Container)> = spec
+        .init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let kind = if c.restart_policy.as_deref() == Some("Always") {
+                Kind::Sidecar
+            } else {
+                Kind::Init
+            };
+            (kind, c)
+        })
+        .collect();
+    out.extend(spec.containers.into_iter().map(|c| (Kind::App, c)));
+    out
+}
+
+/// The runtime's containers of this pod, by name.
+fn attempts(rt: &NativeRuntime, uid: &str) -> BTreeMap<String, Attempts> {
+    let mut by_name: BTreeMap<String, Vec<tug_runtime::Container>> = BTreeMap::new();
+    for c in rt.list() {
+        if c.spec.sandbox == uid {
+            by_name.entry(c.spec.name.clone()).or_default().push(c);
+        }
+    }
+    by_name
+        .into_iter()
+        .map(|(name, mut list)| {
+            list.sort_by_key(|c| c.spec.attempt);
+            let count = list.len() as u32;
+            let latest = list.pop();
+            let previous = list.pop();
+            // Older attempts are kept only as long as `--previous` may want them.
+            for old in list {
+                let _ = rt.remove_container(&old.spec.id);
+            }
+            (
+                name,
+                Attempts {
+                    latest,
+                    previous,
+                    count,
+                },
+            )
+        })
+        .collect()
+}
+
+fn restart_policy(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".into())
+}
+
+/// Whether an exited container should run again.
+fn should_restart(kind: Kind, policy: &str, exit_code: i32) -> bool {
+    match kind {
+        Kind::Sidecar => true,
+        Kind::Init => policy != "Never" && exit_code != 0,
+        Kind::App => policy == "Always" || (policy == "OnFailure" && exit_code != 0),
+    }
+}
+
+/// Writes the files every container of the pod mounts: /etc/hosts, hostname, resolv.conf.
+fn write_pod_files(cfg: &AgentConfig, pod: &Pod, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let host_network = spec.host_network == Some(true);
+    let hostname = hostname_of(pod);
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_else(|| {
+            if host_network {
+                cfg.node_ip.clone()
+            } else {
+                String::new()
+            }
+        });
+    let mut hosts = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    if !ip.is_empty() {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    for alias in spec.host_aliases.unwrap_or_default() {
+        if let Some(names) = alias.hostnames {
+            hosts.push_str(&format!("{}\t{}\n", alias.ip, names.join("\t")));
+        }
+    }
+    std::fs::write(dir.join("etc-hosts"), hosts)?;
+    std::fs::write(dir.join("etc-hostname"), format!("{hostname}\n"))?;
+    let resolv = if host_network {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        format!(
+            "search {ns}.svc.{d} svc.{d} {d}\nnameserver {}\noptions ndots:5\n",
+            cfg.cluster_dns,
+            d = cfg.cluster_domain
+        )
+    };
+    std::fs::write(dir.join("resolv.conf"), resolv)?;
+    Ok(())
+}
+
+fn hostname_of(pod: &Pod) -> String {
+    let spec = pod.spec.clone().unwrap_or_default();
+    spec.hostname
+        .filter(|h| !h.is_empty())
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default()
+        .chars()
+        .take(63)
+        .collect()
+}
+
+/// One pass over a pod: make the runtime match it, then report its status.
+async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Result<()> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let cfg = &shared.config;
+    let rt = shared.runtime.clone();
+    let paths = paths(cfg, pod);
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    // A finished pod runs nothing more.
+    let finished = phase == "Succeeded" || phase == "Failed";
+    if state.start_time.is_none() {
+        state.start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref().map(|t| t.0.to_string()))
+            .or_else(|| Some(now()));
+    }
+    if !finished {
+        write_pod_files(cfg, pod, &paths.dir)?;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let sandbox = SandboxSpec {
+            uid: uid.clone(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            hostname: hostname_of(pod),
+            host_network: spec.host_network == Some(true),
+            host_ipc: spec.host_ipc == Some(true),
+            sysctls: spec
+                .security_context
+                .and_then(|s| s.sysctls)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| (s.name, s.value))
+                .collect(),
+        };
+        let rt2 = rt.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || rt2.run_sandbox(&sandbox)).await? {
+            record(
+                shared,
+                "Warning",
+                &involved(pod),
+                "FailedCreatePodSandBox",
+                &format!("Failed to create pod sandbox: {e:#}"),
+            );
+            return report(shared, pod, state, &BTreeMap::new(), Some(format!("{e:#}"))).await;
+        }
+    }
+    let mut seen = attempts(&rt, &uid);
+    if !finished {
+        run_containers(shared, pod, state, &mut seen, &paths).await?;
+        seen = attempts(&rt, &uid);
+    }
+    report(shared, pod, state, &seen, None).await
+}
+
+/// Starts what should run now, in order.
+async fn run_containers(
+    shared: &Shared,
+    pod: &Pod,
+    state: &mut PodState,
+    seen: &mut BTreeMap<String, Attempts>,
+    paths: &PodPaths,
+) -> anyhow::Result<()> {
+    let policy = restart_policy(pod);
+    let mut volumes_ready: Option<volumes::Mounted> = None;
+    for (kind, c) in containers_of(pod) {
+        let a = seen.get(&c.name).cloned().unwrap_or_default();
+        let start = match &a.latest {
+            None => true,
+            Some(latest) => match &latest.state {
+                ContainerState::Running { .. } | ContainerState::Unknown => false,
+                ContainerState::Exited(exit) => {
+                    if should_restart(kind, &policy, exit.exit_code) {
+                        // Backoff: each restart waits twice as long, from 10 s up to 5 min,
+                        // reset after 10 minutes of running well.
+                        let ran = exit
+                            .finished_at
+                            .parse::<jiff::Timestamp>()
+                            .ok()
+                            .zip(exit.started_at.parse::<jiff::Timestamp>().ok())
+                            .map(|(f, s)| f.as_second() - s.as_second())
+                            .unwrap_or(0);
+                        let now = Instant::now();
+                        match state.backoff.get(&c.name).copied() {
+                            Some((until, delay)) if now < until => {
+                                state.waiting.insert(
+                                    c.name.clone(),
+                                    Waiting {
+                                        reason: "CrashLoopBackOff".into(),
+                                        message: format!(
+                                            "back-off {}s restarting failed container={} pod={}_{}({})",
+                                            delay.as_secs(),
+                                            c.name,
+                                            pod.metadata.name.as_deref().unwrap_or(""),
+                                            pod.metadata.namespace.as_deref().unwrap_or(""),
+                                            pod.metadata.uid.as_deref().unwrap_or("")
+                                        ),
+                                    },
+                                );
+                                false
+                            }
+                            previous => {
+                                // Restart now; the next restart waits twice as long.
+                                let next = match previous {
+                                    Some((_, d)) if ran < 600 => (d * 2).min(MAX_BACKOFF),
+                                    _ => BACKOFF,
+                                };
+                                state.backoff.insert(c.name.clone(), (now + next, next));
+                                true
+                            }
+                        }
+                    } else {
+                        false
+                    }
+                }
+            },
+        };
+        if start {
+            if volumes_ready.is_none() {
+                match volumes::setup(&shared.client, pod, &paths.dir).await {
+                    Ok(v) => volumes_ready = Some(v),
+                    Err(e) => {
+                        record(shared, "Warning", &involved(pod), "FailedMount", &e.0);
+                        state.waiting.insert(
+                            c.name.clone(),
+                            Waiting {
+                                reason: "ContainerCreating".into(),
+                                message: e.0.clone(),
+                            },
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            let vols = volumes_ready.clone().unwrap_or_default();
+            start_container(shared, pod, state, &c, &vols, paths, a.count).await;
+            *seen = attempts(&shared.runtime, pod.metadata.uid.as_deref().unwrap_or(""));
+        }
+        // Ordering: an init container must finish, a sidecar must have started, before the
+        // next one starts.
+        let now_state = seen
+            .get(&c.name)
+            .and_then(|a| a.latest.clone())
+            .map(|c| c.state);
+        match kind {
+            Kind::Init => match now_state {
+                Some(ContainerState::Exited(e)) if e.exit_code == 0 => continue,
+                _ => return Ok(()),
+            },
+            Kind::Sidecar => match now_state {
+                Some(ContainerState::Running { .. }) => continue,
+                _ => return Ok(()),
+            },
+            Kind::App => continue,
+        }
+    }
+    Ok(())
+}
+
+async fn start_container(
+    shared: &Shared,
+    pod: &Pod,
+    state: &mut PodState,
+    c: &Container,
+    vols: &volumes::Mounted,
+    paths: &PodPaths,
+    attempt: u32,
+) {
+    let about = involved(pod).field(&container_field(pod, &c.name));
+    let image_name = c.image.clone().unwrap_or_default();
+    let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+        if image_name.ends_with(":latest") || !image_name.contains(':') {
+            "Always".into()
+        } else {
+            "IfNotPresent".into()
+        }
+    });
+    let rt = shared.runtime.clone();
+    let image = rt.images.find(&image_name);
+    let image = match (image, policy.as_str()) {
+        (Some(i), _) => {
+            if attempt == 0 {
+                record(
+                    shared,
+                    "Normal",
+                    &about,
+                    "Pulled",
+                    &format!("Container image \"{image_name}\" already present on machine"),
+                );
+            }
+            i
+        }
+        (None, "Never") => {
+            let msg = format!(
+                "Container image \"{image_name}\" is not present with pull policy of Never"
+            );
+            record(shared, "Warning", &about, "ErrImageNeverPull", &msg);
+            state.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "ErrImageNeverPull".into(),
+                    message: msg,
+                },
+            );
+            return;
+        }
+        (None, _) => {
+            let msg = format!(
+                "Failed to pull image \"{image_name}\": pulling from registries is not supported yet; import it with `tug image import`"
+            );
+            record(shared, "Warning", &about, "Failed", &msg);
+            let reason = if state
+                .waiting
+                .get(&c.name)
+                .is_some_and(|w| w.reason == "ErrImagePull" || w.reason == "ImagePullBackOff")
+            {
+                "ImagePullBackOff"
+            } else {
+                "ErrImagePull"
+            };
+            state.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: reason.into(),
+                    message: msg,
+                },
+            );
+            return;
+        }
+    };
+    let layers: Vec<std::path::PathBuf> = image
+        .layers
+        .iter()
+        .filter_map(|l| rt.images.layer_dir(l).ok())
+        .collect();
+    let node = (
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        crate::node::Capacity::of_host(&shared.config.data_dir).memory_bytes,
+    );
+    let spec = match containers::build(
+        &shared.client,
+        pod,
+        c,
+        &image,
+        &layers,
+        vols,
+        paths,
+        attempt,
+        node,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            record(
+                shared,
+                "Warning",
+                &about,
+                "Failed",
+                &format!("Error: {}", e.0),
+            );
+            state.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: e.0,
+                },
+            );
+            return;
+        }
+    };
+    let started = tokio::task::spawn_blocking(move || rt.start_container(spec)).await;
+    match started {
+        Ok(Ok(_)) => {
+            state.waiting.remove(&c.name);
+            record(
+                shared,
+                "Normal",
+                &about,
+                "Created",
+                &format!("Created container {}", c.name),
+            );
+            record(
+                shared,
+                "Normal",
+                &about,
+                "Started",
+                &format!("Started container {}", c.name),
+            );
+        }
+        Ok(Err(e)) => {
+            let msg = format!("Error: failed to start container \"{}\": {e}", c.name);
+            record(shared, "Warning", &about, "Failed", &msg);
+            state.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "RunContainerError".into(),
+                    message: msg,
+                },
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "the start task failed"),
+    }
+}
+
+fn container_field(pod: &Pod, name: &str) -> String {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let init = spec
+        .init_containers
+        .unwrap_or_default()
+        .iter()
+        .position(|c| c.name == name);
+    match init {
+        Some(i) => format!("spec.initContainers{{{name}}}").replace("{i}", &i.to_string()),
+        None => format!("spec.containers{{{name}}}"),
+    }
+}
+
+/// The status of one container.
+fn container_status(
+    c: &Container,
+    a: Option<&Attempts>,
+    waiting: Option<&Waiting>,
+    image_ref: &str,
+    kind: Kind,
+) -> Value {
+    let image = c.image.clone().unwrap_or_default();
+    let terminated = |e: &tug_runtime::state::Exit, id: &str| {
+        let mut t = json!({"exitCode": e.exit_code, "reason": e.reason,
+            "startedAt": api_time(&e.started_at), "finishedAt": api_time(&e.finished_at),
+            "containerID": format!("tugboat://{id}")});
+        if let Some(s) = e.signal {
+            t["signal"] = json!(s);
+        }
+        if !e.message.is_empty() {
+            t["message"] = json!(e.message);
+        }
+        t
+    };
+    let mut status = json!({"name": c.name, "image": image, "imageID": image_ref,
+        "restartCount": a.map_or(0, |a| a.count.saturating_sub(1)), "ready": false, "started": false,
+        "state": {"waiting": {"reason": "ContainerCreating"}}});
+    if let Some(latest) = a.and_then(|a| a.latest.as_ref()) {
+        status["containerID"] = json!(format!("tugboat://{}", latest.spec.id));
+        match &latest.state {
+            ContainerState::Running { started_at, .. } => {
+                status["state"] = json!({"running": {"startedAt": api_time(started_at)}});
+                status["started"] = json!(true);
+                status["ready"] = json!(kind != Kind::Init);
+            }
+            ContainerState::Exited(e) => {
+                status["state"] = json!({"terminated": terminated(e, &latest.spec.id)});
+            }
+            ContainerState::Unknown => {}
+        }
+        if let Some(prev) = a.and_then(|a| a.previous.as_ref())
+            && let ContainerState::Exited(e) = &prev.state
+        {
+            status["lastState"] = json!({"terminated": terminated(e, &prev.spec.id)});
+        }
+    }
+    if let Some(w) = waiting {
+        let running = status["state"].get("running").is_some();
+        if !running {
+            // The last run's end moves to lastState while the container waits to run again.
+            if let Some(t) = status["state"].get("terminated").cloned() {
+                status["lastState"] = json!({"terminated": t});
+            }
+            let mut wj = json!({"reason": w.reason});
+            if !w.message.is_empty() {
+                wj["message"] = json!(w.message);
+            }
+            status["state"] = json!({"waiting": wj});
+        }
+    }
+    status
+}
+
+/// Computes and writes the pod's status when it changed.
+async fn report(
+    shared: &Shared,
+    pod: &Pod,
+    state: &mut PodState,
+    seen: &BTreeMap<String, Attempts>,
+    sandbox_error: Option<String>,
+) -> anyhow::Result<()> {
+    let policy = restart_policy(pod);
+    let mut init_statuses = Vec::new();
+    let mut app_statuses = Vec::new();
+    let mut initialized = true;
+    let mut all_app_ready = true;
+    let mut app_running = 0;
+    let mut app_succeeded = 0;
+    let mut app_failed = 0;
+    let mut app_total = 0;
+    let mut init_failed = false;
+    for (kind, c) in containers_of(pod) {
+        let a = seen.get(&c.name);
+        let image_ref = a
+            .and_then(|a| a.latest.as_ref())
+            .and_then(|l| shared.runtime.images.find(&l.spec.image_id))
+            .map(|i| i.repo_digests.first().cloned().unwrap_or(i.id))
+            .unwrap_or_default();
+        let s = container_status(&c, a, state.waiting.get(&c.name), &image_ref, kind);
+        let latest = a.and_then(|a| a.latest.as_ref()).map(|l| &l.state);
+        match kind {
+            Kind::Init => {
+                let done = matches!(latest, Some(ContainerState::Exited(e)) if e.exit_code == 0);
+                if !done {
+                    initialized = false;
+                }
+                if let Some(ContainerState::Exited(e)) = latest
+                    && e.exit_code != 0
+                    && policy == "Never"
+                {
+                    init_failed = true;
+                }
+                init_statuses.push(s);
+            }
+            Kind::Sidecar => {
+                if !matches!(latest, Some(ContainerState::Running { .. })) {
+                    initialized = false;
+                }
+                init_statuses.push(s);
+            }
+            Kind::App => {
+                app_total += 1;
+                match latest {
+                    Some(ContainerState::Running { .. }) => app_running += 1,
+                    Some(ContainerState::Exited(e)) => {
+                        if e.exit_code == 0 {
+                            app_succeeded += 1
+                        } else {
+                            app_failed += 1
+                        }
+                    }
+                    _ => {}
+                }
+                if s["ready"] != json!(true) {
+                    all_app_ready = false;
+                }
+                app_statuses.push(s);
+            }
+        }
+    }
+    let restarts_pending = state
+        .waiting
+        .values()
+        .any(|w| w.reason == "CrashLoopBackOff");
+    let phase = if init_failed {
+        "Failed"
+    } else if app_running > 0 || restarts_pending && app_total > 0 && initialized {
+        "Running"
+    } else if app_total > 0 && app_succeeded + app_failed == app_total {
+        match policy.as_str() {
+            "Always" => "Running",
+            "OnFailure" if app_failed > 0 => "Running",
+            _ if app_failed > 0 => "Failed",
+            _ => "Succeeded",
+        }
+    } else {
+        "Pending"
+    };
+    let ready = phase == "Running" && all_app_ready && initialized;
+    let previous_phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    // A finished pod's phase never goes back.
+    let phase = if previous_phase == "Succeeded" || previous_phase == "Failed" {
+        previous_phase.as_str()
+    } else {
+        phase
+    };
+    let cond = |t: &str, ok: bool, reason: Option<&str>| {
+        let mut c =
+            json!({"type": t, "status": if ok {"True"} else {"False"}, "lastProbeTime": null});
+        if let Some(r) = reason {
+            c["reason"] = json!(r);
+        }
+        c
+    };
+    let not_ready_reason = if phase == "Succeeded" || phase == "Failed" {
+        Some("PodCompleted")
+    } else {
+        Some("ContainersNotReady")
+    };
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let mut status = json!({
+        "phase": phase,
+        "hostIP": shared.config.node_ip,
+        "hostIPs": [{"ip": shared.config.node_ip}],
+        "startTime": state.start_time.clone().map(|t| api_time(&t)),
+        "qosClass": qos_class(pod),
+        "conditions": [
+            cond("PodReadyToStartContainers", sandbox_error.is_none(), None),
+            cond("Initialized", initialized, (!initialized).then_some("ContainersNotInitialized")),
+            cond("Ready", ready, if ready { None } else { not_ready_reason }),
+            cond("ContainersReady", ready, if ready { None } else { not_ready_reason }),
+            cond("PodScheduled", true, None),
+        ],
+        "containerStatuses": app_statuses,
+    });
+    if !init_statuses.is_empty() {
+        status["initContainerStatuses"] = json!(init_statuses);
+    }
+    if host_network {
+        status["podIP"] = json!(shared.config.node_ip);
+        status["podIPs"] = json!([{"ip": shared.config.node_ip}]);
+    }
+    if state.last_status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    // Transition times: keep the old one where the condition's status did not change.
+    let mut to_send = status.clone();
+    let old_conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if let Some(conds) = to_send["conditions"].as_array_mut() {
+        for c in conds {
+            let t = c["type"].as_str().unwrap_or_default().to_string();
+            let keep = old_conditions
+                .iter()
+                .find(|o| o.type_ == t && Some(o.status.as_str()) == c["status"].as_str())
+                .and_then(|o| o.last_transition_time.as_ref().map(|t| t.0.to_string()));
+            c["lastTransitionTime"] = json!(keep.map(|k| api_time(&k)).unwrap_or_else(now));
+        }
+    }
+    let api: Api<Pod> = Api::namespaced(
+        shared.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    api.patch_status(
+        pod.metadata.name.as_deref().unwrap_or(""),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": to_send})),
+    )
+    .await?;
+    state.last_status = Some(status);
+    Ok(())
+}
+
+/// Guaranteed, Burstable or BestEffort, from requests and limits.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let all: Vec<Container> = spec
+        .containers
+        .into_iter()
+        .chain(spec.init_containers.unwrap_or_default())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &all {
+        let r = c.resources.clone().unwrap_or_default();
+        let req = r.requests.unwrap_or_default();
+        let lim = r.limits.unwrap_or_default();
+        if !req.is_empty() || !lim.is_empty() {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            match (lim.get(res), req.get(res)) {
+                (Some(l), Some(q)) if l == q => {}
+                (Some(_), None) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Stops a pod's containers (SIGTERM, then SIGKILL after its grace period), removes them and
+/// its sandbox and files.
+pub async fn terminate(shared: &Shared, pod: &Pod) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or(pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30)
+        .max(0) as u64;
+    let rt = shared.runtime.clone();
+    let paths = paths(&shared.config, pod);
+    let _ = tokio::task::spawn_blocking(move || {
+        let mine: Vec<_> = rt
+            .list()
+            .into_iter()
+            .filter(|c| c.spec.sandbox == uid)
+            .collect();
+        std::thread::scope(|s| {
+            for c in &mine {
+                let rt = &rt;
+                s.spawn(move || rt.stop_container(&c.spec.id, Duration::from_secs(grace)));
+            }
+        });
+        for c in mine {
+            let _ = rt.remove_container(&c.spec.id);
+        }
+        rt.remove_sandbox(&uid);
+        let _ = std::fs::remove_dir_all(&paths.dir);
+        let _ = std::fs::remove_dir_all(&paths.logs);
+    })
+    .await;
+    tracing::info!(pod = %name_of(pod), "pod stopped and cleaned up");
+}

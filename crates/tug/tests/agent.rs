@@ -1,0 +1,315 @@
+//! `tug server` alone is a one-node cluster: its built-in agent runs real containers from an
+//! imported busybox image. Needs root (CI is root).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tug_testkit::kubectl::{apply, kubectl, ok};
+use tug_testkit::server::TugServer;
+
+const IMAGE: &str = "docker.io/library/busybox:test";
+
+fn tug() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tug"))
+}
+
+/// A server with its agent, and the busybox test image imported into the agent's store.
+fn cluster() -> (TugServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let archive = tug_testkit::image::busybox_archive(dir.path(), IMAGE);
+    let out = Command::new(tug())
+        .args(["image", "import"])
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(data.join("agent"))
+        .output()
+        .expect("tug image import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = TugServer::start_with(
+        tug(),
+        &data,
+        &["--kubelet-port", "0", "--node-name", "node-a"],
+    );
+    wait_until("the node is Ready", Duration::from_secs(30), || {
+        ok(
+            &s,
+            &[
+                "get",
+                "node",
+                "node-a",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        ) == "True"
+    });
+    (s, dir)
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let p = format!("jsonpath={path}");
+    args.extend_from_slice(&["-o", &p]);
+    let out = kubectl(s, &args, None);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn kubectl_run_completes_and_its_logs_come_back() {
+    let (s, _dir) = cluster();
+    ok(
+        &s,
+        &[
+            "run",
+            "hello",
+            "--image=busybox:test",
+            "--restart=Never",
+            "--",
+            "echo",
+            "hi",
+        ],
+    );
+    wait_until("hello to succeed", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "hello"], "{.status.phase}") == "Succeeded"
+    });
+    assert_eq!(ok(&s, &["logs", "hello"]).trim(), "hi");
+    let status = jsonpath(
+        &s,
+        &["pod", "hello"],
+        "{.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode} {.status.containerStatuses[0].imageID}",
+    );
+    assert!(
+        status.starts_with("Completed 0 docker.io/library/busybox@sha256:"),
+        "{status}"
+    );
+}
+
+#[test]
+fn init_containers_run_in_order_and_env_comes_from_configmaps_and_fields() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ordered, labels: {app: demo}}
+spec:
+  restartPolicy: Never
+  volumes: [{name: shared, emptyDir: {}}]
+  initContainers:
+  - {name: first, image: busybox:test, command: [sh, -c, "echo first >> /work/order"], volumeMounts: [{name: shared, mountPath: /work}]}
+  - {name: second, image: busybox:test, command: [sh, -c, "echo second >> /work/order"], volumeMounts: [{name: shared, mountPath: /work}]}
+  containers:
+  - name: app
+    image: busybox:test
+    command: [sh, -c, 'cat /work/order; echo "$GREETING $(POD) $APP"']
+    env:
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: APP, value: "$(POD)-app"}
+    volumeMounts: [{name: shared, mountPath: /work}]
+"#,
+    );
+    wait_until("ordered to succeed", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "ordered"], "{.status.phase}") == "Succeeded"
+    });
+    assert_eq!(
+        ok(&s, &["logs", "ordered", "-c", "app"]),
+        "first\nsecond\nhello ordered ordered-app"
+    );
+}
+
+#[test]
+fn a_failing_container_restarts_with_growing_delays_and_previous_logs() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher}
+spec:
+  containers:
+  - {name: app, image: busybox:test, command: [sh, -c, "echo run at $(date +%s); exit 1"]}
+"#,
+    );
+    wait_until("crasher to restart", Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            &["pod", "crasher"],
+            "{.status.containerStatuses[0].restartCount}",
+        )
+        .parse::<u32>()
+        .is_ok_and(|n| n >= 1)
+    });
+    wait_until("CrashLoopBackOff", Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            &["pod", "crasher"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "CrashLoopBackOff"
+    });
+    let message = jsonpath(
+        &s,
+        &["pod", "crasher"],
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(message.contains("back-off 10s"), "{message}");
+    let last = jsonpath(
+        &s,
+        &["pod", "crasher"],
+        "{.status.containerStatuses[0].lastState.terminated.exitCode}",
+    );
+    assert_eq!(last, "1");
+    assert!(ok(&s, &["logs", "crasher", "--previous"]).starts_with("run at "));
+    // After the 10 s delay it runs again, then waits 20 s.
+    wait_until("a second restart", Duration::from_secs(40), || {
+        jsonpath(
+            &s,
+            &["pod", "crasher"],
+            "{.status.containerStatuses[0].restartCount}",
+        )
+        .parse::<u32>()
+        .is_ok_and(|n| n >= 2)
+    });
+    wait_until("a 20 s back-off", Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            &["pod", "crasher"],
+            "{.status.containerStatuses[0].state.waiting.message}",
+        )
+        .contains("back-off 20s")
+    });
+}
+
+#[test]
+fn a_bad_command_and_a_missing_image_give_kubernetes_reasons() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: badcmd}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: app, image: busybox:test, command: [no-such-command]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: noimage}
+spec:
+  containers:
+  - {name: app, image: "busybox:missing", imagePullPolicy: Never}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocm}
+spec:
+  containers:
+  - name: app
+    image: busybox:test
+    env: [{name: X, valueFrom: {configMapKeyRef: {name: absent, key: k}}}]
+"#,
+    );
+    wait_until("badcmd to fail", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "badcmd"], "{.status.phase}") == "Failed"
+    });
+    let t = jsonpath(
+        &s,
+        &["pod", "badcmd"],
+        "{.status.containerStatuses[0].state.terminated.reason}: {.status.containerStatuses[0].state.terminated.message}",
+    );
+    assert!(t.starts_with("StartError"), "{t}");
+    assert!(t.contains("executable file not found"), "{t}");
+    wait_until("ErrImageNeverPull", Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            &["pod", "noimage"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "ErrImageNeverPull"
+    });
+    wait_until(
+        "CreateContainerConfigError",
+        Duration::from_secs(30),
+        || {
+            jsonpath(
+                &s,
+                &["pod", "nocm"],
+                "{.status.containerStatuses[0].state.waiting.reason}",
+            ) == "CreateContainerConfigError"
+        },
+    );
+    let events = ok(
+        &s,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=noimage",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+    );
+    assert!(events.contains("ErrImageNeverPull"), "{events}");
+}
+
+#[test]
+fn deleting_a_pod_stops_its_container_with_sigterm() {
+    let (s, dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: graceful}
+spec:
+  terminationGracePeriodSeconds: 20
+  volumes: [{name: out, hostPath: {path: HOSTDIR, type: DirectoryOrCreate}}]
+  containers:
+  - name: app
+    image: busybox:test
+    command: [sh, -c, "trap 'echo got-term > /out/term; exit 0' TERM; echo up > /out/up; while true; do sleep 0.1; done"]
+    volumeMounts: [{name: out, mountPath: /out}]
+"#
+        .replace("HOSTDIR", &dir.path().join("out").display().to_string())
+        .as_str(),
+    );
+    let out = dir.path().join("out");
+    wait_until("the container to start", Duration::from_secs(30), || {
+        out.join("up").exists()
+    });
+    assert_eq!(
+        jsonpath(&s, &["pod", "graceful"], "{.status.phase}"),
+        "Running"
+    );
+    ok(&s, &["delete", "pod", "graceful", "--wait=false"]);
+    wait_until(
+        "SIGTERM to reach the process",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(out.join("term")).is_ok_and(|t| t.trim() == "got-term"),
+    );
+}
