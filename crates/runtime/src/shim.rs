@@ -371,6 +371,12 @@ fn child(
         libc::dup2(out_w.as_raw_fd(), 1);
         libc::dup2(err_w.as_raw_fd(), 2);
     }
+    // The shim ignores terminal signals; the container starts with every default back (a
+    // signal ignored at exec could not be trapped by a shell).
+    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
+        // SAFETY: restoring a signal's default disposition is always sound.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
     drop_privileges(spec)?;
     if spec.no_new_privs {
         nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;

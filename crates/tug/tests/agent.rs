@@ -136,7 +136,7 @@ spec:
         jsonpath(&s, &["pod", "ordered"], "{.status.phase}") == "Succeeded"
     });
     assert_eq!(
-        ok(&s, &["logs", "ordered", "-c", "app"]),
+        ok(&s, &["logs", "ordered", "-c", "app"]).trim(),
         "first\nsecond\nhello ordered ordered-app"
     );
 }

@@ -42,7 +42,9 @@ pub struct Image {
 /// The image store.
 pub struct ImageStore {
     root: PathBuf,
-    images: Mutex<Vec<Image>>,
+    /// The images, and the modification time of images.json they were read at (another
+    /// process, `tug image import`, may change it).
+    images: Mutex<(Vec<Image>, Option<std::time::SystemTime>)>,
 }
 
 /// Where a blob's bytes come from while an image is added.
@@ -72,16 +74,10 @@ impl ImageStore {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let index = root.join("images.json");
-        let images = match std::fs::read(&index) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", index.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", index.display())),
-        };
+        let (images, mtime) = read_index(root)?;
         Ok(ImageStore {
             root: root.to_path_buf(),
-            images: Mutex::new(images),
+            images: Mutex::new((images, mtime)),
         })
     }
 
@@ -100,20 +96,33 @@ impl ImageStore {
         Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Image>> {
-        self.images.lock().unwrap_or_else(|p| p.into_inner())
+    /// The images, re-read first when another process changed them.
+    fn lock(&self) -> ImagesGuard<'_> {
+        let mut g = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        let mtime = std::fs::metadata(self.root.join("images.json"))
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime != g.1
+            && let Ok(fresh) = read_index(&self.root)
+        {
+            *g = fresh;
+        }
+        ImagesGuard(g)
     }
 
-    fn save(&self, images: &[Image]) -> anyhow::Result<()> {
+    fn save(&self, images: &mut ImagesGuard<'_>) -> anyhow::Result<()> {
         let tmp = self.root.join("images.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(images)?)?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&images.0.0)?)?;
         std::fs::rename(&tmp, self.root.join("images.json"))?;
+        images.0.1 = std::fs::metadata(self.root.join("images.json"))
+            .and_then(|m| m.modified())
+            .ok();
         Ok(())
     }
 
     /// Every image.
     pub fn list(&self) -> Vec<Image> {
-        self.lock().clone()
+        self.lock().to_vec()
     }
 
     /// The image a reference (or an image ID, or a prefix of one) names.
@@ -150,7 +159,7 @@ impl ImageStore {
         let mut images = self.lock();
         if let Some(i) = images.iter_mut().find(|i| i.id == id) {
             i.last_used = jiff::Timestamp::now().as_second();
-            let _ = self.save(&images);
+            let _ = self.save(&mut images);
         }
     }
 
@@ -255,7 +264,7 @@ impl ImageStore {
         };
         // Images left without a name or digest are gone.
         images.retain(|i| !i.names.is_empty() || !i.repo_digests.is_empty());
-        self.save(&images)?;
+        self.save(&mut images)?;
         drop(images);
         self.collect_layers(&HashSet::new())?;
         Ok(image)
@@ -271,7 +280,7 @@ impl ImageStore {
         }
         let mut images = self.lock();
         images.retain(|i| i.id != image.id);
-        self.save(&images)?;
+        self.save(&mut images)?;
         drop(images);
         self.collect_layers(in_use)?;
         Ok(image)
@@ -312,6 +321,36 @@ impl ImageStore {
         }
         walk(&self.root.join("layers"))
     }
+}
+
+type Images = (Vec<Image>, Option<std::time::SystemTime>);
+
+/// The locked image list.
+struct ImagesGuard<'a>(std::sync::MutexGuard<'a, Images>);
+
+impl std::ops::Deref for ImagesGuard<'_> {
+    type Target = Vec<Image>;
+    fn deref(&self) -> &Vec<Image> {
+        &self.0.0
+    }
+}
+
+impl std::ops::DerefMut for ImagesGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<Image> {
+        &mut self.0.0
+    }
+}
+
+fn read_index(root: &Path) -> anyhow::Result<Images> {
+    let index = root.join("images.json");
+    let mtime = std::fs::metadata(&index).and_then(|m| m.modified()).ok();
+    let images = match std::fs::read(&index) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}", index.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", index.display())),
+    };
+    Ok((images, mtime))
 }
 
 /// Reads a small blob (a manifest or a configuration) and checks its digest.
