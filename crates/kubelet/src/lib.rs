@@ -7,6 +7,7 @@ pub mod agent;
 pub mod containers;
 pub mod hollow;
 pub mod node;
+pub mod probes;
 pub mod server;
 pub mod volumes;
 pub mod worker;

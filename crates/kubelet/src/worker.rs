@@ -74,6 +74,7 @@ pub struct PodState {
     backoff: HashMap<String, (Instant, Duration)>,
     last_status: Option<Value>,
     start_time: Option<String>,
+    probes: crate::probes::Probes,
 }
 
 /// Runs a pod until it is gone from the API (`rx` yields None) and its containers are stopped.
@@ -319,8 +320,120 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
     if !finished {
         run_containers(shared, pod, state, &mut seen, &paths).await?;
         seen = attempts(&rt, &uid);
+        run_probes(shared, pod, state, &seen).await;
     }
     report(shared, pod, state, &seen, None).await
+}
+
+/// When a runtime timestamp was, as an Instant.
+fn instant_of(t: &str) -> Instant {
+    let ago = t
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| jiff::Timestamp::now().duration_since(t))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+/// Runs the probes that are due on running containers, and restarts those whose liveness or
+/// startup probe failed.
+async fn run_probes(
+    shared: &Shared,
+    pod: &Pod,
+    state: &mut PodState,
+    seen: &BTreeMap<String, Attempts>,
+) {
+    use crate::probes::Kind as Probe;
+    let live: std::collections::HashSet<String> = seen
+        .values()
+        .filter_map(|a| a.latest.as_ref().map(|l| l.spec.id.clone()))
+        .collect();
+    state.probes.retain(&live);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default();
+    for (kind, c) in containers_of(pod) {
+        if kind == Kind::Init {
+            continue;
+        }
+        let Some(latest) = seen.get(&c.name).and_then(|a| a.latest.as_ref()) else {
+            continue;
+        };
+        let ContainerState::Running { started_at, .. } = &latest.state else {
+            continue;
+        };
+        let started = instant_of(started_at);
+        let id = latest.spec.id.clone();
+        let mut checks = Vec::new();
+        match &c.startup_probe {
+            Some(p) if state.probes.result(&id, Probe::Startup) != Some(true) => {
+                checks.push((Probe::Startup, p.clone()))
+            }
+            _ => {
+                if let Some(p) = &c.liveness_probe {
+                    checks.push((Probe::Liveness, p.clone()));
+                }
+                if let Some(p) = &c.readiness_probe {
+                    checks.push((Probe::Readiness, p.clone()));
+                }
+            }
+        }
+        for (probe_kind, probe) in checks {
+            let Some(outcome) = state
+                .probes
+                .run(
+                    &shared.runtime,
+                    &uid,
+                    &pod_ip,
+                    &id,
+                    probe_kind,
+                    &probe,
+                    started,
+                )
+                .await
+            else {
+                continue;
+            };
+            let about = involved(pod).field(&container_field(pod, &c.name));
+            record(
+                shared,
+                "Warning",
+                &about,
+                "Unhealthy",
+                &format!("{} probe failed: {}", outcome.kind.name(), outcome.message),
+            );
+            if outcome.settled && outcome.kind != Probe::Readiness {
+                record(
+                    shared,
+                    "Normal",
+                    &about,
+                    "Killing",
+                    &format!(
+                        "Container {} failed {} probe, will be restarted",
+                        c.name,
+                        outcome.kind.name().to_lowercase()
+                    ),
+                );
+                let grace = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30)
+                    .max(0) as u64;
+                let rt = shared.runtime.clone();
+                let id = id.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    rt.stop_container(&id, Duration::from_secs(grace))
+                })
+                .await;
+                break;
+            }
+        }
+    }
 }
 
 /// Starts what should run now, in order.
@@ -590,6 +703,7 @@ fn container_status(
     waiting: Option<&Waiting>,
     image_ref: &str,
     kind: Kind,
+    probes: &crate::probes::Probes,
 ) -> Value {
     let image = c.image.clone().unwrap_or_default();
     let terminated = |e: &tug_runtime::state::Exit, id: &str| {
@@ -611,9 +725,16 @@ fn container_status(
         status["containerID"] = json!(format!("tugboat://{}", latest.spec.id));
         match &latest.state {
             ContainerState::Running { started_at, .. } => {
+                use crate::probes::Kind as Probe;
+                let id = &latest.spec.id;
                 status["state"] = json!({"running": {"startedAt": api_time(started_at)}});
-                status["started"] = json!(true);
-                status["ready"] = json!(kind != Kind::Init);
+                let started =
+                    c.startup_probe.is_none() || probes.result(id, Probe::Startup) == Some(true);
+                let ready = started
+                    && (c.readiness_probe.is_none()
+                        || probes.result(id, Probe::Readiness) == Some(true));
+                status["started"] = json!(started);
+                status["ready"] = json!(kind != Kind::Init && ready);
             }
             ContainerState::Exited(e) => {
                 status["state"] = json!({"terminated": terminated(e, &latest.spec.id)});
@@ -668,7 +789,14 @@ async fn report(
             .and_then(|l| shared.runtime.images.find(&l.spec.image_id))
             .map(|i| i.repo_digests.first().cloned().unwrap_or(i.id))
             .unwrap_or_default();
-        let s = container_status(&c, a, state.waiting.get(&c.name), &image_ref, kind);
+        let s = container_status(
+            &c,
+            a,
+            state.waiting.get(&c.name),
+            &image_ref,
+            kind,
+            &state.probes,
+        );
         let latest = a.and_then(|a| a.latest.as_ref()).map(|l| &l.state);
         match kind {
             Kind::Init => {

@@ -310,6 +310,73 @@ impl NativeRuntime {
         Ok(())
     }
 
+    /// Runs `args` in a running container and returns its exit code and output (stdout, then
+    /// stderr), killing it after `timeout`.
+    pub fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<(i32, Vec<u8>)> {
+        use std::os::unix::process::CommandExt;
+        let dir = self.container_dir(id);
+        let mut child = Command::new(&self.exe)
+            .arg("__exec")
+            .arg(&dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .process_group(0)
+            .spawn()
+            .context("starting the exec helper")?;
+        let pgid = child.id() as i32;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
+                let _ = child.wait();
+                bail!("command timed out after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = child.wait_with_output()?;
+        let mut output = out.stdout;
+        output.extend_from_slice(&out.stderr);
+        Ok((out.status.code().unwrap_or(255), output))
+    }
+
+    /// Opens a TCP connection from inside a pod's network namespace (probes reach pods this
+    /// way whether or not the pod network routes to them).
+    pub fn connect_in_pod(
+        &self,
+        uid: &str,
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+    ) -> anyhow::Result<std::net::TcpStream> {
+        let pid = self
+            .sandbox_pid(uid)
+            .context("the pod's sandbox is not running")?;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        // A thread of its own joins the namespace; the socket keeps it after the thread ends.
+        std::thread::scope(|s| {
+            s.spawn(|| -> anyhow::Result<std::net::TcpStream> {
+                nix::sched::setns(
+                    std::os::fd::AsFd::as_fd(&ns),
+                    nix::sched::CloneFlags::CLONE_NEWNET,
+                )
+                .context("joining the pod's network namespace")?;
+                Ok(std::net::TcpStream::connect_timeout(&addr, timeout)?)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?
+        })
+    }
+
     /// CPU and memory a container uses.
     pub fn usage(&self, c: &Container) -> Usage {
         self.cgroups.usage(&state::cgroup_path(&c.spec))

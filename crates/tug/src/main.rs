@@ -138,6 +138,14 @@ fn main() -> std::process::ExitCode {
             _ => {}
         }
     }
+    if argv.len() >= 4 && argv[1] == "__exec" {
+        let dir = std::path::Path::new(&argv[2]);
+        let args: Vec<String> = argv[3..]
+            .iter()
+            .map(|a| a.to_string_lossy().to_string())
+            .collect();
+        std::process::exit(tug_runtime::shim::exec_main(dir, &args));
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

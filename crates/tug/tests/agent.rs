@@ -313,3 +313,188 @@ spec:
         || std::fs::read_to_string(out.join("term")).is_ok_and(|t| t.trim() == "got-term"),
     );
 }
+
+#[test]
+fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: httpd
+    image: busybox:test
+    command: [sh, -c, "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    readinessProbe: {httpGet: {path: /index.html, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: flaky}
+spec:
+  containers:
+  - name: app
+    image: busybox:test
+    command: [sh, -c, "touch /tmp/ready; sleep 3; rm /tmp/ready; sleep 3600"]
+    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dying}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:test
+    command: [sh, -c, "touch /tmp/alive; sleep 2; rm /tmp/alive; sleep 3600"]
+    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}
+"#,
+    );
+    let ready = |pod: &str| {
+        jsonpath(
+            &s,
+            &["pod", pod],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )
+    };
+    wait_until(
+        "web to be Ready through its HTTP probe",
+        Duration::from_secs(30),
+        || ready("web") == "True",
+    );
+    wait_until("flaky to be Ready", Duration::from_secs(30), || {
+        ready("flaky") == "True"
+    });
+    wait_until(
+        "flaky's failing probe to clear Ready",
+        Duration::from_secs(30),
+        || ready("flaky") == "False",
+    );
+    assert_eq!(
+        jsonpath(&s, &["pod", "flaky"], "{.status.phase}"),
+        "Running",
+        "a failing readiness probe does not stop the container"
+    );
+    wait_until(
+        "the liveness probe to restart dying",
+        Duration::from_secs(40),
+        || {
+            jsonpath(
+                &s,
+                &["pod", "dying"],
+                "{.status.containerStatuses[0].restartCount}",
+            )
+            .parse::<u32>()
+            .is_ok_and(|n| n >= 1)
+        },
+    );
+    let events = ok(
+        &s,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=dying",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+    );
+    assert!(
+        events.contains("Unhealthy") && events.contains("Killing"),
+        "{events}"
+    );
+}
+
+#[test]
+fn security_context_sets_the_user_a_read_only_root_and_capabilities() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: secure}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 65534, runAsGroup: 65534}
+  containers:
+  - name: app
+    image: busybox:test
+    command: [sh, -c, "id -u; touch /x 2>/dev/null && echo writable || echo read-only; grep CapBnd /proc/self/status"]
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [NET_RAW]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: app, image: busybox:test, command: [sh, -c, "touch /x && echo writable; grep CapBnd /proc/self/status"]}
+"#,
+    );
+    for p in ["secure", "plain"] {
+        wait_until("the pods to finish", Duration::from_secs(30), || {
+            jsonpath(&s, &["pod", p], "{.status.phase}") == "Succeeded"
+        });
+    }
+    let secure = ok(&s, &["logs", "secure"]);
+    let plain = ok(&s, &["logs", "plain"]);
+    let lines: Vec<&str> = secure.lines().collect();
+    assert_eq!(lines.first().copied(), Some("65534"), "{secure}");
+    assert_eq!(lines.get(1).copied(), Some("read-only"), "{secure}");
+    assert!(plain.starts_with("writable"), "{plain}");
+    let bounding = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no CapBnd in {text}"))
+    };
+    const NET_RAW: u64 = 1 << 13;
+    assert_ne!(bounding(&plain) & NET_RAW, 0, "the default set has NET_RAW");
+    assert_eq!(
+        bounding(&secure) & NET_RAW,
+        0,
+        "a dropped capability is absent"
+    );
+}
+
+#[test]
+fn a_container_past_its_memory_limit_is_oom_killed_and_restarted() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  containers:
+  - name: app
+    image: busybox:test
+    command: [sh, -c, "head -c 67108864 /dev/zero | tail > /dev/null"]
+    resources: {limits: {memory: 16Mi}}
+"#,
+    );
+    wait_until("OOMKilled", Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            &["pod", "hog"],
+            "{.status.containerStatuses[0].lastState.terminated.reason}{.status.containerStatuses[0].state.terminated.reason}",
+        )
+        .contains("OOMKilled")
+    });
+    wait_until("a restart", Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            &["pod", "hog"],
+            "{.status.containerStatuses[0].restartCount}",
+        )
+        .parse::<u32>()
+        .is_ok_and(|n| n >= 1)
+    });
+}
