@@ -96,9 +96,31 @@ impl TugServer {
     }
 }
 
+impl TugServer {
+    /// Kills what the server's node agent left running (containers and sandboxes outlive the
+    /// agent by design), so that tests leave no processes behind.
+    pub fn kill_containers(&self) {
+        let agent = self.data_dir.join("agent");
+        for kind in ["containers", "sandboxes"] {
+            let Ok(entries) = std::fs::read_dir(agent.join(kind)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let Ok(pid) = std::fs::read_to_string(e.path().join("pid"))
+                    && let Ok(pid) = pid.trim().parse::<i32>()
+                    && pid > 1
+                {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                }
+            }
+        }
+    }
+}
+
 impl Drop for TugServer {
     fn drop(&mut self) {
         self.kill();
+        self.kill_containers();
     }
 }
 

@@ -498,3 +498,122 @@ spec:
         .is_ok_and(|n| n >= 1)
     });
 }
+
+#[test]
+fn restarting_the_agent_keeps_containers_running_and_adopts_them() {
+    let (mut s, dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: steady}
+spec:
+  containers:
+  - {name: app, image: busybox:test, command: [sh, -c, "echo started; sleep 3600"]}
+"#,
+    );
+    wait_until("steady to run", Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            &["pod", "steady"],
+            "{.status.containerStatuses[0].state.running.startedAt}",
+        ) != ""
+    });
+    let before = jsonpath(
+        &s,
+        &["pod", "steady"],
+        "{.status.containerStatuses[0].containerID}",
+    );
+    let pid_file = s
+        .data_dir
+        .join("agent/containers")
+        .join(before.trim_start_matches("tugboat://"))
+        .join("pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("the container's pid");
+    // The whole server goes, the agent with it; the container stays.
+    s.kill();
+    assert!(
+        Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the container survived its agent"
+    );
+    let data = dir.path().join("data");
+    let s2 = TugServer::start_with(
+        tug(),
+        &data,
+        &["--kubelet-port", "0", "--node-name", "node-a"],
+    );
+    wait_until(
+        "the node to be Ready again",
+        Duration::from_secs(30),
+        || {
+            ok(
+                &s2,
+                &[
+                    "get",
+                    "node",
+                    "node-a",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            ) == "True"
+        },
+    );
+    // Same container, not restarted, still running, and its logs still served.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = jsonpath(
+        &s2,
+        &["pod", "steady"],
+        "{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount} {.status.phase}",
+    );
+    assert_eq!(status, format!("{before} 0 Running"));
+    assert_eq!(std::fs::read_to_string(&pid_file).expect("pid"), pid);
+    assert_eq!(ok(&s2, &["logs", "steady"]).trim(), "started");
+}
+
+#[test]
+fn logs_follow_streams_while_the_container_writes() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ticker}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: app, image: busybox:test, command: [sh, -c, "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done"]}
+"#,
+    );
+    wait_until("ticker to run", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "ticker"], "{.status.phase}") == "Running"
+    });
+    let mut child = Command::new(tug_testkit::server::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["logs", "-f", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("stdout");
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.expect("line");
+        lines.push((started.elapsed(), line));
+    }
+    let _ = child.wait();
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(
+        text,
+        ["tick 1", "tick 2", "tick 3", "tick 4", "tick 5", "tick 6"]
+    );
+    // Streamed: the last line came well after the first.
+    let spread = lines[5].0 - lines[0].0;
+    assert!(
+        spread >= Duration::from_millis(800),
+        "lines arrived at once: {lines:?}"
+    );
+}
