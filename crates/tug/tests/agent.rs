@@ -518,7 +518,10 @@ spec:
             &s,
             &["pod", "steady"],
             "{.status.containerStatuses[0].state.running.startedAt}",
-        ) != ""
+        )
+        .is_empty()
+        .then_some(())
+        .is_none()
     });
     let before = jsonpath(
         &s,
