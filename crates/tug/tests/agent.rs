@@ -514,14 +514,12 @@ spec:
 "#,
     );
     wait_until("steady to run", Duration::from_secs(30), || {
-        jsonpath(
+        !jsonpath(
             &s,
             &["pod", "steady"],
             "{.status.containerStatuses[0].state.running.startedAt}",
         )
         .is_empty()
-        .then_some(())
-        .is_none()
     });
     let before = jsonpath(
         &s,
