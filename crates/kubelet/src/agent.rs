@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub cluster_domain: String,
     /// Lease renewal and status period.
     pub heartbeat: Duration,
+    /// Registries reached over plain HTTP (loopback ones always are).
+    pub insecure_registries: Vec<String>,
 }
 
 impl AgentConfig {
@@ -46,6 +48,7 @@ impl AgentConfig {
             cluster_dns: "10.96.0.10".into(),
             cluster_domain: "cluster.local".into(),
             heartbeat: Duration::from_secs(10),
+            insecure_registries: Vec::new(),
         }
     }
 }

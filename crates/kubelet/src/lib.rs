@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod containers;
 pub mod hollow;
+pub mod images;
 pub mod node;
 pub mod probes;
 pub mod server;

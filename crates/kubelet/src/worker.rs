@@ -75,6 +75,7 @@ pub struct PodState {
     last_status: Option<Value>,
     start_time: Option<String>,
     probes: crate::probes::Probes,
+    pulls: crate::images::PullBackoff,
 }
 
 /// Runs a pod until it is gone from the API (`rx` yields None) and its containers are stopped.
@@ -551,62 +552,18 @@ async fn start_container(
     attempt: u32,
 ) {
     let about = involved(pod).field(&container_field(pod, &c.name));
-    let image_name = c.image.clone().unwrap_or_default();
-    let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-        if image_name.ends_with(":latest") || !image_name.contains(':') {
-            "Always".into()
-        } else {
-            "IfNotPresent".into()
-        }
-    });
     let rt = shared.runtime.clone();
-    let image = rt.images.find(&image_name);
-    let image = match (image, policy.as_str()) {
-        (Some(i), _) => {
-            if attempt == 0 {
-                record(
-                    shared,
-                    "Normal",
-                    &about,
-                    "Pulled",
-                    &format!("Container image \"{image_name}\" already present on machine"),
-                );
-            }
-            i
-        }
-        (None, "Never") => {
-            let msg = format!(
-                "Container image \"{image_name}\" is not present with pull policy of Never"
-            );
-            record(shared, "Warning", &about, "ErrImageNeverPull", &msg);
-            state.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "ErrImageNeverPull".into(),
-                    message: msg,
-                },
-            );
-            return;
-        }
-        (None, _) => {
-            let msg = format!(
-                "Failed to pull image \"{image_name}\": pulling from registries is not supported yet; import it with `tug image import`"
-            );
-            record(shared, "Warning", &about, "Failed", &msg);
-            let reason = if state
-                .waiting
-                .get(&c.name)
-                .is_some_and(|w| w.reason == "ErrImagePull" || w.reason == "ImagePullBackOff")
-            {
-                "ImagePullBackOff"
-            } else {
-                "ErrImagePull"
-            };
+    let events = |kind: &'static str, reason: &str, message: &str| {
+        record(shared, kind, &about, reason, message)
+    };
+    let image = match state.pulls.ensure(shared, pod, c, &events).await {
+        crate::images::Ensure::Ready(i) => i,
+        crate::images::Ensure::Waiting(reason, message) => {
             state.waiting.insert(
                 c.name.clone(),
                 Waiting {
                     reason: reason.into(),
-                    message: msg,
+                    message,
                 },
             );
             return;

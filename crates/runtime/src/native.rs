@@ -48,7 +48,7 @@ pub enum StartError {
 pub struct NativeRuntime {
     root: PathBuf,
     /// The image store.
-    pub images: ImageStore,
+    pub images: std::sync::Arc<ImageStore>,
     cgroups: Cgroups,
     exe: PathBuf,
 }
@@ -105,7 +105,7 @@ impl NativeRuntime {
         }
         Ok(NativeRuntime {
             root: root.to_path_buf(),
-            images: ImageStore::open(&root.join("images"))?,
+            images: std::sync::Arc::new(ImageStore::open(&root.join("images"))?),
             cgroups: Cgroups::detect()?,
             exe: exe.to_path_buf(),
         })
@@ -117,6 +117,11 @@ impl NativeRuntime {
 
     fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
+    }
+
+    /// The image store, shared (pulls hold it across awaits).
+    pub fn images_arc(&self) -> std::sync::Arc<ImageStore> {
+        self.images.clone()
     }
 
     /// The cgroup layout in use.

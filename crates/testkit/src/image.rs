@@ -80,10 +80,31 @@ pub fn busybox_layer() -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-/// Writes an OCI layout tar holding one image named `name` (a full reference such as
-/// `docker.io/library/busybox:test`) to `out`, with `Cmd` as its default command. Returns
-/// the manifest's digest.
-pub fn write_oci_archive(out: &Path, name: &str, cmd: &[&str]) -> String {
+/// An image's blobs.
+pub struct Built {
+    pub config: Vec<u8>,
+    pub manifest: Vec<u8>,
+    /// The gzip-compressed layer.
+    pub layer: Vec<u8>,
+}
+
+impl Built {
+    /// The manifest's digest.
+    pub fn digest(&self) -> String {
+        digest(&self.manifest)
+    }
+
+    /// `(digest, bytes)` of the config and the layer.
+    pub fn blobs(&self) -> [(String, &[u8]); 2] {
+        [
+            (digest(&self.config), &self.config),
+            (digest(&self.layer), &self.layer),
+        ]
+    }
+}
+
+/// The busybox image with `Cmd` as its default command.
+pub fn busybox(cmd: &[&str]) -> Built {
     let layer = busybox_layer();
     let diff_id = digest(&layer);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -104,11 +125,23 @@ pub fn write_oci_archive(out: &Path, name: &str, cmd: &[&str]) -> String {
                     "digest": digest(&layer_gz), "size": layer_gz.len()}],
     }))
     .expect("manifest");
-    let manifest_digest = digest(&manifest);
+    Built {
+        config,
+        manifest,
+        layer: layer_gz,
+    }
+}
+
+/// Writes an OCI layout tar holding one image named `name` (a full reference such as
+/// `docker.io/library/busybox:test`) to `out`, with `Cmd` as its default command. Returns
+/// the manifest's digest.
+pub fn write_oci_archive(out: &Path, name: &str, cmd: &[&str]) -> String {
+    let image = busybox(cmd);
+    let manifest_digest = image.digest();
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": manifest_digest, "size": manifest.len(),
+                       "digest": manifest_digest, "size": image.manifest.len(),
                        "annotations": {"io.containerd.image.name": name,
                                        "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap_or("latest")}}],
     }))
@@ -121,7 +154,7 @@ pub fn write_oci_archive(out: &Path, name: &str, cmd: &[&str]) -> String {
     };
     add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
     add("index.json".into(), &index);
-    for blob in [&config, &manifest, &layer_gz] {
+    for blob in [&image.config, &image.manifest, &image.layer] {
         let d = digest(blob);
         add(
             format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),

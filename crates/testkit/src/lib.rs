@@ -4,4 +4,5 @@
 pub mod etcd;
 pub mod image;
 pub mod kubectl;
+pub mod registry;
 pub mod server;

@@ -117,6 +117,9 @@ struct ServerArgs {
     /// The built-in agent's kubelet API port (0: any free port).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -354,6 +357,7 @@ async fn start_agent(
     let mut config = tug_kubelet::agent::AgentConfig::new(&node_name, agent_dir);
     config.node_ip = ip;
     config.kubelet_port = port;
+    config.insecure_registries = args.insecure_registries.clone();
     let client = api.in_process_client();
     tokio::spawn(async move {
         if let Err(e) = tug_kubelet::agent::run(client, config, runtime).await {

@@ -62,6 +62,30 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
+/// The waiting reasons of a pod's first container, as a watch saw them over `limit`.
+fn watched_reasons(kubeconfig: &Path, pod: &str, limit: Duration) -> Vec<String> {
+    let out = Command::new("timeout")
+        .arg(limit.as_secs().to_string())
+        .arg(tug_testkit::server::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "get",
+            "pod",
+            pod,
+            "--watch",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.reason}{\"\\n\"}",
+        ])
+        .output()
+        .expect("kubectl get --watch");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {
     let mut args = vec!["get"];
     args.extend_from_slice(what);
@@ -617,4 +641,96 @@ spec:
         spread >= Duration::from_millis(800),
         "lines arrived at once: {lines:?}"
     );
+}
+
+#[test]
+fn images_are_pulled_from_a_loopback_registry_with_and_without_basic_auth() {
+    use tug_testkit::registry::Registry;
+    let open = Registry::start(None);
+    let locked = Registry::start(Some(("puller", "s3cret")));
+    let image = tug_testkit::image::busybox(&["sh", "-c", "echo pulled"]);
+    open.push("test/busybox", "v1", &image);
+    locked.push("test/busybox", "v1", &image);
+    let (s, _dir) = cluster();
+    let pod = |name: &str, host: &str, tag: &str, secret: Option<&str>| {
+        let secrets = secret
+            .map(|n| format!("  imagePullSecrets: [{{name: {n}}}]\n"))
+            .unwrap_or_default();
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n{secrets}  containers:\n  - {{name: app, image: \"{host}/test/busybox:{tag}\", imagePullPolicy: Always}}\n"
+        )
+    };
+    apply(&s, &pod("anonymous", &open.host, "v1", None));
+    apply(&s, &pod("missing", &open.host, "nope", None));
+    apply(&s, &pod("refused", &locked.host, "v1", None));
+    let out = kubectl(
+        &s,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "pull-creds",
+            &format!("--docker-server={}", locked.host),
+            "--docker-username=puller",
+            "--docker-password=s3cret",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    apply(
+        &s,
+        &pod("authorized", &locked.host, "v1", Some("pull-creds")),
+    );
+    for p in ["anonymous", "authorized"] {
+        wait_until(
+            "the pulled pods to succeed",
+            Duration::from_secs(60),
+            || jsonpath(&s, &["pod", p], "{.status.phase}") == "Succeeded",
+        );
+        assert_eq!(ok(&s, &["logs", p]).trim(), "pulled");
+    }
+    let image_id = jsonpath(
+        &s,
+        &["pod", "anonymous"],
+        "{.status.containerStatuses[0].imageID}",
+    );
+    assert_eq!(
+        image_id,
+        format!("{}/test/busybox@{}", open.host, image.digest())
+    );
+    // A failed pull shows ErrImagePull, then ImagePullBackOff until the next attempt (10 s
+    // later), which fails the same way: a watch over that cycle sees both, in order.
+    let watchers: Vec<_> = ["missing", "refused"]
+        .into_iter()
+        .map(|p| {
+            let kubeconfig = s.kubeconfig.clone();
+            std::thread::spawn(move || {
+                (p, watched_reasons(&kubeconfig, p, Duration::from_secs(25)))
+            })
+        })
+        .collect();
+    for w in watchers {
+        let (p, seen) = w.join().expect("watcher");
+        let err = seen.iter().position(|r| r == "ErrImagePull");
+        let backoff = seen.iter().rposition(|r| r == "ImagePullBackOff");
+        assert!(
+            matches!((err, backoff), (Some(e), Some(b)) if e < b),
+            "{p}: expected ErrImagePull then ImagePullBackOff, saw {seen:?}; status {}",
+            jsonpath(&s, &["pod", p], "{.status}")
+        );
+    }
+    let message = jsonpath(
+        &s,
+        &[
+            "events",
+            "--field-selector",
+            "involvedObject.name=refused,reason=Failed",
+        ],
+        "{.items[0].message}",
+    );
+    assert!(message.contains("imagePullSecret"), "{message}");
 }

@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod layer;
 pub mod manifest;
+pub mod pull;
 pub mod reference;
 pub mod store;
 
