@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Registries reached over plain HTTP (loopback ones always are).
     pub insecure_registries: Vec<String>,
+    /// The pod network's bridge.
+    pub bridge: String,
 }
 
 impl AgentConfig {
@@ -49,6 +51,7 @@ impl AgentConfig {
             cluster_domain: "cluster.local".into(),
             heartbeat: Duration::from_secs(10),
             insecure_registries: Vec::new(),
+            bridge: tug_network::BRIDGE.into(),
         }
     }
 }
@@ -78,6 +81,7 @@ pub async fn run(
         runtime: runtime.clone(),
         config: config.clone(),
         recorder: Arc::new(tug_events::Recorder::new(client.clone(), "kubelet")),
+        network: Arc::default(),
     };
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);

@@ -28,6 +28,8 @@ pub struct Shared {
     pub runtime: Arc<NativeRuntime>,
     pub config: AgentConfig,
     pub recorder: Arc<tug_events::Recorder>,
+    /// The pod network, once the node's podCIDR is known.
+    pub network: Arc<tokio::sync::OnceCell<tug_network::PodNetwork>>,
 }
 
 fn now() -> String {
@@ -76,6 +78,7 @@ pub struct PodState {
     start_time: Option<String>,
     probes: crate::probes::Probes,
     pulls: crate::images::PullBackoff,
+    pod_ip: Option<String>,
 }
 
 /// Runs a pod until it is gone from the API (`rx` yields None) and its containers are stopped.
@@ -213,22 +216,23 @@ fn should_restart(kind: Kind, policy: &str, exit_code: i32) -> bool {
 }
 
 /// Writes the files every container of the pod mounts: /etc/hosts, hostname, resolv.conf.
-fn write_pod_files(cfg: &AgentConfig, pod: &Pod, dir: &std::path::Path) -> std::io::Result<()> {
+fn write_pod_files(
+    cfg: &AgentConfig,
+    pod: &Pod,
+    dir: &std::path::Path,
+    pod_ip: Option<&str>,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let spec = pod.spec.clone().unwrap_or_default();
     let host_network = spec.host_network == Some(true);
     let hostname = hostname_of(pod);
-    let ip = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .unwrap_or_else(|| {
-            if host_network {
-                cfg.node_ip.clone()
-            } else {
-                String::new()
-            }
-        });
+    let ip = pod_ip.map(str::to_string).unwrap_or_else(|| {
+        if host_network {
+            cfg.node_ip.clone()
+        } else {
+            String::new()
+        }
+    });
     let mut hosts = String::from(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
     );
@@ -288,7 +292,6 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
             .or_else(|| Some(now()));
     }
     if !finished {
-        write_pod_files(cfg, pod, &paths.dir)?;
         let spec = pod.spec.clone().unwrap_or_default();
         let sandbox = SandboxSpec {
             uid: uid.clone(),
@@ -305,17 +308,38 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
                 .map(|s| (s.name, s.value))
                 .collect(),
         };
+        let host_network = sandbox.host_network;
         let rt2 = rt.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || rt2.run_sandbox(&sandbox)).await? {
-            record(
-                shared,
-                "Warning",
-                &involved(pod),
-                "FailedCreatePodSandBox",
-                &format!("Failed to create pod sandbox: {e:#}"),
-            );
-            return report(shared, pod, state, &BTreeMap::new(), Some(format!("{e:#}"))).await;
+        let pid = match tokio::task::spawn_blocking(move || rt2.run_sandbox(&sandbox)).await? {
+            Ok(pid) => pid,
+            Err(e) => {
+                record(
+                    shared,
+                    "Warning",
+                    &involved(pod),
+                    "FailedCreatePodSandBox",
+                    &format!("Failed to create pod sandbox: {e:#}"),
+                );
+                return report(shared, pod, state, &BTreeMap::new(), Some(format!("{e:#}"))).await;
+            }
+        };
+        if !host_network && state.pod_ip.is_none() {
+            match attach_network(shared, &uid, pid).await {
+                Ok(ip) => state.pod_ip = Some(ip.to_string()),
+                Err(e) => {
+                    record(
+                        shared,
+                        "Warning",
+                        &involved(pod),
+                        "FailedCreatePodSandBox",
+                        &format!("Failed to set up the pod's network: {e:#}"),
+                    );
+                    return report(shared, pod, state, &BTreeMap::new(), Some(format!("{e:#}")))
+                        .await;
+                }
+            }
         }
+        write_pod_files(cfg, pod, &paths.dir, state.pod_ip.as_deref())?;
     }
     let mut seen = attempts(&rt, &uid);
     if !finished {
@@ -324,6 +348,36 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
         run_probes(shared, pod, state, &seen).await;
     }
     report(shared, pod, state, &seen, None).await
+}
+
+/// The node's pod network, set up on first use once the node has a podCIDR.
+async fn network(shared: &Shared) -> anyhow::Result<&tug_network::PodNetwork> {
+    shared
+        .network
+        .get_or_try_init(|| async {
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(shared.client.clone());
+            let node = nodes.get(&shared.config.node_name).await?;
+            let cidr = node
+                .spec
+                .and_then(|s| s.pod_cidr)
+                .ok_or_else(|| anyhow::anyhow!("the node has no podCIDR yet (NetworkNotReady)"))?;
+            tug_network::PodNetwork::new(
+                &cidr,
+                &shared.config.bridge,
+                &shared.config.data_dir.join("network"),
+            )
+            .await
+        })
+        .await
+}
+
+/// Connects a pod's sandbox to the node's pod network; returns its address.
+async fn attach_network(
+    shared: &Shared,
+    uid: &str,
+    pid: i32,
+) -> anyhow::Result<std::net::Ipv4Addr> {
+    network(shared).await?.attach(uid, pid).await
 }
 
 /// When a runtime timestamp was, as an Instant.
@@ -861,9 +915,14 @@ async fn report(
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
     }
-    if host_network {
-        status["podIP"] = json!(shared.config.node_ip);
-        status["podIPs"] = json!([{"ip": shared.config.node_ip}]);
+    let pod_ip = if host_network {
+        Some(shared.config.node_ip.clone())
+    } else {
+        state.pod_ip.clone()
+    };
+    if let Some(ip) = pod_ip {
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!([{ "ip": ip }]);
     }
     if state.last_status.as_ref() == Some(&status) {
         return Ok(());
@@ -946,6 +1005,9 @@ pub async fn terminate(shared: &Shared, pod: &Pod) {
             .and_then(|s| s.termination_grace_period_seconds))
         .unwrap_or(30)
         .max(0) as u64;
+    if let Some(net) = shared.network.get() {
+        net.detach(&uid).await;
+    }
     let rt = shared.runtime.clone();
     let paths = paths(&shared.config, pod);
     let _ = tokio::task::spawn_blocking(move || {

@@ -19,6 +19,8 @@ pub struct TugServer {
     pub data_dir: PathBuf,
     child: Child,
     _dir: Option<TempDir>,
+    /// The pod bridge its agent made (`--pod-bridge`), removed when dropped.
+    bridge: Option<String>,
 }
 
 impl TugServer {
@@ -86,6 +88,11 @@ impl TugServer {
             data_dir: data_dir.to_path_buf(),
             child,
             _dir: None,
+            bridge: extra
+                .iter()
+                .position(|a| *a == "--pod-bridge")
+                .and_then(|i| extra.get(i + 1))
+                .map(|b| b.to_string()),
         }
     }
 
@@ -121,6 +128,12 @@ impl Drop for TugServer {
     fn drop(&mut self) {
         self.kill();
         self.kill_containers();
+        if let Some(b) = &self.bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", b])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

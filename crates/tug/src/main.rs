@@ -117,6 +117,9 @@ struct ServerArgs {
     /// The built-in agent's kubelet API port (0: any free port).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// The built-in agent's pod network bridge.
+    #[arg(long, default_value = "tug0")]
+    pod_bridge: String,
     /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
@@ -358,6 +361,7 @@ async fn start_agent(
     config.node_ip = ip;
     config.kubelet_port = port;
     config.insecure_registries = args.insecure_registries.clone();
+    config.bridge = args.pod_bridge.clone();
     let client = api.in_process_client();
     tokio::spawn(async move {
         if let Err(e) = tug_kubelet::agent::run(client, config, runtime).await {

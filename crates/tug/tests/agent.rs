@@ -16,6 +16,30 @@ fn tug() -> &'static Path {
 
 /// A server with its agent, and the busybox test image imported into the agent's store.
 fn cluster() -> (TugServer, tempfile::TempDir) {
+    let (s, dir, _) = cluster_and_args();
+    (s, dir)
+}
+
+/// The server's arguments for a node agent with a pod network of its own: a bridge and a
+/// block nobody else uses.
+fn agent_args() -> Vec<String> {
+    static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    [
+        "--kubelet-port".to_string(),
+        "0".into(),
+        "--node-name".into(),
+        "node-a".into(),
+        "--pod-bridge".into(),
+        format!("tugt{}x{n}", std::process::id() % 10_000),
+        "--cluster-cidr".into(),
+        format!("10.{}.0.0/16", 100 + n),
+    ]
+    .into()
+}
+
+/// [`cluster`], and the arguments to start its server again with.
+fn cluster_and_args() -> (TugServer, tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     let archive = tug_testkit::image::busybox_archive(dir.path(), IMAGE);
@@ -31,11 +55,9 @@ fn cluster() -> (TugServer, tempfile::TempDir) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = TugServer::start_with(
-        tug(),
-        &data,
-        &["--kubelet-port", "0", "--node-name", "node-a"],
-    );
+    let args = agent_args();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = TugServer::start_with(tug(), &data, &argv);
     wait_until("the node is Ready", Duration::from_secs(30), || {
         ok(
             &s,
@@ -48,7 +70,7 @@ fn cluster() -> (TugServer, tempfile::TempDir) {
             ],
         ) == "True"
     });
-    (s, dir)
+    (s, dir, args)
 }
 
 fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
@@ -525,7 +547,7 @@ spec:
 
 #[test]
 fn restarting_the_agent_keeps_containers_running_and_adopts_them() {
-    let (mut s, dir) = cluster();
+    let (mut s, dir, args) = cluster_and_args();
     apply(
         &s,
         r#"
@@ -563,11 +585,8 @@ spec:
         "the container survived its agent"
     );
     let data = dir.path().join("data");
-    let s2 = TugServer::start_with(
-        tug(),
-        &data,
-        &["--kubelet-port", "0", "--node-name", "node-a"],
-    );
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s2 = TugServer::start_with(tug(), &data, &argv);
     wait_until(
         "the node to be Ready again",
         Duration::from_secs(30),
@@ -733,4 +752,71 @@ fn images_are_pulled_from_a_loopback_registry_with_and_without_basic_auth() {
         "{.items[0].message}",
     );
     assert!(message.contains("imagePullSecret"), "{message}");
+}
+
+#[test]
+fn a_deployment_becomes_ready_and_its_pods_answer_from_the_node_and_from_other_pods() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: busybox:test
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+"#,
+    );
+    wait_until(
+        "the deployment to be available",
+        Duration::from_secs(60),
+        || jsonpath(&s, &["deploy", "web"], "{.status.readyReplicas}") == "2",
+    );
+    let pods = jsonpath(
+        &s,
+        &["pods", "-l", "app=web"],
+        "{range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}",
+    );
+    let pods: Vec<(String, String)> = pods
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, ip)| (n.to_string(), ip.to_string()))
+        .collect();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    assert_ne!(pods[0].1, pods[1].1, "each pod has its own address");
+    // From the node: the pod's address, over the bridge.
+    for (name, ip) in &pods {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", &format!("http://{ip}:8080/")])
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            name,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // From another pod.
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: busybox:test, command: [sh, -c, \"timeout 5 wget -q -O - http://{}:8080/\"]}}\n",
+            pods[0].1
+        ),
+    );
+    wait_until("the client pod to finish", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "client"], "{.status.phase}") == "Succeeded"
+    });
+    assert_eq!(ok(&s, &["logs", "client"]).trim(), pods[0].0);
 }

@@ -1,0 +1,241 @@
+//! The pod network on a node: a bridge with the gateway address of the node's podCIDR, and a
+//! veth pair per pod whose inner end is the pod's `eth0`, with an address from the podCIDR and
+//! a default route through the bridge. Pods on the node reach each other across the bridge and
+//! the node reaches them through it. Links, addresses and routes go through netlink
+//! (rtnetlink); nothing is forwarded off the node and no address is rewritten here.
+
+pub mod ipam;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use futures::TryStreamExt;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+pub use ipam::{Allocator, Cidr};
+
+/// The node bridge's name by default.
+pub const BRIDGE: &str = "tug0";
+
+/// The node's pod network.
+pub struct PodNetwork {
+    handle: Handle,
+    ipam: Allocator,
+    bridge: String,
+}
+
+/// A netlink handle whose socket lives in the network namespace of process `pid`.
+async fn handle_in(pid: i32) -> anyhow::Result<Handle> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .with_context(|| format!("opening the network namespace of {pid}"))?;
+    // The socket belongs to the namespace of the thread that opens it; the thread registers
+    // it with this runtime's reactor.
+    let runtime = tokio::runtime::Handle::current();
+    let (conn, handle) = std::thread::spawn(move || -> anyhow::Result<_> {
+        let _entered = runtime.enter();
+        nix::sched::setns(
+            std::os::fd::AsFd::as_fd(&ns),
+            nix::sched::CloneFlags::CLONE_NEWNET,
+        )
+        .context("joining the pod's network namespace")?;
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+        Ok((conn, handle))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the netlink thread panicked"))??;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+async fn link_index(handle: &Handle, name: &str) -> anyhow::Result<Option<u32>> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(l)) => Ok(Some(l.header.index)),
+        Ok(None) => Ok(None),
+        // No such device.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Host-side veth name of a pod: `vt` and 12 characters of its UID (interface names are at
+/// most 15 bytes).
+fn host_veth(uid: &str) -> String {
+    let short: String = uid.chars().filter(|c| *c != '-').take(12).collect();
+    format!("vt{short}")
+}
+
+impl PodNetwork {
+    /// Sets up `bridge` with the gateway of `cidr`; allocations are kept in `state_dir`.
+    pub async fn new(
+        cidr: &str,
+        bridge_name: &str,
+        state_dir: &Path,
+    ) -> anyhow::Result<PodNetwork> {
+        check_name(bridge_name)?;
+        let cidr: Cidr = cidr.parse()?;
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+        tokio::spawn(conn);
+        let bridge = match link_index(&handle, bridge_name).await? {
+            Some(i) => i,
+            None => {
+                handle
+                    .link()
+                    .add(LinkBridge::new(bridge_name).up().build())
+                    .execute()
+                    .await
+                    .context("creating the bridge")?;
+                link_index(&handle, bridge_name)
+                    .await?
+                    .context("the bridge vanished")?
+            }
+        };
+        let gateway = cidr.gateway();
+        let mut addrs = handle
+            .address()
+            .get()
+            .set_link_index_filter(bridge)
+            .execute();
+        let mut has = false;
+        while let Some(a) = addrs.try_next().await? {
+            has |= a.attributes.iter().any(|attr| {
+                matches!(attr, rtnetlink::packet_route::address::AddressAttribute::Address(ip) if *ip == std::net::IpAddr::V4(gateway))
+            });
+        }
+        if !has {
+            handle
+                .address()
+                .add(bridge, gateway.into(), cidr.prefix)
+                .execute()
+                .await
+                .context("adding the gateway address to the bridge")?;
+        }
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(bridge).up().build())
+            .execute()
+            .await?;
+        Ok(PodNetwork {
+            handle,
+            ipam: Allocator::new(cidr, state_dir)?,
+            bridge: bridge_name.to_string(),
+        })
+    }
+
+    /// Connects the sandbox `pid` of pod `uid` to the bridge and returns its address. Calling it
+    /// again for a connected pod returns the same address.
+    pub async fn attach(&self, uid: &str, pid: i32) -> anyhow::Result<Ipv4Addr> {
+        let ip = self.ipam.allocate(uid)?;
+        let pod = handle_in(pid).await?;
+        if link_index(&pod, "eth0").await?.is_some() {
+            return Ok(ip);
+        }
+        let host = host_veth(uid);
+        let peer = format!("{host}p");
+        if let Some(stale) = link_index(&self.handle, &host).await? {
+            self.handle.link().del(stale).execute().await?;
+        }
+        self.handle
+            .link()
+            .add(LinkVeth::new(&host, &peer).build())
+            .execute()
+            .await
+            .context("creating the pod's veth pair")?;
+        let bridge = link_index(&self.handle, &self.bridge)
+            .await?
+            .context("the bridge is gone")?;
+        let host_index = link_index(&self.handle, &host)
+            .await?
+            .context("the veth vanished")?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(host_index)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .context("attaching the veth to the bridge")?;
+        let peer_index = link_index(&self.handle, &peer)
+            .await?
+            .context("the veth peer vanished")?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(peer_index)
+                    .setns_by_pid(pid as u32)
+                    .build(),
+            )
+            .execute()
+            .await
+            .context("moving the veth into the pod")?;
+        let inner = link_index(&pod, &peer)
+            .await?
+            .context("the veth did not arrive in the pod")?;
+        pod.link()
+            .set(LinkUnspec::new_with_index(inner).name("eth0").build())
+            .execute()
+            .await?;
+        pod.address()
+            .add(inner, ip.into(), self.ipam.cidr().prefix)
+            .execute()
+            .await
+            .context("adding the pod's address")?;
+        pod.link()
+            .set(LinkUnspec::new_with_index(inner).up().build())
+            .execute()
+            .await?;
+        pod.route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(self.ipam.cidr().gateway())
+                    .build(),
+            )
+            .execute()
+            .await
+            .context("adding the pod's default route")?;
+        Ok(ip)
+    }
+
+    /// The address a pod holds, if any.
+    pub fn address_of(&self, uid: &str) -> Option<Ipv4Addr> {
+        self.ipam.lookup(uid)
+    }
+
+    /// Releases a pod's address and removes its veth (gone already if its namespace is).
+    pub async fn detach(&self, uid: &str) {
+        if let Ok(Some(i)) = link_index(&self.handle, &host_veth(uid)).await {
+            let _ = self.handle.link().del(i).execute().await;
+        }
+        self.ipam.release(uid);
+    }
+
+    /// Releases the addresses of pods not in `live`.
+    pub fn release_others(&self, live: &std::collections::HashSet<String>) {
+        self.ipam.retain(live);
+    }
+}
+
+/// Checks the interface name rules the kernel enforces.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > 15 {
+        bail!("interface name {name:?} must have 1 to 15 bytes");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_fit_the_kernel_limit() {
+        let n = host_veth("0f5e3c2a-1b2c-4d5e-8f90-123456789abc");
+        assert!(check_name(&n).is_ok());
+        assert!(check_name(&format!("{n}p")).is_ok());
+        assert_eq!(n, "vt0f5e3c2a1b2c");
+    }
+}
