@@ -105,20 +105,33 @@ impl TugServer {
 
 impl TugServer {
     /// Kills what the server's node agent left running (containers and sandboxes outlive the
-    /// agent by design), so that tests leave no processes behind.
+    /// agent by design), so that tests leave no processes behind: every `tug __shim` and
+    /// `tug __sandbox` of this data dir, and the containers the shims started.
     pub fn kill_containers(&self) {
-        let agent = self.data_dir.join("agent");
-        for kind in ["containers", "sandboxes"] {
-            let Ok(entries) = std::fs::read_dir(agent.join(kind)) else {
+        let marker = self.data_dir.join("agent").display().to_string();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            for e in entries.flatten() {
-                if let Ok(pid) = std::fs::read_to_string(e.path().join("pid"))
-                    && let Ok(pid) = pid.trim().parse::<i32>()
-                    && pid > 1
-                {
-                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                }
+            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let ours = (cmdline.contains(" __shim ") || cmdline.contains(" __sandbox "))
+                && cmdline.contains(&marker);
+            if !ours {
+                continue;
+            }
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            for victim in children
+                .split_whitespace()
+                .chain(std::iter::once(pid.to_string().as_str()))
+            {
+                let _ = Command::new("kill").args(["-9", victim]).status();
             }
         }
     }
