@@ -119,6 +119,30 @@ fn port_of(port: &IntOrString) -> Option<u16> {
     }
 }
 
+/// Runs a lifecycle hook (postStart, preStop): exec, httpGet, tcpSocket or sleep. Success,
+/// and a message on failure.
+pub async fn run_hook(
+    rt: &Arc<NativeRuntime>,
+    pod_uid: &str,
+    pod_ip: &str,
+    id: &str,
+    hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+    timeout: Duration,
+) -> (bool, String) {
+    if let Some(s) = &hook.sleep {
+        let secs = Duration::from_secs(s.seconds.max(0) as u64).min(timeout);
+        tokio::time::sleep(secs).await;
+        return (true, String::new());
+    }
+    let probe = Probe {
+        exec: hook.exec.clone(),
+        http_get: hook.http_get.clone(),
+        tcp_socket: hook.tcp_socket.clone(),
+        ..Default::default()
+    };
+    act(rt, pod_uid, pod_ip, id, &probe, timeout).await
+}
+
 /// Runs the probe's action once: success, and a message on failure.
 async fn act(
     rt: &Arc<NativeRuntime>,

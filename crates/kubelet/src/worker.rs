@@ -347,7 +347,39 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
         seen = attempts(&rt, &uid);
         run_probes(shared, pod, state, &seen).await;
     }
-    report(shared, pod, state, &seen, None).await
+    report(shared, pod, state, &seen, None).await?;
+    // A finished pod keeps nothing running: its sidecars stop once the app containers are done.
+    let terminal = state
+        .last_status
+        .as_ref()
+        .and_then(|s| s["phase"].as_str())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    let still_running: Vec<String> = seen
+        .values()
+        .filter_map(|a| a.latest.as_ref())
+        .filter(|l| matches!(l.state, ContainerState::Running { .. }))
+        .map(|l| l.spec.id.clone())
+        .collect();
+    if terminal && !still_running.is_empty() {
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64;
+        stop_hooks(shared, pod, grace).await;
+        let rt = shared.runtime.clone();
+        tokio::task::spawn_blocking(move || {
+            std::thread::scope(|s| {
+                for id in &still_running {
+                    let rt = &rt;
+                    s.spawn(move || rt.stop_container(id, Duration::from_secs(grace)));
+                }
+            })
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// The node's pod network, set up on first use once the node has a podCIDR.
@@ -666,7 +698,28 @@ async fn start_container(
     };
     let started = tokio::task::spawn_blocking(move || rt.start_container(spec)).await;
     match started {
-        Ok(Ok(_)) => {
+        Ok(Ok(id)) => {
+            if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+                let (ok, message) = crate::probes::run_hook(
+                    &shared.runtime,
+                    pod.metadata.uid.as_deref().unwrap_or(""),
+                    state.pod_ip.as_deref().unwrap_or(""),
+                    &id,
+                    hook,
+                    Duration::from_secs(30),
+                )
+                .await;
+                if !ok {
+                    let msg = format!("PostStartHook failed: {message}");
+                    record(shared, "Warning", &about, "FailedPostStartHook", &msg);
+                    let rt = shared.runtime.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        rt.stop_container(&id, Duration::from_secs(2))
+                    })
+                    .await;
+                    return;
+                }
+            }
             state.waiting.remove(&c.name);
             record(
                 shared,
@@ -992,6 +1045,50 @@ pub fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
+/// Runs the preStop hooks of a pod's running containers, all at once, within `grace` seconds.
+async fn stop_hooks(shared: &Shared, pod: &Pod, grace: u64) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let running: Vec<tug_runtime::Container> = shared
+        .runtime
+        .list()
+        .into_iter()
+        .filter(|c| c.spec.sandbox == uid && matches!(c.state, ContainerState::Running { .. }))
+        .collect();
+    let mut hooks = Vec::new();
+    for (_, c) in containers_of(pod) {
+        let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+            continue;
+        };
+        let Some(run) = running.iter().find(|r| r.spec.name == c.name) else {
+            continue;
+        };
+        let (rt, uid, id) = (shared.runtime.clone(), uid.clone(), run.spec.id.clone());
+        let about = involved(pod).field(&container_field(pod, &c.name));
+        let shared = shared.clone();
+        hooks.push(async move {
+            let (ok, message) = crate::probes::run_hook(
+                &rt,
+                &uid,
+                "",
+                &id,
+                &hook,
+                Duration::from_secs(grace.max(1)),
+            )
+            .await;
+            if !ok {
+                record(
+                    &shared,
+                    "Warning",
+                    &about,
+                    "FailedPreStopHook",
+                    &format!("PreStopHook failed: {message}"),
+                );
+            }
+        });
+    }
+    futures::future::join_all(hooks).await;
+}
+
 /// Stops a pod's containers (SIGTERM, then SIGKILL after its grace period), removes them and
 /// its sandbox and files.
 pub async fn terminate(shared: &Shared, pod: &Pod) {
@@ -1005,6 +1102,7 @@ pub async fn terminate(shared: &Shared, pod: &Pod) {
             .and_then(|s| s.termination_grace_period_seconds))
         .unwrap_or(30)
         .max(0) as u64;
+    stop_hooks(shared, pod, grace).await;
     if let Some(net) = shared.network.get() {
         net.detach(&uid).await;
     }

@@ -338,7 +338,9 @@ spec:
   containers:
   - name: app
     image: busybox:test
-    command: [sh, -c, "trap 'echo got-term > /out/term; exit 0' TERM; echo up > /out/up; while true; do sleep 0.1; done"]
+    command: [sh, -c, "trap 'echo got-term >> /out/order; exit 0' TERM; echo up > /out/up; while true; do sleep 0.1; done"]
+    lifecycle:
+      preStop: {exec: {command: [sh, -c, "echo pre-stop >> /out/order"]}}
     volumeMounts: [{name: out, mountPath: /out}]
 "#
         .replace("HOSTDIR", &dir.path().join("out").display().to_string())
@@ -353,11 +355,57 @@ spec:
         "Running"
     );
     ok(&s, &["delete", "pod", "graceful", "--wait=false"]);
-    wait_until(
-        "SIGTERM to reach the process",
-        Duration::from_secs(30),
-        || std::fs::read_to_string(out.join("term")).is_ok_and(|t| t.trim() == "got-term"),
+    // The preStop hook runs first, then SIGTERM reaches the process, which exits within its
+    // grace period.
+    wait_until("preStop, then SIGTERM", Duration::from_secs(30), || {
+        std::fs::read_to_string(out.join("order")).is_ok_and(|t| t.trim() == "pre-stop\ngot-term")
+    });
+}
+
+#[test]
+fn a_sidecar_runs_beside_the_app_and_post_start_runs() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: helped}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  volumes: [{name: shared, emptyDir: {}}]
+  initContainers:
+  - name: helper
+    image: busybox:test
+    restartPolicy: Always
+    command: [sh, -c, "echo sidecar-up > /shared/sidecar; while true; do sleep 0.2; done"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  containers:
+  - name: app
+    image: busybox:test
+    command: [sh, -c, "while [ ! -f /shared/poststart ]; do sleep 0.1; done; cat /shared/sidecar /shared/poststart"]
+    lifecycle:
+      postStart: {exec: {command: [sh, -c, "echo post-start > /shared/poststart"]}}
+    volumeMounts: [{name: shared, mountPath: /shared}]
+"#,
     );
+    wait_until("helped to succeed", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "helped"], "{.status.phase}") == "Succeeded"
+    });
+    assert_eq!(
+        ok(&s, &["logs", "helped", "-c", "app"]).trim(),
+        "sidecar-up\npost-start"
+    );
+    // Once the app is done, the sidecar is stopped too.
+    wait_until("the sidecar to stop", Duration::from_secs(40), || {
+        !jsonpath(
+            &s,
+            &["pod", "helped"],
+            "{.status.initContainerStatuses[0].state.terminated.finishedAt}",
+        )
+        .is_empty()
+    });
 }
 
 #[test]
