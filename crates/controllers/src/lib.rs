@@ -10,6 +10,7 @@ mod endpoints;
 mod gc;
 mod job;
 pub mod leader;
+pub mod localpath;
 mod nodeipam;
 mod nodelifecycle;
 mod podgc;
@@ -30,6 +31,9 @@ pub struct Settings {
     pub terminated_pod_gc_threshold: usize,
     /// Where nodes' pod CIDRs come from.
     pub pod_network: PodNetwork,
+    /// Where the local-path provisioner puts volumes (on the node that uses them); None turns
+    /// the provisioner off.
+    pub local_path_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -38,6 +42,7 @@ impl Default for Settings {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             terminated_pod_gc_threshold: 12_500,
             pod_network: PodNetwork::default(),
+            local_path_dir: None,
         }
     }
 }
@@ -45,6 +50,7 @@ impl Default for Settings {
 /// Runs every controller until the task is dropped.
 pub async fn run(client: kube::Client, settings: Settings) {
     let shared = common::Shared::start(client.clone()).await;
+    let (local_path, local_path_client) = (settings.local_path_dir.clone(), client.clone());
     tokio::join!(
         replicaset::run(client.clone(), shared.clone()),
         replicaset::run_replication_controllers(client.clone(), shared.clone()),
@@ -64,6 +70,11 @@ pub async fn run(client: kube::Client, settings: Settings) {
         ),
         nodelifecycle::run(client.clone(), shared, settings.node_monitor_grace_period),
         serviceaccount::run(client.clone()),
+        async {
+            if let Some(dir) = local_path {
+                localpath::run(local_path_client, dir).await
+            }
+        },
         gc::run(client),
     );
 }

@@ -73,7 +73,8 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn field_ref(pod: &Pod, path: &str) -> Result<String, ConfigError> {
+/// The value of a pod field (`metadata.name`, `metadata.labels['x']`, `status.podIP`, ...).
+pub fn field_ref(pod: &Pod, path: &str) -> Result<String, ConfigError> {
     let m = &pod.metadata;
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
@@ -113,7 +114,8 @@ fn field_ref(pod: &Pod, path: &str) -> Result<String, ConfigError> {
     })
 }
 
-fn resource_ref(
+/// The value of a container resource (`limits.memory`, ...) in units of `divisor`.
+pub fn resource_ref(
     c: &Container,
     resource: &str,
     divisor: Option<&str>,

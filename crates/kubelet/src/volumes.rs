@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod,
+    Secret, Volume,
+};
 use kube::api::Api;
 
 /// Why a volume could not be set up: the message goes into the pod's events and status.
@@ -30,10 +33,136 @@ pub async fn setup(
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default();
     for v in volumes {
-        let path = setup_one(client, &ns, &v, pod_dir).await?;
+        let path = setup_one(client, pod, &ns, &v, pod_dir).await?;
         out.insert(v.name.clone(), path);
     }
     Ok(out)
+}
+
+/// Rewrites the volumes whose content comes from the API (configMap, secret, downwardAPI,
+/// projected), so that updates reach running containers; unchanged files are left alone.
+pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+    {
+        if v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+        {
+            if let Err(e) = setup_one(client, pod, &ns, &v, pod_dir).await {
+                tracing::debug!(volume = %v.name, error = %e, "refreshing a volume failed");
+            }
+        }
+    }
+}
+
+/// The bytes of a configMap's keys (data and binaryData); None when it does not exist.
+async fn config_map_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(c)) => {
+            let mut d: BTreeMap<String, Vec<u8>> = c
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            for (k, b) in c.binary_data.unwrap_or_default() {
+                d.insert(k, b.0);
+            }
+            Ok(Some(d))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(VolumeError(format!("reading configmap {name}: {e}"))),
+    }
+}
+
+/// The bytes of a secret's keys; None when it does not exist.
+async fn secret_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(sec)) => {
+            let mut d: BTreeMap<String, Vec<u8>> = sec
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (k, v) in sec.string_data.unwrap_or_default() {
+                d.insert(k, v.into_bytes());
+            }
+            Ok(Some(d))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(VolumeError(format!("reading secret {name}: {e}"))),
+    }
+}
+
+/// The files of a downwardAPI volume (or projection).
+fn downward_files(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: Option<i32>,
+) -> Result<Vec<(String, Vec<u8>, u32)>, VolumeError> {
+    let mode = default_mode.unwrap_or(0o644) as u32;
+    items
+        .iter()
+        .map(|i| {
+            let value = if let Some(f) = &i.field_ref {
+                let m = &pod.metadata;
+                let map_text = |map: &Option<BTreeMap<String, String>>| {
+                    map.clone()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|(k, v)| format!("{k}=\"{v}\"\n"))
+                        .collect::<String>()
+                };
+                match f.field_path.as_str() {
+                    "metadata.labels" => map_text(&m.labels),
+                    "metadata.annotations" => map_text(&m.annotations),
+                    other => {
+                        crate::containers::field_ref(pod, other).map_err(|e| VolumeError(e.0))?
+                    }
+                }
+            } else if let Some(r) = &i.resource_field_ref {
+                let name = r.container_name.clone().unwrap_or_default();
+                let c = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.iter().find(|c| c.name == name))
+                    .cloned()
+                    .unwrap_or_default();
+                crate::containers::resource_ref(
+                    &c,
+                    &r.resource,
+                    r.divisor.as_ref().map(|d| d.0.as_str()),
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    0,
+                )
+                .map_err(|e| VolumeError(e.0))?
+            } else {
+                String::new()
+            };
+            Ok((
+                i.path.clone(),
+                value.into_bytes(),
+                i.mode.map_or(mode, |m| m as u32),
+            ))
+        })
+        .collect()
 }
 
 fn dir_of(pod_dir: &Path, kind: &str, name: &str) -> PathBuf {
@@ -42,6 +171,7 @@ fn dir_of(pod_dir: &Path, kind: &str, name: &str) -> PathBuf {
 
 async fn setup_one(
     client: &kube::Client,
+    pod: &Pod,
     ns: &str,
     v: &Volume,
     pod_dir: &Path,
@@ -84,28 +214,15 @@ async fn setup_one(
     }
     if let Some(cm) = &v.config_map {
         let name = cm.name.clone();
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        let data = match api.get_opt(&name).await {
-            Ok(Some(c)) => {
-                let mut d: BTreeMap<String, Vec<u8>> = c
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                for (k, b) in c.binary_data.unwrap_or_default() {
-                    d.insert(k, b.0);
-                }
-                d
-            }
-            Ok(None) if cm.optional == Some(true) => BTreeMap::new(),
-            Ok(None) => {
+        let data = match config_map_data(client, ns, &name).await? {
+            Some(d) => d,
+            None if cm.optional == Some(true) => BTreeMap::new(),
+            None => {
                 return Err(VolumeError(format!(
                     "MountVolume.SetUp failed for volume \"{}\" : configmap \"{name}\" not found",
                     v.name
                 )));
             }
-            Err(e) => return Err(VolumeError(format!("reading configmap {name}: {e}"))),
         };
         let dir = dir_of(pod_dir, "configmap", &v.name);
         write_atomic(&dir, &project(&data, cm.items.as_deref(), cm.default_mode)?)
@@ -114,33 +231,108 @@ async fn setup_one(
     }
     if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let data = match api.get_opt(&name).await {
-            Ok(Some(sec)) => {
-                let mut d: BTreeMap<String, Vec<u8>> = sec
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                for (k, v) in sec.string_data.unwrap_or_default() {
-                    d.insert(k, v.into_bytes());
-                }
-                d
-            }
-            Ok(None) if s.optional == Some(true) => BTreeMap::new(),
-            Ok(None) => {
+        let data = match secret_data(client, ns, &name).await? {
+            Some(d) => d,
+            None if s.optional == Some(true) => BTreeMap::new(),
+            None => {
                 return Err(VolumeError(format!(
                     "MountVolume.SetUp failed for volume \"{}\" : secret \"{name}\" not found",
                     v.name
                 )));
             }
-            Err(e) => return Err(VolumeError(format!("reading secret {name}: {e}"))),
         };
         let dir = dir_of(pod_dir, "secret", &v.name);
         write_atomic(&dir, &project(&data, s.items.as_deref(), s.default_mode)?)
             .map_err(|e| io("writing", e))?;
         return Ok(dir);
+    }
+    if let Some(d) = &v.downward_api {
+        let dir = dir_of(pod_dir, "downward-api", &v.name);
+        let files = downward_files(pod, d.items.as_deref().unwrap_or_default(), d.default_mode)?;
+        write_atomic(&dir, &files).map_err(|e| io("writing", e))?;
+        return Ok(dir);
+    }
+    if let Some(p) = &v.projected {
+        let mut files = Vec::new();
+        for src in p.sources.clone().unwrap_or_default() {
+            if let Some(cm) = &src.config_map {
+                let data = match config_map_data(client, ns, &cm.name).await? {
+                    Some(d) => d,
+                    None if cm.optional == Some(true) => BTreeMap::new(),
+                    None => {
+                        return Err(VolumeError(format!("configmap \"{}\" not found", cm.name)));
+                    }
+                };
+                files.extend(project(&data, cm.items.as_deref(), p.default_mode)?);
+            }
+            if let Some(sec) = &src.secret {
+                let data = match secret_data(client, ns, &sec.name).await? {
+                    Some(d) => d,
+                    None if sec.optional == Some(true) => BTreeMap::new(),
+                    None => {
+                        return Err(VolumeError(format!("secret \"{}\" not found", sec.name)));
+                    }
+                };
+                files.extend(project(&data, sec.items.as_deref(), p.default_mode)?);
+            }
+            if let Some(d) = &src.downward_api {
+                files.extend(downward_files(
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    p.default_mode,
+                )?);
+            }
+            if src.service_account_token.is_some() {
+                return Err(VolumeError(format!(
+                    "volume {:?}: serviceAccountToken projections are not supported yet",
+                    v.name
+                )));
+            }
+        }
+        let dir = dir_of(pod_dir, "projected", &v.name);
+        write_atomic(&dir, &files).map_err(|e| io("writing", e))?;
+        return Ok(dir);
+    }
+    if let Some(claim) = &v.persistent_volume_claim {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+        let pvc = pvcs
+            .get_opt(&claim.claim_name)
+            .await
+            .map_err(|e| VolumeError(format!("reading claim {}: {e}", claim.claim_name)))?
+            .ok_or_else(|| {
+                VolumeError(format!(
+                    "persistentvolumeclaim \"{}\" not found",
+                    claim.claim_name
+                ))
+            })?;
+        let Some(pv_name) = pvc
+            .spec
+            .and_then(|s| s.volume_name)
+            .filter(|n| !n.is_empty())
+        else {
+            return Err(VolumeError(format!(
+                "persistentvolumeclaim \"{}\" is not bound yet",
+                claim.claim_name
+            )));
+        };
+        let pvs: Api<PersistentVolume> = Api::all(client.clone());
+        let pv = pvs
+            .get(&pv_name)
+            .await
+            .map_err(|e| VolumeError(format!("reading volume {pv_name}: {e}")))?;
+        let spec = pv.spec.unwrap_or_default();
+        let path = spec
+            .host_path
+            .map(|h| h.path)
+            .or(spec.local.map(|l| l.path))
+            .ok_or_else(|| {
+                VolumeError(format!(
+                    "volume {pv_name}: only hostPath and local persistent volumes can be mounted"
+                ))
+            })?;
+        let path = PathBuf::from(path);
+        std::fs::create_dir_all(&path).map_err(|e| io("creating", e))?;
+        return Ok(path);
     }
     Err(VolumeError(format!(
         "volume {:?}: this volume type is not supported yet",

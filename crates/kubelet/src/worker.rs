@@ -79,6 +79,8 @@ pub struct PodState {
     probes: crate::probes::Probes,
     pulls: crate::images::PullBackoff,
     pod_ip: Option<String>,
+    /// When API-backed volumes were last rewritten.
+    volumes_refreshed: Option<Instant>,
 }
 
 /// Runs a pod until it is gone from the API (`rx` yields None) and its containers are stopped.
@@ -346,6 +348,14 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
         run_containers(shared, pod, state, &mut seen, &paths).await?;
         seen = attempts(&rt, &uid);
         run_probes(shared, pod, state, &seen).await;
+        // configMap, secret and downward API updates reach mounted volumes within seconds.
+        if state
+            .volumes_refreshed
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+        {
+            state.volumes_refreshed = Some(Instant::now());
+            volumes::refresh(&shared.client, pod, &paths.dir).await;
+        }
     }
     report(shared, pod, state, &seen, None).await?;
     // A finished pod keeps nothing running: its sidecars stop once the app containers are done.

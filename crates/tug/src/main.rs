@@ -224,6 +224,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             args.node_cidr_mask_size,
         )
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+        // The local-path provisioner serves the built-in agent's node.
+        local_path_dir: (!args.disable_agent).then(|| args.data_dir.join("local-path")),
     };
     let controllers_client = api.in_process_client();
     let controllers_identity = identity.clone();

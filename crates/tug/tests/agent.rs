@@ -868,3 +868,106 @@ spec:
     });
     assert_eq!(ok(&s, &["logs", "client"]).trim(), pods[0].0);
 }
+
+#[test]
+fn volumes_carry_files_with_their_modes_follow_updates_and_keep_claimed_data() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {a: "1"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: sec}
+stringData: {s: hush}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: files, labels: {tier: backend}}
+spec:
+  volumes:
+  - {name: cfg, configMap: {name: cfg, defaultMode: 0400}}
+  - {name: sec, secret: {secretName: sec, items: [{key: s, path: s, mode: 0440}]}}
+  - {name: down, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}, {path: name, fieldRef: {fieldPath: metadata.name}}]}}
+  - name: proj
+    projected:
+      defaultMode: 0444
+      sources:
+      - configMap: {name: cfg}
+      - downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}
+  - {name: shared, emptyDir: {}}
+  containers:
+  - name: reader
+    image: busybox:test
+    command: [sh, -c, "stat -L -c '%a %n' /cfg/a /sec/s /down/name /proj/a; cat /sec/s /down/name /down/labels /proj/ns; echo; while true; do echo cfg=$(cat /cfg/a) shared=$(cat /shared/x 2>/dev/null); sleep 0.3; done"]
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+    - {name: sec, mountPath: /sec}
+    - {name: down, mountPath: /down}
+    - {name: proj, mountPath: /proj}
+    - {name: shared, mountPath: /shared}
+  - name: writer
+    image: busybox:test
+    command: [sh, -c, "echo from-writer > /shared/x; sleep 3600"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+"#,
+    );
+    wait_until("files to run", Duration::from_secs(30), || {
+        ok(&s, &["logs", "files", "-c", "reader"]).contains("shared=from-writer")
+    });
+    let logs = ok(&s, &["logs", "files", "-c", "reader"]);
+    for want in [
+        "400 /cfg/a",
+        "440 /sec/s",
+        "644 /down/name",
+        "444 /proj/a",
+        "hush",
+        "files",
+        "tier=\"backend\"",
+        "default",
+        "cfg=1",
+    ] {
+        assert!(logs.contains(want), "{want:?} missing from:\n{logs}");
+    }
+    ok(
+        &s,
+        &["patch", "configmap", "cfg", "-p", r#"{"data":{"a":"2"}}"#],
+    );
+    wait_until(
+        "the update to reach the volume",
+        Duration::from_secs(30),
+        || ok(&s, &["logs", "files", "-c", "reader", "--tail", "1"]).contains("cfg=2"),
+    );
+
+    // A claim on local-path keeps its data across the pod's deletion and re-creation.
+    let claim = |name: &str, cmd: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: data, persistentVolumeClaim: {{claimName: keep}}}}]\n  containers:\n  - {{name: c, image: busybox:test, command: [sh, -c, \"{cmd}\"], volumeMounts: [{{name: data, mountPath: /data}}]}}\n"
+        )
+    };
+    apply(
+        &s,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: keep}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    wait_until("the claim to bind", Duration::from_secs(30), || {
+        jsonpath(&s, &["pvc", "keep"], "{.status.phase}") == "Bound"
+    });
+    assert_eq!(
+        jsonpath(&s, &["pvc", "keep"], "{.spec.storageClassName}"),
+        "local-path"
+    );
+    apply(&s, &claim("first", "echo kept > /data/file"));
+    wait_until("first to finish", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "first"], "{.status.phase}") == "Succeeded"
+    });
+    ok(&s, &["delete", "pod", "first"]);
+    apply(&s, &claim("second", "cat /data/file"));
+    wait_until("second to finish", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "second"], "{.status.phase}") == "Succeeded"
+    });
+    assert_eq!(ok(&s, &["logs", "second"]).trim(), "kept");
+}
