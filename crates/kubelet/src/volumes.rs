@@ -49,14 +49,12 @@ pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default()
     {
-        if v.config_map.is_some()
+        let from_api = v.config_map.is_some()
             || v.secret.is_some()
             || v.downward_api.is_some()
-            || v.projected.is_some()
-        {
-            if let Err(e) = setup_one(client, pod, &ns, &v, pod_dir).await {
-                tracing::debug!(volume = %v.name, error = %e, "refreshing a volume failed");
-            }
+            || v.projected.is_some();
+        if from_api && let Err(e) = setup_one(client, pod, &ns, &v, pod_dir).await {
+            tracing::debug!(volume = %v.name, error = %e, "refreshing a volume failed");
         }
     }
 }

@@ -181,10 +181,8 @@ fn containers_of(pod: &Pod) -> Vec<(Kind, Container)> {
 /// The runtime's containers of this pod, by name.
 fn attempts(rt: &NativeRuntime, uid: &str) -> BTreeMap<String, Attempts> {
     let mut by_name: BTreeMap<String, Vec<tug_runtime::Container>> = BTreeMap::new();
-    for c in rt.list() {
-        if c.spec.sandbox == uid {
-            by_name.entry(c.spec.name.clone()).or_default().push(c);
-        }
+    for c in rt.list_in(uid) {
+        by_name.entry(c.spec.name.clone()).or_default().push(c);
     }
     by_name
         .into_iter()
@@ -1060,9 +1058,9 @@ async fn stop_hooks(shared: &Shared, pod: &Pod, grace: u64) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let running: Vec<tug_runtime::Container> = shared
         .runtime
-        .list()
+        .list_in(&uid)
         .into_iter()
-        .filter(|c| c.spec.sandbox == uid && matches!(c.state, ContainerState::Running { .. }))
+        .filter(|c| matches!(c.state, ContainerState::Running { .. }))
         .collect();
     let mut hooks = Vec::new();
     for (_, c) in containers_of(pod) {
@@ -1119,11 +1117,7 @@ pub async fn terminate(shared: &Shared, pod: &Pod) {
     let rt = shared.runtime.clone();
     let paths = paths(&shared.config, pod);
     let _ = tokio::task::spawn_blocking(move || {
-        let mine: Vec<_> = rt
-            .list()
-            .into_iter()
-            .filter(|c| c.spec.sandbox == uid)
-            .collect();
+        let mine = rt.list_in(&uid);
         std::thread::scope(|s| {
             for c in &mine {
                 let rt = &rt;

@@ -51,6 +51,8 @@ pub struct NativeRuntime {
     pub images: std::sync::Arc<ImageStore>,
     cgroups: Cgroups,
     exe: PathBuf,
+    /// Container specs by ID (they never change once written), read from disk once.
+    specs: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<ContainerSpec>>>,
 }
 
 /// Starts `exe <verb> <dir>` and reads its `ok <pid>` or `error <message>` line.
@@ -88,6 +90,10 @@ fn spawn_helper(exe: &Path, verb: &str, dir: &Path) -> Result<i32, String> {
         .to_string())
 }
 
+fn read_spec(dir: &Path) -> Option<ContainerSpec> {
+    serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()
+}
+
 fn random_id() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
@@ -103,12 +109,23 @@ impl NativeRuntime {
             std::fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating {}", root.join(d).display()))?;
         }
-        Ok(NativeRuntime {
+        let rt = NativeRuntime {
             root: root.to_path_buf(),
             images: std::sync::Arc::new(ImageStore::open(&root.join("images"))?),
             cgroups: Cgroups::detect()?,
             exe: exe.to_path_buf(),
-        })
+            specs: Default::default(),
+        };
+        // Index what a previous agent left.
+        if let Ok(entries) = std::fs::read_dir(root.join("containers")) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().to_string();
+                if let Some(spec) = read_spec(&e.path()) {
+                    rt.lock_specs().insert(id, std::sync::Arc::new(spec));
+                }
+            }
+        }
+        Ok(rt)
     }
 
     fn sandbox_dir(&self, uid: &str) -> PathBuf {
@@ -193,6 +210,8 @@ impl NativeRuntime {
             serde_json::to_vec(&spec).map_err(|e| fail(e.into()))?,
         )
         .map_err(|e| fail(e.into()))?;
+        self.lock_specs()
+            .insert(spec.id.clone(), std::sync::Arc::new(spec.clone()));
         self.cgroups
             .create(&state::cgroup_path(&spec), &spec.limits)
             .map_err(fail)?;
@@ -219,11 +238,26 @@ impl NativeRuntime {
         }
     }
 
+    fn lock_specs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::sync::Arc<ContainerSpec>>>
+    {
+        self.specs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A container by ID.
     pub fn container(&self, id: &str) -> Option<Container> {
         let dir = self.container_dir(id);
-        let spec: ContainerSpec =
-            serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+        let cached = self.lock_specs().get(id).cloned();
+        let spec = match cached {
+            Some(s) => (*s).clone(),
+            None => {
+                let s = read_spec(&dir)?;
+                self.lock_specs()
+                    .insert(id.to_string(), std::sync::Arc::new(s.clone()));
+                s
+            }
+        };
         let state = if let Some(exit) = state::read_exit(&dir) {
             ContainerState::Exited(exit)
         } else if let Ok(pid) = state::read_pid(&dir) {
@@ -247,15 +281,21 @@ impl NativeRuntime {
         Some(Container { spec, state })
     }
 
-    /// Every container on disk.
+    /// Every container.
     pub fn list(&self) -> Vec<Container> {
-        std::fs::read_dir(self.root.join("containers"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| self.container(&e.file_name().to_string_lossy()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let ids: Vec<String> = self.lock_specs().keys().cloned().collect();
+        ids.iter().filter_map(|id| self.container(id)).collect()
+    }
+
+    /// The containers of one pod sandbox.
+    pub fn list_in(&self, sandbox: &str) -> Vec<Container> {
+        let ids: Vec<String> = self
+            .lock_specs()
+            .iter()
+            .filter(|(_, s)| s.sandbox == sandbox)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.container(id)).collect()
     }
 
     /// Sends `signal` to a container's process.
@@ -304,6 +344,7 @@ impl NativeRuntime {
             self.cgroups.remove(&state::cgroup_path(&c.spec));
         }
         let dir = self.container_dir(id);
+        self.lock_specs().remove(id);
         // The overlay lives in the container's own mount namespace, gone with its processes.
         std::fs::remove_dir_all(&dir).or_else(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

@@ -96,6 +96,11 @@ impl TugServer {
         }
     }
 
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

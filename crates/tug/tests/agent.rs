@@ -917,7 +917,8 @@ spec:
 "#,
     );
     wait_until("files to run", Duration::from_secs(30), || {
-        ok(&s, &["logs", "files", "-c", "reader"]).contains("shared=from-writer")
+        let out = kubectl(&s, &["logs", "files", "-c", "reader"], None);
+        String::from_utf8_lossy(&out.stdout).contains("shared=from-writer")
     });
     let logs = ok(&s, &["logs", "files", "-c", "reader"]);
     for want in [
@@ -940,7 +941,10 @@ spec:
     wait_until(
         "the update to reach the volume",
         Duration::from_secs(30),
-        || ok(&s, &["logs", "files", "-c", "reader", "--tail", "1"]).contains("cfg=2"),
+        || {
+            let out = kubectl(&s, &["logs", "files", "-c", "reader", "--tail", "1"], None);
+            String::from_utf8_lossy(&out.stdout).contains("cfg=2")
+        },
     );
 
     // A claim on local-path keeps its data across the pod's deletion and re-creation.

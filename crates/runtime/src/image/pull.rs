@@ -263,7 +263,8 @@ async fn fetch_blob(
             desc.digest
         )));
     }
-    let tmp = path.with_extension("partial");
+    // Two pulls of one blob at once each write their own file; the rename picks one.
+    let tmp = path.with_extension(format!("partial-{}", rand::random::<u64>()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&bytes)?;

@@ -1,0 +1,188 @@
+//! The node agent's benchmark (not a timed test: it asserts only that the pods ran, and is
+//! ignored unless asked for):
+//!
+//! ```text
+//! cargo test --release -p tug --test bench_pods -- --ignored --nocapture
+//! ```
+//!
+//! Pod startup latency (created until Running and Ready, as a watch sees it) over 100 pods on
+//! one node with the image present, pods started per second, and the agent's idle memory.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use tug_testkit::server::TugServer;
+
+const PODS: usize = 100;
+
+fn tug() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tug"))
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn start(dir: &Path, agent: bool, n: u32) -> TugServer {
+    let data = dir.join(format!("data{n}"));
+    if agent {
+        let archive = tug_testkit::image::busybox_archive(dir, "docker.io/library/busybox:bench");
+        let out = Command::new(tug())
+            .args(["image", "import"])
+            .arg(&archive)
+            .arg("--data-dir")
+            .arg(data.join("agent"))
+            .output()
+            .expect("import");
+        assert!(out.status.success());
+    }
+    let bridge = format!("tugb{}x{n}", std::process::id() % 10_000);
+    let cidr = format!("10.{}.0.0/16", 150 + n);
+    let mut args = vec!["--pod-bridge", &bridge, "--cluster-cidr", &cidr];
+    if agent {
+        args.extend_from_slice(&["--kubelet-port", "0", "--node-name", "bench"]);
+    }
+    TugServer::start_with(tug(), &data, &args)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+async fn pod_startup_latency_and_agent_memory() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Idle memory: the server with its agent and no pods, against the server alone.
+    let plain = start(dir.path(), false, 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let plain_rss = rss_kib(plain.pid());
+    drop(plain);
+    let s = start(dir.path(), true, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let with_agent_rss = rss_kib(s.pid());
+
+    let kc = Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    // Wait for the node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "warmup"},
+            "spec": {"containers": [{"name": "c", "image": "busybox:bench", "command": ["sleep", "3600"]}]}
+        }))
+        .expect("pod");
+        if pods.create(&PostParams::default(), &pod).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API never took the warm-up pod"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let mut events = watcher(pods.clone(), watcher::Config::default()).boxed();
+    // The warm-up pod first: the node is up and the image is in the page cache.
+    loop {
+        if let Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) =
+            events.next().await
+            && p.metadata.name.as_deref() == Some("warmup")
+            && ready(&p)
+        {
+            break;
+        }
+    }
+    let mut created: HashMap<String, Instant> = HashMap::new();
+    let started = Instant::now();
+    let creates = (0..PODS).map(|i| {
+        let pods = pods.clone();
+        async move {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("bench-{i}")},
+                "spec": {"terminationGracePeriodSeconds": 0,
+                         "containers": [{"name": "c", "image": "busybox:bench", "command": ["sleep", "3600"]}]}
+            }))
+            .expect("pod");
+            let at = Instant::now();
+            pods.create(&PostParams::default(), &pod).await.expect("create");
+            (format!("bench-{i}"), at)
+        }
+    });
+    for (name, at) in futures::future::join_all(creates).await {
+        created.insert(name, at);
+    }
+    let mut latencies: HashMap<String, Duration> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while latencies.len() < PODS && Instant::now() < deadline {
+        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await else {
+            continue;
+        };
+        if let Ok(watcher::Event::Apply(p)) = ev
+            && let Some(name) = p.metadata.name.clone()
+            && let Some(at) = created.get(&name)
+            && ready(&p)
+            && !latencies.contains_key(&name)
+        {
+            latencies.insert(name, at.elapsed());
+        }
+    }
+    let wall = started.elapsed();
+    assert_eq!(latencies.len(), PODS, "every pod became Ready");
+    let mut sorted: Vec<Duration> = latencies.into_values().collect();
+    sorted.sort();
+    let busy_rss = rss_kib(s.pid());
+    println!("pods: {PODS} on one node, image present");
+    println!(
+        "startup latency (created -> Ready, watched): p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+        sorted[sorted.len() - 1]
+    );
+    println!(
+        "pods started per second: {:.1} ({PODS} in {:?})",
+        PODS as f64 / wall.as_secs_f64(),
+        wall
+    );
+    println!(
+        "idle RSS: server alone {} KiB, server with agent {} KiB (agent ~{} KiB); with {} pods {} KiB",
+        plain_rss,
+        with_agent_rss,
+        with_agent_rss.saturating_sub(plain_rss),
+        PODS + 1,
+        busy_rss
+    );
+    let _ = pods
+        .delete_collection(&DeleteParams::default(), &Default::default())
+        .await;
+}
