@@ -81,10 +81,15 @@ pub struct PodState {
     pod_ip: Option<String>,
     /// When API-backed volumes were last rewritten.
     volumes_refreshed: Option<Instant>,
+    /// The pod ran past its activeDeadlineSeconds.
+    deadline_exceeded: bool,
 }
 
 /// Runs a pod until it is gone from the API (`rx` yields None) and its containers are stopped.
 pub async fn run(shared: Shared, mut rx: watch::Receiver<Option<Pod>>) {
+    if let Some(p) = rx.borrow().as_ref() {
+        tracing::debug!(pod = %name_of(p), "pod worker started");
+    }
     let mut state = PodState::default();
     let mut last: Option<Pod> = None;
     loop {
@@ -310,6 +315,7 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
         };
         let host_network = sandbox.host_network;
         let rt2 = rt.clone();
+        let t0 = Instant::now();
         let pid = match tokio::task::spawn_blocking(move || rt2.run_sandbox(&sandbox)).await? {
             Ok(pid) => pid,
             Err(e) => {
@@ -323,6 +329,7 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
                 return report(shared, pod, state, &BTreeMap::new(), Some(format!("{e:#}"))).await;
             }
         };
+        let t_sandbox = t0.elapsed();
         if !host_network && state.pod_ip.is_none() {
             match attach_network(shared, &uid, pid).await {
                 Ok(ip) => state.pod_ip = Some(ip.to_string()),
@@ -340,9 +347,31 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
             }
         }
         write_pod_files(cfg, pod, &paths.dir, state.pod_ip.as_deref())?;
+        tracing::debug!(pod = %name_of(pod), sandbox = ?t_sandbox, network = ?(t0.elapsed() - t_sandbox), "sandbox ready");
+    }
+    let deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    if !finished
+        && !state.deadline_exceeded
+        && let (Some(limit), Some(start)) = (
+            deadline,
+            state
+                .start_time
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok()),
+        )
+        && jiff::Timestamp::now().as_second() - start.as_second() >= limit
+    {
+        state.deadline_exceeded = true;
+        record(
+            shared,
+            "Normal",
+            &involved(pod),
+            "DeadlineExceeded",
+            "Pod was active on the node longer than the specified deadline",
+        );
     }
     let mut seen = attempts(&rt, &uid);
-    if !finished {
+    if !finished && !state.deadline_exceeded {
         run_containers(shared, pod, state, &mut seen, &paths).await?;
         seen = attempts(&rt, &uid);
         run_probes(shared, pod, state, &seen).await;
@@ -612,7 +641,9 @@ async fn run_containers(
             }
             let vols = volumes_ready.clone().unwrap_or_default();
             let attempt = a.latest.as_ref().map_or(0, |l| l.spec.attempt + 1);
+            let t0 = Instant::now();
             start_container(shared, pod, state, &c, &vols, paths, attempt).await;
+            tracing::debug!(pod = %name_of(pod), container = %c.name, took = ?t0.elapsed(), "container started");
             *seen = attempts(&shared.runtime, pod.metadata.uid.as_deref().unwrap_or(""));
         }
         // Ordering: an init container must finish, a sidecar must have started, before the
@@ -914,7 +945,7 @@ async fn report(
         .waiting
         .values()
         .any(|w| w.reason == "CrashLoopBackOff");
-    let phase = if init_failed {
+    let phase = if init_failed || state.deadline_exceeded {
         "Failed"
     } else if app_running > 0 || restarts_pending && app_total > 0 && initialized {
         "Running"
@@ -976,6 +1007,10 @@ async fn report(
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
     }
+    if state.deadline_exceeded {
+        status["reason"] = json!("DeadlineExceeded");
+        status["message"] = json!("Pod was active on the node longer than the specified deadline");
+    }
     let pod_ip = if host_network {
         Some(shared.config.node_ip.clone())
     } else {
@@ -1009,12 +1044,14 @@ async fn report(
         shared.client.clone(),
         pod.metadata.namespace.as_deref().unwrap_or("default"),
     );
+    let t0 = Instant::now();
     api.patch_status(
         pod.metadata.name.as_deref().unwrap_or(""),
         &PatchParams::default(),
         &Patch::Merge(&json!({"status": to_send})),
     )
     .await?;
+    tracing::debug!(pod = %name_of(pod), phase, ready, took = ?t0.elapsed(), "status written");
     state.last_status = Some(status);
     Ok(())
 }

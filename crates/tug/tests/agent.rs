@@ -975,3 +975,33 @@ spec:
     });
     assert_eq!(ok(&s, &["logs", "second"]).trim(), "kept");
 }
+
+#[test]
+fn a_pod_past_its_active_deadline_fails() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: bounded}
+spec:
+  activeDeadlineSeconds: 2
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: app, image: busybox:test, command: [sleep, "3600"]}
+"#,
+    );
+    wait_until("DeadlineExceeded", Duration::from_secs(30), || {
+        jsonpath(&s, &["pod", "bounded"], "{.status.phase} {.status.reason}")
+            == "Failed DeadlineExceeded"
+    });
+    wait_until("the container to stop", Duration::from_secs(30), || {
+        !jsonpath(
+            &s,
+            &["pod", "bounded"],
+            "{.status.containerStatuses[0].state.terminated.finishedAt}",
+        )
+        .is_empty()
+    });
+}
