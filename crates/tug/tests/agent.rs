@@ -73,6 +73,30 @@ fn cluster_and_args() -> (TugServer, tempfile::TempDir, Vec<String>) {
     (s, dir, args)
 }
 
+/// Waits for a pod's phase; on timeout the failure shows the pod's status and events.
+fn wait_phase(s: &TugServer, pod: &str, phase: &str, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if jsonpath(s, &["pod", pod], "{.status.phase}") == phase {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "timed out after {limit:?} waiting for {pod} to be {phase}: {}\nevents:\n{}",
+        jsonpath(s, &["pod", pod], "{.status}"),
+        ok(
+            s,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={pod}")
+            ]
+        )
+    );
+}
+
 fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -132,9 +156,7 @@ fn kubectl_run_completes_and_its_logs_come_back() {
             "hi",
         ],
     );
-    wait_until("hello to succeed", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "hello"], "{.status.phase}") == "Succeeded"
-    });
+    wait_phase(&s, "hello", "Succeeded", Duration::from_secs(60));
     assert_eq!(ok(&s, &["logs", "hello"]).trim(), "hi");
     let status = jsonpath(
         &s,
@@ -178,9 +200,7 @@ spec:
     volumeMounts: [{name: shared, mountPath: /work}]
 "#,
     );
-    wait_until("ordered to succeed", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "ordered"], "{.status.phase}") == "Succeeded"
-    });
+    wait_phase(&s, "ordered", "Succeeded", Duration::from_secs(60));
     assert_eq!(
         ok(&s, &["logs", "ordered", "-c", "app"]).trim(),
         "first\nsecond\nhello ordered ordered-app"
@@ -281,9 +301,7 @@ spec:
     env: [{name: X, valueFrom: {configMapKeyRef: {name: absent, key: k}}}]
 "#,
     );
-    wait_until("badcmd to fail", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "badcmd"], "{.status.phase}") == "Failed"
-    });
+    wait_phase(&s, "badcmd", "Failed", Duration::from_secs(60));
     let t = jsonpath(
         &s,
         &["pod", "badcmd"],
@@ -390,9 +408,7 @@ spec:
     volumeMounts: [{name: shared, mountPath: /shared}]
 "#,
     );
-    wait_until("helped to succeed", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "helped"], "{.status.phase}") == "Succeeded"
-    });
+    wait_phase(&s, "helped", "Succeeded", Duration::from_secs(60));
     assert_eq!(
         ok(&s, &["logs", "helped", "-c", "app"]).trim(),
         "sidecar-up\npost-start"
@@ -678,9 +694,7 @@ spec:
   - {name: app, image: busybox:test, command: [sh, -c, "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done"]}
 "#,
     );
-    wait_until("ticker to run", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "ticker"], "{.status.phase}") == "Running"
-    });
+    wait_phase(&s, "ticker", "Running", Duration::from_secs(60));
     let mut child = Command::new(tug_testkit::server::kubectl_path())
         .arg("--kubeconfig")
         .arg(&s.kubeconfig)
@@ -863,9 +877,7 @@ spec:
             pods[0].1
         ),
     );
-    wait_until("the client pod to finish", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "client"], "{.status.phase}") == "Succeeded"
-    });
+    wait_phase(&s, "client", "Succeeded", Duration::from_secs(60));
     assert_eq!(ok(&s, &["logs", "client"]).trim(), pods[0].0);
 }
 
@@ -965,14 +977,10 @@ spec:
         "local-path"
     );
     apply(&s, &claim("first", "echo kept > /data/file"));
-    wait_until("first to finish", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "first"], "{.status.phase}") == "Succeeded"
-    });
+    wait_phase(&s, "first", "Succeeded", Duration::from_secs(60));
     ok(&s, &["delete", "pod", "first"]);
     apply(&s, &claim("second", "cat /data/file"));
-    wait_until("second to finish", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "second"], "{.status.phase}") == "Succeeded"
-    });
+    wait_phase(&s, "second", "Succeeded", Duration::from_secs(60));
     assert_eq!(ok(&s, &["logs", "second"]).trim(), "kept");
 }
 
