@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
-use tug_runtime::NativeRuntime;
+use tug_runtime::Runtime;
 
 use crate::worker::{self, Shared};
 
@@ -68,7 +68,7 @@ pub fn default_node_name() -> String {
 pub async fn run(
     client: kube::Client,
     config: AgentConfig,
-    runtime: Arc<NativeRuntime>,
+    runtime: Arc<dyn Runtime>,
 ) -> anyhow::Result<()> {
     crate::node::register(&client, &config).await?;
     tokio::spawn(crate::node::heartbeat(

@@ -263,20 +263,6 @@ async fn environment(
         .collect())
 }
 
-/// Looks a user name up in the image's /etc/passwd (top layer first).
-fn lookup_user(image_layers: &[PathBuf], name: &str) -> Option<(u32, u32)> {
-    for dir in image_layers.iter().rev() {
-        if let Ok(text) = std::fs::read_to_string(dir.join("etc/passwd")) {
-            return text.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 3 && f[0] == name)
-                    .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-            });
-        }
-    }
-    None
-}
-
 /// Everything the runtime needs to run container `c` of `pod`.
 #[allow(clippy::too_many_arguments)]
 pub async fn build(
@@ -284,7 +270,7 @@ pub async fn build(
     pod: &Pod,
     c: &Container,
     image: &Image,
-    layers: &[PathBuf],
+    runtime: &dyn tug_runtime::Runtime,
     volumes: &Mounted,
     paths: &PodPaths,
     attempt: u32,
@@ -325,9 +311,9 @@ pub async fn build(
         match u.parse::<u32>() {
             Ok(n) => {
                 uid = n;
-                gid = lookup_user(layers, u).map_or(0, |(_, g)| g);
+                gid = runtime.image_user(image, u).map_or(0, |(_, g)| g);
             }
-            Err(_) => match lookup_user(layers, u) {
+            Err(_) => match runtime.image_user(image, u) {
                 Some((n, g)) => (uid, gid) = (n, g),
                 None => {
                     return Err(ConfigError(format!(

@@ -116,7 +116,7 @@ impl PullBackoff {
     ) -> Ensure {
         let name = c.image.clone().unwrap_or_default();
         let policy = policy(c);
-        let present = shared.runtime.images.find(&name);
+        let present = shared.runtime.find_image(&name);
         match (present, policy.as_str()) {
             (Some(i), "Never" | "IfNotPresent") => {
                 events(
@@ -148,15 +148,10 @@ impl PullBackoff {
         let creds = credentials(&shared.client, pod, &registry).await;
         events("Normal", "Pulling", &format!("Pulling image \"{name}\""));
         let started = Instant::now();
-        let images = shared.runtime.images_arc();
-        let pulled = tug_runtime::image::pull::pull(
-            images,
-            &name,
-            creds,
-            &shared.config.insecure_registries,
-            &|step| tracing::info!(image = %name, "{step}"),
-        )
-        .await;
+        let pulled = shared
+            .runtime
+            .pull_image(&name, creds, &shared.config.insecure_registries)
+            .await;
         match pulled {
             Ok(image) => {
                 self.next.remove(&name);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Probe;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tug_runtime::NativeRuntime;
+use tug_runtime::Runtime;
 
 /// Which probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,7 +71,7 @@ impl Probes {
     #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &mut self,
-        rt: &Arc<NativeRuntime>,
+        rt: &Arc<dyn Runtime>,
         pod_uid: &str,
         pod_ip: &str,
         id: &str,
@@ -122,7 +122,7 @@ fn port_of(port: &IntOrString) -> Option<u16> {
 /// Runs a lifecycle hook (postStart, preStop): exec, httpGet, tcpSocket or sleep. Success,
 /// and a message on failure.
 pub async fn run_hook(
-    rt: &Arc<NativeRuntime>,
+    rt: &Arc<dyn Runtime>,
     pod_uid: &str,
     pod_ip: &str,
     id: &str,
@@ -145,7 +145,7 @@ pub async fn run_hook(
 
 /// Runs the probe's action once: success, and a message on failure.
 async fn act(
-    rt: &Arc<NativeRuntime>,
+    rt: &Arc<dyn Runtime>,
     pod_uid: &str,
     pod_ip: &str,
     id: &str,

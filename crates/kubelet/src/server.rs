@@ -15,12 +15,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tug_runtime::logs::{self, ReadOptions};
-use tug_runtime::{ContainerState, NativeRuntime};
+use tug_runtime::{ContainerState, Runtime};
 
 /// What the server reads from.
 #[derive(Clone)]
 pub struct ServerState {
-    pub runtime: Arc<NativeRuntime>,
+    pub runtime: Arc<dyn Runtime>,
 }
 
 /// The kubelet API router.
@@ -40,7 +40,7 @@ fn error(code: StatusCode, msg: String) -> Response {
 
 /// The log file of a container's latest (or previous) run, and whether it still runs.
 fn find_log(
-    rt: &NativeRuntime,
+    rt: &dyn Runtime,
     ns: &str,
     pod: &str,
     container: &str,
@@ -104,7 +104,8 @@ async fn container_logs(
     let rt = state.runtime.clone();
     let found = {
         let (ns, pod, container) = (ns.clone(), pod.clone(), container.clone());
-        tokio::task::spawn_blocking(move || find_log(&rt, &ns, &pod, &container, previous)).await
+        tokio::task::spawn_blocking(move || find_log(rt.as_ref(), &ns, &pod, &container, previous))
+            .await
     };
     let (path, running) = match found {
         Ok(Ok(f)) => f,

@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tug_runtime::spec::SandboxSpec;
-use tug_runtime::{ContainerState, NativeRuntime};
+use tug_runtime::{ContainerState, Runtime};
 
 use crate::agent::AgentConfig;
 use crate::containers::{self, PodPaths};
@@ -25,7 +25,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct Shared {
     pub client: kube::Client,
-    pub runtime: Arc<NativeRuntime>,
+    pub runtime: Arc<dyn Runtime>,
     pub config: AgentConfig,
     pub recorder: Arc<tug_events::Recorder>,
     /// The pod network, once the node's podCIDR is known.
@@ -184,7 +184,7 @@ fn containers_of(pod: &Pod) -> Vec<(Kind, Container)> {
 }
 
 /// The runtime's containers of this pod, by name.
-fn attempts(rt: &NativeRuntime, uid: &str) -> BTreeMap<String, Attempts> {
+fn attempts(rt: &dyn Runtime, uid: &str) -> BTreeMap<String, Attempts> {
     let mut by_name: BTreeMap<String, Vec<tug_runtime::Container>> = BTreeMap::new();
     for c in rt.list_in(uid) {
         by_name.entry(c.spec.name.clone()).or_default().push(c);
@@ -370,10 +370,10 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
             "Pod was active on the node longer than the specified deadline",
         );
     }
-    let mut seen = attempts(&rt, &uid);
+    let mut seen = attempts(rt.as_ref(), &uid);
     if !finished && !state.deadline_exceeded {
         run_containers(shared, pod, state, &mut seen, &paths).await?;
-        seen = attempts(&rt, &uid);
+        seen = attempts(rt.as_ref(), &uid);
         run_probes(shared, pod, state, &seen).await;
         // configMap, secret and downward API updates reach mounted volumes within seconds.
         if state
@@ -644,7 +644,10 @@ async fn run_containers(
             let t0 = Instant::now();
             start_container(shared, pod, state, &c, &vols, paths, attempt).await;
             tracing::debug!(pod = %name_of(pod), container = %c.name, took = ?t0.elapsed(), "container started");
-            *seen = attempts(&shared.runtime, pod.metadata.uid.as_deref().unwrap_or(""));
+            *seen = attempts(
+                shared.runtime.as_ref(),
+                pod.metadata.uid.as_deref().unwrap_or(""),
+            );
         }
         // Ordering: an init container must finish, a sidecar must have started, before the
         // next one starts.
@@ -694,11 +697,6 @@ async fn start_container(
             return;
         }
     };
-    let layers: Vec<std::path::PathBuf> = image
-        .layers
-        .iter()
-        .filter_map(|l| rt.images.layer_dir(l).ok())
-        .collect();
     let node = (
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         crate::node::Capacity::of_host(&shared.config.data_dir).memory_bytes,
@@ -708,7 +706,7 @@ async fn start_container(
         pod,
         c,
         &image,
-        &layers,
+        shared.runtime.as_ref(),
         vols,
         paths,
         attempt,
@@ -889,7 +887,7 @@ async fn report(
         let a = seen.get(&c.name);
         let image_ref = a
             .and_then(|a| a.latest.as_ref())
-            .and_then(|l| shared.runtime.images.find(&l.spec.image_id))
+            .and_then(|l| shared.runtime.find_image(&l.spec.image_id))
             .map(|i| i.repo_digests.first().cloned().unwrap_or(i.id))
             .unwrap_or_default();
         let s = container_status(

@@ -2,6 +2,7 @@
 //! store, overlayfs root filesystems, pod sandboxes holding the namespaces a pod shares, and
 //! containers run under cgroups by a small supervisor process, the shim, that outlives the agent.
 
+pub mod api;
 pub mod cgroup;
 pub mod image;
 pub mod logs;
@@ -10,5 +11,6 @@ pub mod shim;
 pub mod spec;
 pub mod state;
 
+pub use api::Runtime;
 pub use image::{Image, ImageStore, Reference};
 pub use native::{Container, ContainerState, NativeRuntime, StartError};

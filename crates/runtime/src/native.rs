@@ -265,6 +265,18 @@ impl NativeRuntime {
                 pid,
                 started_at: std::fs::read_to_string(dir.join("started_at")).unwrap_or_default(),
             }
+        } else if dir.join("pid").exists()
+            && let Ok(shim) = state::read_pid_file(&dir.join("shim.pid"))
+            && state::alive(shim)
+        {
+            // The process ended a moment ago; its shim is recording how.
+            ContainerState::Running {
+                pid: std::fs::read_to_string(dir.join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(0),
+                started_at: std::fs::read_to_string(dir.join("started_at")).unwrap_or_default(),
+            }
         } else if dir.join("pid").exists() {
             // The shim died without recording the end (killed with the machine, say).
             ContainerState::Exited(Exit {
@@ -426,5 +438,86 @@ impl NativeRuntime {
     /// CPU and memory a container uses.
     pub fn usage(&self, c: &Container) -> Usage {
         self.cgroups.usage(&state::cgroup_path(&c.spec))
+    }
+}
+
+impl crate::api::Runtime for NativeRuntime {
+    fn find_image(&self, name: &str) -> Option<crate::image::Image> {
+        self.images.find(name)
+    }
+
+    fn pull_image<'a>(
+        &'a self,
+        name: &'a str,
+        credentials: Option<crate::image::pull::Credentials>,
+        insecure: &'a [String],
+    ) -> crate::api::BoxFuture<'a, Result<crate::image::Image, crate::image::pull::PullError>> {
+        Box::pin(crate::image::pull::pull(
+            self.images.clone(),
+            name,
+            credentials,
+            insecure,
+            &|step| tracing::info!("{step}"),
+        ))
+    }
+
+    fn image_user(&self, image: &crate::image::Image, user: &str) -> Option<(u32, u32)> {
+        // The top-most layer holding /etc/passwd decides.
+        for diff_id in image.layers.iter().rev() {
+            let dir = self.images.layer_dir(diff_id).ok()?;
+            if let Ok(text) = std::fs::read_to_string(dir.join("etc/passwd")) {
+                return text.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() > 3 && f[0] == user)
+                        .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+                });
+            }
+        }
+        None
+    }
+
+    fn run_sandbox(&self, spec: &SandboxSpec) -> anyhow::Result<i32> {
+        NativeRuntime::run_sandbox(self, spec)
+    }
+
+    fn remove_sandbox(&self, uid: &str) {
+        NativeRuntime::remove_sandbox(self, uid)
+    }
+
+    fn sandboxes(&self) -> Vec<String> {
+        NativeRuntime::sandboxes(self)
+    }
+
+    fn start_container(&self, spec: ContainerSpec) -> Result<String, StartError> {
+        NativeRuntime::start_container(self, spec)
+    }
+
+    fn list(&self) -> Vec<Container> {
+        NativeRuntime::list(self)
+    }
+
+    fn list_in(&self, sandbox: &str) -> Vec<Container> {
+        NativeRuntime::list_in(self, sandbox)
+    }
+
+    fn stop_container(&self, id: &str, grace: Duration) {
+        NativeRuntime::stop_container(self, id, grace)
+    }
+
+    fn remove_container(&self, id: &str) -> anyhow::Result<()> {
+        NativeRuntime::remove_container(self, id)
+    }
+
+    fn exec(&self, id: &str, args: &[String], timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)> {
+        NativeRuntime::exec(self, id, args, timeout)
+    }
+
+    fn connect_in_pod(
+        &self,
+        uid: &str,
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+    ) -> anyhow::Result<std::net::TcpStream> {
+        NativeRuntime::connect_in_pod(self, uid, addr, timeout)
     }
 }

@@ -155,6 +155,9 @@ pub fn container_main(dir: &Path) -> i32 {
 }
 
 fn supervise(dir: &Path, spec: &ContainerSpec) -> anyhow::Result<()> {
+    // Who supervises: while this process lives, a container whose process has ended is still
+    // being recorded, not lost.
+    std::fs::write(dir.join("shim.pid"), std::process::id().to_string())?;
     let cgroups = Cgroups::detect()?;
     let sandbox_pid = state::read_pid(&state::sandbox_dir_of(dir, &spec.sandbox))
         .context("the pod's sandbox is not running")?;

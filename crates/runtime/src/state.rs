@@ -70,6 +70,13 @@ pub fn read_pid(dir: &Path) -> anyhow::Result<i32> {
     Ok(pid)
 }
 
+/// The pid in a pid file, alive or not.
+pub fn read_pid_file(path: &Path) -> anyhow::Result<i32> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.trim().parse().context("a corrupt pid file")
+}
+
 /// Records a started container.
 pub fn write_started(dir: &Path, pid: i32, started_at: &str) -> anyhow::Result<()> {
     std::fs::write(dir.join("started_at"), started_at)?;

@@ -1,0 +1,56 @@
+//! What a node agent needs from a container runtime, shaped like CRI's RuntimeService and
+//! ImageService: the kubelet drives this trait and does not know which runtime is behind it.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::image::Image;
+use crate::image::pull::{Credentials, PullError};
+use crate::native::{Container, StartError};
+use crate::spec::{ContainerSpec, SandboxSpec};
+
+/// A future returned by a runtime.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A container runtime. Blocking methods do file and process work: call them off the async
+/// threads.
+pub trait Runtime: Send + Sync {
+    /// The image a reference (or an image ID) names, if present.
+    fn find_image(&self, name: &str) -> Option<Image>;
+    /// Pulls an image from its registry.
+    fn pull_image<'a>(
+        &'a self,
+        name: &'a str,
+        credentials: Option<Credentials>,
+        insecure: &'a [String],
+    ) -> BoxFuture<'a, Result<Image, PullError>>;
+    /// The uid and gid of a user name in an image's /etc/passwd.
+    fn image_user(&self, image: &Image, user: &str) -> Option<(u32, u32)>;
+
+    /// Starts a pod's sandbox (or finds it running); returns the pid holding its namespaces.
+    fn run_sandbox(&self, spec: &SandboxSpec) -> anyhow::Result<i32>;
+    /// Stops and forgets a sandbox.
+    fn remove_sandbox(&self, uid: &str);
+    /// The sandboxes present.
+    fn sandboxes(&self) -> Vec<String>;
+
+    /// Creates and starts a container; returns its ID.
+    fn start_container(&self, spec: ContainerSpec) -> Result<String, StartError>;
+    /// Every container.
+    fn list(&self) -> Vec<Container>;
+    /// The containers of one sandbox.
+    fn list_in(&self, sandbox: &str) -> Vec<Container>;
+    /// SIGTERM, then SIGKILL after `grace`; returns once the container ended.
+    fn stop_container(&self, id: &str, grace: Duration);
+    /// Removes a stopped container.
+    fn remove_container(&self, id: &str) -> anyhow::Result<()>;
+    /// Runs a command in a running container: its exit code and output.
+    fn exec(&self, id: &str, args: &[String], timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)>;
+    /// Connects to an address from inside a pod's network namespace.
+    fn connect_in_pod(
+        &self,
+        uid: &str,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> anyhow::Result<TcpStream>;
+}
