@@ -75,6 +75,67 @@ async fn kubelet_address(registry: &Registry, node: &str) -> Result<String, ApiE
     Ok(format!("{host}:{port}"))
 }
 
+/// GET nodes/{name}/proxy/{path}: the node's kubelet API (`stats/summary`,
+/// `metrics/resource`, `healthz`, ...), as `kubectl get --raw` reaches it.
+pub async fn node_proxy(
+    registry: &Registry,
+    kubelet: Option<&KubeletClient>,
+    node: &str,
+    path: &str,
+    query: &str,
+) -> Result<Response, ApiError> {
+    let Some(client) = kubelet else {
+        return Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "this API server has no kubelet client configured",
+        ));
+    };
+    let addr = kubelet_address(registry, node).await?;
+    let uri = if query.is_empty() {
+        format!("https://{addr}/{path}")
+    } else {
+        format!("https://{addr}/{path}?{query}")
+    };
+    forward(client, &uri).await
+}
+
+/// GETs a kubelet URL and streams the answer back; kubelet errors become API errors.
+async fn forward(client: &KubeletClient, uri: &str) -> Result<Response, ApiError> {
+    let req = http::Request::get(uri)
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = client.client.request(req).await.map_err(|e| {
+        ApiError::new(
+            502,
+            "InternalError",
+            format!("Get \"{uri}\": the node's kubelet cannot be reached: {e}"),
+        )
+    })?;
+    if !resp.status().is_success() {
+        let code = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).to_string())
+            .unwrap_or_default();
+        return Err(if code == 400 || code == 404 {
+            ApiError::bad_request(body.trim().to_string())
+        } else {
+            ApiError::internal(body.trim().to_string())
+        });
+    }
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let mut out = Response::new(Body::new(resp.into_body()));
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        content_type.unwrap_or(http::HeaderValue::from_static("text/plain")),
+    );
+    *out.status_mut() = StatusCode::OK;
+    Ok(out)
+}
+
 /// GET pods/log: the container's log, from its node's kubelet.
 pub async fn pod_log(
     registry: &Registry,
@@ -142,38 +203,7 @@ pub async fn pod_log(
         "https://{addr}/containerLogs/{namespace}/{name}/{container}?{}",
         params.join("&")
     );
-    let req = http::Request::get(&uri)
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = client.client.request(req).await.map_err(|e| {
-        ApiError::new(
-            502,
-            "InternalError",
-            format!("Get \"{uri}\": the node's kubelet cannot be reached: {e}"),
-        )
-    })?;
-    if !resp.status().is_success() {
-        let code = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).to_string())
-            .unwrap_or_default();
-        return Err(if code == 400 || code == 404 {
-            ApiError::bad_request(body.trim().to_string())
-        } else {
-            ApiError::internal(body.trim().to_string())
-        });
-    }
-    let body = Body::new(resp.into_body());
-    let mut out = Response::new(body);
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain"),
-    );
-    *out.status_mut() = StatusCode::OK;
-    Ok(out)
+    forward(client, &uri).await
 }
 
 fn encode(v: &str) -> String {

@@ -12,6 +12,8 @@ pub struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// For `.../proxy/<path>`: the path after `proxy`.
+    pub proxy_path: String,
 }
 
 /// Parses a path under `/api` or `/apis`; `None` when it is not a resource path at all (the
@@ -44,10 +46,15 @@ fn target(
     namespace: Option<&str>,
     tail: &[&str],
 ) -> Result<Target, ApiError> {
+    let mut proxy_path = String::new();
     let (name, subresource) = match tail {
         [] => (None, None),
         [name] => (Some(*name), None),
         [name, sub] if resource.has_subresource(sub) => (Some(*name), Some(*sub)),
+        [name, "proxy", rest @ ..] if resource.has_subresource("proxy") => {
+            proxy_path = rest.join("/");
+            (Some(*name), Some("proxy"))
+        }
         _ => return Err(ApiError::no_route(path)),
     };
     if name.is_some_and(str::is_empty) || namespace.is_some_and(str::is_empty) {
@@ -58,6 +65,7 @@ fn target(
         namespace: namespace.map(str::to_string),
         name: name.map(str::to_string),
         subresource: subresource.map(str::to_string),
+        proxy_path,
     })
 }
 

@@ -10,5 +10,6 @@ pub mod images;
 pub mod node;
 pub mod probes;
 pub mod server;
+pub mod stats;
 pub mod volumes;
 pub mod worker;

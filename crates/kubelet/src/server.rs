@@ -21,6 +21,10 @@ use tug_runtime::{ContainerState, Runtime};
 #[derive(Clone)]
 pub struct ServerState {
     pub runtime: Arc<dyn Runtime>,
+    /// The node's name, as the Summary API reports it.
+    pub node_name: String,
+    /// Earlier CPU readings, for rates.
+    pub rates: Arc<crate::stats::Rates>,
 }
 
 /// The kubelet API router.
@@ -31,7 +35,39 @@ pub fn router(state: ServerState) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics/resource", get(metrics_resource))
         .with_state(state)
+}
+
+async fn stats_summary(State(state): State<ServerState>) -> Response {
+    let s = state.clone();
+    match tokio::task::spawn_blocking(move || {
+        crate::stats::summary(s.runtime.as_ref(), &s.node_name, &s.rates)
+    })
+    .await
+    {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn metrics_resource(State(state): State<ServerState>) -> Response {
+    match tokio::task::spawn_blocking(move || {
+        crate::stats::resource_metrics(state.runtime.as_ref())
+    })
+    .await
+    {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 fn error(code: StatusCode, msg: String) -> Response {

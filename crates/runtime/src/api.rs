@@ -33,6 +33,8 @@ pub trait Runtime: Send + Sync {
     fn remove_sandbox(&self, uid: &str);
     /// The sandboxes present.
     fn sandboxes(&self) -> Vec<String>;
+    /// What a sandbox was started with.
+    fn sandbox_spec(&self, uid: &str) -> Option<SandboxSpec>;
 
     /// Creates and starts a container; returns its ID.
     fn start_container(&self, spec: ContainerSpec) -> Result<String, StartError>;
@@ -44,6 +46,8 @@ pub trait Runtime: Send + Sync {
     fn stop_container(&self, id: &str, grace: Duration);
     /// Removes a stopped container.
     fn remove_container(&self, id: &str) -> anyhow::Result<()>;
+    /// CPU and memory a container uses, from its cgroup.
+    fn usage(&self, container: &Container) -> crate::cgroup::Usage;
     /// Runs a command in a running container: its exit code and output.
     fn exec(&self, id: &str, args: &[String], timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)>;
     /// Connects to an address from inside a pod's network namespace.

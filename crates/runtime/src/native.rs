@@ -488,6 +488,15 @@ impl crate::api::Runtime for NativeRuntime {
         NativeRuntime::sandboxes(self)
     }
 
+    fn sandbox_spec(&self, uid: &str) -> Option<SandboxSpec> {
+        serde_json::from_slice(&std::fs::read(self.sandbox_dir(uid).join("sandbox.json")).ok()?)
+            .ok()
+    }
+
+    fn usage(&self, container: &Container) -> Usage {
+        NativeRuntime::usage(self, container)
+    }
+
     fn start_container(&self, spec: ContainerSpec) -> Result<String, StartError> {
         NativeRuntime::start_container(self, spec)
     }

@@ -357,6 +357,8 @@ async fn start_agent(
         tls,
         tug_kubelet::server::router(tug_kubelet::server::ServerState {
             runtime: runtime.clone(),
+            node_name: node_name.clone(),
+            rates: Default::default(),
         }),
     ));
     let mut config = tug_kubelet::agent::AgentConfig::new(&node_name, agent_dir);

@@ -1013,3 +1013,58 @@ spec:
         .is_empty()
     });
 }
+
+#[test]
+fn the_kubelet_reports_resource_usage_per_pod_and_container() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: busy}
+spec:
+  containers:
+  - {name: app, image: busybox:test, command: [sh, -c, "head -c 8388608 /dev/zero > /dev/shm/fill; while true; do :; done"]}
+"#,
+    );
+    wait_phase(&s, "busy", "Running", Duration::from_secs(60));
+    let summary = |s: &TugServer| -> serde_json::Value {
+        let raw = ok(
+            s,
+            &["get", "--raw", "/api/v1/nodes/node-a/proxy/stats/summary"],
+        );
+        serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"))
+    };
+    let mut pod = serde_json::Value::Null;
+    wait_until("the pod's usage", Duration::from_secs(30), || {
+        let doc = summary(&s);
+        pod = doc["pods"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == "busy").cloned())
+            .unwrap_or_default();
+        pod["cpu"]["usageNanoCores"].as_u64().is_some_and(|n| n > 0)
+    });
+    assert_eq!(pod["podRef"]["namespace"], "default");
+    assert_eq!(pod["containers"][0]["name"], "app");
+    let memory = pod["memory"]["workingSetBytes"].as_u64().unwrap_or(0);
+    assert!(memory >= 8 << 20, "the 8 MiB in /dev/shm count: {memory}");
+    let metrics = ok(
+        &s,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/nodes/node-a/proxy/metrics/resource",
+        ],
+    );
+    assert!(
+        metrics.contains(
+            r#"container_memory_working_set_bytes{container="app",namespace="default",pod="busy"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("node_cpu_usage_seconds_total "),
+        "{metrics}"
+    );
+}

@@ -69,6 +69,26 @@ pub(super) async fn resource(
         )
         .await;
     }
+    if sub == Some("proxy") && r.plural == "nodes" {
+        let name = t
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+        if req.method() != Method::GET {
+            return Err(ApiError::method_not_allowed(
+                "nodes/proxy only supports get here",
+            ));
+        }
+        let query = req.uri().query().unwrap_or("").to_string();
+        return crate::kubelet::node_proxy(
+            &server.registry,
+            server.kubelet.get(),
+            name,
+            &t.proxy_path,
+            &query,
+        )
+        .await;
+    }
     if sub == Some("eviction") {
         let name = t
             .name
