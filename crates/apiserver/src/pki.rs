@@ -204,6 +204,40 @@ impl Pki {
         })
     }
 
+    /// Signs a node's certificate signing request (PEM) with the cluster CA: a client
+    /// certificate (signer `kubernetes.io/kube-apiserver-client-kubelet`) or, with `server`, a
+    /// serving certificate for its kubelet API (`kubernetes.io/kubelet-serving`). Only requests
+    /// for `CN=system:node:<name>, O=system:nodes` are signed.
+    pub fn sign_node_csr(&self, csr_pem: &str, server: bool) -> anyhow::Result<String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .context("parsing the certificate signing request")?;
+        let dn = &csr.params.distinguished_name;
+        let text = |t: &DnType| match dn.get(t) {
+            Some(rcgen::DnValue::Utf8String(s)) => s.clone(),
+            Some(rcgen::DnValue::PrintableString(s)) => s.as_str().to_string(),
+            _ => String::new(),
+        };
+        let (cn, org) = (text(&DnType::CommonName), text(&DnType::OrganizationName));
+        if !cn.starts_with("system:node:") || org != "system:nodes" {
+            anyhow::bail!(
+                "only CN=system:node:<name>, O=system:nodes is signed for nodes, not CN={cn}, O={org}"
+            );
+        }
+        csr.params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        if !server {
+            csr.params.subject_alt_names.clear();
+        }
+        csr.params.is_ca = IsCa::NoCa;
+        csr.params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let ca_key = KeyPair::from_pem(&self.ca_key).context("parsing the CA key")?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        Ok(csr.signed_by(&issuer)?.pem())
+    }
+
     /// Writes `DATA_DIR/admin.kubeconfig` pointing at `server_url` with the admin certificate.
     pub fn write_kubeconfig(&self, data_dir: &Path, server_url: &str) -> anyhow::Result<PathBuf> {
         use base64::Engine;

@@ -3,6 +3,7 @@
 
 mod common;
 mod cronjob;
+pub mod csrsigning;
 mod daemonset;
 mod deployment;
 mod disruption;
@@ -23,7 +24,7 @@ pub use common::Error;
 pub use nodeipam::PodNetwork;
 
 /// Settings of the controller manager.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     /// How long a node may go without renewing its Lease before it is NotReady.
     pub node_monitor_grace_period: std::time::Duration,
@@ -34,6 +35,9 @@ pub struct Settings {
     /// Where the local-path provisioner puts volumes (on the node that uses them); None turns
     /// the provisioner off.
     pub local_path_dir: Option<std::path::PathBuf>,
+    /// Signs node certificates (approving bootstrapping agents' requests); None turns the
+    /// signer off.
+    pub csr_signer: Option<csrsigning::Signer>,
 }
 
 impl Default for Settings {
@@ -43,6 +47,7 @@ impl Default for Settings {
             terminated_pod_gc_threshold: 12_500,
             pod_network: PodNetwork::default(),
             local_path_dir: None,
+            csr_signer: None,
         }
     }
 }
@@ -51,6 +56,7 @@ impl Default for Settings {
 pub async fn run(client: kube::Client, settings: Settings) {
     let shared = common::Shared::start(client.clone()).await;
     let (local_path, local_path_client) = (settings.local_path_dir.clone(), client.clone());
+    let (signer, signer_client) = (settings.csr_signer.clone(), client.clone());
     tokio::join!(
         replicaset::run(client.clone(), shared.clone()),
         replicaset::run_replication_controllers(client.clone(), shared.clone()),
@@ -73,6 +79,11 @@ pub async fn run(client: kube::Client, settings: Settings) {
         async {
             if let Some(dir) = local_path {
                 localpath::run(local_path_client, dir).await
+            }
+        },
+        async {
+            if let Some(signer) = signer {
+                csrsigning::run(signer_client, signer).await
             }
         },
         gc::run(client),

@@ -4,6 +4,7 @@
 //! the simulated nodes used for scale tests: they register, heartbeat and play pods in name only.
 
 pub mod agent;
+pub mod bootstrap;
 pub mod containers;
 pub mod hollow;
 pub mod images;

@@ -110,34 +110,39 @@ impl TugServer {
 
 impl TugServer {
     /// Kills what the server's node agent left running (containers and sandboxes outlive the
-    /// agent by design), so that tests leave no processes behind: every `tug __shim` and
-    /// `tug __sandbox` of this data dir, and the containers the shims started.
+    /// agent by design), so that tests leave no processes behind.
     pub fn kill_containers(&self) {
-        let marker = self.data_dir.join("agent").display().to_string();
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return;
+        kill_agent_processes(&self.data_dir.join("agent"));
+    }
+}
+
+/// Kills every `tug __shim` and `tug __sandbox` of the agent data dir `agent_dir`, and the
+/// containers the shims started (found by command line: the dir may be gone already).
+pub fn kill_agent_processes(agent_dir: &Path) {
+    let marker = agent_dir.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
         };
-        for p in procs.flatten() {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let ours = (cmdline.contains(" __shim ") || cmdline.contains(" __sandbox "))
-                && cmdline.contains(&marker);
-            if !ours {
-                continue;
-            }
-            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                .unwrap_or_default();
-            for victim in children
-                .split_whitespace()
-                .chain(std::iter::once(pid.to_string().as_str()))
-            {
-                let _ = Command::new("kill").args(["-9", victim]).status();
-            }
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let ours = (cmdline.contains(" __shim ") || cmdline.contains(" __sandbox "))
+            && cmdline.contains(&marker);
+        if !ours {
+            continue;
+        }
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for victim in children
+            .split_whitespace()
+            .chain(std::iter::once(pid.to_string().as_str()))
+        {
+            let _ = Command::new("kill").args(["-9", victim]).status();
         }
     }
 }

@@ -28,9 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: the cluster store and the Kubernetes API server (TLS).
+    /// Run a cluster: the store, the API server (TLS), the scheduler, the controllers and a
+    /// node agent (`--disable-agent` for the control plane alone).
     Server(ServerArgs),
-    /// Run a node agent. For now: `--simulate N` hollow nodes joined to a server.
+    /// Run a node agent joined to a server (`--simulate N`: hollow nodes instead).
     Agent(AgentArgs),
     /// Manage the node's container images.
     #[command(subcommand)]
@@ -57,8 +58,26 @@ struct AgentArgs {
     /// The cluster CA to verify the server with (`DATA_DIR/pki/ca.crt` on the server).
     #[arg(long)]
     ca_cert: PathBuf,
-    /// Run this many hollow (simulated) nodes.
+    /// The node's name (default: the host name).
     #[arg(long)]
+    node_name: Option<String>,
+    /// Where the agent keeps images, containers, pod files, logs and its certificates.
+    #[arg(long, default_value = image::DEFAULT_AGENT_DIR, env = "TUG_AGENT_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The address the node reports and its kubelet API listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
+    /// The kubelet API port (0: any free port).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// The pod network's bridge.
+    #[arg(long, default_value = "tug0")]
+    pod_bridge: String,
+    /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Instead of a real node, run this many hollow (simulated) nodes.
+    #[arg(long, default_value_t = 0)]
     simulate: usize,
     /// Names of the simulated nodes: `<prefix>-<i>`.
     #[arg(long, default_value = "hollow")]
@@ -226,6 +245,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
         // The local-path provisioner serves the built-in agent's node.
         local_path_dir: (!args.disable_agent).then(|| args.data_dir.join("local-path")),
+        csr_signer: Some({
+            let pki = pki.clone();
+            std::sync::Arc::new(move |pem: &str, server: bool| {
+                pki.sign_node_csr(pem, server).map_err(|e| format!("{e:#}"))
+            })
+        }),
     };
     let controllers_client = api.in_process_client();
     let controllers_identity = identity.clone();
@@ -316,6 +341,70 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A node agent's settings, from `tug server` or `tug agent`.
+struct NodeAgent {
+    node_name: String,
+    data_dir: PathBuf,
+    node_ip: std::net::IpAddr,
+    kubelet_port: u16,
+    pod_bridge: String,
+    insecure_registries: Vec<String>,
+}
+
+impl NodeAgent {
+    /// Opens the native runtime, serves the kubelet API over TLS (`serving`, client
+    /// certificates from `ca_pem` required) and starts the kubelet on `client`.
+    async fn start(
+        self,
+        client: kube::Client,
+        ca_pem: &str,
+        serving: &tug_apiserver::pki::Issued,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        use anyhow::Context;
+        if !nix::unistd::geteuid().is_root() {
+            anyhow::bail!(
+                "the node agent runs containers and needs root (namespaces, cgroups, mounts): \
+                 run it as root (`tug server --disable-agent` runs a control plane without one)"
+            );
+        }
+        let exe = std::env::current_exe().context("finding the tug binary (the container shim)")?;
+        let runtime = std::sync::Arc::new(
+            tug_runtime::NativeRuntime::open(&self.data_dir, &exe)
+                .with_context(|| format!("opening the runtime in {}", self.data_dir.display()))?,
+        );
+        let tls = tug_apiserver::tls::kubelet_server_config(ca_pem, serving)?;
+        let listener = tokio::net::TcpListener::bind((self.node_ip, self.kubelet_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "listening on {}:{} (--kubelet-port)",
+                    self.node_ip, self.kubelet_port
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+        tokio::spawn(tug_apiserver::tls::serve(
+            listener,
+            tls,
+            tug_kubelet::server::router(tug_kubelet::server::ServerState {
+                runtime: runtime.clone(),
+                node_name: self.node_name.clone(),
+                rates: Default::default(),
+            }),
+        ));
+        let mut config = tug_kubelet::agent::AgentConfig::new(&self.node_name, self.data_dir);
+        config.node_ip = self.node_ip.to_string();
+        config.kubelet_port = port;
+        config.insecure_registries = self.insecure_registries;
+        config.bridge = self.pod_bridge;
+        tracing::info!(node = %self.node_name, kubelet_port = port, "node agent started");
+        Ok(tokio::spawn(async move {
+            if let Err(e) = tug_kubelet::agent::run(client, config, runtime).await {
+                tracing::error!(error = %format!("{e:#}"), "the node agent stopped");
+            }
+        }))
+    }
+}
+
 /// Starts the node agent inside the server process: the native runtime in DATA_DIR/agent, the
 /// kubelet API on --node-ip:--kubelet-port, and the kubelet itself on the in-process client.
 async fn start_agent(
@@ -323,85 +412,103 @@ async fn start_agent(
     pki: &tug_apiserver::pki::Pki,
     api: &std::sync::Arc<tug_apiserver::ApiServer>,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
-    if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!(
-            "the built-in node agent runs containers and needs root (namespaces, cgroups, \
-             mounts): run `tug server` as root, or pass --disable-agent for a control plane only"
-        );
-    }
     let node_name = args
         .node_name
         .clone()
         .unwrap_or_else(tug_kubelet::agent::default_node_name);
-    let agent_dir = args.data_dir.join("agent");
-    let exe = std::env::current_exe().context("finding the tug binary (the container shim)")?;
-    let runtime = std::sync::Arc::new(
-        tug_runtime::NativeRuntime::open(&agent_dir, &exe)
-            .with_context(|| format!("opening the runtime in {}", agent_dir.display()))?,
-    );
-    let ip = args.node_ip.to_string();
     let serving = pki.issue(
         &format!("system:node:{node_name}"),
         &["system:nodes"],
-        &[ip.clone(), node_name.clone(), "localhost".into()],
+        &[
+            args.node_ip.to_string(),
+            node_name.clone(),
+            "localhost".into(),
+        ],
         true,
     )?;
-    let tls = tug_apiserver::tls::kubelet_server_config(&pki.ca_cert, &serving)?;
-    let listener = tokio::net::TcpListener::bind((args.node_ip, args.kubelet_port))
-        .await
-        .with_context(|| format!("listening on {}:{} (--kubelet-port)", ip, args.kubelet_port))?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(tug_apiserver::tls::serve(
-        listener,
-        tls,
-        tug_kubelet::server::router(tug_kubelet::server::ServerState {
-            runtime: runtime.clone(),
-            node_name: node_name.clone(),
-            rates: Default::default(),
-        }),
-    ));
-    let mut config = tug_kubelet::agent::AgentConfig::new(&node_name, agent_dir);
-    config.node_ip = ip;
-    config.kubelet_port = port;
-    config.insecure_registries = args.insecure_registries.clone();
-    config.bridge = args.pod_bridge.clone();
-    let client = api.in_process_client();
-    tokio::spawn(async move {
-        if let Err(e) = tug_kubelet::agent::run(client, config, runtime).await {
-            tracing::error!(error = %format!("{e:#}"), "the node agent stopped");
-        }
-    });
-    tracing::info!(node = %node_name, kubelet_port = port, "node agent started");
+    NodeAgent {
+        node_name,
+        data_dir: args.data_dir.join("agent"),
+        node_ip: args.node_ip,
+        kubelet_port: args.kubelet_port,
+        pod_bridge: args.pod_bridge.clone(),
+        insecure_registries: args.insecure_registries.clone(),
+    }
+    .start(api.in_process_client(), &pki.ca_cert, &serving)
+    .await?;
     Ok(())
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    if args.simulate == 0 {
-        anyhow::bail!("only simulated nodes are supported yet: pass --simulate N (N > 0)");
-    }
+    use base64::Engine;
     let ca = std::fs::read(&args.ca_cert)
         .with_context(|| format!("reading {}", args.ca_cert.display()))?;
     let url: http::Uri = args
         .server
         .parse()
         .with_context(|| format!("--server {:?} is not a URL", args.server))?;
-    let mut config = kube::Config::new(url);
+    let mut config = kube::Config::new(url.clone());
     config.root_cert = Some(vec![ca_der(&ca)?]);
     config.auth_info.token = Some(args.token.clone().into());
     config.default_namespace = "default".into();
-    let client = kube::Client::try_from(config).context("building the API client")?;
-    let hollow = tug_kubelet::hollow::HollowConfig {
-        count: args.simulate,
-        prefix: args.node_prefix.clone(),
-        heartbeat: std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
-        completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
-        ..Default::default()
+    let token_client = kube::Client::try_from(config).context("building the API client")?;
+    if args.simulate > 0 {
+        let hollow = tug_kubelet::hollow::HollowConfig {
+            count: args.simulate,
+            prefix: args.node_prefix.clone(),
+            heartbeat: std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
+            completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
+            ..Default::default()
+        };
+        tracing::info!(nodes = args.simulate, prefix = %args.node_prefix, server = %args.server, "starting hollow nodes");
+        return tokio::select! {
+            r = tug_kubelet::hollow::run(token_client, hollow) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+    }
+    // A real node: TLS bootstrap with the token, then the node's own certificate.
+    let node_name = args
+        .node_name
+        .clone()
+        .unwrap_or_else(tug_kubelet::agent::default_node_name);
+    let sans = vec![
+        args.node_ip.to_string(),
+        node_name.clone(),
+        "localhost".into(),
+    ];
+    let certs = tug_kubelet::bootstrap::node_certs(
+        &token_client,
+        &node_name,
+        &sans,
+        &args.data_dir.join("pki"),
+    )
+    .await
+    .context("bootstrapping the node's certificates")?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(vec![ca_der(&ca)?]);
+    config.auth_info.client_certificate_data = Some(b64(&certs.client.cert));
+    config.auth_info.client_key_data = Some(b64(&certs.client.key).into());
+    config.default_namespace = "default".into();
+    let client = kube::Client::try_from(config).context("building the node's API client")?;
+    let ca_pem = String::from_utf8_lossy(&ca).to_string();
+    let serving = tug_apiserver::pki::Issued {
+        cert: certs.serving.cert.clone(),
+        key: certs.serving.key.clone(),
     };
-    tracing::info!(nodes = args.simulate, prefix = %args.node_prefix, server = %args.server, "starting hollow nodes");
+    let running = NodeAgent {
+        node_name,
+        data_dir: args.data_dir.clone(),
+        node_ip: args.node_ip,
+        kubelet_port: args.kubelet_port,
+        pod_bridge: args.pod_bridge.clone(),
+        insecure_registries: args.insecure_registries.clone(),
+    }
+    .start(client, &ca_pem, &serving)
+    .await?;
     tokio::select! {
-        r = tug_kubelet::hollow::run(client, hollow) => r,
+        _ = running => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -1,0 +1,174 @@
+//! `tug agent` joining a `tug server` (without its own agent) as a real node: TLS bootstrap
+//! through CertificateSigningRequests approved for the join token, then pods, logs and
+//! status through the node's own certificates. Needs root (CI is root).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tug_testkit::kubectl::{kubectl, ok};
+use tug_testkit::server::{TugServer, kill_agent_processes};
+
+fn tug() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tug"))
+}
+
+/// A `tug agent` process, stopped with its containers when dropped.
+struct Agent {
+    child: Child,
+    dir: std::path::PathBuf,
+    bridge: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_agent_processes(&self.dir);
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+fn get(s: &TugServer, args: &[&str]) -> String {
+    String::from_utf8_lossy(&kubectl(s, args, None).stdout).to_string()
+}
+
+#[test]
+fn an_agent_joins_with_the_token_and_runs_pods() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = TugServer::start_with(
+        tug(),
+        &dir.path().join("server"),
+        &["--cluster-cidr", "10.90.0.0/16"],
+    );
+    let agent_dir = dir.path().join("agent");
+    let archive = tug_testkit::image::busybox_archive(dir.path(), "docker.io/library/busybox:test");
+    let out = Command::new(tug())
+        .args(["image", "import"])
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(&agent_dir)
+        .output()
+        .expect("import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(s.data_dir.join("node-token")).expect("node token");
+    let bridge = format!("tugj{}", std::process::id() % 100_000);
+    let child = Command::new(tug())
+        .args(["agent", "--server", &s.url, "--token", token.trim()])
+        .arg("--ca-cert")
+        .arg(s.data_dir.join("pki/ca.crt"))
+        .args([
+            "--node-name",
+            "joined",
+            "--kubelet-port",
+            "0",
+            "--pod-bridge",
+            &bridge,
+        ])
+        .arg("--data-dir")
+        .arg(&agent_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tug agent");
+    let _agent = Agent {
+        child,
+        dir: agent_dir.clone(),
+        bridge,
+    };
+    wait_until(
+        "the joined node to be Ready",
+        Duration::from_secs(60),
+        || {
+            get(
+                &s,
+                &[
+                    "get",
+                    "node",
+                    "joined",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            ) == "True"
+        },
+    );
+    // Both certificates came through approved requests, and the agent kept them.
+    let csrs = get(
+        &s,
+        &[
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.signerName} {.status.conditions[0].type}{\"\\n\"}{end}",
+        ],
+    );
+    assert!(
+        csrs.contains("kubernetes.io/kube-apiserver-client-kubelet Approved")
+            && csrs.contains("kubernetes.io/kubelet-serving Approved"),
+        "{csrs}"
+    );
+    assert!(agent_dir.join("pki/kubelet-client.crt").exists());
+    ok(
+        &s,
+        &[
+            "run",
+            "hello",
+            "--image=busybox:test",
+            "--restart=Never",
+            "--",
+            "echo",
+            "hi from the joined node",
+        ],
+    );
+    wait_until("hello to succeed", Duration::from_secs(60), || {
+        get(
+            &s,
+            &["get", "pod", "hello", "-o", "jsonpath={.status.phase}"],
+        ) == "Succeeded"
+    });
+    assert_eq!(
+        get(
+            &s,
+            &["get", "pod", "hello", "-o", "jsonpath={.spec.nodeName}"]
+        ),
+        "joined"
+    );
+    assert_eq!(ok(&s, &["logs", "hello"]).trim(), "hi from the joined node");
+}
+
+#[test]
+fn a_wrong_token_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = TugServer::start_with(tug(), &dir.path().join("server"), &[]);
+    let out = Command::new(tug())
+        .args(["agent", "--server", &s.url, "--token", "not-the-token"])
+        .arg("--ca-cert")
+        .arg(s.data_dir.join("pki/ca.crt"))
+        .args(["--node-name", "intruder", "--kubelet-port", "0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .output()
+        .expect("tug agent");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Unauthorized") || err.contains("401"), "{err}");
+    assert!(get(&s, &["get", "nodes", "-o", "name"]).trim().is_empty());
+}
