@@ -314,6 +314,16 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
                 .collect(),
         };
         let host_network = sandbox.host_network;
+        if let Err(message) = check_sysctls(&sandbox) {
+            record(
+                shared,
+                "Warning",
+                &involved(pod),
+                "SysctlForbidden",
+                &message,
+            );
+            return report(shared, pod, state, &BTreeMap::new(), Some(message)).await;
+        }
         let rt2 = rt.clone();
         let t0 = Instant::now();
         let pid = match tokio::task::spawn_blocking(move || rt2.run_sandbox(&sandbox)).await? {
@@ -415,6 +425,44 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
             })
         })
         .await?;
+    }
+    Ok(())
+}
+
+/// The sysctls any pod may set (Kubernetes' safe set); they are namespaced, so they are set
+/// in the pod's own namespaces only.
+const SAFE_SYSCTLS: [&str; 10] = [
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// Refuses sysctls outside the safe set, and any a pod sharing the node's namespaces would
+/// set on the node itself.
+fn check_sysctls(sandbox: &SandboxSpec) -> Result<(), String> {
+    for (name, _) in &sandbox.sysctls {
+        if !SAFE_SYSCTLS.contains(&name.as_str()) {
+            return Err(format!(
+                "forbidden sysctl: \"{name}\" is not in the safe set the node allows"
+            ));
+        }
+        let shared_with_node = if name.starts_with("net.") {
+            sandbox.host_network
+        } else {
+            sandbox.host_ipc
+        };
+        if shared_with_node {
+            return Err(format!(
+                "forbidden sysctl: \"{name}\" would change the node, whose namespace the pod shares"
+            ));
+        }
     }
     Ok(())
 }
@@ -1168,4 +1216,39 @@ pub async fn terminate(shared: &Shared, pod: &Pod) {
     })
     .await;
     tracing::info!(pod = %name_of(pod), "pod stopped and cleaned up");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(sysctls: &[&str], host_network: bool) -> SandboxSpec {
+        SandboxSpec {
+            host_network,
+            sysctls: sysctls
+                .iter()
+                .map(|s| (s.to_string(), "1".to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_safe_sysctls_in_the_pods_own_namespaces_pass() {
+        assert!(check_sysctls(&sandbox(&["net.ipv4.tcp_syncookies"], false)).is_ok());
+        assert!(check_sysctls(&sandbox(&["kernel.shm_rmid_forced"], true)).is_ok());
+        assert!(check_sysctls(&sandbox(&["net.ipv4.ip_forward"], false)).is_err());
+        assert!(check_sysctls(&sandbox(&["net.ipv4.tcp_syncookies"], true)).is_err());
+    }
+
+    #[test]
+    fn restart_rules_follow_the_policy() {
+        assert!(should_restart(Kind::App, "Always", 0));
+        assert!(!should_restart(Kind::App, "OnFailure", 0));
+        assert!(should_restart(Kind::App, "OnFailure", 1));
+        assert!(!should_restart(Kind::App, "Never", 1));
+        assert!(should_restart(Kind::Init, "Always", 1));
+        assert!(!should_restart(Kind::Init, "Never", 1));
+        assert!(should_restart(Kind::Sidecar, "Never", 0));
+    }
 }
