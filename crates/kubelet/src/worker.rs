@@ -846,6 +846,44 @@ fn container_field(pod: &Pod, name: &str) -> String {
 }
 
 /// The status of one container.
+/// A finished run's termination message: the file the container wrote at its
+/// terminationMessagePath (at most 4096 bytes), else with FallbackToLogsOnError and a failure
+/// the end of its log (at most 80 lines and 2048 bytes), else the runtime's message.
+fn termination_message(
+    c: &Container,
+    run: &tug_runtime::Container,
+    exit: &tug_runtime::state::Exit,
+    pod_dir: &std::path::Path,
+) -> String {
+    let file = containers::termination_file(pod_dir, &run.spec.name, run.spec.attempt);
+    let mut msg = std::fs::read(&file)
+        .map(|mut b| {
+            b.truncate(4096);
+            String::from_utf8_lossy(&b).to_string()
+        })
+        .unwrap_or_default();
+    if msg.is_empty()
+        && exit.exit_code != 0
+        && c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+    {
+        let tail = tug_runtime::logs::read(
+            &run.spec.log_path,
+            &tug_runtime::logs::ReadOptions {
+                tail: Some(80),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_default();
+        let start = tail.len().saturating_sub(2048);
+        msg = String::from_utf8_lossy(&tail[start..]).to_string();
+    }
+    if msg.is_empty() {
+        exit.message.clone()
+    } else {
+        msg
+    }
+}
+
 fn container_status(
     c: &Container,
     a: Option<&Attempts>,
@@ -853,17 +891,19 @@ fn container_status(
     image_ref: &str,
     kind: Kind,
     probes: &crate::probes::Probes,
+    pod_dir: &std::path::Path,
 ) -> Value {
     let image = c.image.clone().unwrap_or_default();
-    let terminated = |e: &tug_runtime::state::Exit, id: &str| {
+    let terminated = |e: &tug_runtime::state::Exit, run: &tug_runtime::Container| {
         let mut t = json!({"exitCode": e.exit_code, "reason": e.reason,
             "startedAt": api_time(&e.started_at), "finishedAt": api_time(&e.finished_at),
-            "containerID": format!("tugboat://{id}")});
+            "containerID": format!("tugboat://{}", run.spec.id)});
         if let Some(s) = e.signal {
             t["signal"] = json!(s);
         }
-        if !e.message.is_empty() {
-            t["message"] = json!(e.message);
+        let message = termination_message(c, run, e, pod_dir);
+        if !message.is_empty() {
+            t["message"] = json!(message);
         }
         t
     };
@@ -886,14 +926,14 @@ fn container_status(
                 status["ready"] = json!(kind != Kind::Init && ready);
             }
             ContainerState::Exited(e) => {
-                status["state"] = json!({"terminated": terminated(e, &latest.spec.id)});
+                status["state"] = json!({"terminated": terminated(e, latest)});
             }
             ContainerState::Unknown => {}
         }
         if let Some(prev) = a.and_then(|a| a.previous.as_ref())
             && let ContainerState::Exited(e) = &prev.state
         {
-            status["lastState"] = json!({"terminated": terminated(e, &prev.spec.id)});
+            status["lastState"] = json!({"terminated": terminated(e, prev)});
         }
     }
     if let Some(w) = waiting {
@@ -945,6 +985,7 @@ async fn report(
             &image_ref,
             kind,
             &state.probes,
+            &paths(&shared.config, pod).dir,
         );
         let latest = a.and_then(|a| a.latest.as_ref()).map(|l| &l.state);
         match kind {

@@ -1068,3 +1068,33 @@ spec:
         "{metrics}"
     );
 }
+
+#[test]
+fn termination_messages_come_from_the_file_or_the_log() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: farewell}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: file, image: busybox:test, command: [sh, -c, "echo -n bye > /dev/termination-log; exit 2"]}
+  - {name: custom, image: busybox:test, terminationMessagePath: /tmp/why, command: [sh, -c, "echo -n custom > /tmp/why"]}
+  - {name: logs, image: busybox:test, terminationMessagePolicy: FallbackToLogsOnError, command: [sh, -c, "echo oops; exit 1"]}
+"#,
+    );
+    wait_phase(&s, "farewell", "Failed", Duration::from_secs(60));
+    let message = |c: &str| {
+        jsonpath(
+            &s,
+            &["pod", "farewell"],
+            &format!("{{.status.containerStatuses[?(@.name==\"{c}\")].state.terminated.message}}"),
+        )
+    };
+    assert_eq!(message("file"), "bye");
+    assert_eq!(message("custom"), "custom");
+    assert_eq!(message("logs").trim(), "oops");
+}

@@ -69,30 +69,11 @@ fn an_agent_joins_with_the_token_and_runs_pods() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = std::fs::read_to_string(s.data_dir.join("node-token")).expect("node token");
     let bridge = format!("tugj{}", std::process::id() % 100_000);
-    let child = Command::new(tug())
-        .args(["agent", "--server", &s.url, "--token", token.trim()])
-        .arg("--ca-cert")
-        .arg(s.data_dir.join("pki/ca.crt"))
-        .args([
-            "--node-name",
-            "joined",
-            "--kubelet-port",
-            "0",
-            "--pod-bridge",
-            &bridge,
-        ])
-        .arg("--data-dir")
-        .arg(&agent_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tug agent");
-    let _agent = Agent {
-        child,
+    let mut agent = Agent {
+        child: spawn_agent(&s, &agent_dir, &bridge),
         dir: agent_dir.clone(),
-        bridge,
+        bridge: bridge.clone(),
     };
     wait_until(
         "the joined node to be Ready",
@@ -152,6 +133,75 @@ fn an_agent_joins_with_the_token_and_runs_pods() {
         "joined"
     );
     assert_eq!(ok(&s, &["logs", "hello"]).trim(), "hi from the joined node");
+
+    // A pod deleted while the agent is down is cleaned up when it comes back.
+    ok(
+        &s,
+        &[
+            "run",
+            "orphan",
+            "--image=busybox:test",
+            "--",
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_until("orphan to run", Duration::from_secs(60), || {
+        get(
+            &s,
+            &["get", "pod", "orphan", "-o", "jsonpath={.status.phase}"],
+        ) == "Running"
+    });
+    let id = get(
+        &s,
+        &[
+            "get",
+            "pod",
+            "orphan",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ],
+    );
+    let container_dir = agent_dir
+        .join("containers")
+        .join(id.trim_start_matches("tugboat://"));
+    let pid = std::fs::read_to_string(container_dir.join("pid")).expect("pid");
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    ok(&s, &["delete", "pod", "orphan", "--wait=false"]);
+    assert!(
+        Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the container outlived its agent"
+    );
+    agent.child = spawn_agent(&s, &agent_dir, &bridge);
+    wait_until(
+        "the orphan's container to be stopped and removed",
+        Duration::from_secs(60),
+        || !container_dir.exists() && !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+    );
+}
+
+/// Starts `tug agent` for node `joined` on the server's token.
+fn spawn_agent(s: &TugServer, agent_dir: &Path, bridge: &str) -> Child {
+    let token = std::fs::read_to_string(s.data_dir.join("node-token")).expect("node token");
+    Command::new(tug())
+        .args(["agent", "--server", &s.url, "--token", token.trim()])
+        .arg("--ca-cert")
+        .arg(s.data_dir.join("pki/ca.crt"))
+        .args([
+            "--node-name",
+            "joined",
+            "--kubelet-port",
+            "0",
+            "--pod-bridge",
+            bridge,
+        ])
+        .arg("--data-dir")
+        .arg(agent_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tug agent")
 }
 
 #[test]
