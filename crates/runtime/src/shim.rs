@@ -75,10 +75,12 @@ pub fn sandbox_main(dir: &Path) -> i32 {
         // SAFETY: as above.
         unsafe { libc::signal(s, libc::SIG_IGN) };
     }
-    loop {
-        // SAFETY: pause() only waits for a signal; SIGTERM and SIGKILL end the process.
-        unsafe { libc::pause() };
+    // Hold the namespaces until killed, or until the sandbox's directory is gone (its data dir
+    // was removed: nothing will ever stop this sandbox otherwise).
+    while dir.exists() {
+        std::thread::sleep(std::time::Duration::from_secs(2));
     }
+    0
 }
 
 fn sandbox_setup(dir: &Path) -> anyhow::Result<()> {
@@ -201,7 +203,7 @@ fn supervise(dir: &Path, spec: &ContainerSpec) -> anyhow::Result<()> {
             }
             state::write_started(dir, child.as_raw(), &started_at)?;
             report(&format!("ok {child}"));
-            pump_logs(spec, out_r, err_r);
+            pump_logs(spec, dir, child, out_r, err_r);
             let status = nix::sys::wait::waitpid(child, None)?;
             let (exit_code, signal) = match status {
                 nix::sys::wait::WaitStatus::Exited(_, c) => (c, None),
@@ -260,7 +262,7 @@ fn join_sandbox(pid: i32, spec: &ContainerSpec) -> anyhow::Result<()> {
 }
 
 /// Copies the container's stdout and stderr into its log until both close.
-fn pump_logs(spec: &ContainerSpec, out_r: OwnedFd, err_r: OwnedFd) {
+fn pump_logs(spec: &ContainerSpec, dir: &Path, child: Pid, out_r: OwnedFd, err_r: OwnedFd) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut log = match LogWriter::open(&spec.log_path, spec.log_max_bytes, spec.log_max_files) {
         Ok(l) => Some(l),
@@ -285,8 +287,17 @@ fn pump_logs(spec: &ContainerSpec, out_r: OwnedFd, err_r: OwnedFd) {
                 .filter_map(|i| streams[*i].0.as_ref())
                 .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
                 .collect();
-            if poll(&mut fds, PollTimeout::NONE).is_err() {
-                continue;
+            match poll(&mut fds, PollTimeout::from(2000u16)) {
+                Err(_) => continue,
+                Ok(0) => {
+                    // Quiet: if the container's directory is gone (its data dir was removed),
+                    // nothing will ever stop it; end it.
+                    if !dir.exists() {
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    continue;
+                }
+                Ok(_) => {}
             }
             open.iter()
                 .zip(fds.iter())

@@ -57,27 +57,32 @@ pub async fn run(cmd: DebugCommand) -> anyhow::Result<()> {
                     ..Default::default()
                 })?;
                 let log = data_dir.join(format!("{uid_s}.log"));
-                let id = rt
-                    .start_container(ContainerSpec {
-                        sandbox: uid_s.clone(),
-                        name: "debug".into(),
-                        image_id: image,
-                        args,
-                        env: vec!["PATH=/bin".into()],
-                        uid,
-                        gid: uid,
-                        capabilities: vec!["CAP_CHOWN".into(), "CAP_KILL".into()],
-                        limits: tug_runtime::cgroup::Limits {
-                            cpu_shares: 1024,
-                            cpu_period_us: 100_000,
-                            memory_bytes: memory,
-                            pids: Some(1024),
-                            ..Default::default()
-                        },
-                        log_path: log.clone(),
+                let started = rt.start_container(ContainerSpec {
+                    sandbox: uid_s.clone(),
+                    name: "debug".into(),
+                    image_id: image,
+                    args,
+                    env: vec!["PATH=/bin".into()],
+                    uid,
+                    gid: uid,
+                    capabilities: vec!["CAP_CHOWN".into(), "CAP_KILL".into()],
+                    limits: tug_runtime::cgroup::Limits {
+                        cpu_shares: 1024,
+                        cpu_period_us: 100_000,
+                        memory_bytes: memory,
+                        pids: Some(1024),
                         ..Default::default()
-                    })
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    },
+                    log_path: log.clone(),
+                    ..Default::default()
+                });
+                let id = match started {
+                    Ok(id) => id,
+                    Err(e) => {
+                        rt.remove_sandbox(&uid_s);
+                        anyhow::bail!("{e}");
+                    }
+                };
                 let exit = loop {
                     if let Some(tug_runtime::Container {
                         state: tug_runtime::ContainerState::Exited(e),
