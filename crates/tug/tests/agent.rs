@@ -58,7 +58,7 @@ fn cluster_and_args() -> (TugServer, tempfile::TempDir, Vec<String>) {
     let args = agent_args();
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = TugServer::start_with(tug(), &data, &argv);
-    wait_until("the node is Ready", Duration::from_secs(30), || {
+    wait_until("the node is Ready", Duration::from_secs(60), || {
         ok(
             &s,
             &[
@@ -221,7 +221,7 @@ spec:
   - {name: app, image: busybox:test, command: [sh, -c, "echo run at $(date +%s); exit 1"]}
 "#,
     );
-    wait_until("crasher to restart", Duration::from_secs(30), || {
+    wait_until("crasher to restart", Duration::from_secs(60), || {
         jsonpath(
             &s,
             &["pod", "crasher"],
@@ -230,7 +230,7 @@ spec:
         .parse::<u32>()
         .is_ok_and(|n| n >= 1)
     });
-    wait_until("CrashLoopBackOff", Duration::from_secs(30), || {
+    wait_until("CrashLoopBackOff", Duration::from_secs(60), || {
         jsonpath(
             &s,
             &["pod", "crasher"],
@@ -260,7 +260,7 @@ spec:
         .parse::<u32>()
         .is_ok_and(|n| n >= 2)
     });
-    wait_until("a 20 s back-off", Duration::from_secs(30), || {
+    wait_until("a 20 s back-off", Duration::from_secs(60), || {
         jsonpath(
             &s,
             &["pod", "crasher"],
@@ -309,7 +309,7 @@ spec:
     );
     assert!(t.starts_with("StartError"), "{t}");
     assert!(t.contains("executable file not found"), "{t}");
-    wait_until("ErrImageNeverPull", Duration::from_secs(30), || {
+    wait_until("ErrImageNeverPull", Duration::from_secs(60), || {
         jsonpath(
             &s,
             &["pod", "noimage"],
@@ -318,7 +318,7 @@ spec:
     });
     wait_until(
         "CreateContainerConfigError",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             jsonpath(
                 &s,
@@ -365,7 +365,7 @@ spec:
         .as_str(),
     );
     let out = dir.path().join("out");
-    wait_until("the container to start", Duration::from_secs(30), || {
+    wait_until("the container to start", Duration::from_secs(60), || {
         out.join("up").exists()
     });
     assert_eq!(
@@ -375,7 +375,7 @@ spec:
     ok(&s, &["delete", "pod", "graceful", "--wait=false"]);
     // The preStop hook runs first, then SIGTERM reaches the process, which exits within its
     // grace period.
-    wait_until("preStop, then SIGTERM", Duration::from_secs(30), || {
+    wait_until("preStop, then SIGTERM", Duration::from_secs(60), || {
         std::fs::read_to_string(out.join("order")).is_ok_and(|t| t.trim() == "pre-stop\ngot-term")
     });
 }
@@ -471,15 +471,15 @@ spec:
     };
     wait_until(
         "web to be Ready through its HTTP probe",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || ready("web") == "True",
     );
-    wait_until("flaky to be Ready", Duration::from_secs(30), || {
+    wait_until("flaky to be Ready", Duration::from_secs(60), || {
         ready("flaky") == "True"
     });
     wait_until(
         "flaky's failing probe to clear Ready",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || ready("flaky") == "False",
     );
     assert_eq!(
@@ -548,9 +548,7 @@ spec:
 "#,
     );
     for p in ["secure", "plain"] {
-        wait_until("the pods to finish", Duration::from_secs(30), || {
-            jsonpath(&s, &["pod", p], "{.status.phase}") == "Succeeded"
-        });
+        wait_phase(&s, p, "Succeeded", Duration::from_secs(60));
     }
     let secure = ok(&s, &["logs", "secure"]);
     let plain = ok(&s, &["logs", "plain"]);
@@ -590,7 +588,7 @@ spec:
     resources: {limits: {memory: 16Mi}}
 "#,
     );
-    wait_until("OOMKilled", Duration::from_secs(30), || {
+    wait_until("OOMKilled", Duration::from_secs(60), || {
         jsonpath(
             &s,
             &["pod", "hog"],
@@ -598,7 +596,7 @@ spec:
         )
         .contains("OOMKilled")
     });
-    wait_until("a restart", Duration::from_secs(30), || {
+    wait_until("a restart", Duration::from_secs(60), || {
         jsonpath(
             &s,
             &["pod", "hog"],
@@ -623,7 +621,7 @@ spec:
   - {name: app, image: busybox:test, command: [sh, -c, "echo started; sleep 3600"]}
 "#,
     );
-    wait_until("steady to run", Duration::from_secs(30), || {
+    wait_until("steady to run", Duration::from_secs(60), || {
         !jsonpath(
             &s,
             &["pod", "steady"],
@@ -653,7 +651,7 @@ spec:
     let s2 = TugServer::start_with(tug(), &data, &argv);
     wait_until(
         "the node to be Ready again",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             ok(
                 &s2,
@@ -767,11 +765,7 @@ fn images_are_pulled_from_a_loopback_registry_with_and_without_basic_auth() {
         &pod("authorized", &locked.host, "v1", Some("pull-creds")),
     );
     for p in ["anonymous", "authorized"] {
-        wait_until(
-            "the pulled pods to succeed",
-            Duration::from_secs(60),
-            || jsonpath(&s, &["pod", p], "{.status.phase}") == "Succeeded",
-        );
+        wait_phase(&s, p, "Succeeded", Duration::from_secs(90));
         assert_eq!(ok(&s, &["logs", p]).trim(), "pulled");
     }
     let image_id = jsonpath(
@@ -928,7 +922,7 @@ spec:
     volumeMounts: [{name: shared, mountPath: /shared}]
 "#,
     );
-    wait_until("files to run", Duration::from_secs(30), || {
+    wait_until("files to run", Duration::from_secs(60), || {
         let out = kubectl(&s, &["logs", "files", "-c", "reader"], None);
         String::from_utf8_lossy(&out.stdout).contains("shared=from-writer")
     });
@@ -952,7 +946,7 @@ spec:
     );
     wait_until(
         "the update to reach the volume",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             let out = kubectl(&s, &["logs", "files", "-c", "reader", "--tail", "1"], None);
             String::from_utf8_lossy(&out.stdout).contains("cfg=2")
@@ -969,7 +963,7 @@ spec:
         &s,
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: keep}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
     );
-    wait_until("the claim to bind", Duration::from_secs(30), || {
+    wait_until("the claim to bind", Duration::from_secs(60), || {
         jsonpath(&s, &["pvc", "keep"], "{.status.phase}") == "Bound"
     });
     assert_eq!(
@@ -1000,11 +994,11 @@ spec:
   - {name: app, image: busybox:test, command: [sleep, "3600"]}
 "#,
     );
-    wait_until("DeadlineExceeded", Duration::from_secs(30), || {
+    wait_until("DeadlineExceeded", Duration::from_secs(60), || {
         jsonpath(&s, &["pod", "bounded"], "{.status.phase} {.status.reason}")
             == "Failed DeadlineExceeded"
     });
-    wait_until("the container to stop", Duration::from_secs(30), || {
+    wait_until("the container to stop", Duration::from_secs(60), || {
         !jsonpath(
             &s,
             &["pod", "bounded"],
@@ -1037,7 +1031,7 @@ spec:
         serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"))
     };
     let mut pod = serde_json::Value::Null;
-    wait_until("the pod's usage", Duration::from_secs(30), || {
+    wait_until("the pod's usage", Duration::from_secs(60), || {
         let doc = summary(&s);
         pod = doc["pods"]
             .as_array()
