@@ -36,6 +36,10 @@ pub struct AgentConfig {
     pub insecure_registries: Vec<String>,
     /// The pod network's bridge.
     pub bridge: String,
+    /// When image garbage collection starts and stops removing unused images.
+    pub image_gc: crate::imagegc::Thresholds,
+    /// How often image garbage collection looks at the disk.
+    pub image_gc_period: Duration,
 }
 
 impl AgentConfig {
@@ -52,6 +56,8 @@ impl AgentConfig {
             heartbeat: Duration::from_secs(10),
             insecure_registries: Vec::new(),
             bridge: tug_network::BRIDGE.into(),
+            image_gc: Default::default(),
+            image_gc_period: Duration::from_secs(60),
         }
     }
 }
@@ -64,6 +70,20 @@ pub fn default_node_name() -> String {
         .to_ascii_lowercase()
 }
 
+/// The image references of a pod's containers.
+fn images_of(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .filter_map(|c| c.image.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs the agent until the task is dropped.
 pub async fn run(
     client: kube::Client,
@@ -71,6 +91,13 @@ pub async fn run(
     runtime: Arc<dyn Runtime>,
 ) -> anyhow::Result<()> {
     crate::node::register(&client, &config).await?;
+    let wanted: crate::imagegc::Wanted = Arc::default();
+    tokio::spawn(crate::imagegc::run(
+        runtime.clone(),
+        config.image_gc,
+        config.image_gc_period,
+        wanted.clone(),
+    ));
     tokio::spawn(crate::node::heartbeat(
         client.clone(),
         config.clone(),
@@ -103,6 +130,9 @@ pub async fn run(
             watcher::Event::Init => listing = Some(HashSet::new()),
             watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Ok(mut w) = wanted.lock() {
+                    w.insert(uid.clone(), images_of(&pod));
+                }
                 if let Some(l) = listing.as_mut() {
                     l.insert(uid.clone());
                 }
@@ -119,12 +149,18 @@ pub async fn run(
             }
             watcher::Event::Delete(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Ok(mut w) = wanted.lock() {
+                    w.remove(&uid);
+                }
                 if let Some(tx) = workers.remove(&uid) {
                     let _ = tx.send(None);
                 }
             }
             watcher::Event::InitDone => {
                 let known = listing.take().unwrap_or_default();
+                if let Ok(mut w) = wanted.lock() {
+                    w.retain(|uid, _| known.contains(uid));
+                }
                 // Pods deleted while the agent was away: stop what they left behind.
                 let gone: Vec<String> = workers
                     .keys()

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod containers;
 pub mod hollow;
+pub mod imagegc;
 pub mod images;
 pub mod node;
 pub mod probes;

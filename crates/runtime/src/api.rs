@@ -24,6 +24,12 @@ pub trait Runtime: Send + Sync {
         credentials: Option<Credentials>,
         insecure: &'a [String],
     ) -> BoxFuture<'a, Result<Image, PullError>>;
+    /// Every image.
+    fn list_images(&self) -> Vec<Image>;
+    /// Removes an image by ID (refused while a container uses it).
+    fn remove_image(&self, id: &str) -> anyhow::Result<()>;
+    /// Bytes used and in all on the filesystem holding the images.
+    fn image_fs(&self) -> (u64, u64);
     /// The uid and gid of a user name in an image's /etc/passwd.
     fn image_user(&self, image: &Image, user: &str) -> Option<(u32, u32)>;
 

@@ -461,6 +461,26 @@ impl crate::api::Runtime for NativeRuntime {
         ))
     }
 
+    fn list_images(&self) -> Vec<crate::image::Image> {
+        self.images.list()
+    }
+
+    fn remove_image(&self, id: &str) -> anyhow::Result<()> {
+        let in_use: std::collections::HashSet<String> =
+            self.list().into_iter().map(|c| c.spec.image_id).collect();
+        self.images.remove(id, &in_use).map(|_| ())
+    }
+
+    fn image_fs(&self) -> (u64, u64) {
+        nix::sys::statvfs::statvfs(&self.root)
+            .map(|s| {
+                let total = s.blocks() * s.fragment_size();
+                let free = s.blocks_available() * s.fragment_size();
+                (total.saturating_sub(free), total)
+            })
+            .unwrap_or((0, 0))
+    }
+
     fn image_user(&self, image: &crate::image::Image, user: &str) -> Option<(u32, u32)> {
         // The top-most layer holding /etc/passwd decides.
         for diff_id in image.layers.iter().rev() {

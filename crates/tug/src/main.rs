@@ -73,6 +73,18 @@ struct AgentArgs {
     /// The pod network's bridge.
     #[arg(long, default_value = "tug0")]
     pod_bridge: String,
+    /// Image garbage collection starts when the image filesystem is this full (percent).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// Image garbage collection stops once the image filesystem is below this (percent).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
+    /// Seconds between image garbage collection passes (for tests).
+    #[arg(long, default_value_t = 60, hide = true)]
+    image_gc_period: u64,
+    /// Seconds an image is kept after its last use before garbage collection may remove it.
+    #[arg(long, default_value_t = 120)]
+    image_gc_min_age: u64,
     /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
@@ -139,6 +151,18 @@ struct ServerArgs {
     /// The built-in agent's pod network bridge.
     #[arg(long, default_value = "tug0")]
     pod_bridge: String,
+    /// Image garbage collection starts when the image filesystem is this full (percent).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// Image garbage collection stops once the image filesystem is below this (percent).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
+    /// Seconds between image garbage collection passes (for tests).
+    #[arg(long, default_value_t = 60, hide = true)]
+    image_gc_period: u64,
+    /// Seconds an image is kept after its last use before garbage collection may remove it.
+    #[arg(long, default_value_t = 120)]
+    image_gc_min_age: u64,
     /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
@@ -349,6 +373,8 @@ struct NodeAgent {
     kubelet_port: u16,
     pod_bridge: String,
     insecure_registries: Vec<String>,
+    image_gc: tug_kubelet::imagegc::Thresholds,
+    image_gc_period: std::time::Duration,
 }
 
 impl NodeAgent {
@@ -396,6 +422,8 @@ impl NodeAgent {
         config.kubelet_port = port;
         config.insecure_registries = self.insecure_registries;
         config.bridge = self.pod_bridge;
+        config.image_gc = self.image_gc;
+        config.image_gc_period = self.image_gc_period;
         tracing::info!(node = %self.node_name, kubelet_port = port, "node agent started");
         Ok(tokio::spawn(async move {
             if let Err(e) = tug_kubelet::agent::run(client, config, runtime).await {
@@ -433,6 +461,12 @@ async fn start_agent(
         kubelet_port: args.kubelet_port,
         pod_bridge: args.pod_bridge.clone(),
         insecure_registries: args.insecure_registries.clone(),
+        image_gc: tug_kubelet::imagegc::Thresholds {
+            high: args.image_gc_high_threshold,
+            low: args.image_gc_low_threshold,
+            min_age: std::time::Duration::from_secs(args.image_gc_min_age),
+        },
+        image_gc_period: std::time::Duration::from_secs(args.image_gc_period.max(1)),
     }
     .start(api.in_process_client(), &pki.ca_cert, &serving)
     .await?;
@@ -504,6 +538,12 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         kubelet_port: args.kubelet_port,
         pod_bridge: args.pod_bridge.clone(),
         insecure_registries: args.insecure_registries.clone(),
+        image_gc: tug_kubelet::imagegc::Thresholds {
+            high: args.image_gc_high_threshold,
+            low: args.image_gc_low_threshold,
+            min_age: std::time::Duration::from_secs(args.image_gc_min_age),
+        },
+        image_gc_period: std::time::Duration::from_secs(args.image_gc_period.max(1)),
     }
     .start(client, &ca_pem, &serving)
     .await?;

@@ -1092,3 +1092,68 @@ spec:
     assert_eq!(message("custom"), "custom");
     assert_eq!(message("logs").trim(), "oops");
 }
+
+#[test]
+fn image_garbage_collection_removes_unused_images_only() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let agent_dir = data.join("agent");
+    // Two images (their configurations differ), sharing their one layer.
+    for (name, cmd) in [(IMAGE, "sh"), ("docker.io/library/spare:1", "true")] {
+        let archive = dir.path().join("image.tar");
+        tug_testkit::image::write_oci_archive(&archive, name, &[cmd]);
+        let out = Command::new(tug())
+            .args(["image", "import"])
+            .arg(&archive)
+            .arg("--name")
+            .arg(name)
+            .arg("--data-dir")
+            .arg(&agent_dir)
+            .output()
+            .expect("import");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut args = agent_args();
+    // Collect whenever anything is on disk, every second, images unused for 10 s.
+    for a in [
+        "--image-gc-high-threshold",
+        "0",
+        "--image-gc-low-threshold",
+        "0",
+        "--image-gc-period",
+        "1",
+        "--image-gc-min-age",
+        "10",
+    ] {
+        args.push(a.to_string());
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = TugServer::start_with(tug(), &data, &argv);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\nspec:\n  containers:\n  - {name: c, image: busybox:test, imagePullPolicy: Never, command: [sleep, \"3600\"]}\n",
+    );
+    wait_phase(&s, "user", "Running", Duration::from_secs(60));
+    let images = || {
+        let out = Command::new(tug())
+            .args(["image", "ls", "--data-dir"])
+            .arg(&agent_dir)
+            .output()
+            .expect("image ls");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(
+        "the unused image to be collected",
+        Duration::from_secs(60),
+        || !images().contains("spare"),
+    );
+    assert!(
+        images().contains("busybox:test"),
+        "the image in use stays: {}",
+        images()
+    );
+}

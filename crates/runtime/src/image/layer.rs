@@ -176,6 +176,25 @@ mod tests {
     }
 
     #[test]
+    fn a_zstd_layer_unpacks() {
+        let tar = layer(&[("bin/tool", b"zstd-content")]);
+        let zst = ruzstd::encoding::compress_to_vec(
+            &tar[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert!(zst.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+        let dir = tempfile::tempdir().expect("tmp");
+        let diff_id = unpack(&zst[..], dir.path())
+            .map_err(|e| format!("{e:#}"))
+            .expect("unpack");
+        assert_eq!(diff_id, format!("sha256:{}", hex(&Sha256::digest(&tar))));
+        assert_eq!(
+            std::fs::read(dir.path().join("bin/tool")).expect("file"),
+            b"zstd-content"
+        );
+    }
+
+    #[test]
     fn whiteouts_become_overlay_whiteouts() {
         let tar = layer(&[("etc/.wh.passwd", b""), ("etc/motd", b"x")]);
         let dir = tempfile::tempdir().expect("tmp");
