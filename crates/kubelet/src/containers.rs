@@ -494,13 +494,32 @@ pub async fn build(
         privileged,
         capabilities: kept,
         no_new_privs: sc.allow_privilege_escalation == Some(false),
-        seccomp_default: false,
+        seccomp_default: seccomp_default(&sc, &pod_sc)?,
         limits,
         log_path: paths.logs.join(&c.name).join(format!("{attempt}.log")),
         log_max_bytes: 10 * 1024 * 1024,
         log_max_files: 5,
         share_process_namespace: false,
     })
+}
+
+/// Whether the RuntimeDefault seccomp profile applies: the container's seccompProfile, else
+/// the pod's; Unconfined (the default) applies none, and Localhost profiles are not supported.
+fn seccomp_default(
+    sc: &k8s_openapi::api::core::v1::SecurityContext,
+    pod_sc: &k8s_openapi::api::core::v1::PodSecurityContext,
+) -> Result<bool, ConfigError> {
+    let profile = sc
+        .seccomp_profile
+        .as_ref()
+        .or(pod_sc.seccomp_profile.as_ref());
+    match profile.map(|p| p.type_.as_str()) {
+        None | Some("Unconfined") => Ok(false),
+        Some("RuntimeDefault") => Ok(true),
+        Some(other) => Err(ConfigError(format!(
+            "seccomp profile type {other:?} is not supported (use RuntimeDefault or Unconfined)"
+        ))),
+    }
 }
 
 /// The host file behind a container attempt's termination message.

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod image;
 pub mod logs;
 pub mod native;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod state;

@@ -391,6 +391,10 @@ fn child(
         // SAFETY: restoring a signal's default disposition is always sound.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
+    // Installed while the process may still (CAP_SYS_ADMIN), after the last mount.
+    if spec.seccomp_default && !spec.privileged {
+        crate::seccomp::apply_runtime_default()?;
+    }
     drop_privileges(spec)?;
     if spec.no_new_privs {
         nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
@@ -678,6 +682,9 @@ fn exec_in(dir: &Path, args: &[String]) -> anyhow::Result<i32> {
                 for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
                     // SAFETY: restoring a default disposition.
                     unsafe { libc::signal(sig, libc::SIG_DFL) };
+                }
+                if spec.seccomp_default && !spec.privileged {
+                    crate::seccomp::apply_runtime_default()?;
                 }
                 drop_privileges(&spec)?;
                 if spec.no_new_privs {

@@ -1157,3 +1157,27 @@ fn image_garbage_collection_removes_unused_images_only() {
         images()
     );
 }
+
+#[test]
+fn the_runtime_default_seccomp_profile_refuses_what_it_should() {
+    let (s, _dir) = cluster();
+    // unshare(2) of a user namespace needs no privilege: only the profile refuses it.
+    let pod = |name: &str, profile: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  securityContext: {{seccompProfile: {{type: {profile}}}}}\n  containers:\n  - {{name: c, image: busybox:test, command: [sh, -c, \"unshare -U true && echo allowed || echo refused\"]}}\n"
+        )
+    };
+    apply(&s, &pod("confined", "RuntimeDefault"));
+    apply(&s, &pod("unconfined", "Unconfined"));
+    for p in ["confined", "unconfined"] {
+        wait_phase(&s, p, "Succeeded", Duration::from_secs(60));
+    }
+    assert!(ok(&s, &["logs", "confined"]).contains("refused"));
+    assert!(ok(&s, &["logs", "unconfined"]).contains("allowed"));
+    let status = jsonpath(
+        &s,
+        &["pod", "confined"],
+        "{.status.containerStatuses[0].state.terminated.reason}",
+    );
+    assert_eq!(status, "Completed");
+}
