@@ -47,10 +47,18 @@ pub fn apply(s: &TugServer, yaml: &str) {
 }
 
 /// Waits up to 30 s for `check` to hold; the test fails with `what` if it never does.
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn eventually(what: &str, check: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(30), check);
+}
+
+/// Waits up to `limit` for `check` to hold; the test fails with `what` if it never does.
+pub fn eventually_within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

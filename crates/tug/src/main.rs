@@ -58,12 +58,31 @@ struct AgentArgs {
     /// The cluster CA to verify the server with (`DATA_DIR/pki/ca.crt` on the server).
     #[arg(long)]
     ca_cert: PathBuf,
-    /// The node's name (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
     /// Where the agent keeps images, containers, pod files, logs and its certificates.
     #[arg(long, default_value = image::DEFAULT_AGENT_DIR, env = "TUG_AGENT_DATA_DIR")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeFlags,
+    /// Instead of a real node, run this many hollow (simulated) nodes.
+    #[arg(long, default_value_t = 0)]
+    simulate: usize,
+    /// Names of the simulated nodes: `<prefix>-<i>`.
+    #[arg(long, default_value = "hollow")]
+    node_prefix: String,
+    /// Seconds between Lease renewals.
+    #[arg(long, default_value_t = 10.0)]
+    heartbeat_interval: f64,
+    /// Seconds a pod that runs to completion (restartPolicy Never or OnFailure) runs.
+    #[arg(long, default_value_t = 1.0)]
+    simulated_pod_seconds: f64,
+}
+
+/// A node agent's flags, the same for `tug server`'s built-in agent and `tug agent`.
+#[derive(clap::Args, Clone)]
+struct NodeFlags {
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
     /// The address the node reports and its kubelet API listens on.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: std::net::IpAddr,
@@ -88,18 +107,6 @@ struct AgentArgs {
     /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
-    /// Instead of a real node, run this many hollow (simulated) nodes.
-    #[arg(long, default_value_t = 0)]
-    simulate: usize,
-    /// Names of the simulated nodes: `<prefix>-<i>`.
-    #[arg(long, default_value = "hollow")]
-    node_prefix: String,
-    /// Seconds between Lease renewals.
-    #[arg(long, default_value_t = 10.0)]
-    heartbeat_interval: f64,
-    /// Seconds a pod that runs to completion (restartPolicy Never or OnFailure) runs.
-    #[arg(long, default_value_t = 1.0)]
-    simulated_pod_seconds: f64,
 }
 
 #[derive(clap::Args)]
@@ -139,33 +146,8 @@ struct ServerArgs {
     /// Run without the built-in node agent (a control plane only; the agent needs root).
     #[arg(long)]
     disable_agent: bool,
-    /// The built-in agent's node name (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// The address the built-in agent's node reports and its kubelet API listens on.
-    #[arg(long, default_value = "127.0.0.1")]
-    node_ip: std::net::IpAddr,
-    /// The built-in agent's kubelet API port (0: any free port).
-    #[arg(long, default_value_t = 10250)]
-    kubelet_port: u16,
-    /// The built-in agent's pod network bridge.
-    #[arg(long, default_value = "tug0")]
-    pod_bridge: String,
-    /// Image garbage collection starts when the image filesystem is this full (percent).
-    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
-    image_gc_high_threshold: u8,
-    /// Image garbage collection stops once the image filesystem is below this (percent).
-    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
-    image_gc_low_threshold: u8,
-    /// Seconds between image garbage collection passes (for tests).
-    #[arg(long, default_value_t = 60, hide = true)]
-    image_gc_period: u64,
-    /// Seconds an image is kept after its last use before garbage collection may remove it.
-    #[arg(long, default_value_t = 120)]
-    image_gc_min_age: u64,
-    /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
-    #[arg(long = "insecure-registry")]
-    insecure_registries: Vec<String>,
+    #[command(flatten)]
+    node: NodeFlags,
 }
 
 fn main() -> std::process::ExitCode {
@@ -365,23 +347,28 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A node agent's settings, from `tug server` or `tug agent`.
-struct NodeAgent {
-    node_name: String,
-    data_dir: PathBuf,
-    node_ip: std::net::IpAddr,
-    kubelet_port: u16,
-    pod_bridge: String,
-    insecure_registries: Vec<String>,
-    image_gc: tug_kubelet::imagegc::Thresholds,
-    image_gc_period: std::time::Duration,
-}
+impl NodeFlags {
+    /// The node's name: `--node-name`, else the host name.
+    fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .unwrap_or_else(tug_kubelet::agent::default_node_name)
+    }
 
-impl NodeAgent {
-    /// Opens the native runtime, serves the kubelet API over TLS (`serving`, client
-    /// certificates from `ca_pem` required) and starts the kubelet on `client`.
+    /// The names the kubelet API's serving certificate covers.
+    fn serving_sans(&self) -> Vec<String> {
+        vec![
+            self.node_ip.to_string(),
+            self.node_name(),
+            "localhost".into(),
+        ]
+    }
+
+    /// Opens the native runtime in `data_dir`, serves the kubelet API over TLS (`serving`,
+    /// client certificates from `ca_pem` required) and starts the kubelet on `client`.
     async fn start(
-        self,
+        &self,
+        data_dir: &std::path::Path,
         client: kube::Client,
         ca_pem: &str,
         serving: &tug_apiserver::pki::Issued,
@@ -395,8 +382,8 @@ impl NodeAgent {
         }
         let exe = std::env::current_exe().context("finding the tug binary (the container shim)")?;
         let runtime = std::sync::Arc::new(
-            tug_runtime::NativeRuntime::open(&self.data_dir, &exe)
-                .with_context(|| format!("opening the runtime in {}", self.data_dir.display()))?,
+            tug_runtime::NativeRuntime::open(data_dir, &exe)
+                .with_context(|| format!("opening the runtime in {}", data_dir.display()))?,
         );
         let tls = tug_apiserver::tls::kubelet_server_config(ca_pem, serving)?;
         let listener = tokio::net::TcpListener::bind((self.node_ip, self.kubelet_port))
@@ -413,18 +400,23 @@ impl NodeAgent {
             tls,
             tug_kubelet::server::router(tug_kubelet::server::ServerState {
                 runtime: runtime.clone(),
-                node_name: self.node_name.clone(),
+                node_name: self.node_name(),
                 rates: Default::default(),
             }),
         ));
-        let mut config = tug_kubelet::agent::AgentConfig::new(&self.node_name, self.data_dir);
+        let node_name = self.node_name();
+        let mut config = tug_kubelet::agent::AgentConfig::new(&node_name, data_dir.to_path_buf());
         config.node_ip = self.node_ip.to_string();
         config.kubelet_port = port;
-        config.insecure_registries = self.insecure_registries;
-        config.bridge = self.pod_bridge;
-        config.image_gc = self.image_gc;
-        config.image_gc_period = self.image_gc_period;
-        tracing::info!(node = %self.node_name, kubelet_port = port, "node agent started");
+        config.insecure_registries = self.insecure_registries.clone();
+        config.bridge = self.pod_bridge.clone();
+        config.image_gc = tug_kubelet::imagegc::Thresholds {
+            high: self.image_gc_high_threshold,
+            low: self.image_gc_low_threshold,
+            min_age: std::time::Duration::from_secs(self.image_gc_min_age),
+        };
+        config.image_gc_period = std::time::Duration::from_secs(self.image_gc_period.max(1));
+        tracing::info!(node = %node_name, kubelet_port = port, "node agent started");
         Ok(tokio::spawn(async move {
             if let Err(e) = tug_kubelet::agent::run(client, config, runtime).await {
                 tracing::error!(error = %format!("{e:#}"), "the node agent stopped");
@@ -440,35 +432,19 @@ async fn start_agent(
     pki: &tug_apiserver::pki::Pki,
     api: &std::sync::Arc<tug_apiserver::ApiServer>,
 ) -> anyhow::Result<()> {
-    let node_name = args
-        .node_name
-        .clone()
-        .unwrap_or_else(tug_kubelet::agent::default_node_name);
+    let node = &args.node;
     let serving = pki.issue(
-        &format!("system:node:{node_name}"),
+        &format!("system:node:{}", node.node_name()),
         &["system:nodes"],
-        &[
-            args.node_ip.to_string(),
-            node_name.clone(),
-            "localhost".into(),
-        ],
+        &node.serving_sans(),
         true,
     )?;
-    NodeAgent {
-        node_name,
-        data_dir: args.data_dir.join("agent"),
-        node_ip: args.node_ip,
-        kubelet_port: args.kubelet_port,
-        pod_bridge: args.pod_bridge.clone(),
-        insecure_registries: args.insecure_registries.clone(),
-        image_gc: tug_kubelet::imagegc::Thresholds {
-            high: args.image_gc_high_threshold,
-            low: args.image_gc_low_threshold,
-            min_age: std::time::Duration::from_secs(args.image_gc_min_age),
-        },
-        image_gc_period: std::time::Duration::from_secs(args.image_gc_period.max(1)),
-    }
-    .start(api.in_process_client(), &pki.ca_cert, &serving)
+    node.start(
+        &args.data_dir.join("agent"),
+        api.in_process_client(),
+        &pki.ca_cert,
+        &serving,
+    )
     .await?;
     Ok(())
 }
@@ -502,19 +478,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         };
     }
     // A real node: TLS bootstrap with the token, then the node's own certificate.
-    let node_name = args
-        .node_name
-        .clone()
-        .unwrap_or_else(tug_kubelet::agent::default_node_name);
-    let sans = vec![
-        args.node_ip.to_string(),
-        node_name.clone(),
-        "localhost".into(),
-    ];
     let certs = tug_kubelet::bootstrap::node_certs(
         &token_client,
-        &node_name,
-        &sans,
+        &args.node.node_name(),
+        &args.node.serving_sans(),
         &args.data_dir.join("pki"),
     )
     .await
@@ -531,22 +498,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         cert: certs.serving.cert.clone(),
         key: certs.serving.key.clone(),
     };
-    let running = NodeAgent {
-        node_name,
-        data_dir: args.data_dir.clone(),
-        node_ip: args.node_ip,
-        kubelet_port: args.kubelet_port,
-        pod_bridge: args.pod_bridge.clone(),
-        insecure_registries: args.insecure_registries.clone(),
-        image_gc: tug_kubelet::imagegc::Thresholds {
-            high: args.image_gc_high_threshold,
-            low: args.image_gc_low_threshold,
-            min_age: std::time::Duration::from_secs(args.image_gc_min_age),
-        },
-        image_gc_period: std::time::Duration::from_secs(args.image_gc_period.max(1)),
-    }
-    .start(client, &ca_pem, &serving)
-    .await?;
+    let running = args
+        .node
+        .start(&args.data_dir, client, &ca_pem, &serving)
+        .await?;
     tokio::select! {
         _ = running => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tug_testkit::kubectl::{apply, kubectl, ok};
+use tug_testkit::kubectl::{apply, eventually_within as wait_until, kubectl, ok};
 use tug_testkit::server::TugServer;
 
 const IMAGE: &str = "docker.io/library/busybox:test";
@@ -95,17 +95,6 @@ fn wait_phase(s: &TugServer, pod: &str, phase: &str, limit: Duration) {
             ]
         )
     );
-}
-
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
 }
 
 /// The waiting reasons of a pod's first container, as a watch saw them over `limit`.

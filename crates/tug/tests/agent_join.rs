@@ -4,9 +4,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tug_testkit::kubectl::{kubectl, ok};
+use tug_testkit::kubectl::{eventually_within as wait_until, kubectl, ok};
 use tug_testkit::server::{TugServer, kill_agent_processes};
 
 fn tug() -> &'static Path {
@@ -30,17 +30,6 @@ impl Drop for Agent {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
 }
 
 fn get(s: &TugServer, args: &[&str]) -> String {

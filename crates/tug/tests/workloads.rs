@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use tug_testkit::kubectl::eventually;
 use tug_testkit::server::{TugServer, kubectl_path};
 
 /// `kubectl apply -f -` with `yaml` on its stdin; the test fails if it does.
@@ -584,15 +585,6 @@ fn pod_images(s: &TugServer) -> String {
             "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}",
         ],
     )
-}
-
-/// Polls `check` until it holds, failing the test after 30 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
 }
 
 /// `kubectl get pods --watch --output-watch-events`, running in the background: the initial

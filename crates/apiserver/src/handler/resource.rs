@@ -18,6 +18,24 @@ use crate::registry::{self, ListOptions, PatchType};
 use super::io::*;
 use super::params::*;
 
+/// The object a verb-like subresource (binding, eviction, log, proxy) addresses, once the
+/// request's method is the one it serves; `refusal` says which that is.
+fn subresource_target<'a>(
+    t: &'a Target,
+    req: &Request,
+    method: Method,
+    refusal: &str,
+) -> Result<&'a str, ApiError> {
+    let name = t
+        .name
+        .as_deref()
+        .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+    if req.method() != method {
+        return Err(ApiError::method_not_allowed(refusal));
+    }
+    Ok(name)
+}
+
 pub(super) async fn resource(
     server: &ApiServer,
     identity: Option<Identity>,
@@ -36,15 +54,7 @@ pub(super) async fn resource(
         return scale(server, r, ns, t.name.as_deref(), &q, req).await;
     }
     if sub == Some("binding") {
-        let name = t
-            .name
-            .as_deref()
-            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
-        if req.method() != Method::POST {
-            return Err(ApiError::method_not_allowed(
-                "pods/binding only supports create",
-            ));
-        }
+        let name = subresource_target(&t, &req, Method::POST, "pods/binding only supports create")?;
         let opts = write_options(&q, &manager)?;
         let (headers, bytes) = read_body(req).await?;
         let body = decode_body(&headers, &bytes)?;
@@ -52,13 +62,7 @@ pub(super) async fn resource(
         return Ok(json_response(StatusCode::CREATED, &out, "application/json"));
     }
     if sub == Some("log") {
-        let name = t
-            .name
-            .as_deref()
-            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
-        if req.method() != Method::GET {
-            return Err(ApiError::method_not_allowed("pods/log only supports get"));
-        }
+        let name = subresource_target(&t, &req, Method::GET, "pods/log only supports get")?;
         return crate::kubelet::pod_log(
             &server.registry,
             server.kubelet.get(),
@@ -70,15 +74,7 @@ pub(super) async fn resource(
         .await;
     }
     if sub == Some("proxy") && r.plural == "nodes" {
-        let name = t
-            .name
-            .as_deref()
-            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
-        if req.method() != Method::GET {
-            return Err(ApiError::method_not_allowed(
-                "nodes/proxy only supports get here",
-            ));
-        }
+        let name = subresource_target(&t, &req, Method::GET, "nodes/proxy only supports get here")?;
         let query = req.uri().query().unwrap_or("").to_string();
         return crate::kubelet::node_proxy(
             &server.registry,
@@ -90,15 +86,8 @@ pub(super) async fn resource(
         .await;
     }
     if sub == Some("eviction") {
-        let name = t
-            .name
-            .as_deref()
-            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
-        if req.method() != Method::POST {
-            return Err(ApiError::method_not_allowed(
-                "pods/eviction only supports create",
-            ));
-        }
+        let name =
+            subresource_target(&t, &req, Method::POST, "pods/eviction only supports create")?;
         let (headers, bytes) = read_body(req).await?;
         let body = decode_body(&headers, &bytes)?;
         let options = body.get("deleteOptions").cloned().unwrap_or(Value::Null);
