@@ -74,6 +74,21 @@ kinds! {
     "apiextensions.k8s.io" "v1" "CustomResourceDefinition" => apiextensions::CustomResourceDefinition,
 }
 
+/// The schemas of the kinds that subresources take and give (TokenRequest, Binding, Eviction,
+/// Scale), which no group-version's components include; the protobuf decoder needs their
+/// JSON field names.
+pub fn subresource_components() -> &'static Map<String, Value> {
+    static CACHE: OnceLock<Map<String, Value>> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        let mut generator = SchemaSettings::openapi3().into_generator();
+        generator.subschema_for::<api::authentication::v1::TokenRequest>();
+        generator.subschema_for::<api::core::v1::Binding>();
+        generator.subschema_for::<api::policy::v1::Eviction>();
+        generator.subschema_for::<api::autoscaling::v1::Scale>();
+        generator.take_definitions(true)
+    })
+}
+
 /// List fields that merge by key, per (schema, property): the `x-kubernetes-patch-merge-key`.
 const MERGE_KEYS: &[(&str, &str, &str)] = &[
     ("io.k8s.api.core.v1.PodSpec", "containers", "name"),

@@ -13,6 +13,7 @@ pub mod paths;
 pub mod pki;
 pub mod registry;
 pub mod tls;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub struct ApiServer {
     node_token: Option<String>,
     metrics: metrics::Metrics,
     kubelet: std::sync::OnceLock<kubelet::KubeletClient>,
+    tokens: std::sync::OnceLock<tokens::TokenIssuer>,
 }
 
 impl ApiServer {
@@ -54,12 +56,22 @@ impl ApiServer {
             node_token,
             metrics: metrics::Metrics::default(),
             kubelet: std::sync::OnceLock::new(),
+            tokens: std::sync::OnceLock::new(),
         })
     }
 
     /// Lets the API server reach kubelets (for pods/log) with this TLS client configuration.
     pub fn set_kubelet_tls(&self, tls: rustls::ClientConfig) {
         let _ = self.kubelet.set(kubelet::KubeletClient::new(tls));
+    }
+
+    /// Lets the API server issue service account tokens (TokenRequest), accept them as bearer
+    /// tokens, publish their keys for OIDC discovery, and mount them into pods (ServiceAccount
+    /// admission).
+    pub fn set_token_issuer(&self, issuer: tokens::TokenIssuer) {
+        if self.tokens.set(issuer).is_ok() {
+            self.registry.enable_service_account_admission();
+        }
     }
 
     /// The registry (for components in the same process).
@@ -119,6 +131,7 @@ impl ApiServer {
         let identity = auth::Identity {
             user: "system:apiserver".into(),
             groups: vec!["system:masters".into()],
+            ..Default::default()
         };
         let service = tower::ServiceExt::map_request(
             self.router(),

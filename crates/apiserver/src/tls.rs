@@ -112,7 +112,11 @@ fn identity_of(cert: &CertificateDer<'_>) -> Option<Identity> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
-    Some(Identity { user, groups })
+    Some(Identity {
+        user,
+        groups,
+        ..Default::default()
+    })
 }
 
 /// Accepts TLS connections on `listener` and serves `app` on each, until the task is dropped.

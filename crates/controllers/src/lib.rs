@@ -12,12 +12,12 @@ mod gc;
 mod job;
 pub mod leader;
 pub mod localpath;
+pub mod namespace_objects;
 mod nodeipam;
 mod nodelifecycle;
 mod podgc;
 mod quota;
 mod replicaset;
-mod serviceaccount;
 mod statefulset;
 
 pub use common::Error;
@@ -38,6 +38,9 @@ pub struct Settings {
     /// Signs node certificates (approving bootstrapping agents' requests); None turns the
     /// signer off.
     pub csr_signer: Option<csrsigning::Signer>,
+    /// The cluster CA (PEM), published in every namespace's `kube-root-ca.crt` ConfigMap;
+    /// None turns the publisher off.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Settings {
@@ -48,6 +51,7 @@ impl Default for Settings {
             pod_network: PodNetwork::default(),
             local_path_dir: None,
             csr_signer: None,
+            root_ca: None,
         }
     }
 }
@@ -57,6 +61,7 @@ pub async fn run(client: kube::Client, settings: Settings) {
     let shared = common::Shared::start(client.clone()).await;
     let (local_path, local_path_client) = (settings.local_path_dir.clone(), client.clone());
     let (signer, signer_client) = (settings.csr_signer.clone(), client.clone());
+    let (root_ca, root_ca_client) = (settings.root_ca.clone(), client.clone());
     tokio::join!(
         replicaset::run(client.clone(), shared.clone()),
         replicaset::run_replication_controllers(client.clone(), shared.clone()),
@@ -75,7 +80,12 @@ pub async fn run(client: kube::Client, settings: Settings) {
             settings.terminated_pod_gc_threshold
         ),
         nodelifecycle::run(client.clone(), shared, settings.node_monitor_grace_period),
-        serviceaccount::run(client.clone()),
+        namespace_objects::run_service_accounts(client.clone()),
+        async {
+            if let Some(ca) = root_ca {
+                namespace_objects::run_root_ca(root_ca_client, ca).await
+            }
+        },
         async {
             if let Some(dir) = local_path {
                 localpath::run(local_path_client, dir).await

@@ -277,12 +277,6 @@ pub async fn build(
     node: (usize, u64),
 ) -> Result<ContainerSpec, ConfigError> {
     let spec = pod.spec.clone().unwrap_or_default();
-    if spec.share_process_namespace == Some(true) {
-        // The sandbox holds no pid namespace of its own yet: sharing would mean the node's.
-        return Err(ConfigError(
-            "shareProcessNamespace is not supported by this node yet".into(),
-        ));
-    }
     let env = environment(client, pod, c, image, node).await?;
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
     let command = c.command.clone().unwrap_or_default();
@@ -499,7 +493,7 @@ pub async fn build(
         log_path: paths.logs.join(&c.name).join(format!("{attempt}.log")),
         log_max_bytes: 10 * 1024 * 1024,
         log_max_files: 5,
-        share_process_namespace: false,
+        share_process_namespace: spec.share_process_namespace == Some(true),
     })
 }
 

@@ -1,15 +1,18 @@
-//! Pod volumes on the node: emptyDir, hostPath, configMap and secret (files written with their
-//! modes, swapped in atomically on update), under the pod's directory.
+//! Pod volumes on the node: emptyDir, hostPath, configMap, secret, downwardAPI and projected
+//! (files written with their modes, swapped in atomically on update; service account tokens
+//! asked for and renewed), and claims on hostPath or local volumes.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod,
-    Secret, Volume,
+    Secret, ServiceAccount, ServiceAccountTokenProjection, Volume,
 };
-use kube::api::Api;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, PostParams};
 
 /// Why a volume could not be set up: the message goes into the pod's events and status.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,148 @@ async fn secret_data(
     }
 }
 
+/// Unmounts what setup mounted under `pod_dir` (memory-backed emptyDirs), before the pod's
+/// directory is removed.
+pub fn teardown(pod_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes").join("empty-dir")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if is_mount_point(&path)
+            && let Err(err) = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH)
+        {
+            tracing::warn!(path = %path.display(), error = %err, "unmounting a memory volume failed");
+        }
+    }
+}
+
+/// Whether `dir` is the root of a mount (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// The size of a memory-backed emptyDir: its sizeLimit, else the pod's memory limit (the sum
+/// of its containers'), else the tmpfs default (half the node's memory).
+fn memory_volume_size(pod: &Pod, size_limit: Option<&Quantity>) -> Option<u64> {
+    let parse = |q: &Quantity| tug_api::quantity::parse(&q.0).map(|b| b.max(0.0) as u64);
+    if let Some(limit) = size_limit.and_then(parse) {
+        return Some(limit);
+    }
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice())?;
+    let limits: Option<Vec<u64>> = containers
+        .iter()
+        .map(|c| {
+            c.resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get("memory"))
+                .and_then(parse)
+        })
+        .collect();
+    limits.map(|l| l.iter().sum())
+}
+
+/// Mounts a tmpfs of `size` bytes (when given) on `dir`.
+fn mount_tmpfs(dir: &Path, size: Option<u64>) -> nix::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let mut options = "mode=0777".to_string();
+    if let Some(size) = size {
+        options.push_str(&format!(",size={size}"));
+    }
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+}
+
+/// A token for the pod's service account, as a serviceAccountToken projection asks for it
+/// (audience, lifetime, bound to the pod). Tokens are kept in `cache` and asked for again once
+/// 80% of their lifetime or 24 hours have passed, as the kubelet's token manager does.
+async fn service_account_token(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    src: &ServiceAccountTokenProjection,
+    cache: &Path,
+) -> Result<String, String> {
+    if let Ok(cached) = std::fs::read_to_string(cache)
+        && token_fresh(&cached, jiff::Timestamp::now().as_second())
+    {
+        return Ok(cached);
+    }
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: src
+                .audience
+                .clone()
+                .filter(|a| !a.is_empty())
+                .map(|a| vec![a]),
+            expiration_seconds: Some(src.expiration_seconds.unwrap_or(3600)),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let answer = api
+        .create_token_request(&sa, &PostParams::default(), &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = answer
+        .status
+        .and_then(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .ok_or("the API server answered without a token")?;
+    if let Some(dir) = cache.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(cache, &token)
+        .and_then(|()| std::fs::set_permissions(cache, std::fs::Permissions::from_mode(0o600)))
+    {
+        tracing::debug!(error = %e, "caching a service account token failed");
+    }
+    Ok(token)
+}
+
+/// Whether a JWT may still be used at `now`: less than 80% of its lifetime and less than 24
+/// hours have passed since it was issued.
+fn token_fresh(token: &str, now: i64) -> bool {
+    use base64::Engine;
+    let Some(payload) = token.split('.').nth(1) else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return false;
+    };
+    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    let (Some(iat), Some(exp)) = (claims["iat"].as_i64(), claims["exp"].as_i64()) else {
+        return false;
+    };
+    let age = now - iat;
+    age >= 0 && age * 5 < (exp - iat) * 4 && age < 24 * 3600
+}
+
 /// The files of a downwardAPI volume (or projection).
 fn downward_files(
     pod: &Pod,
@@ -176,10 +321,14 @@ async fn setup_one(
 ) -> Result<PathBuf, VolumeError> {
     let io =
         |what: &str, e: std::io::Error| VolumeError(format!("volume {:?}: {what}: {e}", v.name));
-    if v.empty_dir.is_some() {
+    if let Some(ed) = &v.empty_dir {
         let dir = dir_of(pod_dir, "empty-dir", &v.name);
         std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+        if ed.medium.as_deref() == Some("Memory") && !is_mount_point(&dir) {
+            mount_tmpfs(&dir, memory_volume_size(pod, ed.size_limit.as_ref()))
+                .map_err(|e| VolumeError(format!("volume {:?}: mounting tmpfs: {e}", v.name)))?;
+        }
         return Ok(dir);
     }
     if let Some(h) = &v.host_path {
@@ -252,7 +401,7 @@ async fn setup_one(
     }
     if let Some(p) = &v.projected {
         let mut files = Vec::new();
-        for src in p.sources.clone().unwrap_or_default() {
+        for (index, src) in p.sources.clone().unwrap_or_default().iter().enumerate() {
             if let Some(cm) = &src.config_map {
                 let data = match config_map_data(client, ns, &cm.name).await? {
                     Some(d) => d,
@@ -280,11 +429,18 @@ async fn setup_one(
                     p.default_mode,
                 )?);
             }
-            if src.service_account_token.is_some() {
-                return Err(VolumeError(format!(
-                    "volume {:?}: serviceAccountToken projections are not supported yet",
-                    v.name
-                )));
+            if let Some(t) = &src.service_account_token {
+                let cache = pod_dir.join("tokens").join(format!("{}-{index}", v.name));
+                let token = service_account_token(client, pod, ns, t, &cache)
+                    .await
+                    .map_err(|e| {
+                        VolumeError(format!(
+                            "MountVolume.SetUp failed for volume \"{}\" : failed to fetch token: {e}",
+                            v.name
+                        ))
+                    })?;
+                let mode = p.default_mode.unwrap_or(0o644) as u32;
+                files.push((t.path.clone(), token.into_bytes(), mode));
             }
         }
         let dir = dir_of(pod_dir, "projected", &v.name);
@@ -451,6 +607,22 @@ fn count_files(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_renewed_after_80_percent_of_their_lifetime_or_a_day() {
+        use base64::Engine;
+        let jwt = |iat: i64, exp: i64| {
+            let claims = serde_json::json!({"iat": iat, "exp": exp}).to_string();
+            format!(
+                "h.{}.s",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims)
+            )
+        };
+        assert!(token_fresh(&jwt(1000, 4600), 1000 + 2000));
+        assert!(!token_fresh(&jwt(1000, 4600), 1000 + 2881));
+        assert!(!token_fresh(&jwt(0, 400_000), 24 * 3600 + 1));
+        assert!(!token_fresh("garbage", 0));
+    }
 
     #[test]
     fn atomic_writes_swap_the_whole_set() {

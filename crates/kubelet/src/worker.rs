@@ -1252,6 +1252,7 @@ pub async fn terminate(shared: &Shared, pod: &Pod) {
             let _ = rt.remove_container(&c.spec.id);
         }
         rt.remove_sandbox(&uid);
+        crate::volumes::teardown(&paths.dir);
         let _ = std::fs::remove_dir_all(&paths.dir);
         let _ = std::fs::remove_dir_all(&paths.logs);
     })

@@ -70,15 +70,43 @@ pub fn sandbox_main(dir: &Path) -> i32 {
             return 1;
         }
     }
-    report(&format!("ok {}", std::process::id()));
+    // The pod's pid namespace (set up above) takes effect for children: the sandbox carries on
+    // as its first process, pid 1, which containers sharing the namespace see and which reaps
+    // their orphans, as the pause container does.
+    // SAFETY: still single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => {
+            // SAFETY: leaving without running destructors the child still needs.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            report(&format!("error fork: {e}"));
+            return 1;
+        }
+    }
+    // The node's /proc names this process by its pid outside the pod's namespace.
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or_else(std::process::id);
+    report(&format!("ok {host_pid}"));
     for s in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
         // SAFETY: as above.
         unsafe { libc::signal(s, libc::SIG_IGN) };
     }
     // Hold the namespaces until killed, or until the sandbox's directory is gone (its data dir
-    // was removed: nothing will ever stop this sandbox otherwise).
+    // was removed: nothing will ever stop this sandbox otherwise). Reap what is orphaned in the
+    // pod's pid namespace meanwhile.
     while dir.exists() {
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        while let Ok(status) =
+            nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+        {
+            if status == nix::sys::wait::WaitStatus::StillAlive {
+                break;
+            }
+        }
     }
     0
 }
@@ -92,6 +120,8 @@ fn sandbox_setup(dir: &Path) -> anyhow::Result<()> {
     if !spec.host_ipc {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
+    // For the children: see sandbox_main.
+    flags |= CloneFlags::CLONE_NEWPID;
     unshare(flags).context("creating the pod's namespaces")?;
     if !spec.host_network {
         nix::unistd::sethostname(&spec.hostname).context("setting the hostname")?;

@@ -24,6 +24,22 @@ pub fn kubectl(s: &TugServer, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("kubectl output")
 }
 
+/// Runs kubectl against `s` with nothing but the server's address, its CA and the bearer
+/// `token` as credentials.
+pub fn kubectl_with_token(s: &TugServer, token: &str, args: &[&str]) -> Output {
+    let ca = s.data_dir.join("pki/ca.crt");
+    Command::new(kubectl_path())
+        .args([
+            "--kubeconfig=/dev/null",
+            &format!("--server={}", s.url),
+            &format!("--certificate-authority={}", ca.display()),
+            &format!("--token={token}"),
+        ])
+        .args(args)
+        .output()
+        .expect("kubectl runs")
+}
+
 /// Runs kubectl and returns its output; the test fails if kubectl does.
 pub fn ok(s: &TugServer, args: &[&str]) -> String {
     let o = kubectl(s, args, None);

@@ -223,6 +223,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         pki.token.clone(),
         Some(pki.node_token.clone()),
     );
+    api.set_token_issuer(tug_apiserver::tokens::TokenIssuer::load_or_create(
+        &pki.dir,
+    )?);
     api.bootstrap().await?;
     if args.etcd_compaction_interval > 0 {
         api.start_compaction(std::time::Duration::from_secs(
@@ -257,6 +260,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
                 pki.sign_node_csr(pem, server).map_err(|e| format!("{e:#}"))
             })
         }),
+        root_ca: Some(pki.ca_cert.clone()),
     };
     let controllers_client = api.in_process_client();
     let controllers_identity = identity.clone();

@@ -1170,3 +1170,170 @@ fn the_runtime_default_seccomp_profile_refuses_what_it_should() {
     );
     assert_eq!(status, "Completed");
 }
+
+#[test]
+fn containers_get_service_account_tokens_that_the_api_server_accepts() {
+    use base64::Engine;
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: creds}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: [sh, -c, 'd=/var/run/secrets/kubernetes.io/serviceaccount; cat $d/namespace; echo; cat $d/token; echo; cat /var/run/secrets/tokens/vault; echo; stat -L -c %a /var/run/secrets/tokens/vault; cat $d/ca.crt']
+    volumeMounts: [{{name: vault, mountPath: /var/run/secrets/tokens}}]
+  volumes:
+  - name: vault
+    projected:
+      defaultMode: 0440
+      sources: [{{serviceAccountToken: {{audience: vault, expirationSeconds: 600, path: vault}}}}]
+"#
+        ),
+    );
+    wait_phase(&s, "creds", "Succeeded", Duration::from_secs(60));
+    let logs = ok(&s, &["logs", "creds"]);
+    let mut lines = logs.lines();
+    let (namespace, token, vault, mode) = (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default().to_string(),
+        lines.next().unwrap_or_default().to_string(),
+        lines.next().unwrap_or_default(),
+    );
+    let ca: Vec<&str> = lines.collect();
+    assert_eq!(namespace, "default", "{logs}");
+    assert_eq!(mode, "440", "{logs}");
+    let cluster_ca = std::fs::read_to_string(s.data_dir.join("pki/ca.crt")).expect("ca.crt");
+    assert_eq!(ca.join("\n").trim(), cluster_ca.trim(), "{logs}");
+
+    // The mounted token is the pod's: the API server knows who it is and which pod holds it.
+    let o = tug_testkit::kubectl::kubectl_with_token(&s, &token, &["auth", "whoami", "-o", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let review: serde_json::Value = serde_json::from_slice(&o.stdout).expect("whoami json");
+    let user = &review["status"]["userInfo"];
+    assert_eq!(user["username"], "system:serviceaccount:default:default");
+    assert_eq!(
+        user["extra"]["authentication.kubernetes.io/pod-name"][0],
+        "creds"
+    );
+    assert_eq!(
+        user["extra"]["authentication.kubernetes.io/node-name"][0],
+        "node-a"
+    );
+
+    // The projected one is for its audience only.
+    let payload = vault.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("claims");
+    assert_eq!(claims["aud"], serde_json::json!(["vault"]));
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], "creds");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap_or(0) - claims["iat"].as_i64().unwrap_or(0),
+        600
+    );
+    let o = tug_testkit::kubectl::kubectl_with_token(&s, &vault, &["auth", "whoami"]);
+    assert!(
+        !o.status.success(),
+        "a token for another audience was accepted"
+    );
+}
+
+#[test]
+fn a_memory_backed_empty_dir_is_a_tmpfs_of_its_size_limit_gone_with_the_pod() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: ram}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: [sh, -c, 'grep " /cache " /proc/mounts | cut -d" " -f1,3; dd if=/dev/zero of=/cache/a bs=1024 count=512 2>/dev/null && echo fits; dd if=/dev/zero of=/cache/b bs=1024 count=1024 2>/dev/null || echo full; sleep 3600']
+    volumeMounts: [{{name: cache, mountPath: /cache}}]
+  volumes:
+  - name: cache
+    emptyDir: {{medium: Memory, sizeLimit: 1Mi}}
+"#
+        ),
+    );
+    wait_phase(&s, "ram", "Running", Duration::from_secs(60));
+    wait_until("the writes to finish", Duration::from_secs(30), || {
+        ok(&s, &["logs", "ram"]).contains("full")
+    });
+    assert_eq!(ok(&s, &["logs", "ram"]), "tmpfs tmpfs\nfits\nfull\n");
+    let uid = jsonpath(&s, &["pod", "ram"], "{.metadata.uid}");
+    let on_host = || {
+        std::fs::read_to_string("/proc/mounts")
+            .expect("/proc/mounts")
+            .lines()
+            .filter(|l| l.contains(&uid) && l.contains("empty-dir"))
+            .count()
+    };
+    assert_eq!(
+        on_host(),
+        1,
+        "the tmpfs is mounted under the pod's directory"
+    );
+    ok(&s, &["delete", "pod", "ram", "--grace-period=1"]);
+    wait_until("the tmpfs to be unmounted", Duration::from_secs(30), || {
+        on_host() == 0
+    });
+}
+
+#[test]
+fn containers_see_each_others_processes_only_when_the_pod_shares_its_process_namespace() {
+    let (s, _dir) = cluster();
+    for (name, share) in [("shared", true), ("apart", false)] {
+        apply(
+            &s,
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  shareProcessNamespace: {share}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: a, image: {IMAGE}, command: [tail, -f, /dev/null]}}
+  - name: b
+    image: {IMAGE}
+    command: [sh, -c, 'sleep 1; pidof tail >/dev/null && echo sees-tail || echo no-tail; tr "\0" " " </proc/1/cmdline; echo; sleep 3600']
+"#
+            ),
+        );
+    }
+    for name in ["shared", "apart"] {
+        wait_phase(&s, name, "Running", Duration::from_secs(60));
+        wait_until("b's report", Duration::from_secs(30), || {
+            ok(&s, &["logs", name, "-c", "b"]).lines().count() >= 2
+        });
+    }
+    let shared = ok(&s, &["logs", "shared", "-c", "b"]);
+    let mut lines = shared.lines();
+    assert_eq!(lines.next(), Some("sees-tail"), "{shared}");
+    // Pid 1 is the pod's sandbox, as the pause container is in Kubernetes.
+    assert!(
+        lines.next().is_some_and(|l| l.contains("__sandbox")),
+        "{shared}"
+    );
+    let apart = ok(&s, &["logs", "apart", "-c", "b"]);
+    let mut lines = apart.lines();
+    assert_eq!(lines.next(), Some("no-tail"), "{apart}");
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("sh -c")),
+        "{apart}"
+    );
+}

@@ -341,7 +341,8 @@ fn label_annotate_patch_replace_and_delete() {
     let deleted = ok(&s, &["delete", "-f", "-"], Some(APP));
     assert_eq!(deleted.matches("deleted").count(), 4, "{deleted}");
     let gone = ok(&s, &["get", "cm,secret,svc,deploy", "-o", "name"], None);
-    assert_eq!(gone.trim(), "");
+    // What is left is the cluster CA every namespace holds.
+    assert_eq!(gone.trim(), "configmap/kube-root-ca.crt");
 }
 
 #[test]

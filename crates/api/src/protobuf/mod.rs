@@ -81,15 +81,16 @@ fn properties() -> &'static HashMap<String, HashSet<String>> {
     static P: OnceLock<HashMap<String, HashSet<String>>> = OnceLock::new();
     P.get_or_init(|| {
         let mut out: HashMap<String, HashSet<String>> = HashMap::new();
-        for (g, versions) in crate::catalog::groups() {
-            for v in versions {
-                for (name, schema) in crate::schema::components(g, v) {
-                    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-                        out.entry(name.clone())
-                            .or_default()
-                            .extend(props.keys().cloned());
-                    }
-                }
+        let groups = crate::catalog::groups();
+        let every = groups
+            .iter()
+            .flat_map(|(g, versions)| versions.iter().map(|v| crate::schema::components(g, v)))
+            .chain([crate::schema::subresource_components()]);
+        for (name, schema) in every.flat_map(|c| c.iter()) {
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                out.entry(name.clone())
+                    .or_default()
+                    .extend(props.keys().cloned());
             }
         }
         out

@@ -182,6 +182,32 @@ fn delete_options_outside_the_catalog() {
 }
 
 #[test]
+fn a_token_request_keeps_its_bound_object_uid() {
+    use k8s_pb::api::authentication::v1 as authn;
+    let request = authn::TokenRequest {
+        spec: Some(authn::TokenRequestSpec {
+            audiences: vec!["vault".into()],
+            expiration_seconds: Some(600),
+            bound_object_ref: Some(authn::BoundObjectReference {
+                kind: Some("Pod".into()),
+                api_version: Some("v1".into()),
+                name: Some("p".into()),
+                u_id: Some("1234".into()),
+            }),
+        }),
+        ..Default::default()
+    };
+    let got = decode(&envelope(
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        request.encode_to_vec(),
+    ))
+    .expect("decodes");
+    assert_eq!(got["spec"]["boundObjectRef"]["uid"], "1234", "{got}");
+    assert_eq!(got["spec"]["expirationSeconds"], 600);
+}
+
+#[test]
 fn damaged_or_unknown_bodies_are_errors_not_panics() {
     assert_eq!(decode(b"not protobuf").map_err(|e| e.code), Err(400));
     assert_eq!(decode(b"k8s\0\x0a\xff").map_err(|e| e.code), Err(400));

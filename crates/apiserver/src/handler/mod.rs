@@ -25,7 +25,17 @@ use io::*;
 /// The entry point of every request.
 pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
     let identity = match auth::authenticate(&req, &server.token, server.node_token.as_deref()) {
-        Ok(id) => id,
+        Ok(auth::Credentials::Known(id)) => id,
+        Ok(auth::Credentials::Bearer(token)) => {
+            let found = match server.tokens.get() {
+                Some(issuer) => server.registry.token_identity(issuer, &token).await,
+                None => None,
+            };
+            match found {
+                Some(id) => Some(id),
+                None => return error_response(&ApiError::unauthorized()),
+            }
+        }
         Err(e) => return error_response(&e),
     };
     let method = req.method().clone();
@@ -110,6 +120,19 @@ async fn route(
             }));
         }
         _ => {}
+    }
+    if let Some(issuer) = server.tokens.get() {
+        match path.as_str() {
+            "/.well-known/openid-configuration" => return ok(issuer.openid_configuration()),
+            "/openid/v1/jwks" => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &issuer.jwks(),
+                    "application/jwk-set+json",
+                ));
+            }
+            _ => {}
+        }
     }
     if path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/")
     {

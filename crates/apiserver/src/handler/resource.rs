@@ -85,6 +85,27 @@ pub(super) async fn resource(
         )
         .await;
     }
+    if sub == Some("token") && r.plural == "serviceaccounts" {
+        let name = subresource_target(
+            &t,
+            &req,
+            Method::POST,
+            "serviceaccounts/token only supports create",
+        )?;
+        let issuer = server.tokens.get().ok_or_else(|| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "this server does not issue service account tokens",
+            )
+        })?;
+        let (headers, bytes) = read_body(req).await?;
+        let body = decode_body(&headers, &bytes)?;
+        let out = reg
+            .request_token(issuer, ns.unwrap_or("default"), name, &body)
+            .await?;
+        return Ok(json_response(StatusCode::CREATED, &out, "application/json"));
+    }
     if sub == Some("eviction") {
         let name =
             subresource_target(&t, &req, Method::POST, "pods/eviction only supports create")?;
@@ -350,7 +371,12 @@ pub(super) fn review(r: &Resource, mut body: Value, identity: Option<&Identity>)
             };
         }
         _ => {
-            body["status"] = json!({"userInfo": {"username": user, "groups": groups}});
+            let extra = identity.map(|i| i.extra.clone()).unwrap_or_default();
+            let mut info = json!({"username": user, "groups": groups});
+            if !extra.is_empty() {
+                info["extra"] = json!(extra);
+            }
+            body["status"] = json!({"userInfo": info});
         }
     }
     body

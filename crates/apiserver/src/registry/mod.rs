@@ -4,6 +4,7 @@
 //! mod revision.
 
 mod allocate;
+mod automount;
 mod binding;
 mod cache;
 mod eviction;
@@ -12,6 +13,7 @@ mod priority;
 mod quota;
 mod scale;
 mod table;
+mod token;
 mod watch;
 mod write;
 
@@ -23,6 +25,7 @@ use tug_api::selector::{FieldSelector, LabelSelector};
 use tug_api::{ApiError, Resource, meta};
 use tug_store::{Error as StoreError, KeyRange, KeyValue, RangeOptions, Store};
 
+pub use automount::TOKEN_MOUNT_PATH;
 pub use table::{row, table_of, to_table};
 pub use watch::{WatchEvent, WatchOptions};
 pub use write::{DeleteOptions, PatchType, WriteOptions};
@@ -36,6 +39,8 @@ pub struct Registry {
     service_lock: Arc<tokio::sync::Mutex<()>>,
     /// Held from checking a create against the namespace's quotas until it is stored.
     quota_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Whether pods get ServiceAccount admission (on once the server signs tokens).
+    service_accounts: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One object of a list: a value, or JSON text straight from the watch cache.
@@ -152,7 +157,15 @@ impl Registry {
             caches: Arc::default(),
             service_lock: Arc::default(),
             quota_lock: Arc::default(),
+            service_accounts: Arc::default(),
         }
+    }
+
+    /// Turns on ServiceAccount admission: pods must name an existing service account and get
+    /// its token mounted (see `automount`).
+    pub fn enable_service_account_admission(&self) {
+        self.service_accounts
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Tells the watch caches that the store compacted its history up to `revision`.

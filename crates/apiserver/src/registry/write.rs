@@ -310,6 +310,15 @@ impl Registry {
             self.admit_priority(&mut obj).await?;
         }
         default_on_create(r, &mut obj);
+        if r.kind == "Pod"
+            && r.group.is_empty()
+            && let Some(ns) = namespace
+            && self
+                .service_accounts
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.admit_service_account(ns, &mut obj).await?;
+        }
         let service_lock = self.service_lock.clone();
         let _allocating = if r.kind == "Service" && r.group.is_empty() {
             let guard = service_lock.lock().await;
