@@ -1,12 +1,13 @@
-//! Container probes: exec, httpGet and tcpSocket actions with their timing (initial delay,
-//! period, timeout) and thresholds, tracked per container run.
+//! Container probes: exec, httpGet, tcpSocket and grpc actions with their timing (initial
+//! delay, period, timeout) and thresholds, tracked per container run; named ports resolved
+//! against the container's ports.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Probe;
+use k8s_openapi::api::core::v1::{Container, GRPCAction, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tug_runtime::Runtime;
 
@@ -112,10 +113,112 @@ impl Probes {
     }
 }
 
-fn port_of(port: &IntOrString) -> Option<u16> {
+fn port_of(port: &IntOrString) -> Result<u16, String> {
     match port {
-        IntOrString::Int(p) => u16::try_from(*p).ok(),
-        IntOrString::String(s) => s.parse().ok(),
+        IntOrString::Int(p) => u16::try_from(*p).map_err(|_| format!("invalid port {p}")),
+        IntOrString::String(s) => s
+            .parse()
+            .map_err(|_| format!("couldn't find port: {s} in the container's ports")),
+    }
+}
+
+/// Replaces a port named after one of the container's ports by its number.
+fn resolve_port(port: &mut IntOrString, c: &Container) {
+    if let IntOrString::String(name) = port
+        && let Some(p) = c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+    {
+        *port = IntOrString::Int(p.container_port);
+    }
+}
+
+/// The probe with its httpGet or tcpSocket port resolved when it names a container port.
+pub fn with_named_ports(probe: &Probe, c: &Container) -> Probe {
+    let mut p = probe.clone();
+    if let Some(h) = p.http_get.as_mut() {
+        resolve_port(&mut h.port, c);
+    }
+    if let Some(t) = p.tcp_socket.as_mut() {
+        resolve_port(&mut t.port, c);
+    }
+    p
+}
+
+/// The hook with its httpGet or tcpSocket port resolved when it names a container port.
+pub fn hook_with_named_ports(hook: &LifecycleHandler, c: &Container) -> LifecycleHandler {
+    let mut h = hook.clone();
+    if let Some(g) = h.http_get.as_mut() {
+        resolve_port(&mut g.port, c);
+    }
+    if let Some(t) = h.tcp_socket.as_mut() {
+        resolve_port(&mut t.port, c);
+    }
+    h
+}
+
+/// A grpc probe: the standard health service (`grpc.health.v1.Health/Check`) on the port, in
+/// the pod's network namespace; healthy when it answers SERVING.
+async fn grpc_check(
+    rt: &Arc<dyn Runtime>,
+    pod_uid: &str,
+    g: &GRPCAction,
+    timeout: Duration,
+) -> (bool, String) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let Ok(port) = u16::try_from(g.port) else {
+        return (false, format!("invalid port {}", g.port));
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (rt, uid) = (rt.clone(), pod_uid.to_string());
+    // Every connection is made inside the pod's network namespace, then handed to tonic.
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (rt, uid) = (rt.clone(), uid.clone());
+        async move {
+            let stream = tokio::task::spawn_blocking(move || {
+                rt.connect_in_pod(&uid, addr, timeout)
+                    .map_err(|e| std::io::Error::other(format!("{e:#}")))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            stream.set_nonblocking(true)?;
+            let stream = tokio::net::TcpStream::from_std(stream)?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    let service = g.service.clone().unwrap_or_default();
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1")
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| format!("failed to connect service \"{addr}\": {e}"))?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest { service })
+            .await
+            .map_err(|s| format!("rpc error: code = {:?} desc = {}", s.code(), s.message()))?;
+        Ok::<_, String>(answer.into_inner().status)
+    };
+    match tokio::time::timeout(timeout, check).await {
+        Err(_) => (
+            false,
+            format!("timeout: health rpc did not complete within {timeout:?}"),
+        ),
+        Ok(Err(e)) => (false, e),
+        Ok(Ok(status)) if status == ServingStatus::Serving as i32 => (true, String::new()),
+        Ok(Ok(status)) => {
+            let name = ServingStatus::try_from(status)
+                .map(|s| s.as_str_name())
+                .unwrap_or("UNKNOWN");
+            (
+                false,
+                format!("service unhealthy (responded with \"{name}\")"),
+            )
+        }
     }
 }
 
@@ -152,6 +255,9 @@ async fn act(
     probe: &Probe,
     timeout: Duration,
 ) -> (bool, String) {
+    if let Some(g) = &probe.grpc {
+        return grpc_check(rt, pod_uid, g, timeout).await;
+    }
     let rt = rt.clone();
     let (uid, id) = (pod_uid.to_string(), id.to_string());
     let probe = probe.clone();
@@ -178,8 +284,9 @@ async fn act(
                 .unwrap_or_else(|| "127.0.0.1".into())
         };
         if let Some(t) = &probe.tcp_socket {
-            let Some(port) = port_of(&t.port) else {
-                return (false, "named ports are not supported yet".into());
+            let port = match port_of(&t.port) {
+                Ok(p) => p,
+                Err(e) => return (false, e),
             };
             let addr = match format!("{}:{port}", host(&t.host)).parse() {
                 Ok(a) => a,
@@ -191,8 +298,9 @@ async fn act(
             };
         }
         if let Some(h) = &probe.http_get {
-            let Some(port) = port_of(&h.port) else {
-                return (false, "named ports are not supported yet".into());
+            let port = match port_of(&h.port) {
+                Ok(p) => p,
+                Err(e) => return (false, e),
             };
             let addr: std::net::SocketAddr = match format!("{}:{port}", host(&h.host)).parse() {
                 Ok(a) => a,
@@ -226,7 +334,7 @@ async fn act(
                 Err(e) => (false, format!("Get \"{url}\": {e:#}")),
             };
         }
-        (false, "the probe has no action (grpc probes are not supported yet)".into())
+        (false, "the probe has no action".into())
     })
     .await
     .unwrap_or_else(|e| (false, e.to_string()))

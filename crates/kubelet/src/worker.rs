@@ -555,6 +555,7 @@ async fn run_probes(
             }
         }
         for (probe_kind, probe) in checks {
+            let probe = crate::probes::with_named_ports(&probe, &c);
             let Some(outcome) = state
                 .probes
                 .run(
@@ -790,7 +791,7 @@ async fn start_container(
                     pod.metadata.uid.as_deref().unwrap_or(""),
                     state.pod_ip.as_deref().unwrap_or(""),
                     &id,
-                    hook,
+                    &crate::probes::hook_with_named_ports(hook, c),
                     Duration::from_secs(30),
                 )
                 .await;
@@ -1188,9 +1189,10 @@ async fn stop_hooks(shared: &Shared, pod: &Pod, grace: u64) {
         .collect();
     let mut hooks = Vec::new();
     for (_, c) in containers_of(pod) {
-        let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+        let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
             continue;
         };
+        let hook = crate::probes::hook_with_named_ports(hook, &c);
         let Some(run) = running.iter().find(|r| r.spec.name == c.name) else {
             continue;
         };

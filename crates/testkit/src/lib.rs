@@ -2,6 +2,7 @@
 //! dropped. Never part of the `tug` binary.
 
 pub mod etcd;
+pub mod grpc;
 pub mod image;
 pub mod kubectl;
 pub mod registry;

@@ -1337,3 +1337,86 @@ spec:
         "{apart}"
     );
 }
+
+#[test]
+fn grpc_probes_ask_the_health_service_and_probes_find_named_ports() {
+    let (s, _dir) = cluster();
+    // The health server listens on the node's loopback: hostNetwork pods probe it there.
+    let health = tug_testkit::grpc::HealthServer::start();
+    for (name, service) in [("grpc-up", ""), ("grpc-down", "down")] {
+        apply(
+            &s,
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: [sleep, "3600"]
+    readinessProbe: {{grpc: {{port: {port}, service: "{service}"}}, periodSeconds: 1}}
+"#,
+                port = health.port
+            ),
+        );
+    }
+    apply(
+        &s,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: named}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: [sh, -c, "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{{name: web, containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{port: web, path: /}}, periodSeconds: 1}}
+    livenessProbe: {{tcpSocket: {{port: nowhere}}, periodSeconds: 1, failureThreshold: 100}}
+"#
+        ),
+    );
+    let ready = |pod: &str| {
+        jsonpath(
+            &s,
+            &["pod", pod],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )
+    };
+    for pod in ["grpc-up", "named"] {
+        wait_until(
+            &format!("{pod} to be Ready"),
+            Duration::from_secs(60),
+            || ready(pod) == "True",
+        );
+    }
+    let events = |pod: &str| {
+        ok(
+            &s,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={pod},reason=Unhealthy"),
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+        )
+    };
+    wait_until(
+        "the NOT_SERVING service to fail its probe",
+        Duration::from_secs(60),
+        || events("grpc-down").contains("service unhealthy (responded with \"NOT_SERVING\")"),
+    );
+    assert_eq!(ready("grpc-down"), "False");
+    wait_until(
+        "a port name the container lacks to fail its probe",
+        Duration::from_secs(60),
+        || events("named").contains("couldn't find port: nowhere"),
+    );
+}
