@@ -157,6 +157,8 @@ async fn play_pods(
         .collect();
     // Pods (by uid) marked Running or being marked.
     let started: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Pods (by uid) whose graceful deletion is being finished.
+    let deleting: Arc<Mutex<HashSet<String>>> = Arc::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -190,11 +192,22 @@ async fn play_pods(
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if pod.metadata.deletion_timestamp.is_some() {
+            // Nothing runs to stop: finish a graceful deletion at once (once per pod).
+            let graceful = pod.metadata.deletion_grace_period_seconds.unwrap_or(0) > 0;
+            if graceful && deleting.lock().is_ok_and(|mut d| d.insert(uid.clone())) {
+                let (client, deleting) = (client.clone(), deleting.clone());
+                tokio::spawn(async move {
+                    crate::deletion::confirm(&client, &pod).await;
+                    if let Ok(mut d) = deleting.lock() {
+                        d.remove(&uid);
+                    }
+                });
+            }
+            continue;
+        }
         let fresh = started.lock().is_ok_and(|mut s| s.insert(uid.clone()));
-        if pod.metadata.deletion_timestamp.is_some()
-            || !phase.is_empty() && phase != "Pending"
-            || !fresh
-        {
+        if !phase.is_empty() && phase != "Pending" || !fresh {
             continue;
         }
         counter += 1;

@@ -101,9 +101,14 @@ pub async fn run(shared: Shared, mut rx: watch::Receiver<Option<Pod>>) {
                 }
                 last = Some(pod);
             }
-            other => {
-                let pod = other.or(last.clone());
-                if let Some(pod) = pod {
+            Some(pod) => {
+                // Marked for deletion: stop it, then delete it for good.
+                terminate(&shared, &pod).await;
+                crate::deletion::confirm(&shared.client, &pod).await;
+                return;
+            }
+            None => {
+                if let Some(pod) = last {
                     terminate(&shared, &pod).await;
                 }
                 return;

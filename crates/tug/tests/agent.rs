@@ -1420,3 +1420,47 @@ spec:
         || events("named").contains("couldn't find port: nowhere"),
     );
 }
+
+#[test]
+fn a_deleted_pod_shows_terminating_until_its_containers_have_stopped() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: leaving}}
+spec:
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: [sh, -c, "trap 'sleep 2; exit 0' TERM; while true; do sleep 0.1; done"]
+"#
+        ),
+    );
+    wait_phase(&s, "leaving", "Running", Duration::from_secs(60));
+    let asked = Instant::now();
+    ok(&s, &["delete", "pod", "leaving", "--wait=false"]);
+    assert_eq!(
+        jsonpath(
+            &s,
+            &["pod", "leaving"],
+            "{.metadata.deletionGracePeriodSeconds}"
+        ),
+        "30"
+    );
+    let listed = ok(&s, &["get", "pod", "leaving", "--no-headers"]);
+    assert!(listed.contains("Terminating"), "{listed}");
+    ok(
+        &s,
+        &["wait", "--for=delete", "pod/leaving", "--timeout=60s"],
+    );
+    // The container took 2 s to exit after SIGTERM; the kubelet deleted the pod after that,
+    // well within the grace period.
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+}

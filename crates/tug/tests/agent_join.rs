@@ -157,7 +157,11 @@ fn an_agent_joins_with_the_token_and_runs_pods() {
     let pid = std::fs::read_to_string(container_dir.join("pid")).expect("pid");
     let _ = agent.child.kill();
     let _ = agent.child.wait();
-    ok(&s, &["delete", "pod", "orphan", "--wait=false"]);
+    // Forced: gone from the API at once, so only the node's leftovers remain to clean up.
+    ok(
+        &s,
+        &["delete", "pod", "orphan", "--force", "--grace-period=0"],
+    );
     assert!(
         Path::new(&format!("/proc/{}", pid.trim())).exists(),
         "the container outlived its agent"

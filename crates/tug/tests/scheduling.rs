@@ -399,20 +399,36 @@ fn losing_an_agent_makes_its_nodes_not_ready_and_its_pods_move() {
                 "get",
                 "pods",
                 "-o",
-                "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase}{\"\\n\"}{end}",
+                "jsonpath={range .items[*]}{.spec.nodeName} {.metadata.deletionTimestamp} {.status.phase}{\"\\n\"}{end}",
             ],
             None,
         );
         let running_here = placed
             .lines()
-            .filter(|l| l.starts_with("hollow-") && l.ends_with("Running"))
+            .filter(|l| l.starts_with("hollow-") && l.ends_with("  Running"))
             .count();
-        if running_here == 8 && !placed.contains("remote-") {
+        // As in Kubernetes, the evicted pods stay Terminating while their node is unreachable
+        // (no kubelet confirms their end); the ReplicaSet no longer counts them.
+        let terminating_there = placed
+            .lines()
+            .filter(|l| l.starts_with("remote-"))
+            .all(|l| l.split(' ').nth(1).is_some_and(|t| !t.is_empty()));
+        if running_here == 8 && terminating_there {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "pods were not moved off the lost nodes: {placed}"
+            "pods were not moved off the lost nodes: {placed}\n{}",
+            ok(
+                &s,
+                &[
+                    "get",
+                    "pods,rs",
+                    "-o",
+                    "custom-columns=NAME:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,DEL:.metadata.deletionTimestamp,REPLICAS:.status.replicas"
+                ],
+                None
+            )
         );
         std::thread::sleep(Duration::from_millis(200));
     }

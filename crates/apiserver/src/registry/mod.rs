@@ -9,6 +9,7 @@ mod binding;
 mod cache;
 mod eviction;
 mod fields;
+mod graceful;
 mod priority;
 mod quota;
 mod scale;

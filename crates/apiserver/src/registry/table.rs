@@ -41,6 +41,81 @@ fn num(obj: &Value, pointer: &str) -> i64 {
 /// Columns after NAME and before AGE, per kind: (name, type, cell).
 type Column = (&'static str, &'static str, fn(&Value) -> Value);
 
+/// The reason a container's state gives, as kubectl's STATUS column shows it: the waiting
+/// reason, or the terminated reason (else the signal or exit code).
+fn state_reason(state: &Value) -> Option<String> {
+    if let Some(w) = state.get("waiting") {
+        return w["reason"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+    }
+    let t = state.get("terminated")?;
+    if let Some(r) = t["reason"].as_str().filter(|r| !r.is_empty()) {
+        return Some(r.to_string());
+    }
+    Some(match t["signal"].as_i64().filter(|s| *s != 0) {
+        Some(sig) => format!("Signal:{sig}"),
+        None => format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)),
+    })
+}
+
+/// A pod's STATUS column, as Kubernetes prints it: the phase, or the reason of the first
+/// init container not done (`Init:...`), or of the last container not running, and
+/// `Terminating` while it is being deleted.
+fn pod_status(pod: &Value) -> String {
+    let mut reason = text(pod, "/status/reason");
+    if reason.is_empty() {
+        reason = text(pod, "/status/phase");
+    }
+    let statuses = |p: &str| {
+        pod.pointer(p)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let inits = statuses("/status/initContainerStatuses");
+    let total_inits = count(pod, "/spec/initContainers");
+    let mut initializing = false;
+    for (i, c) in inits.iter().enumerate() {
+        let state = &c["state"];
+        let done = state["terminated"]["exitCode"].as_i64() == Some(0);
+        let sidecar_started = c["started"] == json!(true) && state.get("running").is_some();
+        if done || sidecar_started {
+            continue;
+        }
+        initializing = true;
+        reason = match state_reason(state) {
+            Some(r) if r != "PodInitializing" => format!("Init:{r}"),
+            _ => format!("Init:{i}/{total_inits}"),
+        };
+        break;
+    }
+    if !initializing {
+        let mut running = false;
+        for c in statuses("/status/containerStatuses").iter().rev() {
+            match state_reason(&c["state"]) {
+                Some(r) => reason = r,
+                None if c["state"].get("running").is_some() && c["ready"] == json!(true) => {
+                    running = true
+                }
+                None => {}
+            }
+        }
+        if reason == "Completed" && running {
+            reason = "Running".into();
+        }
+    }
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = if text(pod, "/status/reason") == "NodeLost" {
+            "Unknown".into()
+        } else {
+            "Terminating".into()
+        };
+    }
+    reason
+}
+
 fn columns(kind: &str) -> Vec<Column> {
     match kind {
         "Namespace" => vec![("Status", "string", |o| json!(text(o, "/status/phase")))],
@@ -83,7 +158,7 @@ fn columns(kind: &str) -> Vec<Column> {
                     .unwrap_or(0);
                 json!(format!("{ready}/{total}"))
             }),
-            ("Status", "string", |o| json!(text(o, "/status/phase"))),
+            ("Status", "string", |o| json!(pod_status(o))),
             ("Restarts", "integer", |o| {
                 json!(
                     o.pointer("/status/containerStatuses")
@@ -572,6 +647,53 @@ pub fn to_table(r: &Resource, obj: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_status_shows_reasons_like_kubectl() {
+        let pod = |status: Value, deleting: bool| {
+            let mut p =
+                json!({"metadata": {}, "spec": {"initContainers": [{}, {}]}, "status": status});
+            if deleting {
+                p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            p
+        };
+        let crashing = pod(
+            json!({"phase": "Running", "containerStatuses": [
+                {"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}),
+            false,
+        );
+        assert_eq!(pod_status(&crashing), "CrashLoopBackOff");
+        let initializing = pod(
+            json!({"phase": "Pending", "initContainerStatuses": [
+                {"state": {"terminated": {"exitCode": 0}}},
+                {"state": {"running": {}}}]}),
+            false,
+        );
+        assert_eq!(pod_status(&initializing), "Init:1/2");
+        let init_failed = pod(
+            json!({"phase": "Pending", "initContainerStatuses": [
+                {"state": {"terminated": {"exitCode": 2, "reason": "Error"}}}]}),
+            false,
+        );
+        assert_eq!(pod_status(&init_failed), "Init:Error");
+        let killed = pod(
+            json!({"phase": "Running", "containerStatuses": [
+                {"state": {"terminated": {"exitCode": 137, "signal": 9}}}]}),
+            false,
+        );
+        assert_eq!(pod_status(&killed), "Signal:9");
+        let running = pod(
+            json!({"phase": "Running", "containerStatuses": [
+                {"ready": true, "state": {"running": {}}}]}),
+            false,
+        );
+        assert_eq!(pod_status(&running), "Running");
+        assert_eq!(
+            pod_status(&pod(json!({"phase": "Running"}), true)),
+            "Terminating"
+        );
+    }
 
     #[test]
     fn kinds_get_their_columns() {

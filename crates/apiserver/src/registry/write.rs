@@ -8,6 +8,7 @@ use tug_store::{
     Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, PutRequest, Txn, TxnOp,
 };
 
+use super::graceful;
 use super::{Registry, key, store_error};
 
 /// Options of a write.
@@ -514,8 +515,11 @@ impl Registry {
             return Ok(new);
         }
         let k = key(r, namespace, name);
-        let deleting =
-            new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(r, &new).is_empty();
+        // The last finalizer gone ends a deletion, unless it is a graceful one still running
+        // (a pod whose kubelet has not confirmed yet).
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some()
+            && finalizers(r, &new).is_empty()
+            && graceful::grace_of(&new) == 0;
         let op = if deleting {
             Guarded::Delete
         } else {
@@ -702,6 +706,29 @@ impl Registry {
             ));
         }
         let k = key(r, namespace, name);
+        if r.kind == "Pod" && r.group.is_empty() {
+            let grace = graceful::pod_grace(&obj, opts.grace_period_seconds);
+            if grace > 0 {
+                return self
+                    .delete_gracefully(r, name, k, obj, kv.mod_revision, grace, opts.dry_run)
+                    .await;
+            }
+            if graceful::grace_of(&obj) > 0 {
+                // A graceful deletion confirmed (or forced): what remains is the finalizers'.
+                meta::metadata_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), json!(0));
+                meta::set(&mut obj, "deletionTimestamp", now());
+                if !finalizers(r, &obj).is_empty() && !opts.dry_run {
+                    meta::remove(&mut obj, "resourceVersion");
+                    let stored =
+                        serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+                    let revision = self
+                        .write_if_unchanged(r, name, k, kv.mod_revision, Guarded::Put(stored))
+                        .await?;
+                    meta::set(&mut obj, "resourceVersion", revision.to_string());
+                    return Ok(obj);
+                }
+            }
+        }
         // Orphan and Foreground deletions wait for the garbage collector, through finalizers.
         let gc_finalizer = match opts.propagation.as_str() {
             "Orphan" => Some("orphan"),
@@ -760,6 +787,48 @@ impl Registry {
             name,
             meta::uid(&obj),
         ))
+    }
+}
+
+impl Registry {
+    /// Marks a pod for deletion in `grace` seconds (or brings an earlier mark forward), leaving
+    /// it for its kubelet to stop and then delete for good.
+    #[allow(clippy::too_many_arguments)]
+    async fn delete_gracefully(
+        &self,
+        r: &Resource,
+        name: &str,
+        k: String,
+        mut obj: Value,
+        mod_revision: i64,
+        grace: i64,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+        let marked = obj
+            .pointer("/metadata/deletionTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if marked.is_some_and(|m| m <= deadline) {
+            // Already being deleted at least as soon.
+            return Ok(obj);
+        }
+        meta::set(
+            &mut obj,
+            "deletionTimestamp",
+            deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        );
+        meta::metadata_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if dry_run {
+            return Ok(obj);
+        }
+        meta::remove(&mut obj, "resourceVersion");
+        let stored = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        let revision = self
+            .write_if_unchanged(r, name, k, mod_revision, Guarded::Put(stored))
+            .await?;
+        meta::set(&mut obj, "resourceVersion", revision.to_string());
+        Ok(obj)
     }
 }
 
