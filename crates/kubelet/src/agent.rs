@@ -36,6 +36,10 @@ pub struct AgentConfig {
     pub insecure_registries: Vec<String>,
     /// The pod network's bridge.
     pub bridge: String,
+    /// The cluster's pod range: traffic from it to elsewhere is masqueraded.
+    pub cluster_cidr: String,
+    /// The cluster's Service range, routed locally like the pod range.
+    pub service_cidr: String,
     /// When image garbage collection starts and stops removing unused images.
     pub image_gc: crate::imagegc::Thresholds,
     /// How often image garbage collection looks at the disk.
@@ -56,6 +60,8 @@ impl AgentConfig {
             heartbeat: Duration::from_secs(10),
             insecure_registries: Vec::new(),
             bridge: tug_network::BRIDGE.into(),
+            cluster_cidr: "10.244.0.0/16".into(),
+            service_cidr: "10.96.0.0/12".into(),
             image_gc: Default::default(),
             image_gc_period: Duration::from_secs(60),
         }

@@ -483,12 +483,19 @@ async fn network(shared: &Shared) -> anyhow::Result<&tug_network::PodNetwork> {
                 .spec
                 .and_then(|s| s.pod_cidr)
                 .ok_or_else(|| anyhow::anyhow!("the node has no podCIDR yet (NetworkNotReady)"))?;
-            tug_network::PodNetwork::new(
+            let net = tug_network::PodNetwork::new(
                 &cidr,
                 &shared.config.bridge,
                 &shared.config.data_dir.join("network"),
             )
-            .await
+            .await?;
+            let cluster: tug_network::Cidr = shared.config.cluster_cidr.parse()?;
+            let service: tug_network::Cidr = shared.config.service_cidr.parse()?;
+            if let Err(e) = net.enable_egress(cluster, &[cluster, service]).await {
+                // Pods on the node still reach each other and the node.
+                tracing::warn!(error = %format!("{e:#}"), "pods cannot reach beyond the pod range");
+            }
+            Ok(net)
         })
         .await
 }

@@ -2,15 +2,19 @@
 //! veth pair per pod whose inner end is the pod's `eth0`, with an address from the podCIDR and
 //! a default route through the bridge. Pods on the node reach each other across the bridge and
 //! the node reaches them through it. Links, addresses and routes go through netlink
-//! (rtnetlink); nothing is forwarded off the node and no address is rewritten here.
+//! (rtnetlink). Traffic leaving the cluster's pod range is masqueraded (`nat`), once the
+//! cluster's ranges are routed locally.
 
 pub mod ipam;
+pub mod nat;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
+use rtnetlink::packet_route::route::RouteType;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 pub use ipam::{Allocator, Cidr};
@@ -132,53 +136,34 @@ impl PodNetwork {
             return Ok(ip);
         }
         let host = host_veth(uid);
-        let peer = format!("{host}p");
         if let Some(stale) = link_index(&self.handle, &host).await? {
             self.handle.link().del(stale).execute().await?;
         }
-        self.handle
-            .link()
-            .add(LinkVeth::new(&host, &peer).build())
-            .execute()
-            .await
-            .context("creating the pod's veth pair")?;
         let bridge = link_index(&self.handle, &self.bridge)
             .await?
             .context("the bridge is gone")?;
-        let host_index = link_index(&self.handle, &host)
-            .await?
-            .context("the veth vanished")?;
+        // One request makes the pair: the host end on the bridge and up, the other end created
+        // straight inside the pod as `eth0` (moving a link between namespaces later costs a
+        // network-wide synchronization in the kernel).
+        let mut pair = LinkVeth::new(&host, "eth0").controller(bridge).up().build();
+        for attr in pair.attributes.iter_mut() {
+            if let LinkAttribute::LinkInfo(infos) = attr {
+                for info in infos.iter_mut() {
+                    if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
+                        peer.attributes.push(LinkAttribute::NetNsPid(pid as u32));
+                    }
+                }
+            }
+        }
         self.handle
             .link()
-            .set(
-                LinkUnspec::new_with_index(host_index)
-                    .controller(bridge)
-                    .up()
-                    .build(),
-            )
+            .add(pair)
             .execute()
             .await
-            .context("attaching the veth to the bridge")?;
-        let peer_index = link_index(&self.handle, &peer)
-            .await?
-            .context("the veth peer vanished")?;
-        self.handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(peer_index)
-                    .setns_by_pid(pid as u32)
-                    .build(),
-            )
-            .execute()
-            .await
-            .context("moving the veth into the pod")?;
-        let inner = link_index(&pod, &peer)
+            .context("creating the pod's veth pair")?;
+        let inner = link_index(&pod, "eth0")
             .await?
             .context("the veth did not arrive in the pod")?;
-        pod.link()
-            .set(LinkUnspec::new_with_index(inner).name("eth0").build())
-            .execute()
-            .await?;
         pod.address()
             .add(inner, ip.into(), self.ipam.cidr().prefix)
             .execute()
@@ -198,6 +183,32 @@ impl PodNetwork {
             .await
             .context("adding the pod's default route")?;
         Ok(ip)
+    }
+
+    /// Lets pods reach beyond the pod range: routes `local_ranges` (the cluster's pod and
+    /// Service ranges) locally first, as blackholes behind the bridges' more specific routes,
+    /// so that no address without a pod or rule behind it follows the default route; then
+    /// turns on IPv4 forwarding and masquerades what leaves `cluster` for elsewhere.
+    pub async fn enable_egress(&self, cluster: Cidr, local_ranges: &[Cidr]) -> anyhow::Result<()> {
+        for range in local_ranges {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(range.base, range.prefix)
+                .kind(RouteType::BlackHole)
+                .build();
+            match self.handle.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.raw_code() == -(nix::errno::Errno::EEXIST as i32) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("routing {}/{} locally", range.base, range.prefix)
+                    });
+                }
+            }
+        }
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .context("turning on IPv4 forwarding")?;
+        nat::install_masquerade(&nat::table_for(&self.bridge), cluster)
     }
 
     /// The address a pod holds, if any.

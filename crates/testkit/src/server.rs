@@ -19,8 +19,10 @@ pub struct TugServer {
     pub data_dir: PathBuf,
     child: Child,
     _dir: Option<TempDir>,
-    /// The pod bridge its agent made (`--pod-bridge`), removed when dropped.
+    /// The pod bridge its agent made (`--pod-bridge`), removed when dropped with its NAT table.
     bridge: Option<String>,
+    /// The cluster range its agent routed locally (`--cluster-cidr`), unrouted when dropped.
+    cluster_cidr: Option<String>,
 }
 
 impl TugServer {
@@ -88,11 +90,8 @@ impl TugServer {
             data_dir: data_dir.to_path_buf(),
             child,
             _dir: None,
-            bridge: extra
-                .iter()
-                .position(|a| *a == "--pod-bridge")
-                .and_then(|i| extra.get(i + 1))
-                .map(|b| b.to_string()),
+            bridge: flag(extra, "--pod-bridge"),
+            cluster_cidr: flag(extra, "--cluster-cidr").filter(|_| extra.contains(&"--pod-bridge")),
         }
     }
 
@@ -156,8 +155,23 @@ impl Drop for TugServer {
                 .args(["link", "del", b])
                 .stderr(Stdio::null())
                 .status();
+            let _ = tug_network::nat::remove_masquerade(&tug_network::nat::table_for(b));
+        }
+        if let Some(cidr) = &self.cluster_cidr {
+            let _ = Command::new("ip")
+                .args(["route", "del", "blackhole", cidr])
+                .stderr(Stdio::null())
+                .status();
         }
     }
+}
+
+/// The value of `--name` among `args`.
+fn flag(args: &[&str], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| *a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.to_string())
 }
 
 /// Removes ANSI colour codes (tracing colours its fields).

@@ -75,6 +75,10 @@ struct AgentArgs {
     /// Seconds a pod that runs to completion (restartPolicy Never or OnFailure) runs.
     #[arg(long, default_value_t = 1.0)]
     simulated_pod_seconds: f64,
+    /// The cluster's pod range (the server's --cluster-cidr): pod traffic leaving it is
+    /// masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
 }
 
 /// A node agent's flags, the same for `tug server`'s built-in agent and `tug agent`.
@@ -376,6 +380,7 @@ impl NodeFlags {
         client: kube::Client,
         ca_pem: &str,
         serving: &tug_apiserver::pki::Issued,
+        cluster_cidr: &str,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         use anyhow::Context;
         if !nix::unistd::geteuid().is_root() {
@@ -414,6 +419,7 @@ impl NodeFlags {
         config.kubelet_port = port;
         config.insecure_registries = self.insecure_registries.clone();
         config.bridge = self.pod_bridge.clone();
+        config.cluster_cidr = cluster_cidr.to_string();
         config.image_gc = tug_kubelet::imagegc::Thresholds {
             high: self.image_gc_high_threshold,
             low: self.image_gc_low_threshold,
@@ -448,6 +454,7 @@ async fn start_agent(
         api.in_process_client(),
         &pki.ca_cert,
         &serving,
+        &args.cluster_cidr,
     )
     .await?;
     Ok(())
@@ -504,7 +511,13 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     let running = args
         .node
-        .start(&args.data_dir, client, &ca_pem, &serving)
+        .start(
+            &args.data_dir,
+            client,
+            &ca_pem,
+            &serving,
+            &args.cluster_cidr,
+        )
         .await?;
     tokio::select! {
         _ = running => Ok(()),
