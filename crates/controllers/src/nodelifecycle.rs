@@ -16,14 +16,33 @@ use crate::common::{Shared, patch_params};
 
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 const NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// The pressure conditions and the NoSchedule taints they bring.
+const PRESSURE: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
+/// Every taint this controller manages.
+const MANAGED: [&str; 5] = [
+    UNREACHABLE,
+    NOT_READY,
+    PRESSURE[0].1,
+    PRESSURE[1].1,
+    PRESSURE[2].1,
+];
 
 fn ready_status(n: &Node) -> Option<String> {
+    condition_status(n, "Ready")
+}
+
+/// The status of one of the node's conditions.
+fn condition_status(n: &Node, kind: &str) -> Option<String> {
     n.status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == kind)
         .map(|c| c.status.clone())
 }
 
@@ -92,24 +111,36 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
                 .await?;
         }
         // unreachable while the Lease is stale, not-ready while the node says it is not
-        // Ready, as NoExecute taints (pods leave after their tolerationSeconds).
-        let wanted = if stale {
-            Some(UNREACHABLE)
-        } else if ready.as_deref() == Some("False") {
-            Some(NOT_READY)
+        // Ready, as NoExecute taints (pods leave after their tolerationSeconds); and, as
+        // Kubernetes' TaintNodesByCondition does, a NoSchedule taint per pressure condition.
+        let mut wanted: Vec<(&str, &str)> = Vec::new();
+        if stale {
+            wanted.push((UNREACHABLE, "NoExecute"));
         } else {
-            None
-        };
-        let ours = |t: &Value| t["key"] == UNREACHABLE || t["key"] == NOT_READY;
+            if ready.as_deref() == Some("False") {
+                wanted.push((NOT_READY, "NoExecute"));
+            }
+            for (condition, key) in PRESSURE {
+                if condition_status(&node, condition).as_deref() == Some("True") {
+                    wanted.push((key, "NoSchedule"));
+                }
+            }
+        }
+        let ours = |t: &Value| MANAGED.iter().any(|k| t["key"] == *k);
+        let is = |t: &Value, (k, e): &(&str, &str)| t["key"] == *k && t["effect"] == *e;
         let have: Vec<&Value> = taints.iter().filter(|t| ours(t)).collect();
-        let right = match wanted {
-            Some(k) => have.len() == 1 && have[0]["key"] == k,
-            None => have.is_empty(),
-        };
+        let right =
+            have.len() == wanted.len() && wanted.iter().all(|w| have.iter().any(|t| is(t, w)));
         if !right {
-            let mut all: Vec<Value> = taints.iter().filter(|t| !ours(t)).cloned().collect();
-            if let Some(k) = wanted {
-                all.push(json!({"key": k, "effect": "NoExecute", "timeAdded": stamp}));
+            let mut all: Vec<Value> = taints
+                .iter()
+                .filter(|t| !ours(t) || wanted.iter().any(|w| is(t, w)))
+                .cloned()
+                .collect();
+            for w in &wanted {
+                if !all.iter().any(|t| is(t, w)) {
+                    all.push(json!({"key": w.0, "effect": w.1, "timeAdded": stamp}));
+                }
             }
             nodes
                 .patch(

@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub image_gc: crate::imagegc::Thresholds,
     /// How often image garbage collection looks at the disk.
     pub image_gc_period: Duration,
+    /// The hard eviction thresholds behind the node's pressure conditions.
+    pub eviction_hard: crate::pressure::Thresholds,
 }
 
 impl AgentConfig {
@@ -64,6 +66,7 @@ impl AgentConfig {
             service_cidr: "10.96.0.0/12".into(),
             image_gc: Default::default(),
             image_gc_period: Duration::from_secs(60),
+            eviction_hard: Default::default(),
         }
     }
 }

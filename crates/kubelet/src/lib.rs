@@ -11,6 +11,7 @@ pub mod hollow;
 pub mod imagegc;
 pub mod images;
 pub mod node;
+pub mod pressure;
 pub mod probes;
 pub mod server;
 pub mod stats;

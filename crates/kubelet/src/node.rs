@@ -1,5 +1,5 @@
 //! The real node: its capacity read from the host, registration, and the heartbeats (the Lease
-//! every 10 s, the Ready condition in the node's status).
+//! every 10 s, the Ready and pressure conditions in the node's status).
 
 use std::path::Path;
 use std::time::Duration;
@@ -74,6 +74,10 @@ fn os_image() -> String {
 
 /// The node's status: capacity, conditions, addresses, endpoints and versions.
 fn status(cfg: &AgentConfig, cap: &Capacity) -> serde_json::Value {
+    let pressure = crate::pressure::pressure(
+        &cfg.eviction_hard,
+        &crate::pressure::Signals::of_host(&cfg.data_dir),
+    );
     // Keep some memory for the system, as kubelet's eviction threshold does.
     let reserved = 100 * 1024 * 1024;
     let condition = |t: &str, status: &str, reason: &str, message: &str| {
@@ -88,9 +92,21 @@ fn status(cfg: &AgentConfig, cap: &Capacity) -> serde_json::Value {
                         "pods": cfg.max_pods.to_string(),
                         "ephemeral-storage": format!("{}Ki", cap.ephemeral_bytes * 9 / 10 / 1024)},
         "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            if pressure.memory {
+                condition("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+            } else {
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+            },
+            if pressure.disk {
+                condition("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure")
+            } else {
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+            },
+            if pressure.pid {
+                condition("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available")
+            } else {
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available")
+            },
             condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
         "addresses": [{"type": "InternalIP", "address": cfg.node_ip},

@@ -111,6 +111,11 @@ struct NodeFlags {
     /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Hard eviction thresholds behind the node's MemoryPressure, DiskPressure and
+    /// PIDPressure conditions, e.g. `memory.available<100Mi,nodefs.available<10%`; signals not
+    /// named keep Kubernetes' defaults.
+    #[arg(long, default_value = "", value_parser = |s: &str| s.parse::<tug_kubelet::pressure::Thresholds>())]
+    eviction_hard: tug_kubelet::pressure::Thresholds,
 }
 
 #[derive(clap::Args)]
@@ -418,6 +423,7 @@ impl NodeFlags {
         config.node_ip = self.node_ip.to_string();
         config.kubelet_port = port;
         config.insecure_registries = self.insecure_registries.clone();
+        config.eviction_hard = self.eviction_hard.clone();
         config.bridge = self.pod_bridge.clone();
         config.cluster_cidr = cluster_cidr.to_string();
         config.image_gc = tug_kubelet::imagegc::Thresholds {

@@ -40,6 +40,11 @@ fn agent_args() -> Vec<String> {
 
 /// [`cluster`], and the arguments to start its server again with.
 fn cluster_and_args() -> (TugServer, tempfile::TempDir, Vec<String>) {
+    cluster_with(&[])
+}
+
+/// [`cluster_and_args`], with more server arguments.
+fn cluster_with(extra: &[&str]) -> (TugServer, tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     let archive = tug_testkit::image::busybox_archive(dir.path(), IMAGE);
@@ -55,7 +60,8 @@ fn cluster_and_args() -> (TugServer, tempfile::TempDir, Vec<String>) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let args = agent_args();
+    let mut args = agent_args();
+    args.extend(extra.iter().map(|a| a.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = TugServer::start_with(tug(), &data, &argv);
     wait_until("the node is Ready", Duration::from_secs(60), || {
@@ -1592,4 +1598,55 @@ spec:
     // Outside the cluster the pod appears as the node; inside it, as itself.
     assert_eq!(lines.next(), Some(OUTSIDE_NODE), "{seen}");
     assert_eq!(lines.next(), Some(client.as_str()), "{seen}");
+}
+
+#[test]
+fn crossing_an_eviction_threshold_puts_the_node_under_pressure_and_taints_it() {
+    // No host has a petabyte free, every host has fewer threads than pid_max, and nothing is
+    // below 0% free.
+    let (s, _dir, _) = cluster_with(&[
+        "--eviction-hard",
+        "memory.available<1000Ti,pid.available<100%,nodefs.available<0%,imagefs.available<0%,nodefs.inodesFree<0%",
+    ]);
+    let condition = |kind: &str| {
+        jsonpath(
+            &s,
+            &["node", "node-a"],
+            &format!("{{.status.conditions[?(@.type==\"{kind}\")].status}}"),
+        )
+    };
+    assert_eq!(condition("MemoryPressure"), "True");
+    assert_eq!(condition("PIDPressure"), "True");
+    assert_eq!(condition("DiskPressure"), "False");
+    assert_eq!(condition("Ready"), "True");
+    wait_until("the pressure taints", Duration::from_secs(30), || {
+        let taints = jsonpath(&s, &["node", "node-a"], "{.spec.taints[*].key}");
+        taints.contains("node.kubernetes.io/memory-pressure")
+            && taints.contains("node.kubernetes.io/pid-pressure")
+            && !taints.contains("node.kubernetes.io/disk-pressure")
+    });
+    // A pod that does not tolerate them is not scheduled there.
+    ok(
+        &s,
+        &[
+            "run",
+            "shy",
+            "--image=busybox:test",
+            "--restart=Never",
+            "--",
+            "true",
+        ],
+    );
+    wait_until(
+        "the scheduler to refuse the node",
+        Duration::from_secs(30),
+        || {
+            jsonpath(
+                &s,
+                &["pod", "shy"],
+                "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+            )
+            .contains("node.kubernetes.io/memory-pressure")
+        },
+    );
 }
