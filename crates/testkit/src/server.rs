@@ -151,18 +151,24 @@ impl Drop for TugServer {
         self.kill();
         self.kill_containers();
         if let Some(b) = &self.bridge {
-            let _ = Command::new("ip")
-                .args(["link", "del", b])
-                .stderr(Stdio::null())
-                .status();
-            let _ = tug_network::nat::remove_masquerade(&tug_network::nat::table_for(b));
+            remove_pod_network(b, self.cluster_cidr.as_deref());
         }
-        if let Some(cidr) = &self.cluster_cidr {
-            let _ = Command::new("ip")
-                .args(["route", "del", "blackhole", cidr])
-                .stderr(Stdio::null())
-                .status();
-        }
+    }
+}
+
+/// Removes what a node agent's pod network left on the host: its bridge, its NAT table, and
+/// the blackhole route of its cluster range.
+pub fn remove_pod_network(bridge: &str, cluster_cidr: Option<&str>) {
+    let _ = Command::new("ip")
+        .args(["link", "del", bridge])
+        .stderr(Stdio::null())
+        .status();
+    let _ = tug_network::nat::remove_masquerade(&tug_network::nat::table_for(bridge));
+    if let Some(cidr) = cluster_cidr {
+        let _ = Command::new("ip")
+            .args(["route", "del", "blackhole", cidr])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -64,16 +64,12 @@ fn cluster_with(extra: &[&str]) -> (TugServer, tempfile::TempDir, Vec<String>) {
     args.extend(extra.iter().map(|a| a.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = TugServer::start_with(tug(), &data, &argv);
+    // The node may not be registered yet: a failed get is a "not yet".
     wait_until("the node is Ready", Duration::from_secs(60), || {
-        ok(
+        jsonpath(
             &s,
-            &[
-                "get",
-                "node",
-                "node-a",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ],
+            &["node", "node-a"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "True"
     });
     (s, dir, args)

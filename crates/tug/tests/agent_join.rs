@@ -25,12 +25,12 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         kill_agent_processes(&self.dir);
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(Stdio::null())
-            .status();
+        tug_testkit::server::remove_pod_network(&self.bridge, Some(CLUSTER_CIDR));
     }
 }
+
+/// The pod network of the test's cluster (the server's and the agent's --cluster-cidr).
+const CLUSTER_CIDR: &str = "10.90.0.0/16";
 
 fn get(s: &TugServer, args: &[&str]) -> String {
     String::from_utf8_lossy(&kubectl(s, args, None).stdout).to_string()
@@ -42,7 +42,7 @@ fn an_agent_joins_with_the_token_and_runs_pods() {
     let s = TugServer::start_with(
         tug(),
         &dir.path().join("server"),
-        &["--cluster-cidr", "10.90.0.0/16"],
+        &["--cluster-cidr", CLUSTER_CIDR],
     );
     let agent_dir = dir.path().join("agent");
     let archive = tug_testkit::image::busybox_archive(dir.path(), "docker.io/library/busybox:test");
@@ -188,6 +188,8 @@ fn spawn_agent(s: &TugServer, agent_dir: &Path, bridge: &str) -> Child {
             "0",
             "--pod-bridge",
             bridge,
+            "--cluster-cidr",
+            CLUSTER_CIDR,
         ])
         .arg("--data-dir")
         .arg(agent_dir)
