@@ -145,6 +145,45 @@ pub async fn pod_log(
     name: &str,
     query: &std::collections::HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    let (container, node) = container_and_node(
+        registry,
+        pods,
+        namespace,
+        name,
+        query.get("container").map(String::as_str),
+    )
+    .await?;
+    let client = kubelet.ok_or_else(no_client)?;
+    let addr = kubelet_address(registry, &node).await?;
+    let params: Vec<String> = LOG_PARAMS
+        .iter()
+        .filter_map(|k| query.get(*k).map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    let uri = format!(
+        "https://{addr}/containerLogs/{namespace}/{name}/{container}?{}",
+        params.join("&")
+    );
+    forward(client, &uri).await
+}
+
+/// The answer when no kubelet client is configured.
+fn no_client() -> ApiError {
+    ApiError::new(
+        503,
+        "ServiceUnavailable",
+        "this API server has no kubelet client configured",
+    )
+}
+
+/// The container a pod subresource (log, exec, attach) addresses (the `container` parameter,
+/// or the pod's only container) and the node the pod runs on.
+async fn container_and_node(
+    registry: &Registry,
+    pods: &'static tug_api::Resource,
+    namespace: &str,
+    name: &str,
+    container: Option<&str>,
+) -> Result<(String, String), ApiError> {
     let pod = registry.get(pods, Some(namespace), name).await?;
     let names: Vec<String> = pod
         .pointer("/spec/containers")
@@ -163,8 +202,8 @@ pub async fn pod_log(
         .filter_map(|c| c["name"].as_str().map(str::to_string))
         .chain(names.iter().cloned())
         .collect();
-    let container = match query.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if all_names.contains(c) => c.clone(),
+    let container = match container.filter(|c| !c.is_empty()) {
+        Some(c) if all_names.iter().any(|n| n == c) => c.to_string(),
         Some(c) => {
             return Err(ApiError::bad_request(format!(
                 "container {c} is not valid for pod {name}"
@@ -187,23 +226,94 @@ pub async fn pod_log(
             "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
         )));
     };
-    let Some(client) = kubelet else {
-        return Err(ApiError::new(
-            503,
-            "ServiceUnavailable",
-            "this API server has no kubelet client configured",
+    Ok((container, node.to_string()))
+}
+
+/// Request headers a WebSocket handshake carries through to the kubelet.
+const HANDSHAKE: [header::HeaderName; 5] = [
+    header::CONNECTION,
+    header::UPGRADE,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_PROTOCOL,
+];
+
+/// pods/exec: the client's WebSocket upgrade is relayed to the kubelet of the pod's node
+/// (`/exec/...`, with the client certificate of the API server), and once both sides have
+/// switched protocols, bytes flow between them until either closes.
+pub async fn exec(
+    registry: &Registry,
+    kubelet: Option<&KubeletClient>,
+    pods: &'static tug_api::Resource,
+    namespace: &str,
+    name: &str,
+    mut req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let container = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.into_owned());
+    let (container, node) =
+        container_and_node(registry, pods, namespace, name, container.as_deref()).await?;
+    let client = kubelet.ok_or_else(no_client)?;
+    if !req.headers().contains_key(header::UPGRADE) {
+        return Err(ApiError::bad_request(
+            "exec is served over a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not",
         ));
-    };
-    let addr = kubelet_address(registry, node).await?;
-    let params: Vec<String> = LOG_PARAMS
-        .iter()
-        .filter_map(|k| query.get(*k).map(|v| format!("{k}={}", encode(v))))
-        .collect();
-    let uri = format!(
-        "https://{addr}/containerLogs/{namespace}/{name}/{container}?{}",
-        params.join("&")
-    );
-    forward(client, &uri).await
+    }
+    let addr = kubelet_address(registry, &node).await?;
+    let uri = format!("https://{addr}/exec/{namespace}/{name}/{container}?{query}");
+    let mut out = http::Request::get(&uri);
+    for h in &HANDSHAKE {
+        if let Some(v) = req.headers().get(h) {
+            out = out.header(h, v);
+        }
+    }
+    let out = out
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = client.client.request(out).await.map_err(|e| {
+        ApiError::new(
+            502,
+            "InternalError",
+            format!("the node's kubelet cannot be reached: {e}"),
+        )
+    })?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).to_string())
+            .unwrap_or_default();
+        return Err(ApiError::bad_request(body.trim().to_string()));
+    }
+    let mut answer = Response::new(Body::empty());
+    *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for h in [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
+        if let Some(v) = resp.headers().get(&h) {
+            answer.headers_mut().insert(h, v.clone());
+        }
+    }
+    let from_client = hyper::upgrade::on(&mut req);
+    let to_kubelet = hyper::upgrade::on(resp);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(kubelet)) = (from_client.await, to_kubelet.await) else {
+            tracing::debug!("an exec stream ended before it was upgraded");
+            return;
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut kubelet = hyper_util::rt::TokioIo::new(kubelet);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await {
+            tracing::debug!(error = %e, "an exec stream ended");
+        }
+    });
+    Ok(answer)
 }
 
 fn encode(v: &str) -> String {

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod containers;
 pub mod deletion;
+pub mod exec;
 pub mod hollow;
 pub mod imagegc;
 pub mod images;

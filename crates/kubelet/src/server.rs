@@ -1,6 +1,7 @@
 //! The kubelet's HTTPS API (port 10250), as the API server uses it: container logs
 //! (`/containerLogs/{namespace}/{pod}/{container}`, with follow, tailLines, sinceSeconds,
-//! sinceTime, timestamps, previous, limitBytes) and `/healthz`. The caller serves the router
+//! sinceTime, timestamps, previous, limitBytes), exec (`/exec/...`, over a WebSocket), stats
+//! and `/healthz`. The caller serves the router
 //! over TLS that demands a client certificate from the cluster CA.
 
 use std::collections::HashMap;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,6 +37,7 @@ pub fn router(state: ServerState) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
         .route("/stats/summary", get(stats_summary))
         .route("/metrics/resource", get(metrics_resource))
         .with_state(state)
@@ -74,14 +77,8 @@ fn error(code: StatusCode, msg: String) -> Response {
     (code, msg).into_response()
 }
 
-/// The log file of a container's latest (or previous) run, and whether it still runs.
-fn find_log(
-    rt: &dyn Runtime,
-    ns: &str,
-    pod: &str,
-    container: &str,
-    previous: bool,
-) -> Result<(PathBuf, bool), String> {
+/// The runs of a pod's container, oldest first.
+fn runs_of(rt: &dyn Runtime, ns: &str, pod: &str, container: &str) -> Vec<tug_runtime::Container> {
     let mut runs: Vec<tug_runtime::Container> = rt
         .list()
         .into_iter()
@@ -96,6 +93,59 @@ fn find_log(
         })
         .collect();
     runs.sort_by_key(|c| c.spec.attempt);
+    runs
+}
+
+/// `/exec/{namespace}/{pod}/{container}?command=...`: a command in the container's running
+/// run, streamed over a WebSocket (see `exec`).
+async fn exec(
+    State(state): State<ServerState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let params = crate::exec::Params::parse(query.as_deref().unwrap_or(""));
+    if params.command.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one command for the container".into(),
+        );
+    }
+    let Ok(ws) = ws else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "exec is served over a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not".into(),
+        );
+    };
+    let rt = state.runtime.clone();
+    let running = tokio::task::spawn_blocking(move || {
+        runs_of(rt.as_ref(), &ns, &pod, &container)
+            .into_iter()
+            .rev()
+            .find(|c| matches!(c.state, ContainerState::Running { .. }))
+            .map(|c| c.spec.id)
+            .ok_or_else(|| format!("container {container} is not running in pod {ns}/{pod}"))
+    })
+    .await;
+    match running {
+        Ok(Ok(id)) => {
+            let command = state.runtime.exec_command(&id, &params.command);
+            crate::exec::serve(ws, command, params)
+        }
+        Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The log file of a container's latest (or previous) run, and whether it still runs.
+fn find_log(
+    rt: &dyn Runtime,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+) -> Result<(PathBuf, bool), String> {
+    let runs = runs_of(rt, ns, pod, container);
     let run = if previous {
         if runs.len() < 2 {
             return Err(format!(

@@ -56,6 +56,9 @@ pub trait Runtime: Send + Sync {
     fn usage(&self, container: &Container) -> crate::cgroup::Usage;
     /// Runs a command in a running container: its exit code and output.
     fn exec(&self, id: &str, args: &[String], timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)>;
+    /// The command that runs `args` in running container `id` with whatever stdio the caller
+    /// gives it, in a process group of its own (for streaming exec sessions).
+    fn exec_command(&self, id: &str, args: &[String]) -> std::process::Command;
     /// Connects to an address from inside a pod's network namespace.
     fn connect_in_pod(
         &self,

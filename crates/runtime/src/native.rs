@@ -370,23 +370,30 @@ impl NativeRuntime {
 
     /// Runs `args` in a running container and returns its exit code and output (stdout, then
     /// stderr), killing it after `timeout`.
+    /// The command that runs `args` in container `id` (the `tug __exec` helper), in a process
+    /// group of its own, for the caller to give stdio to and spawn.
+    pub fn exec_command(&self, id: &str, args: &[String]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("__exec")
+            .arg(self.container_dir(id))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .process_group(0);
+        cmd
+    }
+
     pub fn exec(
         &self,
         id: &str,
         args: &[String],
         timeout: Duration,
     ) -> anyhow::Result<(i32, Vec<u8>)> {
-        use std::os::unix::process::CommandExt;
-        let dir = self.container_dir(id);
-        let mut child = Command::new(&self.exe)
-            .arg("__exec")
-            .arg(&dir)
-            .args(args)
+        let mut child = self
+            .exec_command(id, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env_remove("RUST_LOG")
-            .process_group(0)
             .spawn()
             .context("starting the exec helper")?;
         let pgid = child.id() as i32;
@@ -539,6 +546,10 @@ impl crate::api::Runtime for NativeRuntime {
 
     fn exec(&self, id: &str, args: &[String], timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)> {
         NativeRuntime::exec(self, id, args, timeout)
+    }
+
+    fn exec_command(&self, id: &str, args: &[String]) -> Command {
+        NativeRuntime::exec_command(self, id, args)
     }
 
     fn connect_in_pod(

@@ -1646,3 +1646,80 @@ fn crossing_an_eviction_threshold_puts_the_node_under_pressure_and_taints_it() {
         },
     );
 }
+
+#[test]
+fn kubectl_exec_runs_commands_passes_stdin_and_exit_codes_and_cleans_up_after_a_lost_client() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: shell}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {IMAGE}, command: [sleep, \"3600\"]}}\n"
+        ),
+    );
+    wait_phase(&s, "shell", "Running", Duration::from_secs(60));
+    assert_eq!(
+        ok(&s, &["exec", "shell", "--", "cat", "/etc/hostname"]).trim(),
+        "shell"
+    );
+    let o = kubectl(
+        &s,
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("err"));
+    let o = kubectl(
+        &s,
+        &["exec", "-i", "shell", "--", "tr", "a-z", "A-Z"],
+        Some("piped in\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "PIPED IN\n");
+    let o = kubectl(&s, &["exec", "shell", "--", "no-such-command"], None);
+    assert!(!o.status.success());
+
+    // A client that goes away mid-command takes the command with it.
+    let mut lost = Command::new(tug_testkit::server::kubectl_path())
+        .env("KUBECONFIG", &s.kubeconfig)
+        .args([
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo started; exec sleep 4242",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl exec");
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x004242\x00")
+            })
+            .count()
+    };
+    wait_until("the command to start", Duration::from_secs(30), || {
+        sleeping() == 1
+    });
+    let _ = lost.kill();
+    let _ = lost.wait();
+    wait_until("the command to be killed", Duration::from_secs(30), || {
+        sleeping() == 0
+    });
+}

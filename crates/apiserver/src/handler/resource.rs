@@ -73,6 +73,21 @@ pub(super) async fn resource(
         )
         .await;
     }
+    if sub == Some("exec") && r.plural == "pods" {
+        let name = t
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+        return crate::kubelet::exec(
+            &server.registry,
+            server.kubelet.get(),
+            r,
+            ns.unwrap_or("default"),
+            name,
+            req,
+        )
+        .await;
+    }
     if sub == Some("proxy") && r.plural == "nodes" {
         let name = subresource_target(&t, &req, Method::GET, "nodes/proxy only supports get here")?;
         let query = req.uri().query().unwrap_or("").to_string();

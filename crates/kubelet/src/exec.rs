@@ -1,0 +1,210 @@
+//! Streaming exec (`/exec/{namespace}/{pod}/{container}`), as kubectl reaches it through the
+//! API server: a WebSocket speaking Kubernetes' channel protocol (`v5.channel.k8s.io`, or
+//! `v4.channel.k8s.io`). Every binary message starts with its stream: 0 stdin, 1 stdout,
+//! 2 stderr, 3 the final Status, 4 terminal resizes; under v5, `[255, 0]` closes stdin. The
+//! command runs through the runtime's exec helper in a process group that is killed if the
+//! client goes away first.
+
+use std::process::Stdio;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// The subprotocols served, preferred first.
+pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const STATUS: u8 = 3;
+/// v5's close signal: `[CLOSE, stream]`.
+const CLOSE: u8 = 255;
+
+/// What an exec request asks for (its query parameters).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl Params {
+    /// Parses `command=...&command=...&stdin=true&...`.
+    pub fn parse(query: &str) -> Params {
+        let mut p = Params::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let on = v == "true" || v == "1";
+            match k.as_ref() {
+                "command" => p.command.push(v.into_owned()),
+                "input" | "stdin" => p.stdin = on,
+                "output" | "stdout" => p.stdout = on,
+                "error" | "stderr" => p.stderr = on,
+                "tty" => p.tty = on,
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// The Status that ends a session: Success, or the command's non-zero exit code as
+/// Kubernetes reports it (kubectl exits with that code).
+fn final_status(command: &[String], code: Option<i32>) -> serde_json::Value {
+    match code {
+        Some(0) => json!({"metadata": {}, "status": "Success"}),
+        Some(code) => json!({
+            "metadata": {}, "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        }),
+        None => json!({
+            "metadata": {}, "status": "Failure",
+            "message": "command terminated by a signal", "reason": "InternalError",
+        }),
+    }
+}
+
+fn frame(stream: u8, data: &[u8]) -> Message {
+    let mut b = Vec::with_capacity(data.len() + 1);
+    b.push(stream);
+    b.extend_from_slice(data);
+    Message::Binary(b.into())
+}
+
+/// Upgrades the request and runs `command` (built by the runtime, not yet spawned) over it.
+pub fn serve(ws: WebSocketUpgrade, command: std::process::Command, params: Params) -> Response {
+    ws.protocols(PROTOCOLS)
+        .on_upgrade(move |socket| session(socket, command, params))
+        .into_response()
+}
+
+/// Copies a child's output into frames of `stream` until it ends.
+async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, stream: u8, to: mpsc::Sender<Message>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.send(frame(stream, &buf[..n])).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
+    let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
+    let (mut sink, mut incoming) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(32);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        // kubectl takes only a normal closure (1000) as the end of the streams.
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: "".into(),
+            })))
+            .await;
+    });
+    let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+    let mut cmd = tokio::process::Command::from(command);
+    cmd.stdin(pipe(p.stdin))
+        .stdout(pipe(p.stdout))
+        .stderr(pipe(p.stderr))
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": format!("starting the command: {e}")});
+            let _ = tx.send(frame(STATUS, status.to_string().as_bytes())).await;
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(out, STDOUT, tx.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(tokio::spawn(pump(err, STDERR, tx.clone())));
+    }
+    // Stdin is written by a task of its own, so that a command not reading it never holds up
+    // the session.
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Option<bytes::Bytes>>(32);
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            while let Some(Some(data)) = stdin_rx.recv().await {
+                if stdin.write_all(&data).await.is_err() {
+                    return;
+                }
+            }
+            // End of input (or the session is over): dropping stdin closes it.
+        });
+    }
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.ok().and_then(|s| s.code()),
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Binary(b))) => match b.first() {
+                    Some(&STDIN) => {
+                        let _ = stdin_tx.send(Some(b.slice(1..))).await;
+                    }
+                    Some(&CLOSE) if v5 && b.get(1) == Some(&STDIN) => {
+                        let _ = stdin_tx.send(None).await;
+                    }
+                    // Resizes mean nothing without a terminal.
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // The client is gone: so is the command, and everything it started.
+                    if let Some(g) = group {
+                        let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    let _ = child.wait().await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    drop(stdin_tx);
+    for p in pumps {
+        let _ = p.await;
+    }
+    let done = final_status(&p.command, status);
+    let _ = tx.send(frame(STATUS, done.to_string().as_bytes())).await;
+    drop(tx);
+    let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_and_final_statuses() {
+        let p =
+            Params::parse("command=sh&command=-c&command=exit%203&stdin=true&stdout=1&tty=false");
+        assert_eq!(p.command, ["sh", "-c", "exit 3"]);
+        assert!(p.stdin && p.stdout && !p.stderr && !p.tty);
+        let failed = final_status(&p.command, Some(3));
+        assert_eq!(failed["reason"], "NonZeroExitCode");
+        assert_eq!(failed["details"]["causes"][0]["message"], "3");
+        assert_eq!(final_status(&p.command, Some(0))["status"], "Success");
+    }
+}
