@@ -238,13 +238,15 @@ const HANDSHAKE: [header::HeaderName; 5] = [
     header::SEC_WEBSOCKET_PROTOCOL,
 ];
 
-/// pods/exec: the client's WebSocket upgrade is relayed to the kubelet of the pod's node
-/// (`/exec/...`, with the client certificate of the API server), and once both sides have
-/// switched protocols, bytes flow between them until either closes.
-pub async fn exec(
+/// pods/exec and pods/attach (`kind`): the client's WebSocket upgrade is relayed to the
+/// kubelet of the pod's node (`/exec/...` or `/attach/...`, with the client certificate of
+/// the API server), and once both sides have switched protocols, bytes flow between them
+/// until either closes.
+pub async fn stream(
     registry: &Registry,
     kubelet: Option<&KubeletClient>,
     pods: &'static tug_api::Resource,
+    kind: &str,
     namespace: &str,
     name: &str,
     mut req: axum::extract::Request,
@@ -257,12 +259,12 @@ pub async fn exec(
         container_and_node(registry, pods, namespace, name, container.as_deref()).await?;
     let client = kubelet.ok_or_else(no_client)?;
     if !req.headers().contains_key(header::UPGRADE) {
-        return Err(ApiError::bad_request(
-            "exec is served over a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "{kind} is served over a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not"
+        )));
     }
     let addr = kubelet_address(registry, &node).await?;
-    let uri = format!("https://{addr}/exec/{namespace}/{name}/{container}?{query}");
+    let uri = format!("https://{addr}/{kind}/{namespace}/{name}/{container}?{query}");
     let mut out = http::Request::get(&uri);
     for h in &HANDSHAKE {
         if let Some(v) = req.headers().get(h) {
@@ -304,13 +306,13 @@ pub async fn exec(
     let to_kubelet = hyper::upgrade::on(resp);
     tokio::spawn(async move {
         let (Ok(client), Ok(kubelet)) = (from_client.await, to_kubelet.await) else {
-            tracing::debug!("an exec stream ended before it was upgraded");
+            tracing::debug!("a pod stream ended before it was upgraded");
             return;
         };
         let mut client = hyper_util::rt::TokioIo::new(client);
         let mut kubelet = hyper_util::rt::TokioIo::new(kubelet);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await {
-            tracing::debug!(error = %e, "an exec stream ended");
+            tracing::debug!(error = %e, "a pod stream ended");
         }
     });
     Ok(answer)

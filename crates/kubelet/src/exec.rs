@@ -1,5 +1,5 @@
-//! Streaming exec (`/exec/{namespace}/{pod}/{container}`), as kubectl reaches it through the
-//! API server: a WebSocket speaking Kubernetes' channel protocol (`v5.channel.k8s.io`, or
+//! Streaming exec and attach (`/exec/...` and `/attach/{namespace}/{pod}/{container}`), as
+//! kubectl reaches them through the API server: a WebSocket speaking Kubernetes' channel protocol (`v5.channel.k8s.io`, or
 //! `v4.channel.k8s.io`). Every binary message starts with its stream: 0 stdin, 1 stdout,
 //! 2 stderr, 3 the final Status, 4 terminal resizes; under v5, `[255, 0]` closes stdin. The
 //! command runs through the runtime's exec helper in a process group that is killed if the
@@ -100,17 +100,18 @@ async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, stream: u8, to: mpsc:
     }
 }
 
-async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
-    let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
-    let (mut sink, mut incoming) = socket.split();
+/// Sends what arrives on the returned channel, then, once every sender is gone, a normal
+/// closure (kubectl takes only code 1000 as the end of the streams).
+fn writer(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Message>(32);
-    let writer = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             if sink.send(m).await.is_err() {
                 return;
             }
         }
-        // kubectl takes only a normal closure (1000) as the end of the streams.
         let _ = sink
             .send(Message::Close(Some(CloseFrame {
                 code: close_code::NORMAL,
@@ -118,6 +119,68 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
             })))
             .await;
     });
+    (tx, task)
+}
+
+/// Ends a session: the final Status on its stream, then the closure.
+async fn finish(
+    tx: mpsc::Sender<Message>,
+    writer: tokio::task::JoinHandle<()>,
+    status: serde_json::Value,
+) {
+    let _ = tx.send(frame(STATUS, status.to_string().as_bytes())).await;
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Upgrades the request and streams a container's output records (as attach sees them) until
+/// they end (the container stopped) or the client goes away.
+pub fn serve_output(
+    ws: WebSocketUpgrade,
+    records: mpsc::Receiver<Vec<tug_runtime::logs::Record>>,
+) -> Response {
+    ws.protocols(PROTOCOLS)
+        .on_upgrade(move |socket| output_session(socket, records))
+        .into_response()
+}
+
+async fn output_session(
+    socket: WebSocket,
+    mut records: mpsc::Receiver<Vec<tug_runtime::logs::Record>>,
+) {
+    let (sink, mut incoming) = socket.split();
+    let (tx, writer) = writer(sink);
+    loop {
+        tokio::select! {
+            batch = records.recv() => match batch {
+                Some(batch) => {
+                    for rec in batch {
+                        let stream = if rec.stream == "stderr" { STDERR } else { STDOUT };
+                        let mut data = rec.content;
+                        if !rec.partial {
+                            data.push(b'\n');
+                        }
+                        if tx.send(frame(stream, &data)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                None => break,
+            },
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                // Input to a container's own stdin is not kept open by this runtime.
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    finish(tx, writer, json!({"metadata": {}, "status": "Success"})).await;
+}
+
+async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
+    let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
+    let (sink, mut incoming) = socket.split();
+    let (tx, writer) = writer(sink);
     let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let mut cmd = tokio::process::Command::from(command);
     cmd.stdin(pipe(p.stdin))
@@ -129,9 +192,7 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
                 "message": format!("starting the command: {e}")});
-            let _ = tx.send(frame(STATUS, status.to_string().as_bytes())).await;
-            drop(tx);
-            let _ = writer.await;
+            finish(tx, writer, status).await;
             return;
         }
     };
@@ -186,10 +247,7 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
     for p in pumps {
         let _ = p.await;
     }
-    let done = final_status(&p.command, status);
-    let _ = tx.send(frame(STATUS, done.to_string().as_bytes())).await;
-    drop(tx);
-    let _ = writer.await;
+    finish(tx, writer, final_status(&p.command, status)).await;
 }
 
 #[cfg(test)]

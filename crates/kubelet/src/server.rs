@@ -38,6 +38,10 @@ pub fn router(state: ServerState) -> Router {
             get(container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(attach).post(attach),
+        )
         .route("/stats/summary", get(stats_summary))
         .route("/metrics/resource", get(metrics_resource))
         .with_state(state)
@@ -208,52 +212,112 @@ async fn container_logs(
     // Follow: send what is there, then new records as they are written, until the container
     // stops (and its last lines are out) or the client goes away.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
-    let rt = state.runtime.clone();
+    let (records_tx, mut records) = tokio::sync::mpsc::channel::<Vec<logs::Record>>(16);
+    let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    tokio::spawn(follow_log(
+        state.runtime.clone(),
+        path,
+        offset,
+        running,
+        records_tx,
+    ));
     tokio::spawn(async move {
         if tx.send(Ok(first)).await.is_err() {
             return;
         }
-        let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let mut pending: Vec<u8> = Vec::new();
-        let mut still_running = running;
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if len < offset {
-                // Rotated: start the new file from its beginning.
-                offset = 0;
+        while let Some(batch) = records.recv().await {
+            let mut out = Vec::new();
+            for rec in &batch {
+                logs::render(rec, opts.timestamps, &mut out);
             }
-            if len > offset {
-                let bytes = match read_from(&path, offset) {
-                    Ok(b) => b,
-                    Err(_) => break,
-                };
-                offset += bytes.len() as u64;
-                pending.extend_from_slice(&bytes);
-                let mut out = Vec::new();
-                while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=pos).collect();
-                    if let Some(rec) = logs::parse(&line[..line.len() - 1]) {
-                        logs::render(&rec, opts.timestamps, &mut out);
-                    }
-                }
-                if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
-                    return;
-                }
-            } else if !still_running {
-                break;
-            }
-            if tx.is_closed() {
+            if tx.send(Ok(out)).await.is_err() {
                 return;
             }
-            still_running = rt.list().iter().any(|c| {
-                c.spec.log_path == path && matches!(c.state, ContainerState::Running { .. })
-            });
         }
     });
     Response::new(Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ))
+}
+
+/// Sends the records written to a container's log from `offset` on, in batches, until the
+/// container has stopped and its last lines are out, or the receiver is gone.
+pub(crate) async fn follow_log(
+    rt: Arc<dyn Runtime>,
+    path: PathBuf,
+    mut offset: u64,
+    running: bool,
+    tx: tokio::sync::mpsc::Sender<Vec<logs::Record>>,
+) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut still_running = running;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len < offset {
+            // Rotated: start the new file from its beginning.
+            offset = 0;
+        }
+        if len > offset {
+            let Ok(bytes) = read_from(&path, offset) else {
+                return;
+            };
+            offset += bytes.len() as u64;
+            pending.extend_from_slice(&bytes);
+            let mut batch = Vec::new();
+            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                batch.extend(logs::parse(&line[..line.len() - 1]));
+            }
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
+                return;
+            }
+        } else if !still_running {
+            return;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        still_running = rt
+            .list()
+            .iter()
+            .any(|c| c.spec.log_path == path && matches!(c.state, ContainerState::Running { .. }));
+    }
+}
+
+/// `/attach/{namespace}/{pod}/{container}`: the running container's output from now on,
+/// over the same WebSocket protocol as exec (stdout and stderr as the log recorded them),
+/// until the container stops or the client goes away.
+async fn attach(
+    State(state): State<ServerState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "attach is served over a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not".into(),
+        );
+    };
+    let rt = state.runtime.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        runs_of(rt.as_ref(), &ns, &pod, &container)
+            .into_iter()
+            .rev()
+            .find(|c| matches!(c.state, ContainerState::Running { .. }))
+            .map(|c| c.spec.log_path)
+            .ok_or_else(|| format!("container {container} is not running in pod {ns}/{pod}"))
+    })
+    .await;
+    let path = match found {
+        Ok(Ok(p)) => p,
+        Ok(Err(msg)) => return error(StatusCode::BAD_REQUEST, msg),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<logs::Record>>(16);
+    tokio::spawn(follow_log(state.runtime.clone(), path, offset, true, tx));
+    crate::exec::serve_output(ws, rx)
 }
 
 fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {

@@ -1723,3 +1723,73 @@ fn kubectl_exec_runs_commands_passes_stdin_and_exit_codes_and_cleans_up_after_a_
         sleeping() == 0
     });
 }
+
+#[test]
+fn kubectl_cp_copies_a_file_in_and_a_directory_out_byte_for_byte() {
+    let (s, dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: box}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {IMAGE}, command: [sleep, \"3600\"]}}\n"
+        ),
+    );
+    wait_phase(&s, "box", "Running", Duration::from_secs(60));
+    // Every byte value, more than one pipe buffer's worth.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let local = dir.path().join("payload.bin");
+    std::fs::write(&local, &payload).expect("payload");
+    ok(
+        &s,
+        &["cp", &local.display().to_string(), "box:/tmp/payload.bin"],
+    );
+    ok(
+        &s,
+        &[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /out/sub && cp /tmp/payload.bin /out/sub/copy.bin && echo note > /out/note.txt",
+        ],
+    );
+    let back = dir.path().join("back");
+    ok(&s, &["cp", "box:/out", &back.display().to_string()]);
+    assert_eq!(
+        std::fs::read(back.join("sub/copy.bin")).expect("copied out"),
+        payload
+    );
+    assert_eq!(
+        std::fs::read_to_string(back.join("note.txt")).expect("note"),
+        "note\n"
+    );
+}
+
+#[test]
+fn kubectl_attach_sees_what_a_running_container_writes() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: talker}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {IMAGE}, command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo tick-$i; echo tock-$i >&2; sleep 0.2; done']}}\n"
+        ),
+    );
+    wait_phase(&s, "talker", "Running", Duration::from_secs(60));
+    let mut attached = Command::new(tug_testkit::server::kubectl_path())
+        .env("KUBECONFIG", &s.kubeconfig)
+        .args(["attach", "talker"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl attach");
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = attached.kill();
+    let out = attached.wait_with_output().expect("attach output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ticks: Vec<&str> = stdout.lines().filter(|l| l.starts_with("tick-")).collect();
+    assert!(ticks.len() >= 5, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("tock-"), "stderr: {stderr}");
+    // Only what was written after attaching: not the container's first line.
+    assert!(!ticks.contains(&"tick-1"), "{stdout}");
+}

@@ -73,15 +73,18 @@ pub(super) async fn resource(
         )
         .await;
     }
-    if sub == Some("exec") && r.plural == "pods" {
+    if let Some(kind @ ("exec" | "attach")) = sub
+        && r.plural == "pods"
+    {
         let name = t
             .name
             .as_deref()
             .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
-        return crate::kubelet::exec(
+        return crate::kubelet::stream(
             &server.registry,
             server.kubelet.get(),
             r,
+            kind,
             ns.unwrap_or("default"),
             name,
             req,
