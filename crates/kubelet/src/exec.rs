@@ -21,6 +21,7 @@ const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const STATUS: u8 = 3;
+const RESIZE: u8 = 4;
 /// v5's close signal: `[CLOSE, stream]`.
 const CLOSE: u8 = 255;
 
@@ -85,8 +86,84 @@ pub fn serve(ws: WebSocketUpgrade, command: std::process::Command, params: Param
         .into_response()
 }
 
+type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+/// How the command's stdio is wired: pipes, or a pseudo-terminal (`tty`) whose master the
+/// session reads, writes and resizes.
+enum Io {
+    Pipes,
+    Terminal(std::fs::File),
+}
+
+impl Io {
+    /// Gives `cmd` its stdio as `p` asks.
+    fn attach(cmd: &mut tokio::process::Command, p: &Params) -> std::io::Result<Io> {
+        if p.tty {
+            let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
+            let slave = pty.slave;
+            cmd.stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave));
+            return Ok(Io::Terminal(std::fs::File::from(pty.master)));
+        }
+        let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+        cmd.stdin(pipe(p.stdin))
+            .stdout(pipe(p.stdout))
+            .stderr(pipe(p.stderr));
+        Ok(Io::Pipes)
+    }
+
+    /// Where stdin goes, the outputs to pump with their streams, and the terminal to resize.
+    #[allow(clippy::type_complexity)]
+    fn streams(
+        self,
+        child: &mut tokio::process::Child,
+    ) -> std::io::Result<(Option<Writer>, Vec<(Reader, u8)>, Option<std::fs::File>)> {
+        match self {
+            Io::Pipes => {
+                let mut outputs: Vec<(Reader, u8)> = Vec::new();
+                if let Some(out) = child.stdout.take() {
+                    outputs.push((Box::new(out), STDOUT));
+                }
+                if let Some(err) = child.stderr.take() {
+                    outputs.push((Box::new(err), STDERR));
+                }
+                let stdin = child.stdin.take().map(|s| Box::new(s) as Writer);
+                Ok((stdin, outputs, None))
+            }
+            Io::Terminal(master) => {
+                let stdin: Writer = Box::new(tokio::fs::File::from_std(master.try_clone()?));
+                let resize = master.try_clone()?;
+                let out: Reader = Box::new(tokio::fs::File::from_std(master));
+                Ok((Some(stdin), vec![(out, STDOUT)], Some(resize)))
+            }
+        }
+    }
+}
+
+/// Applies a resize message (`{"Width":W,"Height":H}`) to the terminal.
+fn resize(terminal: &std::fs::File, message: &[u8]) {
+    let Ok(size) = serde_json::from_slice::<serde_json::Value>(message) else {
+        return;
+    };
+    let dim = |k: &str| size[k].as_u64().and_then(|v| u16::try_from(v).ok());
+    let (Some(width), Some(height)) = (dim("Width"), dim("Height")) else {
+        return;
+    };
+    let ws = nix::libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSWINSZ reads a winsize we own, on a terminal fd we hold.
+    unsafe { nix::libc::ioctl(terminal.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
+}
+
 /// Copies a child's output into frames of `stream` until it ends.
-async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, stream: u8, to: mpsc::Sender<Message>) {
+async fn pump(mut from: Reader, stream: u8, to: mpsc::Sender<Message>) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buf).await {
@@ -181,13 +258,22 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
     let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
     let (sink, mut incoming) = socket.split();
     let (tx, writer) = writer(sink);
-    let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let mut cmd = tokio::process::Command::from(command);
-    cmd.stdin(pipe(p.stdin))
-        .stdout(pipe(p.stdout))
-        .stderr(pipe(p.stderr))
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    cmd.kill_on_drop(true);
+    let io = match Io::attach(&mut cmd, &p) {
+        Ok(io) => io,
+        Err(e) => {
+            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": format!("setting up the command's terminal: {e}")});
+            finish(tx, writer, status).await;
+            return;
+        }
+    };
+    let spawned = cmd.spawn();
+    // Our copies of a terminal's slave end go now, so that the master reads end when the
+    // command's do.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
@@ -197,20 +283,26 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
         }
     };
     let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
-    let mut pumps = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        pumps.push(tokio::spawn(pump(out, STDOUT, tx.clone())));
-    }
-    if let Some(err) = child.stderr.take() {
-        pumps.push(tokio::spawn(pump(err, STDERR, tx.clone())));
-    }
+    let (stdin, outputs, terminal) = match io.streams(&mut child) {
+        Ok(s) => s,
+        Err(e) => {
+            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": format!("reading the command's terminal: {e}")});
+            finish(tx, writer, status).await;
+            return;
+        }
+    };
+    let pumps: Vec<_> = outputs
+        .into_iter()
+        .map(|(from, stream)| tokio::spawn(pump(from, stream, tx.clone())))
+        .collect();
     // Stdin is written by a task of its own, so that a command not reading it never holds up
     // the session.
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<Option<bytes::Bytes>>(32);
-    if let Some(mut stdin) = child.stdin.take() {
+    if let Some(mut stdin) = stdin {
         tokio::spawn(async move {
             while let Some(Some(data)) = stdin_rx.recv().await {
-                if stdin.write_all(&data).await.is_err() {
+                if stdin.write_all(&data).await.is_err() || stdin.flush().await.is_err() {
                     return;
                 }
             }
@@ -228,7 +320,11 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
                     Some(&CLOSE) if v5 && b.get(1) == Some(&STDIN) => {
                         let _ = stdin_tx.send(None).await;
                     }
-                    // Resizes mean nothing without a terminal.
+                    Some(&RESIZE) => {
+                        if let Some(t) = &terminal {
+                            resize(t, &b[1..]);
+                        }
+                    }
                     _ => {}
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {

@@ -709,6 +709,13 @@ fn exec_in(dir: &Path, args: &[String]) -> anyhow::Result<i32> {
             let err = (|| -> anyhow::Result<()> {
                 let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
                 let _ = nix::unistd::chdir(cwd);
+                // Given a terminal (`exec -t`), make it the command's controlling terminal in
+                // a session of its own, for job control and window size signals.
+                if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+                    let _ = nix::unistd::setsid();
+                    // SAFETY: TIOCSCTTY on our own stdin, with no pointer argument.
+                    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+                }
                 for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
                     // SAFETY: restoring a default disposition.
                     unsafe { libc::signal(sig, libc::SIG_DFL) };

@@ -1793,3 +1793,87 @@ fn kubectl_attach_sees_what_a_running_container_writes() {
     // Only what was written after attaching: not the container's first line.
     assert!(!ticks.contains(&"tick-1"), "{stdout}");
 }
+
+#[test]
+fn an_interactive_exec_through_a_terminal_runs_commands_and_sees_resizes() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: term}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {IMAGE}, command: [sleep, \"3600\"]}}\n"
+        ),
+    );
+    wait_phase(&s, "term", "Running", Duration::from_secs(60));
+    let size = |rows, cols| nix::libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // kubectl gets a terminal of its own, as a user's shell would give it.
+    let pty = nix::pty::openpty(Some(&size(24, 80)), None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = Command::new(tug_testkit::server::kubectl_path());
+    cmd.env("KUBECONFIG", &s.kubeconfig)
+        .args(["exec", "-it", "term", "--", "sh"])
+        .stdin(slave.try_clone().expect("slave"))
+        .stdout(slave.try_clone().expect("slave"))
+        .stderr(slave);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::libc::setsid();
+            nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut kubectl = cmd.spawn().expect("kubectl exec -it");
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let (mut reader, screen) = (master.try_clone().expect("master"), screen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut sc) = screen.lock() {
+                    sc.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+    }
+    let seen = |what: &str| screen.lock().map(|s| s.contains(what)).unwrap_or(false);
+    std::thread::sleep(Duration::from_secs(1));
+    master.write_all(b"echo answer-$((6*7))\n").expect("type");
+    wait_until("the shell to answer", Duration::from_secs(30), || {
+        seen("answer-42")
+    });
+    // The terminal grows: kubectl passes it on, and the shell's terminal follows.
+    // SAFETY: TIOCSWINSZ with a winsize we own.
+    unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size(33, 101)) };
+    std::thread::sleep(Duration::from_secs(1));
+    master.write_all(b"stty size\n").expect("type");
+    wait_until("the new size inside", Duration::from_secs(30), || {
+        seen("33 101")
+    });
+    master.write_all(b"exit 5\n").expect("type");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = kubectl.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl did not end: {}",
+            screen.lock().map(|s| s.clone()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(5));
+}
