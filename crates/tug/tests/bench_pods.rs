@@ -162,7 +162,8 @@ async fn clear(pods: &Api<Pod>) {
     pods.delete_collection(&DeleteParams::default(), &Default::default())
         .await
         .expect("delete");
-    // The API forgets them at once; give the agent the time to stop and remove them.
+    // Deletion is graceful: the pods stay until the agent has stopped them (their `sleep`
+    // ignores SIGTERM, so that takes the 30 s grace period), then a little more for cleanup.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !pods
         .list(&Default::default())
