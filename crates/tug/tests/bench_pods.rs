@@ -239,3 +239,57 @@ async fn batch(pods: &Api<Pod>, prefix: &str, rate: Option<f64>) -> (Vec<Duratio
     sorted.sort();
     (sorted, wall)
 }
+
+/// `kubectl exec POD -- true`, one after another: the round trip of a whole exec session
+/// (kubectl's start, the WebSocket through the API server to the kubelet, the exec helper
+/// joining the container, the final Status).
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+fn exec_round_trip_latency() {
+    const RUNS: usize = 50;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), true, 2);
+    let kubectl = |args: &[&str]| {
+        Command::new(tug_testkit::server::kubectl_path())
+            .env("KUBECONFIG", &s.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubectl(&["run", "target", "--image=busybox:bench", "--", "sleep", "3600"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the API never took the pod");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    while !kubectl(&["exec", "target", "--", "true"]).status.success() {
+        assert!(Instant::now() < deadline, "exec never worked");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // kubectl's own start, for comparison: a request that needs no exec.
+    let mut plain: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            assert!(kubectl(&["get", "pod", "target", "-o", "name"]).status.success());
+            t.elapsed()
+        })
+        .collect();
+    let mut exec: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            assert!(kubectl(&["exec", "target", "--", "true"]).status.success());
+            t.elapsed()
+        })
+        .collect();
+    plain.sort();
+    exec.sort();
+    println!(
+        "kubectl exec POD -- true, {RUNS} in a row: p50 {:?}, p99 {:?}; kubectl get pod for comparison: p50 {:?}, p99 {:?}",
+        percentile(&exec, 0.5),
+        percentile(&exec, 0.99),
+        percentile(&plain, 0.5),
+        percentile(&plain, 0.99)
+    );
+}
