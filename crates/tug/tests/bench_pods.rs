@@ -257,9 +257,16 @@ fn exec_round_trip_latency() {
             .expect("kubectl")
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !kubectl(&["run", "target", "--image=busybox:bench", "--", "sleep", "3600"])
-        .status
-        .success()
+    while !kubectl(&[
+        "run",
+        "target",
+        "--image=busybox:bench",
+        "--",
+        "sleep",
+        "3600",
+    ])
+    .status
+    .success()
     {
         assert!(Instant::now() < deadline, "the API never took the pod");
         std::thread::sleep(Duration::from_millis(200));
@@ -272,7 +279,11 @@ fn exec_round_trip_latency() {
     let mut plain: Vec<Duration> = (0..RUNS)
         .map(|_| {
             let t = Instant::now();
-            assert!(kubectl(&["get", "pod", "target", "-o", "name"]).status.success());
+            assert!(
+                kubectl(&["get", "pod", "target", "-o", "name"])
+                    .status
+                    .success()
+            );
             t.elapsed()
         })
         .collect();
