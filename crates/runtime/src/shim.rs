@@ -96,9 +96,14 @@ pub fn sandbox_main(dir: &Path) -> i32 {
         unsafe { libc::signal(s, libc::SIG_IGN) };
     }
     // Hold the namespaces until killed, or until the sandbox's directory is gone (its data dir
-    // was removed: nothing will ever stop this sandbox otherwise). Reap what is orphaned in the
-    // pod's pid namespace meanwhile.
+    // was removed: nothing will ever stop this sandbox otherwise), or if the agent never
+    // recorded this sandbox's pid (it died while starting it, and will not find it). Reap what
+    // is orphaned in the pod's pid namespace meanwhile.
+    let started = std::time::Instant::now();
     while dir.exists() {
+        if started.elapsed() > std::time::Duration::from_secs(10) && !dir.join("pid").exists() {
+            return 0;
+        }
         std::thread::sleep(std::time::Duration::from_millis(500));
         while let Ok(status) =
             nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))

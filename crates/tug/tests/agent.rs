@@ -15,7 +15,7 @@ fn tug() -> &'static Path {
 }
 
 /// A server with its agent, and the busybox test image imported into the agent's store.
-fn cluster() -> (TugServer, tempfile::TempDir) {
+fn cluster() -> (TugServer, ClusterDir) {
     let (s, dir, _) = cluster_and_args();
     (s, dir)
 }
@@ -39,12 +39,12 @@ fn agent_args() -> Vec<String> {
 }
 
 /// [`cluster`], and the arguments to start its server again with.
-fn cluster_and_args() -> (TugServer, tempfile::TempDir, Vec<String>) {
+fn cluster_and_args() -> (TugServer, ClusterDir, Vec<String>) {
     cluster_with(&[])
 }
 
 /// [`cluster_and_args`], with more server arguments.
-fn cluster_with(extra: &[&str]) -> (TugServer, tempfile::TempDir, Vec<String>) {
+fn cluster_with(extra: &[&str]) -> (TugServer, ClusterDir, Vec<String>) {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     let archive = tug_testkit::image::busybox_archive(dir.path(), IMAGE);
@@ -72,7 +72,43 @@ fn cluster_with(extra: &[&str]) -> (TugServer, tempfile::TempDir, Vec<String>) {
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "True"
     });
+    let dir = ClusterDir {
+        dir,
+        server: s.pid(),
+    };
     (s, dir, args)
+}
+
+/// A cluster's temporary directory. Tests bind it after the server, so it is dropped first:
+/// it stops the server (and so its agent) and the containers before the files go, so that
+/// the agent cannot start anything in a directory being removed.
+struct ClusterDir {
+    dir: tempfile::TempDir,
+    server: u32,
+}
+
+impl std::ops::Deref for ClusterDir {
+    type Target = tempfile::TempDir;
+    fn deref(&self) -> &tempfile::TempDir {
+        &self.dir
+    }
+}
+
+impl Drop for ClusterDir {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.server.to_string()])
+            .status();
+        // Dead once it is a zombie (its TugServer reaps it) or gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && std::fs::read_to_string(format!("/proc/{}/stat", self.server))
+                .is_ok_and(|st| !st.contains(") Z "))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tug_testkit::server::kill_agent_processes(&self.dir.path().join("data").join("agent"));
+    }
 }
 
 /// Waits for a pod's phase; on timeout the failure shows the pod's status and events.
