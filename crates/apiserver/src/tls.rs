@@ -171,3 +171,32 @@ pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, app
         });
     }
 }
+
+/// Lets through only callers whose client certificate puts them in `group`, apart from the
+/// `open` paths (any certificate of the cluster CA). The kubelet API is served this way: the
+/// API server (its kubelet client is in system:masters) and cluster admins reach exec, logs
+/// and stats; other nodes and users are refused with 403.
+pub fn only_group(router: Router, group: &'static str, open: &'static [&'static str]) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let id = req.extensions().get::<Identity>().cloned();
+            let allowed = open.contains(&req.uri().path())
+                || id
+                    .as_ref()
+                    .is_some_and(|i| i.groups.iter().any(|g| g == group));
+            if allowed {
+                return next.run(req).await;
+            }
+            let user = id
+                .map(|i| i.user)
+                .unwrap_or_else(|| "system:anonymous".into());
+            axum::response::IntoResponse::into_response((
+                http::StatusCode::FORBIDDEN,
+                format!(
+                    "Forbidden (user={user}, verb={}, resource=nodes, subresource=proxy)",
+                    req.method().as_str().to_ascii_lowercase()
+                ),
+            ))
+        },
+    ))
+}

@@ -412,11 +412,16 @@ impl NodeFlags {
         tokio::spawn(tug_apiserver::tls::serve(
             listener,
             tls,
-            tug_kubelet::server::router(tug_kubelet::server::ServerState {
-                runtime: runtime.clone(),
-                node_name: self.node_name(),
-                rates: Default::default(),
-            }),
+            // Only the API server (and cluster admins) may use the kubelet API.
+            tug_apiserver::tls::only_group(
+                tug_kubelet::server::router(tug_kubelet::server::ServerState {
+                    runtime: runtime.clone(),
+                    node_name: self.node_name(),
+                    rates: Default::default(),
+                }),
+                "system:masters",
+                &["/healthz"],
+            ),
         ));
         let node_name = self.node_name();
         let mut config = tug_kubelet::agent::AgentConfig::new(&node_name, data_dir.to_path_buf());

@@ -122,6 +122,43 @@ fn an_agent_joins_with_the_token_and_runs_pods() {
         "joined"
     );
     assert_eq!(ok(&s, &["logs", "hello"]).trim(), "hi from the joined node");
+    // The kubelet API answers the API server and admins, not other nodes: the agent's own
+    // node certificate is refused, the admin certificate is not.
+    let port = get(
+        &s,
+        &[
+            "get",
+            "node",
+            "joined",
+            "-o",
+            "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+        ],
+    );
+    let kubelet = |cert: &Path, key: &Path, path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(s.data_dir.join("pki/ca.crt"))
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let logs = "/containerLogs/default/hello/hello";
+    let (node_cert, node_key) = (
+        agent_dir.join("pki/kubelet-client.crt"),
+        agent_dir.join("pki/kubelet-client.key"),
+    );
+    assert_eq!(kubelet(&node_cert, &node_key, logs), "403");
+    assert_eq!(kubelet(&node_cert, &node_key, "/healthz"), "200");
+    let (admin_cert, admin_key) = (
+        s.data_dir.join("pki/admin.crt"),
+        s.data_dir.join("pki/admin.key"),
+    );
+    assert_eq!(kubelet(&admin_cert, &admin_key, logs), "200");
 
     // A pod deleted while the agent is down is cleaned up when it comes back.
     ok(
