@@ -90,6 +90,12 @@ fn kubectl_exec_runs_commands_passes_stdin_and_exit_codes_and_cleans_up_after_a_
     assert_eq!(String::from_utf8_lossy(&o.stdout), "PIPED IN\n");
     let o = kubectl(&s, &["exec", "shell", "--", "no-such-command"], None);
     assert!(!o.status.success());
+    let o = kubectl(&s, &["exec", "missing", "--", "true"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("pods \"missing\" not found"),
+        "{err}"
+    );
 
     // A client that goes away mid-command takes the command with it.
     let mut lost = Command::new(tug_testkit::server::kubectl_path())
