@@ -194,10 +194,9 @@ async fn container_and_node(
                 .collect()
         })
         .unwrap_or_default();
-    let all_names: Vec<String> = pod
-        .pointer("/spec/initContainers")
-        .and_then(Value::as_array)
-        .into_iter()
+    let all_names: Vec<String> = ["/spec/initContainers", "/spec/ephemeralContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
         .flatten()
         .filter_map(|c| c["name"].as_str().map(str::to_string))
         .chain(names.iter().cloned())

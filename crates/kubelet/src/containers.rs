@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::Api;
+use tug_runtime::ContainerState;
 use tug_runtime::Image;
 use tug_runtime::cgroup::Limits;
 use tug_runtime::spec::{ContainerSpec, Mount};
@@ -494,6 +495,7 @@ pub async fn build(
         log_max_bytes: 10 * 1024 * 1024,
         log_max_files: 5,
         share_process_namespace: spec.share_process_namespace == Some(true),
+        target_pid: target_pid(pod, &spec, c, runtime),
     })
 }
 
@@ -522,6 +524,32 @@ pub fn termination_file(pod_dir: &Path, container: &str, attempt: u32) -> PathBu
         .join("containers")
         .join(container)
         .join(format!("{attempt}-termination-log"))
+}
+
+/// For an ephemeral container with a `targetContainerName`: the process of the target's
+/// running container, whose pid namespace it joins (as `kubectl debug --target` asks).
+fn target_pid(
+    pod: &Pod,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    c: &Container,
+    runtime: &dyn tug_runtime::Runtime,
+) -> Option<i32> {
+    let target = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .find(|e| e.name == c.name)?
+        .target_container_name
+        .clone()?;
+    runtime
+        .list_in(pod.metadata.uid.as_deref().unwrap_or(""))
+        .into_iter()
+        .filter(|r| r.spec.name == target)
+        .max_by_key(|r| r.spec.attempt)
+        .and_then(|r| match r.state {
+            ContainerState::Running { pid, .. } => Some(pid),
+            _ => None,
+        })
 }
 
 #[cfg(test)]

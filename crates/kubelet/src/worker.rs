@@ -51,6 +51,8 @@ enum Kind {
     Init,
     Sidecar,
     App,
+    /// Added to a running pod (`kubectl debug`): started once, never restarted or probed.
+    Ephemeral,
 }
 
 /// The runtime's view of one container name in the pod: its latest and previous attempts.
@@ -185,6 +187,23 @@ fn containers_of(pod: &Pod) -> Vec<(Kind, Container)> {
         })
         .collect();
     out.extend(spec.containers.into_iter().map(|c| (Kind::App, c)));
+    // Ephemeral containers carry a container's fields (and a target, read where the
+    // container is built); probes, ports and lifecycle hooks are not theirs.
+    out.extend(
+        spec.ephemeral_containers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .filter_map(|v| serde_json::from_value::<Container>(v).ok())
+            .map(|mut c| {
+                c.liveness_probe = None;
+                c.readiness_probe = None;
+                c.startup_probe = None;
+                c.lifecycle = None;
+                c.ports = None;
+                (Kind::Ephemeral, c)
+            }),
+    );
     out
 }
 
@@ -222,6 +241,7 @@ fn should_restart(kind: Kind, policy: &str, exit_code: i32) -> bool {
         Kind::Sidecar => true,
         Kind::Init => policy != "Never" && exit_code != 0,
         Kind::App => policy == "Always" || (policy == "OnFailure" && exit_code != 0),
+        Kind::Ephemeral => false,
     }
 }
 
@@ -725,7 +745,7 @@ async fn run_containers(
                 Some(ContainerState::Running { .. }) => continue,
                 _ => return Ok(()),
             },
-            Kind::App => continue,
+            Kind::App | Kind::Ephemeral => continue,
         }
     }
     Ok(())
@@ -977,6 +997,7 @@ async fn report(
     let policy = restart_policy(pod);
     let mut init_statuses = Vec::new();
     let mut app_statuses = Vec::new();
+    let mut ephemeral_statuses = Vec::new();
     let mut initialized = true;
     let mut all_app_ready = true;
     let mut app_running = 0;
@@ -1039,6 +1060,7 @@ async fn report(
                 }
                 app_statuses.push(s);
             }
+            Kind::Ephemeral => ephemeral_statuses.push(s),
         }
     }
     let restarts_pending = state
@@ -1106,6 +1128,9 @@ async fn report(
     });
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
+    }
+    if !ephemeral_statuses.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(ephemeral_statuses);
     }
     if state.deadline_exceeded {
         status["reason"] = json!("DeadlineExceeded");

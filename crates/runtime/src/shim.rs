@@ -287,7 +287,12 @@ fn join_sandbox(pid: i32, spec: &ContainerSpec) -> anyhow::Result<()> {
         let f = std::fs::File::open(ns(kind)).with_context(|| format!("opening {kind} ns"))?;
         setns(f.as_fd(), flag).with_context(|| format!("joining the pod's {kind} namespace"))?;
     }
-    if spec.share_process_namespace {
+    if let Some(target) = spec.target_pid {
+        let f = std::fs::File::open(format!("/proc/{target}/ns/pid"))
+            .context("opening the target container's pid namespace")?;
+        setns(f.as_fd(), CloneFlags::CLONE_NEWPID)
+            .context("joining the target container's pid namespace")?;
+    } else if spec.share_process_namespace {
         let f = std::fs::File::open(ns("pid"))?;
         setns(f.as_fd(), CloneFlags::CLONE_NEWPID).context("joining the pod's pid namespace")?;
     } else {

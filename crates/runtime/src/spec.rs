@@ -84,4 +84,8 @@ pub struct ContainerSpec {
     pub log_max_files: u32,
     /// Share the pod's process namespace instead of having its own.
     pub share_process_namespace: bool,
+    /// Join the process namespace of this process (a target container's, for an ephemeral
+    /// container) instead.
+    #[serde(default)]
+    pub target_pid: Option<i32>,
 }

@@ -136,6 +136,7 @@ pub(super) async fn resource(
     }
     if let Some(s) = sub
         && !matches!(s, "status" | "finalize")
+        && !(s == "ephemeralcontainers" && r.plural == "pods")
     {
         return Err(ApiError::new(
             501,

@@ -7,6 +7,7 @@ mod allocate;
 mod automount;
 mod binding;
 mod cache;
+mod ephemeral;
 mod eviction;
 mod fields;
 mod graceful;

@@ -8,8 +8,8 @@ use tug_store::{
     Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, PutRequest, Txn, TxnOp,
 };
 
-use super::graceful;
 use super::{Registry, key, store_error};
+use super::{ephemeral, graceful};
 
 /// Options of a write.
 #[derive(Clone, Debug, Default)]
@@ -432,7 +432,10 @@ impl Registry {
         subresource: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        if subresource == Some("status") {
+        if subresource == Some("ephemeralcontainers") {
+            // The ephemeralcontainers subresource adds ephemeral containers, and only that.
+            new = ephemeral::admit(&old, &new, name)?;
+        } else if subresource == Some("status") {
             // The status subresource changes status only.
             let status = new.get("status").cloned();
             new = old.clone();

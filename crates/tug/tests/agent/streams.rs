@@ -283,3 +283,79 @@ fn an_interactive_exec_through_a_terminal_runs_commands_and_sees_resizes() {
     };
     assert_eq!(status.code(), Some(5));
 }
+
+#[test]
+fn kubectl_debug_adds_an_ephemeral_container_that_shares_its_targets_processes() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: patient}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: {IMAGE}, command: [tail, -f, /dev/null]}}\n"
+        ),
+    );
+    wait_phase(&s, "patient", "Running", Duration::from_secs(60));
+    ok(
+        &s,
+        &[
+            "debug",
+            "patient",
+            "--image=busybox:test",
+            "--target=app",
+            "-c",
+            "dbg",
+            "--",
+            "sh",
+            "-c",
+            "pidof tail >/dev/null && echo sees-the-target",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubectl(&s, &["logs", "patient", "-c", "dbg"], None)
+        .stdout
+        .starts_with(b"sees-the-target")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no output from the debug container: {}\n{}\n{}",
+            jsonpath(&s, &["pod", "patient"], "{.spec.ephemeralContainers}"),
+            jsonpath(&s, &["pod", "patient"], "{.status}"),
+            ok(&s, &["get", "events"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until(
+        "the debug container's status",
+        Duration::from_secs(30),
+        || {
+            jsonpath(
+                &s,
+                &["pod", "patient"],
+                "{.status.ephemeralContainerStatuses[0].name} {.status.ephemeralContainerStatuses[0].state.terminated.exitCode}",
+            ) == "dbg 0"
+        },
+    );
+    // Ephemeral containers are added once, never changed: the name is taken now.
+    let o = kubectl(
+        &s,
+        &[
+            "debug",
+            "patient",
+            "--image=busybox:test",
+            "-c",
+            "dbg",
+            "--",
+            "true",
+        ],
+        None,
+    );
+    assert!(!o.status.success(), "a second dbg was accepted");
+    // It ran once and stays finished; the app was left alone.
+    assert_eq!(
+        jsonpath(
+            &s,
+            &["pod", "patient"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+}
