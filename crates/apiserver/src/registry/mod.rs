@@ -11,6 +11,7 @@ mod ephemeral;
 mod eviction;
 mod fields;
 mod graceful;
+mod pod_update;
 mod priority;
 mod quota;
 mod scale;

@@ -9,7 +9,7 @@ use tug_store::{
 };
 
 use super::{Registry, key, store_error};
-use super::{ephemeral, graceful};
+use super::{ephemeral, graceful, pod_update};
 
 /// Options of a write.
 #[derive(Clone, Debug, Default)]
@@ -491,6 +491,9 @@ impl Registry {
             generation
         };
         meta::metadata_mut(&mut new).insert("generation".into(), json!(generation));
+        if r.kind == "Pod" && r.group.is_empty() && subresource.is_none() {
+            pod_update::check(&old, &new, name)?;
+        }
         let mut causes = validate(r, &new);
         causes.extend(tug_api::validation::validate_object(r.kind, &new));
         causes.extend(tug_api::validation::validate_update(r.kind, &old, &new));

@@ -1,7 +1,8 @@
-//! Graceful pod deletion in the API, through kubectl: a pod on a node is marked and kept for
+//! Pods in the API, through kubectl. Graceful deletion: a pod on a node is marked and kept for
 //! its kubelet; a shorter grace period brings the deadline forward, a longer one does not; a
 //! forced delete, an unscheduled pod and a finished pod go at once; finalizers still hold a
-//! confirmed deletion.
+//! confirmed deletion. Updates: only images, the active deadline, new tolerations (and the
+//! ephemeral containers subresource) may change a pod's spec.
 
 use std::path::Path;
 
@@ -145,4 +146,47 @@ fn pods_on_nodes_are_marked_for_their_kubelet_and_others_go_at_once() {
         ],
     );
     assert!(!exists(&s, "held"));
+}
+
+#[test]
+fn pod_updates_change_only_what_kubernetes_lets_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(
+        Path::new(env!("CARGO_BIN_EXE_tug")),
+        &dir.path().join("data"),
+    );
+    apply(&s, &pod("steady", None, ""));
+    let patch = |p: &str| kubectl(&s, &["patch", "pod", "steady", "-p", p], None);
+    let o = patch(
+        r#"{"spec":{"containers":[{"name":"c","image":"busybox:2"}],"activeDeadlineSeconds":60,"tolerations":[{"key":"k","operator":"Exists"}]}}"#,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        ok(
+            &s,
+            &[
+                "get",
+                "pod",
+                "steady",
+                "-o",
+                "jsonpath={.spec.containers[0].image} {.spec.activeDeadlineSeconds}"
+            ]
+        ),
+        "busybox:2 60"
+    );
+    for forbidden in [
+        r#"{"spec":{"containers":[{"name":"c","command":["sh"]}]}}"#,
+        r#"{"spec":{"activeDeadlineSeconds":120}}"#,
+        r#"{"spec":{"ephemeralContainers":[{"name":"e","image":"busybox"}]}}"#,
+        r#"{"spec":{"restartPolicy":"Never"}}"#,
+    ] {
+        let o = patch(forbidden);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("pod updates may not change fields other than"),
+            "{forbidden}: {err}"
+        );
+    }
+    // Labels and annotations are metadata, not spec.
+    ok(&s, &["label", "pod", "steady", "tier=web"]);
 }
