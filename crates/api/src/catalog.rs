@@ -549,6 +549,18 @@ pub static BUILTIN: &[Resource] = &[
         CREATE_ONLY,
         ""
     ),
+    res!(
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "tokenreviews",
+        Cluster,
+        NONE,
+        NONE,
+        NONE,
+        CREATE_ONLY,
+        ""
+    ),
     // apiextensions.k8s.io/v1
     res!(
         "apiextensions.k8s.io",

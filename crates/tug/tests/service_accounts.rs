@@ -94,6 +94,28 @@ fn token_requests_give_tokens_that_authenticate_as_the_service_account() {
         "{err}"
     );
 
+    // A TokenReview says the same to whoever asks (webhooks, proxies).
+    let review = |t: &str| -> Value {
+        let o = kubectl(
+            &s,
+            // kubectl's client-side validation cannot find review kinds in this server's
+            // OpenAPI yet (and its v2 fallback wants protobuf): skip it.
+            &["create", "--validate=false", "-o", "json", "-f", "-"],
+            Some(&format!(
+                "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec: {{token: \"{t}\"}}\n"
+            )),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).expect("review json")["status"].clone()
+    };
+    let good = review(&token);
+    assert_eq!(good["authenticated"], true, "{good}");
+    assert_eq!(
+        good["user"]["username"],
+        "system:serviceaccount:team:builder"
+    );
+    assert_eq!(review("not-a-token")["authenticated"], false);
+
     // Deleting the service account revokes its tokens.
     ok(&s, &["delete", "serviceaccount", "builder", "-n", "team"]);
     let err = whoami(&s, &token).expect_err("the service account is gone");

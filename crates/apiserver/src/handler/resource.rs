@@ -162,6 +162,9 @@ pub(super) async fn resource(
         }
         let (headers, bytes) = read_body(req).await?;
         let body = decode_body(&headers, &bytes)?;
+        if r.kind == "TokenReview" {
+            return respond(StatusCode::CREATED, token_review(server, r, body).await);
+        }
         return respond(StatusCode::CREATED, review(r, body, identity.as_ref()));
     }
     match (method.clone(), t.name.as_deref()) {
@@ -363,6 +366,41 @@ pub(super) fn req_path_description(r: &Resource, named: bool) -> String {
     } else {
         format!("the {} collection", r.plural)
     }
+}
+
+/// Answers a TokenReview: whether `spec.token` is a service account token this server
+/// accepts (for one of `spec.audiences`, or the API's), and whose.
+async fn token_review(server: &ApiServer, r: &Resource, mut body: Value) -> Value {
+    body["apiVersion"] = json!(r.api_version());
+    body["kind"] = json!(r.kind);
+    if body.get("metadata").is_none() {
+        body["metadata"] = json!({});
+    }
+    let token = body
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let identity = match server.tokens.get() {
+        Some(issuer) if !token.is_empty() => server.registry.token_identity(issuer, &token).await,
+        _ => None,
+    };
+    body["status"] = match identity {
+        Some(id) => {
+            let audiences = server
+                .tokens
+                .get()
+                .map(|i| i.audiences.clone())
+                .unwrap_or_default();
+            let mut user = json!({"username": id.user, "groups": id.groups});
+            if !id.extra.is_empty() {
+                user["extra"] = json!(id.extra);
+            }
+            json!({"authenticated": true, "user": user, "audiences": audiences})
+        }
+        None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
+    };
+    body
 }
 
 /// Answers SelfSubjectAccessReview and SelfSubjectReview for the caller.
