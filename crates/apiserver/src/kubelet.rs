@@ -100,26 +100,39 @@ pub async fn node_proxy(
     forward(client, &uri).await
 }
 
-/// GETs a kubelet URL and streams the answer back; kubelet errors become API errors.
-async fn forward(client: &KubeletClient, uri: &str) -> Result<Response, ApiError> {
-    let req = http::Request::get(uri)
+/// Sends a bodiless request to a kubelet; a kubelet out of reach is a 502.
+async fn send(
+    client: &KubeletClient,
+    req: http::request::Builder,
+    uri: &str,
+) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+    let req = req
         .body(Body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = client.client.request(req).await.map_err(|e| {
+    client.client.request(req).await.map_err(|e| {
         ApiError::new(
             502,
             "InternalError",
             format!("Get \"{uri}\": the node's kubelet cannot be reached: {e}"),
         )
-    })?;
+    })
+}
+
+/// A kubelet's (error) answer as text.
+async fn body_text(resp: http::Response<hyper::body::Incoming>) -> String {
+    resp.into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).to_string())
+        .unwrap_or_default()
+}
+
+/// GETs a kubelet URL and streams the answer back; kubelet errors become API errors.
+async fn forward(client: &KubeletClient, uri: &str) -> Result<Response, ApiError> {
+    let resp = send(client, http::Request::get(uri), uri).await?;
     if !resp.status().is_success() {
         let code = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).to_string())
-            .unwrap_or_default();
+        let body = body_text(resp).await;
         return Err(if code == 400 || code == 404 {
             ApiError::bad_request(body.trim().to_string())
         } else {
@@ -270,23 +283,9 @@ pub async fn stream(
             out = out.header(h, v);
         }
     }
-    let out = out
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = client.client.request(out).await.map_err(|e| {
-        ApiError::new(
-            502,
-            "InternalError",
-            format!("the node's kubelet cannot be reached: {e}"),
-        )
-    })?;
+    let resp = send(client, out, &uri).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).to_string())
-            .unwrap_or_default();
+        let body = body_text(resp).await;
         return Err(ApiError::bad_request(body.trim().to_string()));
     }
     let mut answer = Response::new(Body::empty());

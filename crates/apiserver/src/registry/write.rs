@@ -724,13 +724,8 @@ impl Registry {
                 meta::metadata_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), json!(0));
                 meta::set(&mut obj, "deletionTimestamp", now());
                 if !finalizers(r, &obj).is_empty() && !opts.dry_run {
-                    meta::remove(&mut obj, "resourceVersion");
-                    let stored =
-                        serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
-                    let revision = self
-                        .write_if_unchanged(r, name, k, kv.mod_revision, Guarded::Put(stored))
+                    self.put_marked(r, name, k, kv.mod_revision, &mut obj)
                         .await?;
-                    meta::set(&mut obj, "resourceVersion", revision.to_string());
                     return Ok(obj);
                 }
             }
@@ -767,13 +762,8 @@ impl Registry {
                 if opts.dry_run {
                     return Ok(obj);
                 }
-                meta::remove(&mut obj, "resourceVersion");
-                let stored =
-                    serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
-                let revision = self
-                    .write_if_unchanged(r, name, k, kv.mod_revision, Guarded::Put(stored))
+                self.put_marked(r, name, k, kv.mod_revision, &mut obj)
                     .await?;
-                meta::set(&mut obj, "resourceVersion", revision.to_string());
             }
             return Ok(obj);
         }
@@ -828,13 +818,27 @@ impl Registry {
         if dry_run {
             return Ok(obj);
         }
-        meta::remove(&mut obj, "resourceVersion");
-        let stored = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.put_marked(r, name, k, mod_revision, &mut obj).await?;
+        Ok(obj)
+    }
+
+    /// Stores `obj` (marked for deletion) over the version read at `mod_revision`, and stamps
+    /// it with its new resourceVersion.
+    async fn put_marked(
+        &self,
+        r: &Resource,
+        name: &str,
+        k: String,
+        mod_revision: i64,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
+        meta::remove(obj, "resourceVersion");
+        let stored = serde_json::to_vec(&*obj).map_err(|e| ApiError::internal(e.to_string()))?;
         let revision = self
             .write_if_unchanged(r, name, k, mod_revision, Guarded::Put(stored))
             .await?;
-        meta::set(&mut obj, "resourceVersion", revision.to_string());
-        Ok(obj)
+        meta::set(obj, "resourceVersion", revision.to_string());
+        Ok(())
     }
 }
 
