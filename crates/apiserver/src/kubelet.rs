@@ -241,6 +241,25 @@ async fn container_and_node(
     Ok((container, node.to_string()))
 }
 
+/// The node a pod runs on (port-forwarding needs one).
+async fn pod_node(
+    registry: &Registry,
+    pods: &'static tug_api::Resource,
+    namespace: &str,
+    name: &str,
+) -> Result<String, ApiError> {
+    let pod = registry.get(pods, Some(namespace), name).await?;
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to upgrade connection: pod {name} is not scheduled to a node yet"
+            ))
+        })
+}
+
 /// Request headers a WebSocket handshake carries through to the kubelet.
 const HANDSHAKE: [header::HeaderName; 5] = [
     header::CONNECTION,
@@ -250,10 +269,10 @@ const HANDSHAKE: [header::HeaderName; 5] = [
     header::SEC_WEBSOCKET_PROTOCOL,
 ];
 
-/// pods/exec and pods/attach (`kind`): the client's WebSocket upgrade is relayed to the
-/// kubelet of the pod's node (`/exec/...` or `/attach/...`, with the client certificate of
-/// the API server), and once both sides have switched protocols, bytes flow between them
-/// until either closes.
+/// pods/exec, pods/attach and pods/portforward (`kind`): the client's WebSocket upgrade is
+/// relayed to the kubelet of the pod's node (`/exec/...`, `/attach/...` or `/portForward/...`,
+/// with the client certificate of the API server), and once both sides have switched
+/// protocols, bytes flow between them until either closes.
 pub async fn stream(
     registry: &Registry,
     kubelet: Option<&KubeletClient>,
@@ -264,19 +283,34 @@ pub async fn stream(
     mut req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
-    let container = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "container")
-        .map(|(_, v)| v.into_owned());
-    let (container, node) =
-        container_and_node(registry, pods, namespace, name, container.as_deref()).await?;
+    let (path, node) = if kind == "portforward" {
+        let node = pod_node(registry, pods, namespace, name).await?;
+        (
+            format!("portForward/{}/{}", encode(namespace), encode(name)),
+            node,
+        )
+    } else {
+        let container = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "container")
+            .map(|(_, v)| v.into_owned());
+        let (container, node) =
+            container_and_node(registry, pods, namespace, name, container.as_deref()).await?;
+        let path = format!(
+            "{kind}/{}/{}/{}",
+            encode(namespace),
+            encode(name),
+            encode(&container)
+        );
+        (path, node)
+    };
     let client = kubelet.ok_or_else(no_client)?;
     if !req.headers().contains_key(header::UPGRADE) {
         return Err(ApiError::bad_request(format!(
-            "{kind} is served over a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not"
+            "{kind} is served over a WebSocket upgrade; SPDY is not"
         )));
     }
     let addr = kubelet_address(registry, &node).await?;
-    let uri = format!("https://{addr}/{kind}/{namespace}/{name}/{container}?{query}");
+    let uri = format!("https://{addr}/{path}?{query}");
     let mut out = http::Request::get(&uri);
     for h in &HANDSHAKE {
         if let Some(v) = req.headers().get(h) {

@@ -27,6 +27,8 @@ pub struct ServerState {
     pub node_name: String,
     /// Earlier CPU readings, for rates.
     pub rates: Arc<crate::stats::Rates>,
+    /// How long a streaming connection (port-forward) may pass no data before it is closed.
+    pub stream_idle_timeout: Duration,
 }
 
 /// The kubelet API router.
@@ -41,6 +43,10 @@ pub fn router(state: ServerState) -> Router {
         .route(
             "/attach/{namespace}/{pod}/{container}",
             get(attach).post(attach),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(port_forward).post(port_forward),
         )
         .route("/stats/summary", get(stats_summary))
         .route("/metrics/resource", get(metrics_resource))
@@ -139,6 +145,62 @@ async fn exec(
         Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `/portForward/{namespace}/{pod}`: connections to the pod's ports, over SPDY tunnelled in a
+/// WebSocket (see `portforward`).
+async fn port_forward(
+    State(state): State<ServerState>,
+    Path((ns, pod)): Path<(String, String)>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "port-forward is served over a WebSocket upgrade ({}); plain SPDY is not",
+                crate::portforward::TUNNEL_PROTOCOL
+            ),
+        );
+    };
+    let rt = state.runtime.clone();
+    let (n, p) = (ns.clone(), pod.clone());
+    let sandbox = tokio::task::spawn_blocking(move || {
+        rt.sandboxes().into_iter().find(|uid| {
+            rt.sandbox_spec(uid)
+                .is_some_and(|s| s.namespace == n && s.name == p)
+        })
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(uid) = sandbox else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} has no running sandbox on this node"),
+        );
+    };
+    let rt = state.runtime.clone();
+    let connect: crate::portforward::Connector = Arc::new(move |port| {
+        let (rt, uid) = (rt.clone(), uid.clone());
+        Box::pin(async move {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let conn = tokio::task::spawn_blocking(move || {
+                rt.connect_in_pod(&uid, addr, Duration::from_secs(10))
+            })
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            conn.set_nonblocking(true)?;
+            tokio::net::TcpStream::from_std(conn)
+        })
+    });
+    crate::portforward::serve(
+        ws,
+        format!("{ns}/{pod}"),
+        connect,
+        state.stream_idle_timeout,
+    )
 }
 
 /// The log file of a container's latest (or previous) run, and whether it still runs.
@@ -327,4 +389,57 @@ fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     f.read_to_end(&mut out)?;
     Ok(out)
+}
+
+/// Parses a duration as Kubernetes flags write them (Go's form): `4h0m0s`, `90s`, `1.5h`,
+/// `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}: expected a form like 4h0m0s, 30s or 500ms");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_kubernetes_flags_write_them() {
+        assert_eq!(parse_duration("4h0m0s"), Ok(Duration::from_secs(4 * 3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "4", "h", "4x", "-1s", "1s2"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

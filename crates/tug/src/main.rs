@@ -116,6 +116,9 @@ struct NodeFlags {
     /// named keep Kubernetes' defaults.
     #[arg(long, default_value = "", value_parser = |s: &str| s.parse::<tug_kubelet::pressure::Thresholds>())]
     eviction_hard: tug_kubelet::pressure::Thresholds,
+    /// How long a port-forward connection may pass no data before it is closed.
+    #[arg(long, default_value = "4h0m0s", value_parser = tug_kubelet::server::parse_duration)]
+    streaming_connection_idle_timeout: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -418,6 +421,7 @@ impl NodeFlags {
                     runtime: runtime.clone(),
                     node_name: self.node_name(),
                     rates: Default::default(),
+                    stream_idle_timeout: self.streaming_connection_idle_timeout,
                 }),
                 "system:masters",
                 &["/healthz"],

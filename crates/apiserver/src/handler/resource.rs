@@ -73,7 +73,7 @@ pub(super) async fn resource(
         )
         .await;
     }
-    if let Some(kind @ ("exec" | "attach")) = sub
+    if let Some(kind @ ("exec" | "attach" | "portforward")) = sub
         && r.plural == "pods"
     {
         let name = t

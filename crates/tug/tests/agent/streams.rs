@@ -359,3 +359,171 @@ fn kubectl_debug_adds_an_ephemeral_container_that_shares_its_targets_processes()
         "0"
     );
 }
+
+/// `kubectl port-forward` running in the background, once it listens.
+struct PortForward {
+    child: std::process::Child,
+    port: u16,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl PortForward {
+    fn start(s: &TugServer, target: &str, remote: u16) -> PortForward {
+        use std::io::BufRead;
+        let port = tug_testkit::server::free_port();
+        let mut child = Command::new(tug_testkit::server::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .args(["port-forward", "--address", "127.0.0.1", target])
+            .arg(format!("{port}:{remote}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward");
+        let (tx, stderr) = std::sync::mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(out).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("Forwarding from 127.0.0.1:{port} -> {remote}")),
+            "kubectl port-forward said {first:?}; stderr: {:?}",
+            stderr.try_iter().collect::<Vec<_>>()
+        );
+        // Keep reading stdout so that kubectl never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        PortForward {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    /// An HTTP/1.0 GET through the forwarded port: the whole response.
+    fn get(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        http_get(self.port, path)
+    }
+}
+
+/// An HTTP/1.0 GET to a loopback port: the whole response.
+fn http_get(port: u16, path: &str) -> std::io::Result<Vec<u8>> {
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(c, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n")?;
+        let mut out = Vec::new();
+        c.read_to_end(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of an HTTP response.
+fn body(response: &[u8]) -> &[u8] {
+    let at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    &response[at + 4..]
+}
+
+#[test]
+fn kubectl_port_forward_reaches_an_httpd_in_the_pod_in_sequence_at_once_and_closes_when_idle() {
+    let (s, _dir, _) = cluster_with(&["--streaming-connection-idle-timeout", "3s"]);
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: [sh, -c, "mkdir -p /www && echo hello from web > /www/index.html && head -c 2000000 /dev/urandom > /www/big && exec httpd -f -p 8080 -h /www"]
+    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+"#
+        ),
+    );
+    wait_phase(&s, "web", "Running", Duration::from_secs(60));
+    let ready = Instant::now() + Duration::from_secs(30);
+    while jsonpath(&s, &["pod", "web"], "{.status.containerStatuses[0].ready}") != "true" {
+        assert!(
+            Instant::now() < ready,
+            "web never became ready: {}",
+            ok(&s, &["describe", "pod", "web"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pf = PortForward::start(&s, "pod/web", 8080);
+    for i in 0..100 {
+        let r = pf.get("/").unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(body(&r), b"hello from web\n", "request {i}");
+    }
+    let port = pf.port;
+    let at_once: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || http_get(port, "/").map(|r| body(&r).to_vec())))
+        .collect();
+    for t in at_once {
+        assert_eq!(
+            t.join().expect("thread").expect("request"),
+            b"hello from web\n"
+        );
+    }
+    // Two megabytes come through byte for byte.
+    let big = pf.get("/big").expect("a big download");
+    let there = kubectl(&s, &["exec", "web", "--", "cat", "/www/big"], None).stdout;
+    assert_eq!(body(&big).len(), 2_000_000);
+    assert!(
+        body(&big) == there.as_slice(),
+        "the download differs from the file"
+    );
+
+    // Idle for longer than --streaming-connection-idle-timeout: the node closes the
+    // connection and kubectl reports it lost.
+    let mut pf = pf;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = pf.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an idle port-forward was never closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let said: Vec<String> = pf.stderr.try_iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("lost connection to pod")),
+        "{said:?}"
+    );
+
+    // A port nothing listens on: kubectl hears why, and the client's connection just closes.
+    let closed = PortForward::start(&s, "web", 9999);
+    let r = closed.get("/").unwrap_or_default();
+    assert!(r.is_empty(), "{}", String::from_utf8_lossy(&r));
+    let mut said = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !said.contains("error forwarding port 9999") && Instant::now() < deadline {
+        if let Ok(line) = closed.stderr.recv_timeout(Duration::from_millis(200)) {
+            said.push_str(&line);
+        }
+    }
+    assert!(said.contains("error forwarding port 9999"), "{said}");
+}

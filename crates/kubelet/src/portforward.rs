@@ -1,0 +1,372 @@
+//! Port forwarding (`/portForward/{namespace}/{pod}`), as kubectl reaches it through the API
+//! server: SPDY/3.1 tunnelled in a WebSocket (`SPDY/3.1+portforward.k8s.io`). Each forwarded
+//! connection is a pair of SPDY streams sharing a `requestid`: an error stream, where a
+//! failure is written, and a data stream, whose bytes go to and from a TCP connection to the
+//! port on the pod's loopback, opened inside the pod's network namespace.
+//!
+//! A connection with no frame in either direction for the idle timeout is closed, as the
+//! kubelet's `--streaming-connection-idle-timeout` does.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::spdy::{self, Codec, Frame};
+
+/// The WebSocket subprotocol kubectl tunnels SPDY in.
+pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// The largest data frame sent.
+const CHUNK: usize = 32 * 1024;
+/// How long the second stream of a pair may take to arrive.
+const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens a connection to a port on the pod's loopback.
+pub type Connector = Arc<
+    dyn Fn(u16) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>> + Send + Sync,
+>;
+
+/// Upgrades the request and forwards the ports kubectl asks for to `connect`.
+pub fn serve(ws: WebSocketUpgrade, pod: String, connect: Connector, idle: Duration) -> Response {
+    ws.protocols([TUNNEL_PROTOCOL])
+        .on_upgrade(move |socket| tunnel(socket, pod, connect, idle))
+        .into_response()
+}
+
+/// Milliseconds since the session began at which the last frame passed, either way.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// Encodes frames and sends each as a binary WebSocket message; closes normally once every
+/// sender is gone.
+fn writer(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    activity: Activity,
+) -> (mpsc::Sender<Frame>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Frame>(64);
+    let task = tokio::spawn(async move {
+        let mut codec = Codec::new();
+        while let Some(frame) = rx.recv().await {
+            activity.touch();
+            if sink
+                .send(Message::Binary(codec.encode(&frame).into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: "".into(),
+            })))
+            .await;
+    });
+    (tx, task)
+}
+
+/// The streams of one forwarded connection, as they arrive.
+#[derive(Default)]
+struct Pair {
+    port: Option<u16>,
+    error: Option<u32>,
+    data: Option<u32>,
+    since: Option<Instant>,
+}
+
+/// One connection's state, as the reading side keeps it.
+struct Session {
+    pod: String,
+    connect: Connector,
+    out: mpsc::Sender<Frame>,
+    pairs: HashMap<String, Pair>,
+    /// Where the client's bytes for a data stream go (`None`: the client's side ended).
+    inputs: HashMap<u32, mpsc::UnboundedSender<Option<Vec<u8>>>>,
+    tasks: JoinSet<()>,
+    /// The task forwarding each data stream.
+    forwarding: HashMap<u32, tokio::task::AbortHandle>,
+}
+
+async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Duration) {
+    let activity = Activity::new();
+    let (sink, mut incoming) = socket.split();
+    let (out, writer) = writer(sink, activity.clone());
+    let mut session = Session {
+        pod,
+        connect,
+        out,
+        pairs: HashMap::new(),
+        inputs: HashMap::new(),
+        tasks: JoinSet::new(),
+        forwarding: HashMap::new(),
+    };
+    let mut codec = Codec::new();
+    let mut buf = Vec::new();
+    let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut timer = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    activity.touch();
+                    buf.extend_from_slice(&b);
+                    loop {
+                        match codec.decode(&mut buf) {
+                            Ok(Some(frame)) => {
+                                if !session.handle(frame).await {
+                                    return session.end(writer).await;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, pod = %session.pod, "port-forward: a bad frame ends the connection");
+                                return session.end(writer).await;
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => activity.touch(),
+            },
+            Some(_) = session.tasks.join_next(), if !session.tasks.is_empty() => {}
+            _ = timer.tick() => {
+                if !idle.is_zero() && activity.idle_for() >= idle {
+                    tracing::debug!(pod = %session.pod, ?idle, "port-forward: the connection was idle too long");
+                    let _ = session.out.send(Frame::GoAway).await;
+                    break;
+                }
+                session.expire_pairs().await;
+            }
+        }
+    }
+    session.end(writer).await;
+}
+
+impl Session {
+    /// Acts on a frame from the client; false ends the connection.
+    async fn handle(&mut self, frame: Frame) -> bool {
+        match frame {
+            Frame::SynStream {
+                stream, headers, ..
+            } => self.open(stream, &headers).await,
+            Frame::Data { stream, fin, data } => {
+                if let Some(input) = self.inputs.get(&stream) {
+                    if !data.is_empty() {
+                        let _ = input.send(Some(data));
+                    }
+                    if fin {
+                        let _ = input.send(None);
+                        self.inputs.remove(&stream);
+                    }
+                }
+            }
+            Frame::RstStream { stream, .. } => {
+                self.inputs.remove(&stream);
+                if let Some(task) = self.forwarding.remove(&stream) {
+                    task.abort();
+                }
+            }
+            Frame::Ping(id) => {
+                let _ = self.out.send(Frame::Ping(id)).await;
+            }
+            Frame::GoAway => return false,
+            Frame::SynReply { .. }
+            | Frame::Headers { .. }
+            | Frame::Settings { .. }
+            | Frame::WindowUpdate { .. }
+            | Frame::Other(_) => {}
+        }
+        true
+    }
+
+    /// A new stream: accepted, and paired with the other stream of its request.
+    async fn open(&mut self, stream: u32, headers: &[spdy::Header]) {
+        let _ = self
+            .out
+            .send(Frame::SynReply {
+                stream,
+                headers: Vec::new(),
+            })
+            .await;
+        let kind = spdy::header(headers, "streamtype");
+        let Some(request) = spdy::header(headers, "requestid") else {
+            return self.refuse(stream).await;
+        };
+        let port = spdy::header(headers, "port").and_then(|p| p.parse::<u16>().ok());
+        let pair = self.pairs.entry(request.to_string()).or_default();
+        pair.since.get_or_insert_with(Instant::now);
+        match kind {
+            Some("error") => pair.error = Some(stream),
+            Some("data") => {
+                pair.data = Some(stream);
+                pair.port = port;
+            }
+            _ => return self.refuse(stream).await,
+        }
+        if let (Some(error), Some(data)) = (pair.error, pair.data) {
+            let port = pair.port;
+            self.pairs.remove(request);
+            self.forward(port, error, data);
+        }
+    }
+
+    async fn refuse(&mut self, stream: u32) {
+        let _ = self
+            .out
+            .send(Frame::RstStream {
+                stream,
+                status: spdy::CANCEL,
+            })
+            .await;
+    }
+
+    /// Streams whose partner never came are reset.
+    async fn expire_pairs(&mut self) {
+        let stale: Vec<String> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.since.is_some_and(|t| t.elapsed() > PAIR_TIMEOUT))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(pair) = self.pairs.remove(&key) {
+                for stream in [pair.error, pair.data].into_iter().flatten() {
+                    self.refuse(stream).await;
+                }
+            }
+        }
+    }
+
+    /// Starts forwarding a pair of streams to a port.
+    fn forward(&mut self, port: Option<u16>, error: u32, data: u32) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inputs.insert(data, tx);
+        let out = self.out.clone();
+        let connect = self.connect.clone();
+        let pod = self.pod.clone();
+        let task = self.tasks.spawn(async move {
+            let Some(port) = port else {
+                let msg = "the data stream names no valid port".to_string();
+                return fail(&out, error, data, msg).await;
+            };
+            match connect(port).await {
+                Ok(conn) => copy(conn, rx, &out, data).await,
+                Err(e) => {
+                    let msg = format!(
+                        "error forwarding port {port} to pod {pod}: failed to connect to localhost:{port} inside the pod's network namespace: {e}"
+                    );
+                    return fail(&out, error, data, msg).await;
+                }
+            }
+            let _ = out.send(fin(error)).await;
+        });
+        self.forwarding.insert(data, task);
+    }
+
+    /// The connection is over: every forwarded connection closes with it.
+    async fn end(mut self, writer: tokio::task::JoinHandle<()>) {
+        self.tasks.shutdown().await;
+        drop(self.inputs);
+        drop(self.out);
+        let _ = writer.await;
+    }
+}
+
+fn fin(stream: u32) -> Frame {
+    Frame::Data {
+        stream,
+        fin: true,
+        data: Vec::new(),
+    }
+}
+
+/// Reports a failure on the error stream and ends both streams.
+async fn fail(out: &mpsc::Sender<Frame>, error: u32, data: u32, message: String) {
+    tracing::debug!(%message, "port-forward");
+    let _ = out
+        .send(Frame::Data {
+            stream: error,
+            fin: true,
+            data: message.into_bytes(),
+        })
+        .await;
+    let _ = out.send(fin(data)).await;
+}
+
+/// Copies between the data stream and the pod's connection. The client's end of input
+/// half-closes the connection; the pod's end of output ends the stream.
+async fn copy(
+    conn: TcpStream,
+    mut input: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    out: &mpsc::Sender<Frame>,
+    data: u32,
+) {
+    let (mut from_pod, mut to_pod) = conn.into_split();
+    let upstream = async move {
+        while let Some(Some(chunk)) = input.recv().await {
+            if to_pod.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to_pod.shutdown().await;
+        // Keep the write half (and so the connection) until the pod's side ends.
+        std::future::pending::<()>().await;
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match from_pod.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let frame = Frame::Data {
+                        stream: data,
+                        fin: false,
+                        data: buf[..n].to_vec(),
+                    };
+                    if out.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = out.send(fin(data)).await;
+    };
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+    }
+}
