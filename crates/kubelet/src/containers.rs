@@ -496,6 +496,9 @@ pub async fn build(
         log_max_files: 5,
         share_process_namespace: spec.share_process_namespace == Some(true),
         target_pid: target_pid(pod, &spec, c, runtime),
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
     })
 }
 

@@ -142,24 +142,11 @@ impl Io {
     }
 }
 
-/// Applies a resize message (`{"Width":W,"Height":H}`) to the terminal.
-fn resize(terminal: &std::fs::File, message: &[u8]) {
-    let Ok(size) = serde_json::from_slice::<serde_json::Value>(message) else {
-        return;
-    };
+/// The size a resize message (`{"Width":W,"Height":H}`) gives.
+fn terminal_size(message: &[u8]) -> Option<(u16, u16)> {
+    let size = serde_json::from_slice::<serde_json::Value>(message).ok()?;
     let dim = |k: &str| size[k].as_u64().and_then(|v| u16::try_from(v).ok());
-    let (Some(width), Some(height)) = (dim("Width"), dim("Height")) else {
-        return;
-    };
-    let ws = nix::libc::winsize {
-        ws_row: height,
-        ws_col: width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: TIOCSWINSZ reads a winsize we own, on a terminal fd we hold.
-    unsafe { nix::libc::ioctl(terminal.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
+    Some((dim("Width")?, dim("Height")?))
 }
 
 /// Copies a child's output into frames of `stream` until it ends.
@@ -210,45 +197,73 @@ async fn finish(
     let _ = writer.await;
 }
 
-/// Upgrades the request and streams a container's output records (as attach sees them) until
-/// they end (the container stopped) or the client goes away.
-pub fn serve_output(
-    ws: WebSocketUpgrade,
-    records: mpsc::Receiver<Vec<tug_runtime::logs::Record>>,
-) -> Response {
+/// Upgrades the request and joins the client to a container's own process through the
+/// shim's attach socket (see `tug_runtime::attach`) until the container's output ends or the
+/// client goes.
+pub fn serve_attach(ws: WebSocketUpgrade, shim: std::os::unix::net::UnixStream) -> Response {
     ws.protocols(PROTOCOLS)
-        .on_upgrade(move |socket| output_session(socket, records))
+        .on_upgrade(move |socket| attach_session(socket, shim))
         .into_response()
 }
 
-async fn output_session(
-    socket: WebSocket,
-    mut records: mpsc::Receiver<Vec<tug_runtime::logs::Record>>,
-) {
+async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream) {
+    use tug_runtime::attach;
+    let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
     let (sink, mut incoming) = socket.split();
     let (tx, writer) = writer(sink);
+    let shim = match shim
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(shim))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": format!("attaching to the container: {e}")});
+            return finish(tx, writer, status).await;
+        }
+    };
+    let (mut from_shim, mut to_shim) = shim.into_split();
+    let mut pending = Vec::new();
+    let mut chunk = vec![0u8; 32 * 1024];
     loop {
         tokio::select! {
-            batch = records.recv() => match batch {
-                Some(batch) => {
-                    for rec in batch {
-                        let stream = if rec.stream == "stderr" { STDERR } else { STDOUT };
-                        let mut data = rec.content;
-                        if !rec.partial {
-                            data.push(b'\n');
-                        }
+            n = from_shim.read(&mut chunk) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    pending.extend_from_slice(&chunk[..n]);
+                    while let Ok(Some((kind, data))) = attach::take_frame(&mut pending) {
+                        let stream = if kind == attach::STDERR { STDERR } else { STDOUT };
                         if tx.send(frame(stream, &data)).await.is_err() {
                             return;
                         }
                     }
                 }
-                None => break,
             },
-            msg = incoming.next() => match msg {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                // Input to a container's own stdin is not kept open by this runtime.
-                Some(Ok(_)) => {}
-            },
+            msg = incoming.next() => {
+                let to_send = match msg {
+                    Some(Ok(Message::Binary(b))) => match b.first() {
+                        Some(&STDIN) => Some(attach::frame(attach::STDIN, &b[1..])),
+                        Some(&CLOSE) if v5 && b.get(1) == Some(&STDIN) => {
+                            Some(attach::frame(attach::CLOSE_STDIN, &[]))
+                        }
+                        Some(&RESIZE) => terminal_size(&b[1..]).map(|(w, h)| {
+                            let mut size = w.to_be_bytes().to_vec();
+                            size.extend_from_slice(&h.to_be_bytes());
+                            attach::frame(attach::RESIZE, &size)
+                        }),
+                        _ => None,
+                    },
+                    // The client went: leaving the socket detaches (and, for stdinOnce,
+                    // closes the container's stdin).
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => None,
+                };
+                if let Some(bytes) = to_send
+                    && to_shim.write_all(&bytes).await.is_err()
+                {
+                    break;
+                }
+            }
         }
     }
     finish(tx, writer, json!({"metadata": {}, "status": "Success"})).await;
@@ -321,8 +336,8 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
                         let _ = stdin_tx.send(None).await;
                     }
                     Some(&RESIZE) => {
-                        if let Some(t) = &terminal {
-                            resize(t, &b[1..]);
+                        if let (Some(t), Some((w, h))) = (&terminal, terminal_size(&b[1..])) {
+                            tug_runtime::attach::resize(t, w, h);
                         }
                     }
                     _ => {}

@@ -83,7 +83,22 @@ async fn metrics_resource(State(state): State<ServerState>) -> Response {
     }
 }
 
+/// The answer to a streaming request that is not a WebSocket upgrade (kubectl's SPDY
+/// fallback, or a bad handshake).
+fn not_websocket(what: &str, why: WebSocketUpgradeRejection) -> Response {
+    let protocols = if what == "port-forward" {
+        crate::portforward::TUNNEL_PROTOCOL.to_string()
+    } else {
+        crate::exec::PROTOCOLS.join(" or ")
+    };
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("{what} is served over a WebSocket upgrade ({protocols}); SPDY is not ({why})"),
+    )
+}
+
 fn error(code: StatusCode, msg: String) -> Response {
+    tracing::info!(%code, %msg, "kubelet API request refused");
     (code, msg).into_response()
 }
 
@@ -121,11 +136,9 @@ async fn exec(
             "you must specify at least one command for the container".into(),
         );
     }
-    let Ok(ws) = ws else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "exec is served over a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not".into(),
-        );
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return not_websocket("exec", e),
     };
     let rt = state.runtime.clone();
     let running = tokio::task::spawn_blocking(move || {
@@ -154,14 +167,9 @@ async fn port_forward(
     Path((ns, pod)): Path<(String, String)>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Ok(ws) = ws else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "port-forward is served over a WebSocket upgrade ({}); plain SPDY is not",
-                crate::portforward::TUNNEL_PROTOCOL
-            ),
-        );
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return not_websocket("port-forward", e),
     };
     let rt = state.runtime.clone();
     let (n, p) = (ns.clone(), pod.clone());
@@ -304,7 +312,7 @@ async fn container_logs(
 
 /// Sends the records written to a container's log from `offset` on, in batches, until the
 /// container has stopped and its last lines are out, or the receiver is gone.
-pub(crate) async fn follow_log(
+async fn follow_log(
     rt: Arc<dyn Runtime>,
     path: PathBuf,
     mut offset: u64,
@@ -347,39 +355,34 @@ pub(crate) async fn follow_log(
     }
 }
 
-/// `/attach/{namespace}/{pod}/{container}`: the running container's output from now on,
-/// over the same WebSocket protocol as exec (stdout and stderr as the log recorded them),
-/// until the container stops or the client goes away.
+/// `/attach/{namespace}/{pod}/{container}`: the running container's own process, over the
+/// same WebSocket protocol as exec: its output from now on, and input to its stdin (and
+/// terminal resizes) when the container keeps stdin open (otherwise input is dropped), until
+/// it stops or the client goes.
 async fn attach(
     State(state): State<ServerState>,
     Path((ns, pod, container)): Path<(String, String, String)>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Ok(ws) = ws else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "attach is served over a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not".into(),
-        );
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return not_websocket("attach", e),
     };
     let rt = state.runtime.clone();
     let found = tokio::task::spawn_blocking(move || {
-        runs_of(rt.as_ref(), &ns, &pod, &container)
+        let run = runs_of(rt.as_ref(), &ns, &pod, &container)
             .into_iter()
             .rev()
             .find(|c| matches!(c.state, ContainerState::Running { .. }))
-            .map(|c| c.spec.log_path)
-            .ok_or_else(|| format!("container {container} is not running in pod {ns}/{pod}"))
+            .ok_or_else(|| format!("container {container} is not running in pod {ns}/{pod}"))?;
+        rt.attach(&run.spec.id).map_err(|e| format!("{e:#}"))
     })
     .await;
-    let path = match found {
-        Ok(Ok(p)) => p,
-        Ok(Err(msg)) => return error(StatusCode::BAD_REQUEST, msg),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<logs::Record>>(16);
-    tokio::spawn(follow_log(state.runtime.clone(), path, offset, true, tx));
-    crate::exec::serve_output(ws, rx)
+    match found {
+        Ok(Ok(socket)) => crate::exec::serve_attach(ws, socket),
+        Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {

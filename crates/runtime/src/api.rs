@@ -59,6 +59,8 @@ pub trait Runtime: Send + Sync {
     /// The command that runs `args` in running container `id` with whatever stdio the caller
     /// gives it, in a process group of its own (for streaming exec sessions).
     fn exec_command(&self, id: &str, args: &[String]) -> std::process::Command;
+    /// Connects to the attach socket of running container `id` (see [`crate::attach`]).
+    fn attach(&self, id: &str) -> anyhow::Result<std::os::unix::net::UnixStream>;
     /// Connects to an address from inside a pod's network namespace.
     fn connect_in_pod(
         &self,

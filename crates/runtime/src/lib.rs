@@ -3,6 +3,7 @@
 //! containers run under cgroups by a small supervisor process, the shim, that outlives the agent.
 
 pub mod api;
+pub mod attach;
 pub mod cgroup;
 pub mod image;
 pub mod logs;

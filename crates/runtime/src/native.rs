@@ -552,6 +552,16 @@ impl crate::api::Runtime for NativeRuntime {
         NativeRuntime::exec_command(self, id, args)
     }
 
+    fn attach(&self, id: &str) -> anyhow::Result<std::os::unix::net::UnixStream> {
+        let path = self.container_dir(id).join(crate::attach::SOCKET);
+        std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+            format!(
+                "connecting to the container's attach socket {}",
+                path.display()
+            )
+        })
+    }
+
     fn connect_in_pod(
         &self,
         uid: &str,

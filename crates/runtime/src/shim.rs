@@ -198,8 +198,7 @@ fn supervise(dir: &Path, spec: &ContainerSpec) -> anyhow::Result<()> {
     let cgroups = Cgroups::detect()?;
     let sandbox_pid = state::read_pid(&state::sandbox_dir_of(dir, &spec.sandbox))
         .context("the pod's sandbox is not running")?;
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let stdio = Stdio::new(spec)?;
     let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // Joining the pod's namespaces happens here, before the fork, so that the child is born
     // in the right pid namespace.
@@ -207,8 +206,8 @@ fn supervise(dir: &Path, spec: &ContainerSpec) -> anyhow::Result<()> {
     // SAFETY: this process is single-threaded (the shim runs before any runtime starts).
     match unsafe { fork() }.context("fork")? {
         ForkResult::Child => {
-            drop((out_r, err_r, sync_r));
-            let err = child(spec, &cgroups, dir, &out_w, &err_w)
+            drop(sync_r);
+            let err = child(spec, &cgroups, dir, stdio.for_child())
                 .err()
                 .map(|e| format!("{e:#}"))
                 .unwrap_or_default();
@@ -218,7 +217,8 @@ fn supervise(dir: &Path, spec: &ContainerSpec) -> anyhow::Result<()> {
             unsafe { libc::_exit(127) };
         }
         ForkResult::Parent { child } => {
-            drop((out_w, err_w, sync_w));
+            drop(sync_w);
+            let (outputs, input) = stdio.for_shim();
             let started_at = state::now();
             let mut msg = String::new();
             std::io::Read::read_to_string(&mut std::fs::File::from(sync_r), &mut msg)?;
@@ -236,9 +236,11 @@ fn supervise(dir: &Path, spec: &ContainerSpec) -> anyhow::Result<()> {
                 cgroups.remove(&state::cgroup_path(spec));
                 bail!("{msg}");
             }
+            let mut hub = crate::attach::Hub::listen(dir, input, spec.stdin_once);
             state::write_started(dir, child.as_raw(), &started_at)?;
             report(&format!("ok {child}"));
-            pump_logs(spec, dir, child, out_r, err_r);
+            pump_output(spec, dir, child, outputs, &mut hub);
+            drop(hub);
             let status = nix::sys::wait::waitpid(child, None)?;
             let (exit_code, signal) = match status {
                 nix::sys::wait::WaitStatus::Exited(_, c) => (c, None),
@@ -301,8 +303,105 @@ fn join_sandbox(pid: i32, spec: &ContainerSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies the container's stdout and stderr into its log until both close.
-fn pump_logs(spec: &ContainerSpec, dir: &Path, child: Pid, out_r: OwnedFd, err_r: OwnedFd) {
+/// The container's standard streams: pipes, or a terminal (`tty`), and a pipe for stdin when
+/// the spec keeps stdin open.
+enum Stdio {
+    Pipes {
+        stdin: Option<(OwnedFd, OwnedFd)>,
+        out: (OwnedFd, OwnedFd),
+        err: (OwnedFd, OwnedFd),
+    },
+    Terminal {
+        master: OwnedFd,
+        slave: OwnedFd,
+    },
+}
+
+/// What the child's fds 0, 1 and 2 become (`None` for stdin: /dev/null), and whether they are
+/// a terminal to make the controlling one.
+struct ChildStdio<'a> {
+    stdin: Option<std::os::fd::BorrowedFd<'a>>,
+    stdout: std::os::fd::BorrowedFd<'a>,
+    stderr: std::os::fd::BorrowedFd<'a>,
+    terminal: bool,
+}
+
+fn cloexec(fd: &OwnedFd) -> anyhow::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(())
+}
+
+impl Stdio {
+    fn new(spec: &ContainerSpec) -> anyhow::Result<Stdio> {
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+        if spec.tty {
+            let pty = nix::pty::openpty(None, None).context("opening a terminal")?;
+            cloexec(&pty.master)?;
+            cloexec(&pty.slave)?;
+            return Ok(Stdio::Terminal {
+                master: pty.master,
+                slave: pty.slave,
+            });
+        }
+        Ok(Stdio::Pipes {
+            stdin: if spec.stdin { Some(pipe()?) } else { None },
+            out: pipe()?,
+            err: pipe()?,
+        })
+    }
+
+    fn for_child(&self) -> ChildStdio<'_> {
+        match self {
+            Stdio::Pipes { stdin, out, err } => ChildStdio {
+                stdin: stdin.as_ref().map(|(r, _)| r.as_fd()),
+                stdout: out.1.as_fd(),
+                stderr: err.1.as_fd(),
+                terminal: false,
+            },
+            Stdio::Terminal { slave, .. } => ChildStdio {
+                stdin: Some(slave.as_fd()),
+                stdout: slave.as_fd(),
+                stderr: slave.as_fd(),
+                terminal: true,
+            },
+        }
+    }
+
+    /// The shim's ends: the outputs to read (with their stream) and where input goes. The
+    /// child's ends close here, so that the outputs end when the container's do.
+    fn for_shim(self) -> (Vec<(OwnedFd, &'static str)>, crate::attach::Input) {
+        use crate::attach::Input;
+        match self {
+            Stdio::Pipes { stdin, out, err } => (
+                vec![(out.0, "stdout"), (err.0, "stderr")],
+                match stdin {
+                    Some((_, w)) => Input::Pipe(Some(w)),
+                    None => Input::None,
+                },
+            ),
+            Stdio::Terminal { master, slave } => {
+                drop(slave);
+                match master.try_clone() {
+                    Ok(input) => (vec![(master, "stdout")], Input::Terminal(input)),
+                    Err(_) => (vec![(master, "stdout")], Input::None),
+                }
+            }
+        }
+    }
+}
+
+/// Copies the container's output into its log and to attached clients, and clients' input
+/// to the container, until the outputs close.
+fn pump_output(
+    spec: &ContainerSpec,
+    dir: &Path,
+    child: Pid,
+    outputs: Vec<(OwnedFd, &'static str)>,
+    hub: &mut crate::attach::Hub,
+) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut log = match LogWriter::open(&spec.log_path, spec.log_max_bytes, spec.log_max_files) {
         Ok(l) => Some(l),
@@ -311,21 +410,25 @@ fn pump_logs(spec: &ContainerSpec, dir: &Path, child: Pid, out_r: OwnedFd, err_r
             None
         }
     };
-    let mut streams = [
-        (Some(out_r), "stdout", LineSplitter::default()),
-        (Some(err_r), "stderr", LineSplitter::default()),
-    ];
+    let mut streams: Vec<(Option<OwnedFd>, &str, LineSplitter)> = outputs
+        .into_iter()
+        .map(|(fd, name)| (Some(fd), name, LineSplitter::default()))
+        .collect();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let open: Vec<usize> = (0..2).filter(|i| streams[*i].0.is_some()).collect();
+        let open: Vec<usize> = (0..streams.len())
+            .filter(|i| streams[*i].0.is_some())
+            .collect();
         if open.is_empty() {
             return;
         }
-        let ready: Vec<(usize, bool)> = {
+        let (ready, hub_ready): (Vec<(usize, bool)>, Vec<bool>) = {
+            let hub_fds = hub.fds();
             let mut fds: Vec<PollFd> = open
                 .iter()
                 .filter_map(|i| streams[*i].0.as_ref())
                 .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .chain(hub_fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)))
                 .collect();
             match poll(&mut fds, PollTimeout::from(2000u16)) {
                 Err(_) => continue,
@@ -339,11 +442,16 @@ fn pump_logs(spec: &ContainerSpec, dir: &Path, child: Pid, out_r: OwnedFd, err_r
                 }
                 Ok(_) => {}
             }
-            open.iter()
-                .zip(fds.iter())
-                .map(|(i, fd)| (*i, fd.revents().is_some_and(|r| !r.is_empty())))
-                .collect()
+            let readable = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            (
+                open.iter()
+                    .zip(fds.iter())
+                    .map(|(i, fd)| (*i, readable(fd)))
+                    .collect(),
+                fds[open.len()..].iter().map(readable).collect(),
+            )
         };
+        hub.serve(&hub_ready);
         for (i, is_ready) in ready {
             if !is_ready {
                 continue;
@@ -352,6 +460,7 @@ fn pump_logs(spec: &ContainerSpec, dir: &Path, child: Pid, out_r: OwnedFd, err_r
             let n = match fd.as_ref().map(|f| nix::unistd::read(f, &mut buf)) {
                 Some(Ok(n)) => n,
                 Some(Err(nix::errno::Errno::EINTR)) => continue,
+                // A terminal whose other side closed reads EIO: the end, as for a pipe.
                 _ => 0,
             };
             let mut emit = |partial: bool, line: &[u8]| match log.as_mut() {
@@ -363,6 +472,12 @@ fn pump_logs(spec: &ContainerSpec, dir: &Path, child: Pid, out_r: OwnedFd, err_r
                 *fd = None;
             } else {
                 let _ = splitter.feed(&buf[..n], &mut emit);
+                let kind = if *stream == "stderr" {
+                    crate::attach::STDERR
+                } else {
+                    crate::attach::STDOUT
+                };
+                hub.broadcast(kind, &buf[..n]);
             }
         }
     }
@@ -374,8 +489,7 @@ fn child(
     spec: &ContainerSpec,
     cgroups: &Cgroups,
     dir: &Path,
-    out_w: &OwnedFd,
-    err_w: &OwnedFd,
+    stdio: ChildStdio<'_>,
 ) -> anyhow::Result<()> {
     cgroups
         .join_self(&state::cgroup_path(spec))
@@ -417,13 +531,26 @@ fn child(
             .with_context(|| format!("creating the working directory {cwd}"))?;
     }
     nix::unistd::chdir(cwd).with_context(|| format!("chdir to {cwd}"))?;
-    // stdio: nothing in, output to the shim.
+    // stdio: input from the shim (or nothing), output to the shim.
     let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+    let stdin = stdio.stdin.map_or(null.as_raw_fd(), |fd| fd.as_raw_fd());
     // SAFETY: dup2 onto the standard fds with valid open fds.
     unsafe {
-        libc::dup2(null.as_raw_fd(), 0);
-        libc::dup2(out_w.as_raw_fd(), 1);
-        libc::dup2(err_w.as_raw_fd(), 2);
+        libc::dup2(stdin, 0);
+        libc::dup2(stdio.stdout.as_raw_fd(), 1);
+        libc::dup2(stdio.stderr.as_raw_fd(), 2);
+    }
+    if stdio.terminal {
+        // A session of its own, with the terminal as its controlling one (job control,
+        // ^C).
+        nix::unistd::setsid().context("setsid")?;
+        // SAFETY: TIOCSCTTY on fd 0, the terminal just put there.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } < 0 {
+            bail!(
+                "making the terminal the controlling one: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
     // The shim ignores terminal signals; the container starts with every default back (a
     // signal ignored at exec could not be trapped by a shell).

@@ -88,4 +88,13 @@ pub struct ContainerSpec {
     /// container) instead.
     #[serde(default)]
     pub target_pid: Option<i32>,
+    /// Keep the container's stdin open for attaching clients (`stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin once the first attached client goes (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Run the process on a terminal (`tty`).
+    #[serde(default)]
+    pub tty: bool,
 }

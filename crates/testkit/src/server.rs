@@ -64,9 +64,16 @@ impl TugServer {
             .expect("start tug server");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        // The log is kept in the data directory, for failing tests to show.
+        let _ = std::fs::create_dir_all(data_dir);
+        let mut log = std::fs::File::create(data_dir.join("server.log")).ok();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{}", strip_ansi(&line));
+                }
                 if !sent && line.contains("API server ready") {
                     let url = line
                         .split_whitespace()

@@ -200,11 +200,127 @@ fn kubectl_attach_sees_what_a_running_container_writes() {
     assert!(!ticks.contains(&"tick-1"), "{stdout}");
 }
 
+/// kubectl on a pseudo-terminal of its own, as a user's shell would run it: what it shows is
+/// collected, and the test types into it.
+struct Terminal {
+    kubectl: std::process::Child,
+    master: std::fs::File,
+    screen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+fn winsize(rows: u16, cols: u16) -> nix::libc::winsize {
+    nix::libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+impl Terminal {
+    fn spawn(s: &TugServer, args: &[&str]) -> Terminal {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let pty = nix::pty::openpty(Some(&winsize(24, 80)), None).expect("openpty");
+        let slave = std::fs::File::from(pty.slave);
+        let mut cmd = Command::new(tug_testkit::server::kubectl_path());
+        cmd.env("KUBECONFIG", &s.kubeconfig)
+            .args(args)
+            .stdin(slave.try_clone().expect("slave"))
+            .stdout(slave.try_clone().expect("slave"))
+            .stderr(slave);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::libc::setsid();
+                nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let kubectl = cmd.spawn().expect("kubectl");
+        drop(cmd);
+        let master = std::fs::File::from(pty.master);
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut reader, sc) = (master.try_clone().expect("master"), screen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut sc) = sc.lock() {
+                    sc.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        Terminal {
+            kubectl,
+            master,
+            screen,
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        self.master
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type");
+    }
+
+    fn wait_for(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.screen().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "never saw {what:?} on the terminal:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The terminal changes size (kubectl passes it on).
+    fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: TIOCSWINSZ with a winsize we own.
+        unsafe {
+            nix::libc::ioctl(
+                self.master.as_raw_fd(),
+                nix::libc::TIOCSWINSZ,
+                &winsize(rows, cols),
+            )
+        };
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.kubectl.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl did not end: {}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.kubectl.kill();
+        let _ = self.kubectl.wait();
+    }
+}
+
 #[test]
 fn an_interactive_exec_through_a_terminal_runs_commands_and_sees_resizes() {
-    use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let (s, _dir) = cluster();
     apply(
         &s,
@@ -213,75 +329,96 @@ fn an_interactive_exec_through_a_terminal_runs_commands_and_sees_resizes() {
         ),
     );
     wait_phase(&s, "term", "Running", Duration::from_secs(60));
-    let size = |rows, cols| nix::libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // kubectl gets a terminal of its own, as a user's shell would give it.
-    let pty = nix::pty::openpty(Some(&size(24, 80)), None).expect("openpty");
-    let slave = std::fs::File::from(pty.slave);
-    let mut cmd = Command::new(tug_testkit::server::kubectl_path());
-    cmd.env("KUBECONFIG", &s.kubeconfig)
-        .args(["exec", "-it", "term", "--", "sh"])
-        .stdin(slave.try_clone().expect("slave"))
-        .stdout(slave.try_clone().expect("slave"))
-        .stderr(slave);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::libc::setsid();
-            nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let mut kubectl = cmd.spawn().expect("kubectl exec -it");
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
-    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    {
-        let (mut reader, screen) = (master.try_clone().expect("master"), screen.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut sc) = screen.lock() {
-                    sc.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
-    }
-    let seen = |what: &str| screen.lock().map(|s| s.contains(what)).unwrap_or(false);
+    let mut t = Terminal::spawn(&s, &["exec", "-it", "term", "--", "sh"]);
     std::thread::sleep(Duration::from_secs(1));
-    master.write_all(b"echo answer-$((6*7))\n").expect("type");
-    wait_until("the shell to answer", Duration::from_secs(30), || {
-        seen("answer-42")
-    });
-    // The terminal grows: kubectl passes it on, and the shell's terminal follows.
-    // SAFETY: TIOCSWINSZ with a winsize we own.
-    unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &size(33, 101)) };
+    t.type_line("echo answer-$((6*7))");
+    t.wait_for("answer-42");
+    t.resize(33, 101);
     std::thread::sleep(Duration::from_secs(1));
-    master.write_all(b"stty size\n").expect("type");
-    wait_until("the new size inside", Duration::from_secs(30), || {
-        seen("33 101")
+    t.type_line("stty size");
+    t.wait_for("33 101");
+    t.type_line("exit 5");
+    assert_eq!(t.wait_exit().code(), Some(5));
+}
+
+#[test]
+fn kubectl_debug_it_runs_a_shell_in_an_ephemeral_container_that_sees_its_target() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: sick}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: {IMAGE}, command: [tail, -f, /dev/null]}}\n"
+        ),
+    );
+    wait_phase(&s, "sick", "Running", Duration::from_secs(60));
+    let mut t = Terminal::spawn(
+        &s,
+        &[
+            "debug",
+            "-it",
+            "sick",
+            "--image=busybox:test",
+            "--target=app",
+            "-c",
+            "dbg",
+            "--",
+            "sh",
+        ],
+    );
+    t.wait_for("If you don't see a command prompt");
+    // Typed into the debug container's own shell: it is on a terminal, and sees the target's
+    // processes.
+    t.type_line("[ -t 0 ] && pidof tail >/dev/null && echo target-$((40+2))");
+    t.wait_for("target-42");
+    t.resize(40, 120);
+    std::thread::sleep(Duration::from_secs(1));
+    t.type_line("stty size");
+    t.wait_for("40 120");
+    t.type_line("exit 3");
+    t.wait_exit();
+    wait_until("the debug shell's exit", Duration::from_secs(30), || {
+        jsonpath(
+            &s,
+            &["pod", "sick"],
+            "{.status.ephemeralContainerStatuses[0].state.terminated.exitCode}",
+        ) == "3"
     });
-    master.write_all(b"exit 5\n").expect("type");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = kubectl.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kubectl did not end: {}",
-            screen.lock().map(|s| s.clone()).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status.code(), Some(5));
+}
+
+#[test]
+fn kubectl_attach_i_feeds_the_containers_stdin() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: reader}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {IMAGE}
+    stdin: true
+    command: [sh, -c, "while read line; do echo got-$line; done; echo input-ended"]
+"#
+        ),
+    );
+    wait_phase(&s, "reader", "Running", Duration::from_secs(60));
+    let o = kubectl(&s, &["attach", "-i", "reader"], Some("one\ntwo\n"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("got-one") && out.contains("got-two"),
+        "{out}\n{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(s.data_dir.join("server.log")).unwrap_or_default()
+    );
+    // kubectl's end of input closed the container's stdin: the loop ended.
+    wait_phase(&s, "reader", "Succeeded", Duration::from_secs(30));
+    let logs = ok(&s, &["logs", "reader"]);
+    assert_eq!(logs, "got-one\ngot-two\ninput-ended\n");
 }
 
 #[test]
