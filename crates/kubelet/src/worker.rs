@@ -366,6 +366,11 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
         };
         let t_sandbox = t0.elapsed();
         if !host_network && state.pod_ip.is_none() {
+            // A CRI runtime's own network (its CNI configuration) may have given the IP.
+            let (rt2, uid2) = (rt.clone(), uid.clone());
+            state.pod_ip = tokio::task::spawn_blocking(move || rt2.sandbox_ip(&uid2)).await?;
+        }
+        if !host_network && state.pod_ip.is_none() {
             match attach_network(shared, &uid, pid).await {
                 Ok(ip) => state.pod_ip = Some(ip.to_string()),
                 Err(e) => {

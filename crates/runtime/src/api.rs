@@ -35,6 +35,11 @@ pub trait Runtime: Send + Sync {
 
     /// Starts a pod's sandbox (or finds it running); returns the pid holding its namespaces.
     fn run_sandbox(&self, spec: &SandboxSpec) -> anyhow::Result<i32>;
+    /// The pod IP, for runtimes that set up the pod network themselves (CRI runtimes, through
+    /// their CNI configuration); `None` when the agent attaches the network.
+    fn sandbox_ip(&self, _uid: &str) -> Option<String> {
+        None
+    }
     /// Stops and forgets a sandbox.
     fn remove_sandbox(&self, uid: &str);
     /// The sandboxes present.

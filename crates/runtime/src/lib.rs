@@ -5,6 +5,7 @@
 pub mod api;
 pub mod attach;
 pub mod cgroup;
+pub mod cri;
 pub mod image;
 pub mod logs;
 pub mod native;

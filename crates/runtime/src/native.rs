@@ -44,6 +44,28 @@ pub enum StartError {
     Failed(String),
 }
 
+/// Opens a TCP connection from inside the network namespace of process `pid`.
+pub(crate) fn connect_in_netns(
+    pid: i32,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<std::net::TcpStream> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    // A thread of its own joins the namespace; the socket keeps it after the thread ends.
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<std::net::TcpStream> {
+            nix::sched::setns(
+                std::os::fd::AsFd::as_fd(&ns),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .context("joining the pod's network namespace")?;
+            Ok(std::net::TcpStream::connect_timeout(&addr, timeout)?)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the connecting thread panicked"))?
+    })
+}
+
 /// The native runtime.
 pub struct NativeRuntime {
     root: PathBuf,
@@ -426,20 +448,7 @@ impl NativeRuntime {
         let pid = self
             .sandbox_pid(uid)
             .context("the pod's sandbox is not running")?;
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-        // A thread of its own joins the namespace; the socket keeps it after the thread ends.
-        std::thread::scope(|s| {
-            s.spawn(|| -> anyhow::Result<std::net::TcpStream> {
-                nix::sched::setns(
-                    std::os::fd::AsFd::as_fd(&ns),
-                    nix::sched::CloneFlags::CLONE_NEWNET,
-                )
-                .context("joining the pod's network namespace")?;
-                Ok(std::net::TcpStream::connect_timeout(&addr, timeout)?)
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?
-        })
+        connect_in_netns(pid, addr, timeout)
     }
 
     /// CPU and memory a container uses.

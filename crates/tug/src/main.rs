@@ -116,6 +116,10 @@ struct NodeFlags {
     /// named keep Kubernetes' defaults.
     #[arg(long, default_value = "", value_parser = |s: &str| s.parse::<tug_kubelet::pressure::Thresholds>())]
     eviction_hard: tug_kubelet::pressure::Thresholds,
+    /// A CRI v1 runtime to drive instead of the built-in one (`unix:///run/containerd/containerd.sock`);
+    /// its CNI configuration then gives pods their network.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
     /// How long a port-forward connection may pass no data before it is closed.
     #[arg(long, default_value = "4h0m0s", value_parser = tug_kubelet::server::parse_duration)]
     streaming_connection_idle_timeout: std::time::Duration,
@@ -397,11 +401,27 @@ impl NodeFlags {
                  run it as root (`tug server --disable-agent` runs a control plane without one)"
             );
         }
-        let exe = std::env::current_exe().context("finding the tug binary (the container shim)")?;
-        let runtime = std::sync::Arc::new(
-            tug_runtime::NativeRuntime::open(data_dir, &exe)
-                .with_context(|| format!("opening the runtime in {}", data_dir.display()))?,
-        );
+        let runtime: std::sync::Arc<dyn tug_runtime::Runtime> =
+            match &self.container_runtime_endpoint {
+                Some(endpoint) => {
+                    let endpoint = endpoint.clone();
+                    std::sync::Arc::new(
+                        tokio::task::spawn_blocking(move || {
+                            tug_runtime::cri::CriRuntime::connect(&endpoint)
+                        })
+                        .await??,
+                    )
+                }
+                None => {
+                    let exe = std::env::current_exe()
+                        .context("finding the tug binary (the container shim)")?;
+                    std::sync::Arc::new(
+                        tug_runtime::NativeRuntime::open(data_dir, &exe).with_context(|| {
+                            format!("opening the runtime in {}", data_dir.display())
+                        })?,
+                    )
+                }
+            };
         let tls = tug_apiserver::tls::kubelet_server_config(ca_pem, serving)?;
         let listener = tokio::net::TcpListener::bind((self.node_ip, self.kubelet_port))
             .await
