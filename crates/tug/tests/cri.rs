@@ -132,33 +132,45 @@ fn the_node_agent_scenarios_pass_on_containerd() {
     wait_phase(&s, &c, "hello", "Succeeded");
     assert_eq!(ok(&s, &["logs", "hello"]), "hi\n");
 
-    // 2. An httpd with a readiness probe becomes Ready; its pod IP answers from the host and
-    // from another pod.
+    // 2. A Deployment of an httpd with a readiness probe becomes Ready; its pod IP answers
+    // from the host and from another pod.
     apply(
         &s,
         &format!(
             r#"
-apiVersion: v1
-kind: Pod
+apiVersion: apps/v1
+kind: Deployment
 metadata: {{name: web}}
 spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: httpd
-    image: {IMAGE}
-    command: [sh, -c, "mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 8080 -h /www"]
-    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: {IMAGE}
+        command: [sh, -c, "mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
 "#
         ),
     );
-    wait_phase(&s, &c, "web", "Running");
-    wait_until("web is Ready", Duration::from_secs(30), || {
-        jsonpath(&s, &["pod", "web"], "{.status.containerStatuses[0].ready}") == "true"
-    });
-    let ip = jsonpath(&s, &["pod", "web"], "{.status.podIP}");
+    wait_until(
+        "the Deployment is available",
+        Duration::from_secs(60),
+        || jsonpath(&s, &["deployment", "web"], "{.status.readyReplicas}") == "1",
+    );
+    let web = jsonpath(&s, &["pods", "-l", "app=web"], "{.items[0].metadata.name}");
+    let ip = jsonpath(&s, &["pod", &web], "{.status.podIP}");
     assert!(
         ip.starts_with("10.250."),
         "the pod IP {ip:?} is not from the CNI subnet"
+    );
+    // kubectl exec enters the containerd container.
+    assert_eq!(
+        ok(&s, &["exec", &web, "--", "cat", "/etc/hostname"]).trim(),
+        web
     );
     let from_host = {
         use std::io::{Read, Write};
@@ -262,8 +274,136 @@ spec:
         ) == "true"
     });
 
+    // 4. configMap, secret, downwardAPI and projected files with their modes, following
+    // updates; an emptyDir shared by two containers; a local-path claim that outlives pods.
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data: {{a: "1"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: sec}}
+stringData: {{s: hush}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: files, labels: {{tier: backend}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: cfg, configMap: {{name: cfg, defaultMode: 0400}}}}
+  - {{name: sec, secret: {{secretName: sec, items: [{{key: s, path: s, mode: 0440}}]}}}}
+  - {{name: down, downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}}}
+  - name: proj
+    projected:
+      defaultMode: 0444
+      sources:
+      - configMap: {{name: cfg}}
+      - downwardAPI: {{items: [{{path: ns, fieldRef: {{fieldPath: metadata.namespace}}}}]}}
+  - {{name: shared, emptyDir: {{}}}}
+  containers:
+  - name: reader
+    image: {IMAGE}
+    command: [sh, -c, "stat -L -c '%a %n' /cfg/a /sec/s /down/labels /proj/a; cat /sec/s /down/labels /proj/ns; echo; while true; do echo cfg=$(cat /cfg/a) shared=$(cat /shared/x 2>/dev/null); sleep 0.3; done"]
+    volumeMounts:
+    - {{name: cfg, mountPath: /cfg}}
+    - {{name: sec, mountPath: /sec}}
+    - {{name: down, mountPath: /down}}
+    - {{name: proj, mountPath: /proj}}
+    - {{name: shared, mountPath: /shared}}
+  - name: writer
+    image: {IMAGE}
+    command: [sh, -c, "echo from-writer > /shared/x; sleep 3600"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#
+        ),
+    );
+    wait_until("files runs", Duration::from_secs(60), || {
+        let out = kubectl(&s, &["logs", "files", "-c", "reader"], None);
+        String::from_utf8_lossy(&out.stdout).contains("shared=from-writer")
+    });
+    let logs = ok(&s, &["logs", "files", "-c", "reader"]);
+    for want in [
+        "400 /cfg/a",
+        "440 /sec/s",
+        "644 /down/labels",
+        "444 /proj/a",
+        "hush",
+        "tier=\"backend\"",
+        "default",
+        "cfg=1",
+    ] {
+        assert!(logs.contains(want), "{want:?} missing from:\n{logs}");
+    }
+    ok(
+        &s,
+        &["patch", "configmap", "cfg", "-p", r#"{"data":{"a":"2"}}"#],
+    );
+    wait_until(
+        "the update reaches the volume",
+        Duration::from_secs(60),
+        || {
+            let out = kubectl(&s, &["logs", "files", "-c", "reader", "--tail", "1"], None);
+            String::from_utf8_lossy(&out.stdout).contains("cfg=2")
+        },
+    );
+    let claim = |name: &str, cmd: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: data, persistentVolumeClaim: {{claimName: keep}}}}]\n  containers:\n  - {{name: c, image: {IMAGE}, command: [sh, -c, \"{cmd}\"], volumeMounts: [{{name: data, mountPath: /data}}]}}\n"
+        )
+    };
+    apply(
+        &s,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: keep}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    apply(&s, &claim("first", "echo kept > /data/file"));
+    wait_phase(&s, &c, "first", "Succeeded");
+    ok(&s, &["delete", "pod", "first"]);
+    apply(&s, &claim("second", "cat /data/file"));
+    wait_phase(&s, &c, "second", "Succeeded");
+    assert_eq!(ok(&s, &["logs", "second"]), "kept\n");
+
+    // 5. A sidecar runs beside the app and stops after it.
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: helped}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  initContainers:
+  - name: helper
+    image: {IMAGE}
+    restartPolicy: Always
+    command: [sh, -c, "echo sidecar-up > /shared/sidecar; while true; do sleep 0.2; done"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - {{name: app, image: {IMAGE}, command: [cat, /shared/sidecar], volumeMounts: [{{name: shared, mountPath: /shared}}]}}
+"#
+        ),
+    );
+    wait_phase(&s, &c, "helped", "Succeeded");
+    assert_eq!(ok(&s, &["logs", "helped", "-c", "app"]), "sidecar-up\n");
+    wait_until("the sidecar stops", Duration::from_secs(40), || {
+        !jsonpath(
+            &s,
+            &["pod", "helped"],
+            "{.status.initContainerStatuses[0].state.terminated.finishedAt}",
+        )
+        .is_empty()
+    });
+
     // 4 and 5. Init containers in order, a configMap file, an emptyDir shared by two
-    // containers, postStart, and SIGTERM with the grace period on deletion.
+    // containers, postStart, preStop, and SIGTERM with the grace period on deletion.
     apply(
         &s,
         &format!(
@@ -284,9 +424,11 @@ spec:
   containers:
   - name: app
     image: {IMAGE}
-    command: [sh, -c, "trap 'echo got TERM; exit 0' TERM; cat /work/order /config/greeting; echo; while true; do sleep 0.2; done"]
-    lifecycle: {{postStart: {{exec: {{command: [sh, -c, "echo started > /work/hook"]}}}}}}
-    volumeMounts: [{{name: work, mountPath: /work}}, {{name: config, mountPath: /config}}]
+    command: [sh, -c, "trap 'cat /hooks/prestop > /hooks/term; exit 0' TERM; cat /work/order /config/greeting; echo; while true; do sleep 0.2; done"]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "echo started > /work/hook"]}}}}
+      preStop: {{exec: {{command: [sh, -c, "echo pre-stop > /hooks/prestop"]}}}}
+    volumeMounts: [{{name: work, mountPath: /work}}, {{name: config, mountPath: /config}}, {{name: hooks, mountPath: /hooks}}]
   - name: peer
     image: {IMAGE}
     command: [sh, -c, "trap 'exit 0' TERM; while [ ! -f /shared/hook ]; do sleep 0.2; done; cat /shared/hook; while true; do sleep 0.2; done"]
@@ -294,7 +436,9 @@ spec:
   volumes:
   - {{name: work, emptyDir: {{}}}}
   - {{name: config, configMap: {{name: settings}}}}
-"#
+  - {{name: hooks, hostPath: {{path: {hooks}, type: DirectoryOrCreate}}}}
+"#,
+            hooks = dir.path().join("hooks").display()
         ),
     );
     wait_phase(&s, &c, "many", "Running");
@@ -324,7 +468,13 @@ spec:
         started.elapsed() < Duration::from_secs(9),
         "the app was killed at the end of its grace period, not stopped by SIGTERM"
     );
+    // preStop ran first, then SIGTERM reached the process.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hooks/term")).unwrap_or_default(),
+        "pre-stop\n"
+    );
     // Deleted pods leave nothing behind in containerd.
+    ok(&s, &["delete", "deployment", "web"]);
     ok(
         &s,
         &["delete", "pods", "--all", "--grace-period=1", "--wait=true"],
