@@ -630,6 +630,30 @@ spec:
         "the download differs from the file"
     );
 
+    // kubectl killed mid-request: the node closes the pod-side connection too.
+    let mut doomed = PortForward::start(&s, "pod/web", 8080);
+    let mut hanging = std::net::TcpStream::connect(("127.0.0.1", doomed.port)).expect("connect");
+    std::io::Write::write_all(&mut hanging, b"GET / HTTP/1.0\r\n").expect("half a request");
+    let established = || {
+        let o = kubectl(&s, &["exec", "web", "--", "netstat", "-tn"], None);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains(":8080") && l.contains("ESTABLISHED"))
+            .count()
+    };
+    // Both of its ends are in the pod (it comes in over the pod's loopback).
+    wait_until(
+        "the pod sees the forwarded connection",
+        Duration::from_secs(20),
+        || established() == 2,
+    );
+    let _ = doomed.child.kill();
+    let _ = doomed.child.wait();
+    wait_until("the node closes it", Duration::from_secs(20), || {
+        established() == 0
+    });
+    drop(hanging);
+
     // Idle for longer than --streaming-connection-idle-timeout: the node closes the
     // connection and kubectl reports it lost.
     let mut pf = pf;
