@@ -304,3 +304,185 @@ fn exec_round_trip_latency() {
         percentile(&plain, 0.99)
     );
 }
+
+/// An HTTP/1.0 GET of `path` from `addr`: the bytes of the whole response.
+fn http_get_len(addr: (&str, u16), path: &str) -> usize {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").expect("request");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+}
+
+/// `kubectl port-forward` throughput against a direct connection to the pod IP, in the same
+/// run: an httpd in the pod serves 64 MiB, fetched 5 times each way.
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+fn port_forward_throughput() {
+    const MIB: usize = 64;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), true, 3);
+    let kubectl = |args: &[&str]| {
+        Command::new(tug_testkit::server::kubectl_path())
+            .env("KUBECONFIG", &s.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl")
+    };
+    let script = format!(
+        "mkdir -p /www && head -c {} /dev/zero > /www/blob && exec httpd -f -p 8080 -h /www",
+        MIB << 20
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubectl(&[
+        "run",
+        "web",
+        "--image=busybox:bench",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .status
+    .success()
+    {
+        assert!(Instant::now() < deadline, "the API never took the pod");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ip = loop {
+        let o = kubectl(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
+        let ip = String::from_utf8_lossy(&o.stdout).into_owned();
+        if !ip.is_empty() && std::net::TcpStream::connect((ip.as_str(), 8080)).is_ok() {
+            break ip;
+        }
+        assert!(Instant::now() < deadline, "the httpd never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let port = tug_testkit::server::free_port();
+    let mut pf = Command::new(tug_testkit::server::kubectl_path())
+        .env("KUBECONFIG", &s.kubeconfig)
+        .args(["port-forward", "pod/web", &format!("{port}:8080")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port-forward never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rate = |addr: (&str, u16)| {
+        let mut rates: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let n = http_get_len(addr, "/blob");
+                assert!(n > MIB << 20, "a short response: {n} bytes");
+                n as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let direct = rate((ip.as_str(), 8080));
+    let forwarded = rate(("127.0.0.1", port));
+    let _ = pf.kill();
+    let _ = pf.wait();
+    println!(
+        "{MIB} MiB over HTTP, median of 5: direct to the pod IP {direct:.0} MiB/s; through kubectl port-forward {forwarded:.0} MiB/s ({:.0}% of direct)",
+        forwarded / direct * 100.0
+    );
+}
+
+/// Pod startup on the native runtime and on containerd + runc (driven over CRI), side by
+/// side: the same pods, at 20 pods/s and all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+async fn native_and_containerd_pod_startup() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut results = Vec::new();
+    for runtime in ["native", "containerd"] {
+        let mut containerd = None;
+        let s = if runtime == "native" {
+            start(dir.path(), true, 4)
+        } else {
+            let n = std::process::id() % 200;
+            let c = tug_testkit::containerd::Containerd::start(
+                &format!("10.248.{n}.0/24"),
+                &format!("tugbc{n}"),
+                "tug.test/pause:1",
+            );
+            let images = dir.path().join("images");
+            std::fs::create_dir_all(&images).expect("mkdir");
+            c.import(&tug_testkit::image::busybox_archive(
+                &images,
+                "docker.io/library/busybox:bench",
+            ));
+            let pause = images.join("pause.tar");
+            tug_testkit::image::write_oci_archive(
+                &pause,
+                "tug.test/pause:1",
+                &["sleep", "2147483647"],
+            );
+            c.import(&pause);
+            let bridge = format!("tugb{}x5", std::process::id() % 10_000);
+            let endpoint = c.endpoint.clone();
+            containerd = Some(c);
+            TugServer::start_with(
+                tug(),
+                &dir.path().join("data5"),
+                &[
+                    "--pod-bridge",
+                    &bridge,
+                    "--cluster-cidr",
+                    "10.155.0.0/16",
+                    "--kubelet-port",
+                    "0",
+                    "--node-name",
+                    "bench",
+                    "--container-runtime-endpoint",
+                    &endpoint,
+                ],
+            )
+        };
+        let kc = Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("config");
+        let pods: Api<Pod> =
+            Api::namespaced(kube::Client::try_from(config).expect("client"), "default");
+        // The node takes pods once it is registered.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let node: Api<k8s_openapi::api::core::v1::Node> = Api::all(pods.clone().into_client());
+            if node.get("bench").await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the node never registered");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (steady, _) = batch(&pods, "steady", Some(20.0)).await;
+        clear(&pods).await;
+        let (burst, burst_wall) = batch(&pods, "burst", None).await;
+        clear(&pods).await;
+        results.push((runtime, steady, burst, burst_wall));
+        drop(s);
+        drop(containerd);
+    }
+    println!("pods: {PODS} per batch on one node, image present");
+    for (runtime, steady, burst, wall) in &results {
+        println!(
+            "{runtime}: 20 pods/s p50 {:?} p99 {:?}; all at once p50 {:?} p99 {:?}, {:.1} pods/s",
+            percentile(steady, 0.5),
+            percentile(steady, 0.99),
+            percentile(burst, 0.5),
+            percentile(burst, 0.99),
+            PODS as f64 / wall.as_secs_f64()
+        );
+    }
+}
