@@ -20,6 +20,8 @@ use crate::worker::{self, Shared};
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub node_name: String,
+    /// The container runtime, `name://version` (the runtime's [`Runtime::version`]).
+    pub runtime_version: String,
     /// Where images, containers, pod files and logs live.
     pub data_dir: PathBuf,
     /// The address the node reports (and its kubelet server is reached at).
@@ -67,6 +69,7 @@ impl AgentConfig {
             image_gc: Default::default(),
             image_gc_period: Duration::from_secs(60),
             eviction_hard: Default::default(),
+            runtime_version: concat!("tugboat://", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
 }

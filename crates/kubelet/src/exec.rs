@@ -6,6 +6,7 @@
 //! client goes away first.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse, Response};
@@ -80,10 +81,49 @@ fn frame(stream: u8, data: &[u8]) -> Message {
 }
 
 /// Upgrades the request and runs `command` (built by the runtime, not yet spawned) over it.
-pub fn serve(ws: WebSocketUpgrade, command: std::process::Command, params: Params) -> Response {
+pub fn serve(
+    ws: WebSocketUpgrade,
+    command: std::process::Command,
+    params: Params,
+    idle: Duration,
+) -> Response {
     ws.protocols(PROTOCOLS)
-        .on_upgrade(move |socket| session(socket, command, params))
+        .on_upgrade(move |socket| session(socket, command, params, Idle::new(idle)))
         .into_response()
+}
+
+/// A session's idle timeout (zero: none): it ends once no data has passed either way for that
+/// long, as the kubelet's `--streaming-connection-idle-timeout` ends streams.
+struct Idle {
+    limit: Duration,
+    activity: crate::portforward::Activity,
+    timer: tokio::time::Interval,
+}
+
+impl Idle {
+    fn new(limit: Duration) -> Idle {
+        let tick = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        Idle {
+            limit,
+            activity: crate::portforward::Activity::new(),
+            timer: tokio::time::interval(tick),
+        }
+    }
+
+    /// Resolves once the session has been idle too long.
+    async fn expired(&mut self) {
+        loop {
+            self.timer.tick().await;
+            if !self.limit.is_zero() && self.activity.idle_for() >= self.limit {
+                return;
+            }
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        json!({"metadata": {}, "status": "Failure", "reason": "Timeout", "code": 408,
+            "message": format!("the stream carried no data for {:?} (--streaming-connection-idle-timeout)", self.limit)})
+    }
 }
 
 type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
@@ -168,10 +208,12 @@ async fn pump(mut from: Reader, stream: u8, to: mpsc::Sender<Message>) {
 /// closure (kubectl takes only code 1000 as the end of the streams).
 fn writer(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    activity: crate::portforward::Activity,
 ) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Message>(32);
     let task = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
+            activity.touch();
             if sink.send(m).await.is_err() {
                 return;
             }
@@ -200,17 +242,21 @@ async fn finish(
 /// Upgrades the request and joins the client to a container's own process through the
 /// shim's attach socket (see `tug_runtime::attach`) until the container's output ends or the
 /// client goes.
-pub fn serve_attach(ws: WebSocketUpgrade, shim: std::os::unix::net::UnixStream) -> Response {
+pub fn serve_attach(
+    ws: WebSocketUpgrade,
+    shim: std::os::unix::net::UnixStream,
+    idle: Duration,
+) -> Response {
     ws.protocols(PROTOCOLS)
-        .on_upgrade(move |socket| attach_session(socket, shim))
+        .on_upgrade(move |socket| attach_session(socket, shim, Idle::new(idle)))
         .into_response()
 }
 
-async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream) {
+async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream, mut idle: Idle) {
     use tug_runtime::attach;
     let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
     let (sink, mut incoming) = socket.split();
-    let (tx, writer) = writer(sink);
+    let (tx, writer) = writer(sink, idle.activity.clone());
     let shim = match shim
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UnixStream::from_std(shim))
@@ -239,7 +285,13 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream)
                     }
                 }
             },
+            () = idle.expired() => {
+                return finish(tx, writer, idle.status()).await;
+            }
             msg = incoming.next() => {
+                if matches!(msg, Some(Ok(Message::Binary(_)))) {
+                    idle.activity.touch();
+                }
                 let to_send = match msg {
                     Some(Ok(Message::Binary(b))) => match b.first() {
                         Some(&STDIN) => Some(attach::frame(attach::STDIN, &b[1..])),
@@ -269,10 +321,10 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream)
     finish(tx, writer, json!({"metadata": {}, "status": "Success"})).await;
 }
 
-async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
+async fn session(socket: WebSocket, command: std::process::Command, p: Params, mut idle: Idle) {
     let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
     let (sink, mut incoming) = socket.split();
-    let (tx, writer) = writer(sink);
+    let (tx, writer) = writer(sink, idle.activity.clone());
     let mut cmd = tokio::process::Command::from(command);
     cmd.kill_on_drop(true);
     let io = match Io::attach(&mut cmd, &p) {
@@ -327,21 +379,31 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params) {
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.ok().and_then(|s| s.code()),
+            () = idle.expired() => {
+                if let Some(g) = group {
+                    let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
+                }
+                let _ = child.wait().await;
+                return finish(tx, writer, idle.status()).await;
+            }
             msg = incoming.next() => match msg {
-                Some(Ok(Message::Binary(b))) => match b.first() {
-                    Some(&STDIN) => {
-                        let _ = stdin_tx.send(Some(b.slice(1..))).await;
-                    }
-                    Some(&CLOSE) if v5 && b.get(1) == Some(&STDIN) => {
-                        let _ = stdin_tx.send(None).await;
-                    }
-                    Some(&RESIZE) => {
-                        if let (Some(t), Some((w, h))) = (&terminal, terminal_size(&b[1..])) {
-                            tug_runtime::attach::resize(t, w, h);
+                Some(Ok(Message::Binary(b))) => {
+                    idle.activity.touch();
+                    match b.first() {
+                        Some(&STDIN) => {
+                            let _ = stdin_tx.send(Some(b.slice(1..))).await;
                         }
+                        Some(&CLOSE) if v5 && b.get(1) == Some(&STDIN) => {
+                            let _ = stdin_tx.send(None).await;
+                        }
+                        Some(&RESIZE) => {
+                            if let (Some(t), Some((w, h))) = (&terminal, terminal_size(&b[1..])) {
+                                tug_runtime::attach::resize(t, w, h);
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
-                },
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     // The client is gone: so is the command, and everything it started.
                     if let Some(g) = group {

@@ -113,7 +113,7 @@ fn status(cfg: &AgentConfig, cap: &Capacity) -> serde_json::Value {
                       {"type": "Hostname", "address": cfg.node_name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
         "nodeInfo": {"kubeletVersion": concat!("v1.37.0-tugboat-", env!("CARGO_PKG_VERSION")),
-            "kubeProxyVersion": "", "containerRuntimeVersion": concat!("tugboat://", env!("CARGO_PKG_VERSION")),
+            "kubeProxyVersion": "", "containerRuntimeVersion": cfg.runtime_version,
             "operatingSystem": "linux", "architecture": "amd64", "osImage": os_image(),
             "kernelVersion": kernel(),
             "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(),

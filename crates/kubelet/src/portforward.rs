@@ -4,8 +4,9 @@
 //! failure is written, and a data stream, whose bytes go to and from a TCP connection to the
 //! port on the pod's loopback, opened inside the pod's network namespace.
 //!
-//! A connection with no frame in either direction for the idle timeout is closed, as the
-//! kubelet's `--streaming-connection-idle-timeout` does.
+//! A connection that carries no data and opens no stream in either direction for the idle
+//! timeout is closed, as the kubelet's `--streaming-connection-idle-timeout` does (pings do
+//! not count).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,27 +45,27 @@ pub fn serve(ws: WebSocketUpgrade, pod: String, connect: Connector, idle: Durati
         .into_response()
 }
 
-/// Milliseconds since the session began at which the last frame passed, either way.
+/// When a streaming session last carried data, either way (for idle timeouts).
 #[derive(Clone)]
-struct Activity {
+pub(crate) struct Activity {
     start: Instant,
     last: Arc<AtomicU64>,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(crate) fn new() -> Activity {
         Activity {
             start: Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let now = self.start.elapsed().as_millis() as u64;
         self.last.store(now, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
+    pub(crate) fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
     }
@@ -80,7 +81,9 @@ fn writer(
     let task = tokio::spawn(async move {
         let mut codec = Codec::new();
         while let Some(frame) = rx.recv().await {
-            activity.touch();
+            if matches!(frame, Frame::Data { .. }) {
+                activity.touch();
+            }
             if sink
                 .send(Message::Binary(codec.encode(&frame).into()))
                 .await
@@ -142,11 +145,14 @@ async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Durati
         tokio::select! {
             msg = incoming.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {
-                    activity.touch();
                     buf.extend_from_slice(&b);
                     loop {
                         match codec.decode(&mut buf) {
                             Ok(Some(frame)) => {
+                                // Pings keep the connection, not the streams, alive.
+                                if matches!(frame, Frame::Data { .. } | Frame::SynStream { .. }) {
+                                    activity.touch();
+                                }
                                 if !session.handle(frame).await {
                                     return session.end(writer).await;
                                 }
@@ -160,7 +166,7 @@ async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Durati
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => activity.touch(),
+                Some(Ok(_)) => {}
             },
             Some(_) = session.tasks.join_next(), if !session.tasks.is_empty() => {}
             _ = timer.tick() => {

@@ -27,7 +27,8 @@ pub struct ServerState {
     pub node_name: String,
     /// Earlier CPU readings, for rates.
     pub rates: Arc<crate::stats::Rates>,
-    /// How long a streaming connection (port-forward) may pass no data before it is closed.
+    /// How long a streaming session (exec, attach, port-forward) may pass no data before it
+    /// is closed.
     pub stream_idle_timeout: Duration,
 }
 
@@ -153,7 +154,7 @@ async fn exec(
     match running {
         Ok(Ok(id)) => {
             let command = state.runtime.exec_command(&id, &params.command);
-            crate::exec::serve(ws, command, params)
+            crate::exec::serve(ws, command, params, state.stream_idle_timeout)
         }
         Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -379,7 +380,7 @@ async fn attach(
     })
     .await;
     match found {
-        Ok(Ok(socket)) => crate::exec::serve_attach(ws, socket),
+        Ok(Ok(socket)) => crate::exec::serve_attach(ws, socket, state.stream_idle_timeout),
         Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

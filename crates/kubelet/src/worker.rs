@@ -922,20 +922,32 @@ fn termination_message(
     }
 }
 
+/// What every container status of a pod is built from besides the container's own runs.
+struct StatusContext<'a> {
+    probes: &'a crate::probes::Probes,
+    pod_dir: &'a std::path::Path,
+    /// The runtime's name, which prefixes container IDs (`tugboat://`, `containerd://`).
+    runtime: &'a str,
+}
+
 fn container_status(
     c: &Container,
     a: Option<&Attempts>,
     waiting: Option<&Waiting>,
     image_ref: &str,
     kind: Kind,
-    probes: &crate::probes::Probes,
-    pod_dir: &std::path::Path,
+    ctx: &StatusContext,
 ) -> Value {
+    let StatusContext {
+        probes,
+        pod_dir,
+        runtime,
+    } = ctx;
     let image = c.image.clone().unwrap_or_default();
     let terminated = |e: &tug_runtime::state::Exit, run: &tug_runtime::Container| {
         let mut t = json!({"exitCode": e.exit_code, "reason": e.reason,
             "startedAt": api_time(&e.started_at), "finishedAt": api_time(&e.finished_at),
-            "containerID": format!("tugboat://{}", run.spec.id)});
+            "containerID": format!("{runtime}://{}", run.spec.id)});
         if let Some(s) = e.signal {
             t["signal"] = json!(s);
         }
@@ -949,7 +961,7 @@ fn container_status(
         "restartCount": a.and_then(|a| a.latest.as_ref()).map_or(0, |l| l.spec.attempt), "ready": false, "started": false,
         "state": {"waiting": {"reason": "ContainerCreating"}}});
     if let Some(latest) = a.and_then(|a| a.latest.as_ref()) {
-        status["containerID"] = json!(format!("tugboat://{}", latest.spec.id));
+        status["containerID"] = json!(format!("{runtime}://{}", latest.spec.id));
         match &latest.state {
             ContainerState::Running { started_at, .. } => {
                 use crate::probes::Kind as Probe;
@@ -1023,8 +1035,16 @@ async fn report(
             state.waiting.get(&c.name),
             &image_ref,
             kind,
-            &state.probes,
-            &paths(&shared.config, pod).dir,
+            &StatusContext {
+                probes: &state.probes,
+                pod_dir: &paths(&shared.config, pod).dir,
+                runtime: shared
+                    .config
+                    .runtime_version
+                    .split("://")
+                    .next()
+                    .unwrap_or("tugboat"),
+            },
         );
         let latest = a.and_then(|a| a.latest.as_ref()).map(|l| &l.state);
         match kind {

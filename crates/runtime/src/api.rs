@@ -15,6 +15,11 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 /// A container runtime. Blocking methods do file and process work: call them off the async
 /// threads.
 pub trait Runtime: Send + Sync {
+    /// `name://version`, as a node reports its container runtime (the name also prefixes
+    /// container IDs in pod statuses).
+    fn version(&self) -> String {
+        concat!("tugboat://", env!("CARGO_PKG_VERSION")).to_string()
+    }
     /// The image a reference (or an image ID) names, if present.
     fn find_image(&self, name: &str) -> Option<Image>;
     /// Pulls an image from its registry.

@@ -120,7 +120,7 @@ struct NodeFlags {
     /// its CNI configuration then gives pods their network.
     #[arg(long)]
     container_runtime_endpoint: Option<String>,
-    /// How long a port-forward connection may pass no data before it is closed.
+    /// How long an exec, attach or port-forward session may pass no data before it is closed.
     #[arg(long, default_value = "4h0m0s", value_parser = tug_kubelet::server::parse_duration)]
     streaming_connection_idle_timeout: std::time::Duration,
 }
@@ -453,6 +453,7 @@ impl NodeFlags {
         config.kubelet_port = port;
         config.insecure_registries = self.insecure_registries.clone();
         config.eviction_hard = self.eviction_hard.clone();
+        config.runtime_version = runtime.version();
         config.bridge = self.pod_bridge.clone();
         config.cluster_cidr = cluster_cidr.to_string();
         config.image_gc = tug_kubelet::imagegc::Thresholds {

@@ -167,6 +167,23 @@ spec:
         ip.starts_with("10.250."),
         "the pod IP {ip:?} is not from the CNI subnet"
     );
+    // The node and its pods name the runtime, as kubelets on containerd do.
+    assert!(
+        jsonpath(
+            &s,
+            &["pod", &web],
+            "{.status.containerStatuses[0].containerID}"
+        )
+        .starts_with("containerd://")
+    );
+    assert!(
+        jsonpath(
+            &s,
+            &["node", "node-cri"],
+            "{.status.nodeInfo.containerRuntimeVersion}"
+        )
+        .starts_with("containerd://1.")
+    );
     // kubectl exec enters the containerd container.
     assert_eq!(
         ok(&s, &["exec", &web, "--", "cat", "/etc/hostname"]).trim(),

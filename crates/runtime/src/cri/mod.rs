@@ -43,6 +43,8 @@ pub struct CriRuntime {
     runtime: RuntimeClient,
     images: ImageClient,
     endpoint: String,
+    /// `name://version` from the runtime's Version answer.
+    version: String,
 }
 
 impl Drop for CriRuntime {
@@ -80,11 +82,12 @@ impl CriRuntime {
             tonic::transport::Endpoint::from_static("http://localhost")
                 .connect_with_connector_lazy(connector)
         }))?;
-        let cri = CriRuntime {
+        let mut cri = CriRuntime {
             tokio: Some(tokio),
             runtime: RuntimeClient::new(channel.clone()),
             images: ImageClient::new(channel),
             endpoint: endpoint.to_string(),
+            version: String::new(),
         };
         let version = cri
             .call(|mut rt, _| async move { rt.version(proto::VersionRequest::default()).await })
@@ -97,6 +100,7 @@ impl CriRuntime {
             version = %version.runtime_version,
             "using a CRI runtime"
         );
+        cri.version = format!("{}://{}", version.runtime_name, version.runtime_version);
         Ok(cri)
     }
 
@@ -459,6 +463,10 @@ fn container_config(spec: &ContainerSpec) -> proto::ContainerConfig {
 }
 
 impl crate::api::Runtime for CriRuntime {
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
     fn find_image(&self, name: &str) -> Option<Image> {
         self.image_status(name)
     }

@@ -577,7 +577,7 @@ fn body(response: &[u8]) -> &[u8] {
 }
 
 #[test]
-fn kubectl_port_forward_reaches_an_httpd_in_the_pod_in_sequence_at_once_and_closes_when_idle() {
+fn kubectl_port_forward_reaches_an_httpd_in_the_pod_in_sequence_at_once_and_idle_streams_close() {
     let (s, _dir, _) = cluster_with(&["--streaming-connection-idle-timeout", "3s"]);
     apply(
         &s,
@@ -674,6 +674,19 @@ spec:
         said.iter().any(|l| l.contains("lost connection to pod")),
         "{said:?}"
     );
+
+    // An exec that passes no data for as long ends the same way, and takes its command along.
+    let started = Instant::now();
+    let o = kubectl(&s, &["exec", "web", "--", "sleep", "30"], None);
+    assert!(!o.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the idle exec was not ended"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("streaming-connection-idle-timeout"), "{err}");
+    let ps = ok(&s, &["exec", "web", "--", "ps"]);
+    assert!(!ps.contains("sleep 30"), "{ps}");
 
     // A port nothing listens on: kubectl hears why, and the client's connection just closes.
     let closed = PortForward::start(&s, "web", 9999);
