@@ -38,11 +38,146 @@ pub type Connector = Arc<
     dyn Fn(u16) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>> + Send + Sync,
 >;
 
-/// Upgrades the request and forwards the ports kubectl asks for to `connect`.
-pub fn serve(ws: WebSocketUpgrade, pod: String, connect: Connector, idle: Duration) -> Response {
-    ws.protocols([TUNNEL_PROTOCOL])
-        .on_upgrade(move |socket| tunnel(socket, pod, connect, idle))
+/// The channel protocol non-Go clients (the Python client) forward over: each port named in
+/// the query gets a data channel `2i` and an error channel `2i+1`.
+pub const CHANNEL_PROTOCOL: &str = "v4.channel.k8s.io";
+
+/// Upgrades the request and forwards the ports the client asks for to `connect`: over SPDY
+/// streams (kubectl), or over channels for `ports` (named in the query).
+pub fn serve(
+    ws: WebSocketUpgrade,
+    pod: String,
+    ports: Vec<u16>,
+    connect: Connector,
+    idle: Duration,
+) -> Response {
+    ws.protocols([TUNNEL_PROTOCOL, CHANNEL_PROTOCOL])
+        .on_upgrade(move |socket| async move {
+            if socket.protocol().and_then(|p| p.to_str().ok()) == Some(TUNNEL_PROTOCOL) {
+                tunnel(socket, pod, connect, idle).await
+            } else {
+                channels(socket, ports, connect).await
+            }
+        })
         .into_response()
+}
+
+/// The ports a channel-protocol request names (`ports=8080,9090` or `port=8080&port=9090`).
+pub fn query_ports(query: &str) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == "port" || k == "ports" {
+            for p in v.split(',').filter(|p| !p.is_empty()) {
+                match p.trim().parse::<u16>() {
+                    Ok(n) if n > 0 => ports.push(n),
+                    _ => return Err(format!("invalid port {p:?}: ports are 1 to 65535")),
+                }
+            }
+        }
+    }
+    Ok(ports)
+}
+
+/// The channel protocol: one connection per port. The first message on each of a port's
+/// channels is the port (16 bits, little-endian); after that, data channel messages carry
+/// bytes both ways and the error channel carries a failure. The WebSocket closes once every
+/// port's connection has ended.
+async fn channels(socket: WebSocket, ports: Vec<u16>, connect: Connector) {
+    let (sink, mut incoming) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        let mut sink = sink;
+        while let Some(m) = rx.recv().await {
+            if sink.send(Message::Binary(m.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: "".into(),
+            })))
+            .await;
+    });
+    let mut inputs = Vec::new();
+    let mut tasks = JoinSet::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
+        let (input_tx, mut input) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+        inputs.push(input_tx);
+        let (tx, connect) = (tx.clone(), connect.clone());
+        tasks.spawn(async move {
+            for ch in [data, error] {
+                let mut first = vec![ch];
+                first.extend_from_slice(&port.to_le_bytes());
+                let _ = tx.send(first).await;
+            }
+            let conn = match connect(port).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let mut msg = vec![error];
+                    msg.extend_from_slice(
+                        format!("error forwarding port {port}: failed to connect to localhost:{port} inside the pod's network namespace: {e}").as_bytes(),
+                    );
+                    let _ = tx.send(msg).await;
+                    return;
+                }
+            };
+            let (mut from_pod, mut to_pod) = conn.into_split();
+            let upstream = async move {
+                while let Some(Some(chunk)) = input.recv().await {
+                    if to_pod.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = to_pod.shutdown().await;
+                std::future::pending::<()>().await;
+            };
+            let downstream = async {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    match from_pod.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let mut m = Vec::with_capacity(n + 1);
+                            m.push(data);
+                            m.extend_from_slice(&buf[..n]);
+                            if tx.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                _ = upstream => {}
+                _ = downstream => {}
+            }
+        });
+    }
+    drop(tx);
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => if done.is_none() { break },
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    let Some((&ch, data)) = b.split_first() else { continue };
+                    if let Some(input) = inputs.get(usize::from(ch / 2)).filter(|_| ch % 2 == 0)
+                        && !data.is_empty()
+                    {
+                        let _ = input.send(Some(data.to_vec()));
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    tasks.shutdown().await;
+                    break;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    drop(inputs);
+    let _ = writer.await;
 }
 
 /// When a streaming session last carried data, either way (for idle timeouts).

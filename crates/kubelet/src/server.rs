@@ -166,11 +166,16 @@ async fn exec(
 async fn port_forward(
     State(state): State<ServerState>,
     Path((ns, pod)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
         Err(e) => return not_websocket("port-forward", e),
+    };
+    let ports = match crate::portforward::query_ports(query.as_deref().unwrap_or("")) {
+        Ok(p) => p,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let rt = state.runtime.clone();
     let (n, p) = (ns.clone(), pod.clone());
@@ -207,6 +212,7 @@ async fn port_forward(
     crate::portforward::serve(
         ws,
         format!("{ns}/{pod}"),
+        ports,
         connect,
         state.stream_idle_timeout,
     )

@@ -45,6 +45,8 @@ pub struct CriRuntime {
     endpoint: String,
     /// `name://version` from the runtime's Version answer.
     version: String,
+    /// Sandbox pids by sandbox ID (a verbose status is costly, and a sandbox keeps its pid).
+    pids: std::sync::Mutex<HashMap<String, i32>>,
 }
 
 impl Drop for CriRuntime {
@@ -88,6 +90,7 @@ impl CriRuntime {
             images: ImageClient::new(channel),
             endpoint: endpoint.to_string(),
             version: String::new(),
+            pids: Default::default(),
         };
         let version = cri
             .call(|mut rt, _| async move { rt.version(proto::VersionRequest::default()).await })
@@ -170,12 +173,26 @@ impl CriRuntime {
         let sandbox = self
             .sandbox(uid)
             .ok_or_else(|| anyhow!("the pod's sandbox is not running"))?;
-        let (_, info) = self.sandbox_status(&sandbox.id)?;
-        pid_of(&info).ok_or_else(|| anyhow!("the runtime does not report the sandbox's pid"))
+        self.pid_of_sandbox(&sandbox.id)
     }
 
-    /// The container with its spec and state, if it is one of ours.
-    fn container(&self, c: proto::Container) -> Option<Container> {
+    /// The pid holding a sandbox's namespaces.
+    fn pid_of_sandbox(&self, id: &str) -> anyhow::Result<i32> {
+        if let Some(pid) = self.pids.lock().ok().and_then(|p| p.get(id).copied()) {
+            return Ok(pid);
+        }
+        let (_, info) = self.sandbox_status(id)?;
+        let pid = pid_of(&info)
+            .ok_or_else(|| anyhow!("the runtime does not report the sandbox's pid"))?;
+        if let Ok(mut pids) = self.pids.lock() {
+            pids.insert(id.to_string(), pid);
+        }
+        Ok(pid)
+    }
+
+    /// The container with its spec and state, if it is one of ours. Only a `verbose` status
+    /// carries a running container's pid (and costs the runtime more).
+    fn container(&self, c: proto::Container, verbose: bool) -> Option<Container> {
         let mut spec: ContainerSpec =
             serde_json::from_str(c.annotations.get(SPEC_ANNOTATION)?).ok()?;
         spec.id = c.id.clone();
@@ -184,7 +201,7 @@ impl CriRuntime {
             .call(|mut rt, _| async move {
                 rt.container_status(proto::ContainerStatusRequest {
                     container_id: id,
-                    verbose: true,
+                    verbose,
                 })
                 .await
             })
@@ -233,7 +250,7 @@ impl CriRuntime {
             Ok(list) => list
                 .containers
                 .into_iter()
-                .filter_map(|c| self.container(c))
+                .filter_map(|c| self.container(c, false))
                 .collect(),
             Err(e) => {
                 tracing::warn!(endpoint = %self.endpoint, error = %e.message(), "listing the runtime's containers");
@@ -566,11 +583,10 @@ impl crate::api::Runtime for CriRuntime {
     }
 
     fn run_sandbox(&self, spec: &SandboxSpec) -> anyhow::Result<i32> {
-        if let Some(existing) = self.sandbox(&spec.uid) {
-            let (_, info) = self.sandbox_status(&existing.id)?;
-            if let Some(pid) = pid_of(&info) {
-                return Ok(pid);
-            }
+        if let Some(existing) = self.sandbox(&spec.uid)
+            && let Ok(pid) = self.pid_of_sandbox(&existing.id)
+        {
+            return Ok(pid);
         }
         let config = sandbox_config(spec);
         let id = self
@@ -583,8 +599,7 @@ impl crate::api::Runtime for CriRuntime {
             })
             .map_err(|s| status_error("running the pod's sandbox", s))?
             .pod_sandbox_id;
-        let (_, info) = self.sandbox_status(&id)?;
-        pid_of(&info).ok_or_else(|| anyhow!("the runtime does not report the sandbox's pid"))
+        self.pid_of_sandbox(&id)
     }
 
     fn sandbox_ip(&self, uid: &str) -> Option<String> {
@@ -608,6 +623,9 @@ impl crate::api::Runtime for CriRuntime {
         };
         for s in list.items {
             let id = s.id;
+            if let Ok(mut pids) = self.pids.lock() {
+                pids.remove(&id);
+            }
             let result = self.call(|mut rt, _| async move {
                 rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
                     pod_sandbox_id: id.clone(),
@@ -774,10 +792,20 @@ impl crate::api::Runtime for CriRuntime {
     fn exec_command(&self, id: &str, args: &[String]) -> Command {
         // Streaming exec enters the container's namespaces with nsenter (util-linux), rather
         // than proxying the runtime's own streaming server.
-        let pid = self
-            .list()
-            .into_iter()
-            .find(|c| c.spec.id == id)
+        let filter = proto::ContainerFilter {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let listed = self.call(|mut rt, _| async move {
+            rt.list_containers(proto::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+        });
+        let pid = listed
+            .ok()
+            .and_then(|l| l.containers.into_iter().next())
+            .and_then(|c| self.container(c, true))
             .and_then(|c| match c.state {
                 ContainerState::Running { pid, .. } => Some(pid),
                 _ => None,

@@ -630,6 +630,19 @@ spec:
         "the download differs from the file"
     );
 
+    // The Python client forwards over the WebSocket channel protocol instead.
+    let python = std::env::var_os("TUG_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/tug-clients/bin/python".into());
+    let o = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/portforward.py"))
+        .args(["web", "8080"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .output()
+        .expect("python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from web\n");
+
     // kubectl killed mid-request: the node closes the pod-side connection too.
     let mut doomed = PortForward::start(&s, "pod/web", 8080);
     let mut hanging = std::net::TcpStream::connect(("127.0.0.1", doomed.port)).expect("connect");
