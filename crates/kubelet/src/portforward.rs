@@ -75,6 +75,12 @@ pub fn query_ports(query: &str) -> Result<Vec<u16>, String> {
             }
         }
     }
+    if ports.len() > 64 {
+        return Err(format!(
+            "{} ports in one request are too many (64 at most)",
+            ports.len()
+        ));
+    }
     Ok(ports)
 }
 

@@ -506,3 +506,26 @@ spec:
         },
     );
 }
+
+#[test]
+fn a_runtime_endpoint_that_does_not_answer_stops_the_agent_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (endpoint, says) in [
+        (
+            format!("unix://{}/nothing.sock", dir.path().display()),
+            "is containerd running there?",
+        ),
+        ("tcp://127.0.0.1:1".to_string(), "must be unix:///"),
+    ] {
+        let out = std::process::Command::new(tug())
+            .args(["server", "--listen", "127.0.0.1:0", "--kubelet-port", "0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--container-runtime-endpoint", &endpoint])
+            .output()
+            .expect("tug server");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+}
