@@ -39,15 +39,22 @@ fn pod(name: &str, cpu: &str, restart: &str) -> String {
     )
 }
 
+/// Waits for `jsonpath` of `what` to read `want`; an object that does not exist yet (a node
+/// still registering) is a "not yet".
 fn until(s: &TugServer, what: &str, jsonpath: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got = ok(
+        let o = kubectl(
             s,
             &["get", what, "-o", &format!("jsonpath={jsonpath}")],
             None,
         );
-        if got == want {
+        let got = if o.status.success() {
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        } else {
+            String::from_utf8_lossy(&o.stderr).into_owned()
+        };
+        if o.status.success() && got == want {
             return;
         }
         assert!(
