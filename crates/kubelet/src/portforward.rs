@@ -309,7 +309,23 @@ async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Durati
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            Some(_) = session.tasks.join_next(), if !session.tasks.is_empty() => {}
+            Some(done) = session.tasks.join_next_with_id(), if !session.tasks.is_empty() => {
+                // A finished forward forgets its stream.
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                let streams: Vec<u32> = session
+                    .forwarding
+                    .iter()
+                    .filter(|(_, task)| task.id() == id)
+                    .map(|(stream, _)| *stream)
+                    .collect();
+                for stream in streams {
+                    session.forwarding.remove(&stream);
+                    session.inputs.remove(&stream);
+                }
+            }
             _ = timer.tick() => {
                 if !idle.is_zero() && activity.idle_for() >= idle {
                     tracing::debug!(pod = %session.pod, ?idle, "port-forward: the connection was idle too long");
