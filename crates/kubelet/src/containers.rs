@@ -467,6 +467,9 @@ pub async fn build(
         pids: None,
     };
 
+    // An ephemeral container's target (`kubectl debug --target`), whose process namespace it
+    // joins.
+    let target = target_of(pod, &spec, c, runtime);
     Ok(ContainerSpec {
         id: String::new(),
         sandbox: pod.metadata.uid.clone().unwrap_or_default(),
@@ -495,7 +498,8 @@ pub async fn build(
         log_max_bytes: 10 * 1024 * 1024,
         log_max_files: 5,
         share_process_namespace: spec.share_process_namespace == Some(true),
-        target_pid: target_pid(pod, &spec, c, runtime),
+        target_pid: target.as_ref().map(|(_, pid)| *pid).filter(|pid| *pid > 0),
+        target_id: target.map(|(id, _)| id),
         stdin: c.stdin == Some(true),
         stdin_once: c.stdin_once == Some(true),
         tty: c.tty == Some(true),
@@ -531,12 +535,12 @@ pub fn termination_file(pod_dir: &Path, container: &str, attempt: u32) -> PathBu
 
 /// For an ephemeral container with a `targetContainerName`: the process of the target's
 /// running container, whose pid namespace it joins (as `kubectl debug --target` asks).
-fn target_pid(
+fn target_of(
     pod: &Pod,
     spec: &k8s_openapi::api::core::v1::PodSpec,
     c: &Container,
     runtime: &dyn tug_runtime::Runtime,
-) -> Option<i32> {
+) -> Option<(String, i32)> {
     let target = spec
         .ephemeral_containers
         .iter()
@@ -550,7 +554,7 @@ fn target_pid(
         .filter(|r| r.spec.name == target)
         .max_by_key(|r| r.spec.attempt)
         .and_then(|r| match r.state {
-            ContainerState::Running { pid, .. } => Some(pid),
+            ContainerState::Running { pid, .. } => Some((r.spec.id, pid)),
             _ => None,
         })
 }

@@ -88,6 +88,9 @@ pub struct ContainerSpec {
     /// container) instead.
     #[serde(default)]
     pub target_pid: Option<i32>,
+    /// That target container's ID (CRI runtimes join it by ID).
+    #[serde(default)]
+    pub target_id: Option<String>,
     /// Keep the container's stdin open for attaching clients (`stdin`).
     #[serde(default)]
     pub stdin: bool,

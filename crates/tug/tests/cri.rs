@@ -184,6 +184,23 @@ spec:
         )
         .starts_with("containerd://1.")
     );
+    // kubectl debug --target: an ephemeral container in the target's process namespace.
+    ok(
+        &s,
+        &[
+            "debug",
+            &web,
+            "--image=busybox:test",
+            "--target=httpd",
+            "-c",
+            "dbg",
+            "--",
+            "sh",
+            "-c",
+            "pidof httpd >/dev/null && echo sees-the-target",
+        ],
+    );
+    wait_logs(&s, &web, "dbg", "sees-the-target\n");
     // kubectl exec enters the containerd container.
     assert_eq!(
         ok(&s, &["exec", &web, "--", "cat", "/etc/hostname"]).trim(),

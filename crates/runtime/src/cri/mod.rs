@@ -384,7 +384,9 @@ fn container_config(spec: &ContainerSpec) -> proto::ContainerConfig {
         .iter()
         .map(|c| c.trim_start_matches("CAP_").to_string())
         .collect();
-    let pid_mode = if spec.share_process_namespace {
+    let pid_mode = if spec.target_id.is_some() {
+        proto::NamespaceMode::Target
+    } else if spec.share_process_namespace {
         proto::NamespaceMode::Pod
     } else {
         proto::NamespaceMode::Container
@@ -453,7 +455,7 @@ fn container_config(spec: &ContainerSpec) -> proto::ContainerConfig {
                     network: proto::NamespaceMode::Pod as i32,
                     pid: pid_mode as i32,
                     ipc: proto::NamespaceMode::Pod as i32,
-                    ..Default::default()
+                    target_id: spec.target_id.clone().unwrap_or_default(),
                 }),
                 run_as_user: Some(proto::Int64Value {
                     value: i64::from(spec.uid),
