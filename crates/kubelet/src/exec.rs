@@ -8,9 +8,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -92,38 +92,12 @@ pub fn serve(
         .into_response()
 }
 
-/// A session's idle timeout (zero: none): it ends once no data has passed either way for that
-/// long, as the kubelet's `--streaming-connection-idle-timeout` ends streams.
-struct Idle {
-    limit: Duration,
-    activity: crate::portforward::Activity,
-    timer: tokio::time::Interval,
-}
+use crate::websocket::Idle;
 
-impl Idle {
-    fn new(limit: Duration) -> Idle {
-        let tick = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-        Idle {
-            limit,
-            activity: crate::portforward::Activity::new(),
-            timer: tokio::time::interval(tick),
-        }
-    }
-
-    /// Resolves once the session has been idle too long.
-    async fn expired(&mut self) {
-        loop {
-            self.timer.tick().await;
-            if !self.limit.is_zero() && self.activity.idle_for() >= self.limit {
-                return;
-            }
-        }
-    }
-
-    fn status(&self) -> serde_json::Value {
-        json!({"metadata": {}, "status": "Failure", "reason": "Timeout", "code": 408,
-            "message": format!("the stream carried no data for {:?} (--streaming-connection-idle-timeout)", self.limit)})
-    }
+/// The Status that ends a session idle for longer than `idle` allows.
+fn idle_status(idle: &Idle) -> serde_json::Value {
+    json!({"metadata": {}, "status": "Failure", "reason": "Timeout", "code": 408,
+        "message": format!("the stream carried no data for {:?} (--streaming-connection-idle-timeout)", idle.limit())})
 }
 
 type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
@@ -204,30 +178,6 @@ async fn pump(mut from: Reader, stream: u8, to: mpsc::Sender<Message>) {
     }
 }
 
-/// Sends what arrives on the returned channel, then, once every sender is gone, a normal
-/// closure (kubectl takes only code 1000 as the end of the streams).
-fn writer(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    activity: crate::portforward::Activity,
-) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Message>(32);
-    let task = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            activity.touch();
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: close_code::NORMAL,
-                reason: "".into(),
-            })))
-            .await;
-    });
-    (tx, task)
-}
-
 /// Ends a session: the final Status on its stream, then the closure.
 async fn finish(
     tx: mpsc::Sender<Message>,
@@ -256,7 +206,11 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
     use tug_runtime::attach;
     let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
     let (sink, mut incoming) = socket.split();
-    let (tx, writer) = writer(sink, idle.activity.clone());
+    let sent = idle.activity().clone();
+    let (tx, writer) = crate::websocket::writer(sink, move |m: Message| {
+        sent.touch();
+        m
+    });
     let shim = match shim
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UnixStream::from_std(shim))
@@ -286,11 +240,11 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
                 }
             },
             () = idle.expired() => {
-                return finish(tx, writer, idle.status()).await;
+                return finish(tx, writer, idle_status(&idle)).await;
             }
             msg = incoming.next() => {
                 if matches!(msg, Some(Ok(Message::Binary(_)))) {
-                    idle.activity.touch();
+                    idle.activity().touch();
                 }
                 let to_send = match msg {
                     Some(Ok(Message::Binary(b))) => match b.first() {
@@ -324,7 +278,11 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
 async fn session(socket: WebSocket, command: std::process::Command, p: Params, mut idle: Idle) {
     let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
     let (sink, mut incoming) = socket.split();
-    let (tx, writer) = writer(sink, idle.activity.clone());
+    let sent = idle.activity().clone();
+    let (tx, writer) = crate::websocket::writer(sink, move |m: Message| {
+        sent.touch();
+        m
+    });
     let mut cmd = tokio::process::Command::from(command);
     cmd.kill_on_drop(true);
     let io = match Io::attach(&mut cmd, &p) {
@@ -384,11 +342,11 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
                     let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
                 }
                 let _ = child.wait().await;
-                return finish(tx, writer, idle.status()).await;
+                return finish(tx, writer, idle_status(&idle)).await;
             }
             msg = incoming.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {
-                    idle.activity.touch();
+                    idle.activity().touch();
                     match b.first() {
                         Some(&STDIN) => {
                             let _ = stdin_tx.send(Some(b.slice(1..))).await;

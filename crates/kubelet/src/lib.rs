@@ -20,4 +20,5 @@ pub mod spdy;
 mod spdy_dictionary;
 pub mod stats;
 pub mod volumes;
+mod websocket;
 pub mod worker;

@@ -12,18 +12,18 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::spdy::{self, Codec, Frame};
+use crate::websocket::{Idle, writer};
 
 /// The WebSocket subprotocol kubectl tunnels SPDY in.
 pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -90,26 +90,12 @@ pub fn query_ports(query: &str) -> Result<Vec<u16>, String> {
 /// port's connection has ended.
 async fn channels(socket: WebSocket, ports: Vec<u16>, connect: Connector) {
     let (sink, mut incoming) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        let mut sink = sink;
-        while let Some(m) = rx.recv().await {
-            if sink.send(Message::Binary(m.into())).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: close_code::NORMAL,
-                reason: "".into(),
-            })))
-            .await;
-    });
+    let (tx, writer) = writer(sink, |m: Vec<u8>| Message::Binary(m.into()));
     let mut inputs = Vec::new();
     let mut tasks = JoinSet::new();
     for (i, port) in ports.iter().copied().enumerate() {
         let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
-        let (input_tx, mut input) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+        let (input_tx, input) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
         inputs.push(input_tx);
         let (tx, connect) = (tx.clone(), connect.clone());
         tasks.spawn(async move {
@@ -129,36 +115,13 @@ async fn channels(socket: WebSocket, ports: Vec<u16>, connect: Connector) {
                     return;
                 }
             };
-            let (mut from_pod, mut to_pod) = conn.into_split();
-            let upstream = async move {
-                while let Some(Some(chunk)) = input.recv().await {
-                    if to_pod.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = to_pod.shutdown().await;
-                std::future::pending::<()>().await;
-            };
-            let downstream = async {
-                let mut buf = vec![0u8; CHUNK];
-                loop {
-                    match from_pod.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            let mut m = Vec::with_capacity(n + 1);
-                            m.push(data);
-                            m.extend_from_slice(&buf[..n]);
-                            if tx.send(m).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            };
-            tokio::select! {
-                _ = upstream => {}
-                _ = downstream => {}
-            }
+            copy(conn, input, &tx, |bytes| {
+                let mut m = Vec::with_capacity(bytes.len() + 1);
+                m.push(data);
+                m.extend_from_slice(bytes);
+                m
+            })
+            .await;
         });
     }
     drop(tx);
@@ -186,63 +149,6 @@ async fn channels(socket: WebSocket, ports: Vec<u16>, connect: Connector) {
     let _ = writer.await;
 }
 
-/// When a streaming session last carried data, either way (for idle timeouts).
-#[derive(Clone)]
-pub(crate) struct Activity {
-    start: Instant,
-    last: Arc<AtomicU64>,
-}
-
-impl Activity {
-    pub(crate) fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    pub(crate) fn touch(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.last.store(now, Ordering::Relaxed);
-    }
-
-    pub(crate) fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-}
-
-/// Encodes frames and sends each as a binary WebSocket message; closes normally once every
-/// sender is gone.
-fn writer(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    activity: Activity,
-) -> (mpsc::Sender<Frame>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Frame>(64);
-    let task = tokio::spawn(async move {
-        let mut codec = Codec::new();
-        while let Some(frame) = rx.recv().await {
-            if matches!(frame, Frame::Data { .. }) {
-                activity.touch();
-            }
-            if sink
-                .send(Message::Binary(codec.encode(&frame).into()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: close_code::NORMAL,
-                reason: "".into(),
-            })))
-            .await;
-    });
-    (tx, task)
-}
-
 /// The streams of one forwarded connection, as they arrive.
 #[derive(Default)]
 struct Pair {
@@ -266,9 +172,18 @@ struct Session {
 }
 
 async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Duration) {
-    let activity = Activity::new();
+    let mut idle = Idle::new(idle);
     let (sink, mut incoming) = socket.split();
-    let (out, writer) = writer(sink, activity.clone());
+    // Frames are encoded (one header-compression stream each way) and sent as binary
+    // messages; only data counts as activity.
+    let mut encoder = Codec::new();
+    let sent = idle.activity().clone();
+    let (out, writer) = writer(sink, move |frame: Frame| {
+        if matches!(frame, Frame::Data { .. }) {
+            sent.touch();
+        }
+        Message::Binary(encoder.encode(&frame).into())
+    });
     let mut session = Session {
         pod,
         connect,
@@ -280,8 +195,7 @@ async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Durati
     };
     let mut codec = Codec::new();
     let mut buf = Vec::new();
-    let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    let mut timer = tokio::time::interval(tick);
+    let mut pair_timer = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             msg = incoming.next() => match msg {
@@ -292,7 +206,7 @@ async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Durati
                             Ok(Some(frame)) => {
                                 // Pings keep the connection, not the streams, alive.
                                 if matches!(frame, Frame::Data { .. } | Frame::SynStream { .. }) {
-                                    activity.touch();
+                                    idle.activity().touch();
                                 }
                                 if !session.handle(frame).await {
                                     return session.end(writer).await;
@@ -326,14 +240,12 @@ async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Durati
                     session.inputs.remove(&stream);
                 }
             }
-            _ = timer.tick() => {
-                if !idle.is_zero() && activity.idle_for() >= idle {
-                    tracing::debug!(pod = %session.pod, ?idle, "port-forward: the connection was idle too long");
-                    let _ = session.out.send(Frame::GoAway).await;
-                    break;
-                }
-                session.expire_pairs().await;
+            () = idle.expired() => {
+                tracing::debug!(pod = %session.pod, limit = ?idle.limit(), "port-forward: the connection was idle too long");
+                let _ = session.out.send(Frame::GoAway).await;
+                break;
             }
+            _ = pair_timer.tick() => session.expire_pairs().await,
         }
     }
     session.end(writer).await;
@@ -447,7 +359,16 @@ impl Session {
                 return fail(&out, error, data, msg).await;
             };
             match connect(port).await {
-                Ok(conn) => copy(conn, rx, &out, data).await,
+                Ok(conn) => {
+                    let wrap = |bytes: &[u8]| Frame::Data {
+                        stream: data,
+                        fin: false,
+                        data: bytes.to_vec(),
+                    };
+                    if copy(conn, rx, &out, wrap).await {
+                        let _ = out.send(fin(data)).await;
+                    }
+                }
                 Err(e) => {
                     let msg = format!(
                         "error forwarding port {port} to pod {pod}: failed to connect to localhost:{port} inside the pod's network namespace: {e}"
@@ -490,14 +411,16 @@ async fn fail(out: &mpsc::Sender<Frame>, error: u32, data: u32, message: String)
     let _ = out.send(fin(data)).await;
 }
 
-/// Copies between the data stream and the pod's connection. The client's end of input
-/// half-closes the connection; the pod's end of output ends the stream.
-async fn copy(
+/// Copies between a client's stream and the pod's connection: the client's input (`None`
+/// ends it) half-closes the connection, and what the pod sends goes to `out`, each read
+/// wrapped by `wrap`. True once the pod's side has ended (the caller then ends the stream);
+/// false if either side failed first.
+async fn copy<T>(
     conn: TcpStream,
     mut input: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
-    out: &mpsc::Sender<Frame>,
-    data: u32,
-) {
+    out: &mpsc::Sender<T>,
+    wrap: impl Fn(&[u8]) -> T,
+) -> bool {
     let (mut from_pod, mut to_pod) = conn.into_split();
     let upstream = async move {
         while let Some(Some(chunk)) = input.recv().await {
@@ -513,23 +436,17 @@ async fn copy(
         let mut buf = vec![0u8; CHUNK];
         loop {
             match from_pod.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => return true,
                 Ok(n) => {
-                    let frame = Frame::Data {
-                        stream: data,
-                        fin: false,
-                        data: buf[..n].to_vec(),
-                    };
-                    if out.send(frame).await.is_err() {
-                        return;
+                    if out.send(wrap(&buf[..n])).await.is_err() {
+                        return false;
                     }
                 }
             }
         }
-        let _ = out.send(fin(data)).await;
     };
     tokio::select! {
-        _ = upstream => {}
-        _ = downstream => {}
+        _ = upstream => false,
+        ended = downstream => ended,
     }
 }

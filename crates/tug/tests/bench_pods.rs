@@ -339,13 +339,7 @@ fn port_forward_throughput() {
     const MIB: usize = 64;
     let dir = tempfile::tempdir().expect("tmp");
     let s = start(dir.path(), true, 3);
-    let kubectl = |args: &[&str]| {
-        Command::new(tug_testkit::server::kubectl_path())
-            .env("KUBECONFIG", &s.kubeconfig)
-            .args(args)
-            .output()
-            .expect("kubectl")
-    };
+    let kubectl = |args: &[&str]| tug_testkit::kubectl::kubectl(&s, args, None);
     let script = format!(
         "mkdir -p /www && head -c {} /dev/zero > /www/blob && exec httpd -f -p 8080 -h /www",
         MIB << 20
