@@ -38,6 +38,14 @@ impl FromStr for Cidr {
 }
 
 impl Cidr {
+    /// The block of the one address `ip` (a /32).
+    pub fn host(ip: Ipv4Addr) -> Cidr {
+        Cidr {
+            base: ip,
+            prefix: 32,
+        }
+    }
+
     /// The first address: the bridge's.
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.base) + 1)

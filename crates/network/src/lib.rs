@@ -7,6 +7,8 @@
 
 pub mod ipam;
 pub mod nat;
+pub mod nft;
+pub mod proxy;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -185,12 +187,11 @@ impl PodNetwork {
         Ok(ip)
     }
 
-    /// Lets pods reach beyond the pod range: routes `local_ranges` (the cluster's pod and
-    /// Service ranges) locally first, as blackholes behind the bridges' more specific routes,
-    /// so that no address without a pod or rule behind it follows the default route; then
-    /// turns on IPv4 forwarding and masquerades what leaves `cluster` for elsewhere.
-    pub async fn enable_egress(&self, cluster: Cidr, local_ranges: &[Cidr]) -> anyhow::Result<()> {
-        for range in local_ranges {
+    /// Routes `ranges` (the cluster's pod and Service ranges) locally, as blackholes behind
+    /// the bridges' and other nodes' more specific routes, so that no address without a pod
+    /// or rule behind it follows the default route.
+    pub async fn route_locally(&self, ranges: &[Cidr]) -> anyhow::Result<()> {
+        for range in ranges {
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
                 .destination_prefix(range.base, range.prefix)
                 .kind(RouteType::BlackHole)
@@ -206,9 +207,56 @@ impl PodNetwork {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Lets pods reach beyond the pod range: routes `local_ranges` locally first
+    /// ([`PodNetwork::route_locally`]), then turns on IPv4 forwarding and masquerades what
+    /// leaves `cluster` for elsewhere.
+    pub async fn enable_egress(&self, cluster: Cidr, local_ranges: &[Cidr]) -> anyhow::Result<()> {
+        self.route_locally(local_ranges).await?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .context("turning on IPv4 forwarding")?;
         nat::install_masquerade(&nat::table_for(&self.bridge), cluster)
+    }
+
+    /// Routes another node's podCIDR through that node's address (host-gw), replacing any
+    /// route the block had.
+    pub async fn route_via(&self, cidr: Cidr, node: Ipv4Addr) -> anyhow::Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(cidr.base, cidr.prefix)
+            .gateway(node)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("routing {}/{} via {node}", cidr.base, cidr.prefix))
+    }
+
+    /// Removes the route of a podCIDR added by [`PodNetwork::route_via`].
+    pub async fn unroute(&self, cidr: Cidr, node: Ipv4Addr) -> anyhow::Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(cidr.base, cidr.prefix)
+            .gateway(node)
+            .build();
+        match self.handle.route().del(route).execute().await {
+            Ok(()) => Ok(()),
+            // Gone already.
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -(nix::errno::Errno::ESRCH as i32) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The pod bridge's name.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
     }
 
     /// The address a pod holds, if any.

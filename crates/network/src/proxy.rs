@@ -1,0 +1,392 @@
+//! Service virtual IPs in the kernel: the node's share of kube-proxy, as nf_tables NAT rules.
+//!
+//! One table per node holds:
+//! - `prerouting` and `output` (NAT, dstnat priority) jumping to `services`;
+//! - `services`: `ip daddr vmap @cluster-ips`, and for the node's own address
+//!   `jump nodeports` (`th dport vmap @nodeports-tcp` / `-udp`);
+//! - per Service `K` (`namespace/name`): `vip/K` picks the port's chain `svc/K/PROTO/PORT`,
+//!   which picks one endpoint at random (rule `i` of `n` matches with probability
+//!   `1/(n-i)`, so each is chosen with probability `1/n`) and goes to its `ep/...` chain,
+//!   which marks hairpin traffic for masquerade and DNATs; `np/K/PROTO/PORT` does the same
+//!   for the NodePort, marking for masquerade unless `externalTrafficPolicy: Local`;
+//! - `postrouting` (NAT, srcnat): masquerades marked packets.
+//!
+//! A change to one Service rewrites that Service's chains and map elements only, in one
+//! atomic batch; the maps keep dispatch constant-time however many Services there are.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::ipam::Cidr;
+use crate::nft::{BaseChain, Batch, Hook, Rule, TYPE_INET_SERVICE, TYPE_IPV4_ADDR, Verdict};
+
+/// The packet mark asking for masquerade (kube-proxy's bit).
+pub const MASQUERADE_MARK: u32 = 0x4000;
+const CLUSTER_IPS: &str = "cluster-ips";
+const DSTNAT: i32 = -100;
+const SRCNAT: i32 = 100;
+
+/// A transport protocol with ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// Kubernetes' name (`TCP`, `UDP`, `SCTP`); anything else is not one.
+    pub fn parse(name: &str) -> Option<Protocol> {
+        match name {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    fn nodeport_map(self) -> String {
+        format!("nodeports-{}", self.name())
+    }
+}
+
+/// One port of a Service, as this node serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRules {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub node_port: Option<u16>,
+    /// Where traffic to the ClusterIP goes.
+    pub endpoints: Vec<SocketAddrV4>,
+    /// Where traffic to the NodePort goes.
+    pub external_endpoints: Vec<SocketAddrV4>,
+    /// `externalTrafficPolicy: Local`: NodePort traffic keeps its client's address.
+    pub external_local: bool,
+}
+
+/// What the node programs for one Service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceRules {
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub ports: Vec<PortRules>,
+}
+
+/// The Service rules of one node.
+pub struct Proxy {
+    table: String,
+    installed: HashMap<String, ServiceRules>,
+}
+
+/// The chains and map elements one Service's rules consist of.
+#[derive(Default)]
+struct Layout {
+    /// Chain name -> its rules.
+    chains: BTreeMap<String, Vec<Rule>>,
+    /// (map, key) -> the chain it goes to.
+    elements: BTreeMap<(String, Vec<u8>), String>,
+}
+
+impl Layout {
+    fn of(key: &str, svc: &ServiceRules) -> Layout {
+        let mut l = Layout::default();
+        let vip = format!("vip/{key}");
+        let mut vip_rules = Vec::new();
+        for p in &svc.ports {
+            let id = format!("{key}/{}/{}", p.protocol.name(), p.port);
+            let endpoint_chains = |l: &mut Layout, eps: &[SocketAddrV4]| -> Vec<String> {
+                eps.iter()
+                    .map(|ep| {
+                        let name = format!("ep/{id}/{ep}");
+                        l.chains.entry(name.clone()).or_insert_with(|| {
+                            vec![
+                                // A pod reaching itself through its Service (hairpin).
+                                Rule::new()
+                                    .saddr(Cidr::host(*ep.ip()), false)
+                                    .set_mark(MASQUERADE_MARK),
+                                Rule::new()
+                                    .l4proto(p.protocol.number())
+                                    .dnat(*ep.ip(), ep.port()),
+                            ]
+                        });
+                        name
+                    })
+                    .collect()
+            };
+            if svc.cluster_ip.is_some() && !p.endpoints.is_empty() {
+                let targets = endpoint_chains(&mut l, &p.endpoints);
+                let chain = format!("svc/{id}");
+                l.chains.insert(chain.clone(), spread(&targets, None));
+                vip_rules.push(
+                    Rule::new()
+                        .l4proto(p.protocol.number())
+                        .dport(p.port)
+                        .verdict(&Verdict::Goto(chain)),
+                );
+            }
+            if let Some(np) = p.node_port
+                && !p.external_endpoints.is_empty()
+            {
+                let targets = endpoint_chains(&mut l, &p.external_endpoints);
+                let chain = format!("np/{id}");
+                let mark = (!p.external_local).then_some(MASQUERADE_MARK);
+                l.chains.insert(chain.clone(), spread(&targets, mark));
+                l.elements.insert(
+                    (p.protocol.nodeport_map(), np.to_be_bytes().to_vec()),
+                    chain,
+                );
+            }
+        }
+        if let Some(ip) = svc.cluster_ip {
+            l.chains.insert(vip.clone(), vip_rules);
+            l.elements
+                .insert((CLUSTER_IPS.to_string(), ip.octets().to_vec()), vip);
+        }
+        l
+    }
+}
+
+/// Rules choosing one of `targets` uniformly at random, optionally marking first.
+fn spread(targets: &[String], mark: Option<u32>) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    if let Some(m) = mark {
+        rules.push(Rule::new().set_mark(m));
+    }
+    let n = targets.len();
+    for (i, t) in targets.iter().enumerate() {
+        let goto = Verdict::Goto(t.clone());
+        if i + 1 == n {
+            rules.push(Rule::new().verdict(&goto));
+        } else {
+            rules.push(Rule::new().one_in((n - i) as u32).verdict(&goto));
+        }
+    }
+    rules
+}
+
+impl Proxy {
+    /// Replaces table `ip TABLE` with an empty proxy: dispatch to no Service yet, NodePorts
+    /// answered on `node_ip`.
+    ///
+    /// The caller routes the Service range locally first (see the crate's safety rule).
+    pub fn new(table: &str, node_ip: Ipv4Addr) -> anyhow::Result<Proxy> {
+        let mut b = Batch::new();
+        b.delete_table(table);
+        b.add_table(table);
+        b.add_verdict_map(table, CLUSTER_IPS, TYPE_IPV4_ADDR, 4);
+        b.add_chain(table, "nodeports", None);
+        for p in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+            b.add_verdict_map(table, &p.nodeport_map(), TYPE_INET_SERVICE, 2);
+            b.add_rule(
+                table,
+                "nodeports",
+                &Rule::new()
+                    .l4proto(p.number())
+                    .dport_vmap(&p.nodeport_map()),
+            );
+        }
+        b.add_chain(table, "services", None);
+        b.add_rule(table, "services", &Rule::new().daddr_vmap(CLUSTER_IPS));
+        b.add_rule(
+            table,
+            "services",
+            &Rule::new()
+                .daddr(Cidr::host(node_ip), false)
+                .verdict(&Verdict::Jump("nodeports".into())),
+        );
+        for (chain, hook, priority) in [
+            ("prerouting", Hook::Prerouting, DSTNAT),
+            ("output", Hook::Output, DSTNAT),
+        ] {
+            let base = BaseChain {
+                hook,
+                priority,
+                kind: "nat",
+            };
+            b.add_chain(table, chain, Some(base));
+            b.add_rule(
+                table,
+                chain,
+                &Rule::new().verdict(&Verdict::Jump("services".into())),
+            );
+        }
+        let base = BaseChain {
+            hook: Hook::Postrouting,
+            priority: SRCNAT,
+            kind: "nat",
+        };
+        b.add_chain(table, "postrouting", Some(base));
+        b.add_rule(
+            table,
+            "postrouting",
+            &Rule::new().marked(MASQUERADE_MARK).masquerade(),
+        );
+        b.commit()?;
+        Ok(Proxy {
+            table: table.to_string(),
+            installed: HashMap::new(),
+        })
+    }
+
+    /// Brings the rules of the Services in `changes` (`namespace/name` -> rules, `None` for
+    /// gone) to the kernel in one batch. Services whose rules did not change cost nothing.
+    /// Returns how many Services changed.
+    pub fn apply(
+        &mut self,
+        changes: impl IntoIterator<Item = (String, Option<ServiceRules>)>,
+    ) -> anyhow::Result<usize> {
+        let t = self.table.clone();
+        let mut b = Batch::new();
+        let mut done = Vec::new();
+        for (key, new) in changes {
+            let old = self.installed.get(&key);
+            if old == new.as_ref() {
+                continue;
+            }
+            let old_l = old.map(|o| Layout::of(&key, o)).unwrap_or_default();
+            let new_l = new
+                .as_ref()
+                .map(|n| Layout::of(&key, n))
+                .unwrap_or_default();
+            // Unhook what goes away or changes, then rewrite the chains, then hook up.
+            for ((map, k), chain) in &old_l.elements {
+                if new_l.elements.get(&(map.clone(), k.clone())) != Some(chain) {
+                    b.delete_map_element(&t, map, k);
+                }
+            }
+            for chain in old_l.chains.keys() {
+                b.flush_chain(&t, chain);
+            }
+            // Endpoint chains first: the others go to them.
+            let mut order: Vec<(&String, &Vec<Rule>)> = new_l.chains.iter().collect();
+            order.sort_by_key(|(name, _)| !name.starts_with("ep/"));
+            for (chain, _) in &order {
+                b.add_chain(&t, chain, None);
+            }
+            for (chain, rules) in &order {
+                for r in rules.iter() {
+                    b.add_rule(&t, chain, r);
+                }
+            }
+            for ((map, k), chain) in &new_l.elements {
+                if old_l.elements.get(&(map.clone(), k.clone())) != Some(chain) {
+                    b.add_map_element(&t, map, k, &Verdict::Goto(chain.clone()));
+                }
+            }
+            // Chains nothing uses any more, referrers first.
+            let gone: BTreeSet<&String> = old_l
+                .chains
+                .keys()
+                .filter(|c| !new_l.chains.contains_key(*c))
+                .collect();
+            for chain in gone.iter().filter(|c| !c.starts_with("ep/")) {
+                b.delete_chain(&t, chain);
+            }
+            for chain in gone.iter().filter(|c| c.starts_with("ep/")) {
+                b.delete_chain(&t, chain);
+            }
+            done.push((key, new));
+        }
+        if done.is_empty() {
+            return Ok(0);
+        }
+        b.commit()?;
+        let n = done.len();
+        for (key, new) in done {
+            match new {
+                Some(n) => self.installed.insert(key, n),
+                None => self.installed.remove(&key),
+            };
+        }
+        Ok(n)
+    }
+
+    /// The Services currently programmed.
+    pub fn services(&self) -> impl Iterator<Item = &String> {
+        self.installed.keys()
+    }
+}
+
+/// Removes a proxy's table, if it exists.
+pub fn remove(table: &str) -> anyhow::Result<()> {
+    let mut b = Batch::new();
+    b.delete_table(table);
+    b.commit()
+}
+
+/// The name of the proxy table of the node whose pod bridge is `bridge`.
+pub fn table_for(bridge: &str) -> String {
+    format!("tugboat-svc-{bridge}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(eps: &[&str]) -> PortRules {
+        let eps: Vec<SocketAddrV4> = eps.iter().map(|e| e.parse().unwrap()).collect();
+        PortRules {
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: Some(30080),
+            endpoints: eps.clone(),
+            external_endpoints: eps,
+            external_local: false,
+        }
+    }
+
+    #[test]
+    fn a_service_spreads_over_its_endpoints_and_its_nodeport() {
+        let svc = ServiceRules {
+            cluster_ip: Some("10.96.0.5".parse().unwrap()),
+            ports: vec![port(&["10.1.0.2:8080", "10.1.1.2:8080", "10.1.2.2:8080"])],
+        };
+        let l = Layout::of("default/web", &svc);
+        assert_eq!(
+            l.chains.keys().cloned().collect::<Vec<_>>(),
+            [
+                "ep/default/web/tcp/80/10.1.0.2:8080",
+                "ep/default/web/tcp/80/10.1.1.2:8080",
+                "ep/default/web/tcp/80/10.1.2.2:8080",
+                "np/default/web/tcp/80",
+                "svc/default/web/tcp/80",
+                "vip/default/web",
+            ]
+        );
+        // Three choices; the NodePort chain marks for masquerade first.
+        assert_eq!(l.chains["svc/default/web/tcp/80"].len(), 3);
+        assert_eq!(l.chains["np/default/web/tcp/80"].len(), 4);
+        assert_eq!(l.elements.len(), 2);
+        assert_eq!(
+            l.elements[&("nodeports-tcp".to_string(), vec![0x75, 0x80])],
+            "np/default/web/tcp/80"
+        );
+    }
+
+    #[test]
+    fn a_service_without_endpoints_dispatches_nowhere() {
+        let svc = ServiceRules {
+            cluster_ip: Some("10.96.0.5".parse().unwrap()),
+            ports: vec![port(&[])],
+        };
+        let l = Layout::of("default/web", &svc);
+        assert_eq!(l.chains.len(), 1);
+        assert!(l.chains["vip/default/web"].is_empty());
+        assert_eq!(l.elements.len(), 1);
+    }
+}
