@@ -122,6 +122,8 @@ pub async fn run(
         recorder: Arc::new(tug_events::Recorder::new(client.clone(), "kubelet")),
         network: Arc::default(),
     };
+    tokio::spawn(crate::proxy::run(shared.clone()));
+    tokio::spawn(crate::routes::run(shared.clone()));
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
     let mut events = watcher(pods, watcher::Config::default().fields(&selector))

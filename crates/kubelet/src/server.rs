@@ -51,6 +51,7 @@ pub fn router(state: ServerState) -> Router {
         )
         .route("/stats/summary", get(stats_summary))
         .route("/metrics/resource", get(metrics_resource))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -64,6 +65,17 @@ async fn stats_summary(State(state): State<ServerState>) -> Response {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+async fn metrics() -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 async fn metrics_resource(State(state): State<ServerState>) -> Response {

@@ -498,7 +498,7 @@ fn check_sysctls(sandbox: &SandboxSpec) -> Result<(), String> {
 }
 
 /// The node's pod network, set up on first use once the node has a podCIDR.
-async fn network(shared: &Shared) -> anyhow::Result<&tug_network::PodNetwork> {
+pub(crate) async fn network(shared: &Shared) -> anyhow::Result<&tug_network::PodNetwork> {
     shared
         .network
         .get_or_try_init(|| async {

@@ -6,6 +6,7 @@
 //! cluster's ranges are routed locally.
 
 pub mod ipam;
+pub mod localnet;
 pub mod nat;
 pub mod nft;
 pub mod proxy;
@@ -33,8 +34,13 @@ pub struct PodNetwork {
 
 /// A netlink handle whose socket lives in the network namespace of process `pid`.
 async fn handle_in(pid: i32) -> anyhow::Result<Handle> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .with_context(|| format!("opening the network namespace of {pid}"))?;
+    handle_in_ns(Path::new(&format!("/proc/{pid}/ns/net"))).await
+}
+
+/// A netlink handle whose socket lives in the network namespace at `path`.
+pub(crate) async fn handle_in_ns(path: &Path) -> anyhow::Result<Handle> {
+    let ns = std::fs::File::open(path)
+        .with_context(|| format!("opening the network namespace {}", path.display()))?;
     // The socket belongs to the namespace of the thread that opens it; the thread registers
     // it with this runtime's reactor.
     let runtime = tokio::runtime::Handle::current();
@@ -44,7 +50,7 @@ async fn handle_in(pid: i32) -> anyhow::Result<Handle> {
             std::os::fd::AsFd::as_fd(&ns),
             nix::sched::CloneFlags::CLONE_NEWNET,
         )
-        .context("joining the pod's network namespace")?;
+        .context("joining the network namespace")?;
         let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
         Ok((conn, handle))
     })
@@ -54,7 +60,7 @@ async fn handle_in(pid: i32) -> anyhow::Result<Handle> {
     Ok(handle)
 }
 
-async fn link_index(handle: &Handle, name: &str) -> anyhow::Result<Option<u32>> {
+pub(crate) async fn link_index(handle: &Handle, name: &str) -> anyhow::Result<Option<u32>> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(l)) => Ok(Some(l.header.index)),

@@ -8,3 +8,4 @@ pub mod image;
 pub mod kubectl;
 pub mod registry;
 pub mod server;
+pub mod up;

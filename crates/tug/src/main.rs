@@ -13,6 +13,7 @@ mod debug;
 mod image;
 mod snapshot;
 mod snapshot_socket;
+mod up;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,11 @@ enum Command {
     /// Manage the node's container images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run a multi-node cluster on this machine: the server, and node agents each in a network
+    /// namespace of its own.
+    Up(up::UpArgs),
+    /// Stop a cluster `tug up` started and remove what it made.
+    Down(up::DownArgs),
     /// Back up or restore the cluster store.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -205,6 +211,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(args) => server(args).await,
             Command::Agent(args) => agent(args).await,
+            Command::Up(args) => up::up(args).await,
+            Command::Down(args) => up::down(args).await,
             Command::Snapshot(cmd) => snapshot::run(cmd).await,
             Command::Image(cmd) => image::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,

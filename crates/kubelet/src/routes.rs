@@ -1,0 +1,89 @@
+//! host-gw routing: every other node's podCIDR is routed through that node's address, so pods
+//! reach pods on other nodes by IP with no encapsulation. Nodes must share a link (their
+//! addresses directly reachable); the routes follow nodes as they come, change and go.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use tug_network::Cidr;
+
+use crate::worker::Shared;
+
+/// Where a node's pods are: its podCIDR and its InternalIP.
+fn pod_route(node: &Node) -> Option<(Cidr, Ipv4Addr)> {
+    let cidr = node.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()?;
+    let ip = node
+        .status
+        .as_ref()?
+        .addresses
+        .iter()
+        .flatten()
+        .find(|a| a.type_ == "InternalIP")?
+        .address
+        .parse()
+        .ok()?;
+    Some((cidr, ip))
+}
+
+/// Keeps the routes to other nodes' pods until the task is dropped.
+pub async fn run(shared: Shared) {
+    let net = loop {
+        match crate::worker::network(&shared).await {
+            Ok(n) => break n,
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
+    let own_ip: Option<Ipv4Addr> = shared.config.node_ip.parse().ok();
+    let mut routed: HashMap<String, (Cidr, Ipv4Addr)> = HashMap::new();
+    let mut events = watcher(
+        Api::<Node>::all(shared.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    while let Some(ev) = events.next().await {
+        let (applied, deleted) = match ev {
+            Ok(watcher::Event::InitApply(n) | watcher::Event::Apply(n)) => (Some(n), None),
+            Ok(watcher::Event::Delete(n)) => (None, n.metadata.name),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching nodes failed; retrying");
+                continue;
+            }
+        };
+        if let Some(node) = applied {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            if name == shared.config.node_name {
+                continue;
+            }
+            let want = pod_route(&node).filter(|(_, ip)| Some(*ip) != own_ip && !ip.is_loopback());
+            if want == routed.get(&name).copied() {
+                continue;
+            }
+            if let Some((cidr, ip)) = routed.remove(&name) {
+                let _ = net.unroute(cidr, ip).await;
+            }
+            if let Some((cidr, ip)) = want {
+                match net.route_via(cidr, ip).await {
+                    Ok(()) => {
+                        tracing::info!(node = %name, pods = %format!("{}/{}", cidr.base, cidr.prefix), via = %ip, "routing a node's pods");
+                        routed.insert(name, (cidr, ip));
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %name, error = %format!("{e:#}"), "cannot route the node's pods (is its address on a link this node shares?)")
+                    }
+                }
+            }
+        }
+        if let Some(name) = deleted
+            && let Some((cidr, ip)) = routed.remove(&name)
+        {
+            let _ = net.unroute(cidr, ip).await;
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A multi-node cluster on this machine, made by `tug up` (the same machinery users run) with
+//! names and ranges of the test's own, and removed by `tug down` when dropped. Nodes can be
+//! cut off (their link set down) or killed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::server::kubectl_path;
+
+/// A cluster of `tug up`.
+pub struct LocalCluster {
+    bin: PathBuf,
+    /// The cluster's directory (`tug up --dir`).
+    pub dir: tempfile::TempDir,
+    /// Its short name: links are `<name>v<i>`, namespaces `<name>-node-<i>`.
+    pub name: String,
+    /// The node link's /24: the host is `.1`, node i `.(i+1)`.
+    pub node_net: String,
+    /// The pod range.
+    pub cluster_cidr: String,
+    pub kubeconfig: PathBuf,
+    down: bool,
+}
+
+impl LocalCluster {
+    /// Runs `bin up --nodes N` with ranges no other test uses at the same time, and imports
+    /// the image archives into the nodes' shared store.
+    pub fn start(bin: &Path, nodes: u8, images: &[PathBuf]) -> LocalCluster {
+        static CLUSTERS: AtomicU32 = AtomicU32::new(0);
+        let k = (std::process::id() + CLUSTERS.fetch_add(1, Ordering::Relaxed)) % 20;
+        let name = format!("tk{}x{k}", std::process::id() % 1000);
+        let node_net = format!("10.245.{k}");
+        let cluster_cidr = format!("10.{}.0.0/16", 160 + k);
+        let dir = tempfile::tempdir().expect("tmp");
+        for archive in images {
+            let out = Command::new(bin)
+                .args(["image", "import"])
+                .arg(archive)
+                .arg("--data-dir")
+                .arg(dir.path().join("shared"))
+                .output()
+                .expect("tug image import");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut c = LocalCluster {
+            bin: bin.to_path_buf(),
+            kubeconfig: dir.path().join("server").join("admin.kubeconfig"),
+            dir,
+            name,
+            node_net,
+            cluster_cidr,
+            down: false,
+        };
+        let out = Command::new(bin)
+            .arg("up")
+            .args(["--nodes", &nodes.to_string()])
+            .arg("--dir")
+            .arg(c.dir.path())
+            .args(["--name", &c.name])
+            .args(["--node-cidr", &format!("{}.0/24", c.node_net)])
+            .args(["--cluster-cidr", &c.cluster_cidr])
+            .args(["--port", "0"])
+            .output()
+            .expect("tug up");
+        if !out.status.success() {
+            c.down = true;
+            panic!(
+                "tug up failed: {}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                c.logs()
+            );
+        }
+        c
+    }
+
+    /// Node `i`'s address (1-based).
+    pub fn node_ip(&self, i: u32) -> String {
+        format!("{}.{}", self.node_net, i + 1)
+    }
+
+    /// Node `i`'s network namespace.
+    pub fn netns(&self, i: u32) -> String {
+        format!("{}-node-{i}", self.name)
+    }
+
+    /// The host end of node `i`'s link.
+    pub fn link(&self, i: u32) -> String {
+        format!("{}v{i}", self.name)
+    }
+
+    /// Sets node `i`'s link down (`false`) or up again.
+    pub fn set_link(&self, i: u32, up: bool) {
+        let st = Command::new("ip")
+            .args(["link", "set", &self.link(i), if up { "up" } else { "down" }])
+            .status()
+            .expect("ip");
+        assert!(st.success());
+    }
+
+    /// Runs kubectl against the cluster.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(kubectl_path())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        if let Some(mut pipe) = child.stdin.take()
+            && let Some(input) = stdin
+        {
+            pipe.write_all(input.as_bytes()).expect("kubectl stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// kubectl's standard output; panics (with its error and the cluster's logs) on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) {
+        let out = self.kubectl(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The tails of the server's and nodes' logs, for failures.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    s.push_str(&format!("--- {}\n", p.display()));
+                    for l in tail.into_iter().rev() {
+                        s.push_str(l);
+                        s.push('\n');
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// Runs `tug down`; returns its output.
+    pub fn down(&mut self) -> Output {
+        self.down = true;
+        Command::new(&self.bin)
+            .arg("down")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("tug down")
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if !self.down {
+            let _ = self.down();
+        }
+    }
+}

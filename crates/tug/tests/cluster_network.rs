@@ -1,0 +1,338 @@
+//! The cluster network on a `tug up` cluster of three nodes, each in its own network namespace:
+//! pods reach pods on other nodes, Services balance in the kernel, NodePorts answer on every
+//! node, nothing for the cluster's ranges leaves the machine, and `tug down` leaves the host as
+//! it found it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tug_testkit::kubectl::eventually_within as wait_until;
+use tug_testkit::up::LocalCluster;
+
+const IMAGE: &str = "docker.io/library/busybox:test";
+
+fn tug() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tug"))
+}
+
+fn cluster(nodes: u8) -> (LocalCluster, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
+    (LocalCluster::start(tug(), nodes, &[archive]), tmp)
+}
+
+fn jsonpath(c: &LocalCluster, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let p = format!("jsonpath={path}");
+    args.extend(["-o", &p]);
+    let out = c.kubectl(&args, None);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_running(c: &LocalCluster, pod: &str) {
+    let start = Instant::now();
+    while jsonpath(c, &["pod", pod], "{.status.phase}") != "Running" {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pod {pod} is not Running: {}\n{}",
+            c.ok(&["describe", "pod", pod]),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `kubectl exec POD -- sh -c SCRIPT`: its output, or the failure with the cluster's logs.
+fn sh(c: &LocalCluster, pod: &str, script: &str) -> String {
+    let out = c.kubectl(&["exec", pod, "--", "sh", "-c", script], None);
+    assert!(
+        out.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// How many answers each pod gave to `n` requests for `url` from `pod`.
+fn spread(c: &LocalCluster, pod: &str, url: &str, n: u32) -> BTreeMap<String, u32> {
+    let out = sh(
+        c,
+        pod,
+        &format!(
+            "i=0; while [ $i -lt {n} ]; do timeout 3 wget -q -O - {url} || echo FAILED; i=$((i+1)); done"
+        ),
+    );
+    let mut counts = BTreeMap::new();
+    for l in out.lines() {
+        *counts.entry(l.trim().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn host(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A table on the host counting packets for the cluster's ranges that leave by the default
+/// route's device; removed when dropped.
+struct LeakCounter {
+    table: String,
+}
+
+impl LeakCounter {
+    fn install(c: &LocalCluster) -> LeakCounter {
+        let dev = host(&["ip", "route", "show", "default"])
+            .split_whitespace()
+            .skip_while(|w| *w != "dev")
+            .nth(1)
+            .unwrap_or("eth0")
+            .to_string();
+        let table = format!("{}-leaks", c.name);
+        let ranges = format!(
+            "{{ {}, 10.96.0.0/12, {}.0/24 }}",
+            c.cluster_cidr, c.node_net
+        );
+        let script = format!(
+            "table ip {table} {{\n chain out {{ type filter hook postrouting priority 0; oifname \"{dev}\" ip daddr {ranges} counter\n }}\n}}\n"
+        );
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write");
+        assert!(child.wait().expect("nft").success());
+        LeakCounter { table }
+    }
+
+    fn packets(&self) -> u64 {
+        let text = host(&["nft", "list", "table", "ip", &self.table]);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("the counter")
+    }
+}
+
+impl Drop for LeakCounter {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.table])
+            .status();
+    }
+}
+
+#[test]
+fn pods_services_and_nodeports_work_across_three_nodes_and_down_leaves_nothing() {
+    let (mut c, _tmp) = cluster(3);
+    let leaks = LeakCounter::install(&c);
+    // Acceptance 7: the ranges are routed locally on the host.
+    let routes = host(&["ip", "route", "show"]);
+    for range in [c.cluster_cidr.as_str(), "10.96.0.0/12"] {
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with(&format!("blackhole {range}"))),
+            "{range} is not routed locally:\n{routes}"
+        );
+    }
+    assert!(
+        routes.contains(&format!("{}.0/24 dev {}0", c.node_net, c.name)),
+        "{routes}"
+    );
+
+    // Acceptance 1: a pod on node-1 reaches a pod on node-2 by IP: ICMP, TCP and UDP.
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo}}
+spec:
+  nodeName: node-2
+  containers:
+  - name: http
+    image: {IMAGE}
+    command: [sh, -c, "mkdir -p /www && echo echo > /www/index.html && exec httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  nodeName: node-1
+  containers:
+  - {{name: c, image: {IMAGE}, command: [sleep, "3600"]}}
+"#
+    ));
+    wait_running(&c, "echo");
+    wait_running(&c, "client");
+    let echo_ip = jsonpath(&c, &["pod", "echo"], "{.status.podIP}");
+    let client_ip = jsonpath(&c, &["pod", "client"], "{.status.podIP}");
+    let cidr2 = jsonpath(&c, &["node", "node-2"], "{.spec.podCIDR}");
+    let cidr1 = jsonpath(&c, &["node", "node-1"], "{.spec.podCIDR}");
+    assert_ne!(cidr1, cidr2);
+    let prefix = |cidr: &str| cidr.rsplit_once('.').map(|x| x.0).unwrap_or("").to_string();
+    assert!(
+        echo_ip.starts_with(&prefix(&cidr2)),
+        "{echo_ip} not in {cidr2}"
+    );
+    assert!(
+        client_ip.starts_with(&prefix(&cidr1)),
+        "{client_ip} not in {cidr1}"
+    );
+    sh(&c, "client", &format!("ping -c 2 -W 3 {echo_ip}"));
+    assert_eq!(
+        sh(
+            &c,
+            "client",
+            &format!("timeout 5 wget -q -O - http://{echo_ip}:8080/")
+        )
+        .trim(),
+        "echo"
+    );
+    // UDP: traceroute's datagrams reach the pod, whose kernel answers them (port unreachable),
+    // which ends the trace at the pod's address.
+    let trace = sh(
+        &c,
+        "client",
+        &format!("traceroute -n -q 1 -w 2 -m 4 {echo_ip}"),
+    );
+    assert!(
+        trace.lines().last().is_some_and(|l| l.contains(&echo_ip)),
+        "the UDP probes did not reach {echo_ip}:\n{trace}"
+    );
+
+    // Acceptance 2: three replicas on three nodes behind a ClusterIP (and NodePort) Service.
+    c.apply(&format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {{labelSelector: {{matchLabels: {{app: web}}}}, topologyKey: kubernetes.io/hostname}}
+      containers:
+      - name: httpd
+        image: {IMAGE}
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1, failureThreshold: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"#
+    ));
+    wait_until("3 ready replicas", Duration::from_secs(90), || {
+        jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}") == "3"
+    });
+    let nodes = jsonpath(&c, &["pods", "-l", "app=web"], "{.items[*].spec.nodeName}");
+    let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node-1", "node-2", "node-3"]);
+    let names = jsonpath(&c, &["pods", "-l", "app=web"], "{.items[*].metadata.name}");
+    let names: Vec<String> = names.split_whitespace().map(String::from).collect();
+    let vip = jsonpath(&c, &["svc", "web"], "{.spec.clusterIP}");
+    let counts = spread(&c, "client", &format!("http://{vip}/"), 300);
+    assert_eq!(counts.values().sum::<u32>(), 300);
+    assert!(!counts.contains_key("FAILED"), "{counts:?}");
+    for n in &names {
+        assert!(
+            counts.get(n).copied().unwrap_or(0) >= 30,
+            "uneven spread: {counts:?}"
+        );
+    }
+
+    // Acceptance 3: the NodePort answers on every node's address, from the host.
+    let node_port = jsonpath(&c, &["svc", "web"], "{.spec.ports[0].nodePort}");
+    for i in 1..=3 {
+        let url = format!("http://{}:{node_port}/", c.node_ip(i));
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", &url])
+            .output()
+            .expect("curl");
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            names.contains(&answer),
+            "{url} answered {answer:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A replica failing readiness leaves the rotation within 2 s of being marked unready.
+    let victim = &names[0];
+    sh(&c, victim, "rm /www/index.html");
+    wait_until("the replica to be unready", Duration::from_secs(10), || {
+        jsonpath(
+            &c,
+            &["pod", victim],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "False"
+    });
+    let unready = Instant::now();
+    loop {
+        let counts = spread(&c, "client", &format!("http://{vip}/"), 20);
+        if !counts.contains_key(victim) && !counts.contains_key("FAILED") {
+            break;
+        }
+        assert!(
+            unready.elapsed() < Duration::from_secs(2),
+            "the unready replica is still answering: {counts:?}"
+        );
+    }
+
+    // Acceptance 7: none of this left by the default route.
+    assert_eq!(
+        leaks.packets(),
+        0,
+        "packets for the cluster's ranges left the machine"
+    );
+    drop(leaks);
+
+    // Acceptance 8: `tug down` removes every namespace, link, route and table it made.
+    let out = c.down();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let netns = host(&["ip", "netns", "list"]);
+    assert!(!netns.contains(&c.name), "{netns}");
+    let links = host(&["ip", "-br", "link"]);
+    assert!(!links.contains(&c.name), "{links}");
+    let routes = host(&["ip", "route", "show"]);
+    assert!(!routes.contains(&c.cluster_cidr), "{routes}");
+    assert!(!routes.contains(&c.node_net), "{routes}");
+    let tables = host(&["nft", "list", "tables"]);
+    assert!(!tables.contains(&c.name), "{tables}");
+    let procs = host(&["ps", "-eo", "args"]);
+    assert!(
+        !procs.contains(&c.dir.path().display().to_string()),
+        "processes left: {procs}"
+    );
+}
