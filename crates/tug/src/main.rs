@@ -168,6 +168,16 @@ struct ServerArgs {
     /// Run without the built-in node agent (a control plane only; the agent needs root).
     #[arg(long)]
     disable_agent: bool,
+    /// The address nodes and pods reach the control plane at, published as the `kubernetes`
+    /// and `kube-dns` Services' endpoints (default: the --listen address, when it names one).
+    #[arg(long)]
+    advertise_address: Option<std::net::Ipv4Addr>,
+    /// The cluster DNS server's port on the advertise address (0: any free port).
+    #[arg(long, default_value_t = 53)]
+    cluster_dns_port: u16,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -360,6 +370,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let kubeconfig = pki.write_kubeconfig(&args.data_dir, &url)?;
     let tls = tug_apiserver::tls::server_config(&pki)?;
     let serving = tokio::spawn(tug_apiserver::tls::serve(listener, tls, api.router()));
+    start_cluster_services(&args, &api, local).await;
     tracing::info!(
         datastore = %ds,
         revision,
@@ -373,6 +384,66 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     serving.abort();
     tracing::info!("stopping");
     Ok(())
+}
+
+/// Starts the cluster DNS server on the advertise address and publishes the `kubernetes` and
+/// `kube-dns` Services there. Without an advertise address, pods have neither.
+async fn start_cluster_services(
+    args: &ServerArgs,
+    api: &std::sync::Arc<tug_apiserver::ApiServer>,
+    local: std::net::SocketAddr,
+) {
+    let advertise = args.advertise_address.or(match local.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+        _ => None,
+    });
+    let Some(address) = advertise else {
+        tracing::info!(
+            "no --advertise-address: the kubernetes and kube-dns Services are not published"
+        );
+        return;
+    };
+    let dns_ip: std::net::Ipv4Addr = tug_controllers::clusterdns::DNS_IP
+        .parse()
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    let upstream = tug_network::dns::nameservers(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        &[dns_ip],
+    );
+    let dns = tug_network::dns::DnsServer::new(&args.cluster_domain, upstream);
+    let bind = std::net::SocketAddr::from((address, args.cluster_dns_port));
+    let dns_port = match tokio::net::UdpSocket::bind(bind).await {
+        Ok(udp) => {
+            let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+            match tokio::net::TcpListener::bind((address, port)).await {
+                Ok(tcp) => {
+                    tokio::spawn(dns.clone().serve_tcp(tcp));
+                    tokio::spawn(dns.clone().serve_udp(udp));
+                    tokio::spawn(tug_controllers::clusterdns::serve_zone(
+                        api.in_process_client(),
+                        dns,
+                        args.cluster_domain.clone(),
+                    ));
+                    tracing::info!(address = %format!("{address}:{port}"), "cluster DNS ready");
+                    Some(port)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no cluster DNS: cannot listen on TCP {address}:{port}");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %bind, "no cluster DNS: cannot listen (--cluster-dns-port)");
+            None
+        }
+    };
+    tokio::spawn(tug_controllers::clusterdns::publish(
+        api.in_process_client(),
+        address,
+        local.port(),
+        dns_port,
+    ));
 }
 
 impl NodeFlags {

@@ -284,6 +284,81 @@ spec:
         );
     }
 
+    // Acceptance 4: names resolve through the cluster DNS, from a pod.
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web-pods}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 8080}]
+"#,
+    );
+    let resolv = sh(&c, "client", "cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+    // busybox's nslookup applies the search path only to names without a dot, asks every
+    // search domain and fails if any says NXDOMAIN; the C library's resolver (wget, below)
+    // applies it as ndots:5 says.
+    for name in ["web", "web.default.svc.cluster.local"] {
+        let out = sh(&c, "client", &format!("nslookup {name}; true"));
+        assert!(
+            out.contains(&format!("Address: {vip}")),
+            "{name} did not resolve to {vip}:\n{out}\n{}",
+            c.logs()
+        );
+    }
+    let pod_ips = jsonpath(&c, &["pods", "-l", "app=web"], "{.items[*].status.podIP}");
+    wait_until(
+        "the headless Service to list the pods",
+        Duration::from_secs(10),
+        || {
+            let out = sh(
+                &c,
+                "client",
+                "nslookup web-pods.default.svc.cluster.local; true",
+            );
+            pod_ips
+                .split_whitespace()
+                .all(|ip| out.contains(&format!("Address: {ip}")))
+        },
+    );
+    let srv = sh(
+        &c,
+        "client",
+        "nslookup -type=SRV _http._tcp.web.default.svc.cluster.local; true",
+    );
+    assert!(
+        srv.contains("web.default.svc.cluster.local") && srv.contains(" 80 "),
+        "{srv}"
+    );
+    let missing = sh(
+        &c,
+        "client",
+        "nslookup nope.default.svc.cluster.local; true",
+    );
+    assert!(
+        missing.contains("NXDOMAIN") && !missing.contains("Name:"),
+        "an unknown name resolved: {missing}"
+    );
+    for name in ["web", "web.default", "web.default.svc.cluster.local"] {
+        let by_name = sh(
+            &c,
+            "client",
+            &format!("timeout 5 wget -q -O - http://{name}/"),
+        );
+        assert!(
+            names.contains(&by_name.trim().to_string()),
+            "{name}: {by_name}"
+        );
+    }
+
     // A replica failing readiness leaves the rotation within 2 s of being marked unready.
     let victim = &names[0];
     sh(&c, victim, "rm /www/index.html");
