@@ -6,12 +6,12 @@
 //! this node's endpoints, `externalTrafficPolicy: Local` NodePort traffic (which then keeps
 //! its client's address).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -135,116 +135,159 @@ pub fn rules_for<'a>(
     Some(ServiceRules { cluster_ip, ports })
 }
 
-/// An event of either watch.
+/// An event of one of the proxy's watches.
 enum Change {
     Service(Box<watcher::Event<Service>>),
     Slice(Box<watcher::Event<EndpointSlice>>),
+    Pod(Box<watcher::Event<Pod>>),
+}
+
+/// The objects of one watch by `namespace/name`, with the rule keys each one feeds.
+struct Mirror<T> {
+    objects: HashMap<String, T>,
+    /// Keys seen during a watch's initial listing, to drop what vanished meanwhile.
+    listing: Option<HashSet<String>>,
+    /// The rule keys an object feeds (a slice feeds its Service's).
+    feeds: fn(&T) -> Option<String>,
+}
+
+impl<T: kube::Resource> Mirror<T> {
+    fn new(feeds: fn(&T) -> Option<String>) -> Mirror<T> {
+        Mirror {
+            objects: HashMap::new(),
+            listing: None,
+            feeds,
+        }
+    }
+
+    fn key(obj: &T) -> String {
+        let m = obj.meta();
+        key_of(m.namespace.as_ref(), m.name.as_deref().unwrap_or(""))
+    }
+
+    /// Applies one event; returns the rule keys it touches.
+    fn apply(&mut self, ev: watcher::Event<T>) -> Vec<String> {
+        let mut touched = Vec::new();
+        match ev {
+            watcher::Event::Init => self.listing = Some(HashSet::new()),
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
+                let key = Self::key(&o);
+                if let Some(l) = self.listing.as_mut() {
+                    l.insert(key.clone());
+                }
+                touched.extend((self.feeds)(&o));
+                if let Some(old) = self.objects.insert(key, o) {
+                    touched.extend((self.feeds)(&old));
+                }
+            }
+            watcher::Event::Delete(o) => {
+                touched.extend((self.feeds)(&o));
+                self.objects.remove(&Self::key(&o));
+            }
+            watcher::Event::InitDone => {
+                let seen = self.listing.take().unwrap_or_default();
+                let feeds = self.feeds;
+                self.objects.retain(|k, o| {
+                    let keep = seen.contains(k);
+                    if !keep {
+                        touched.extend(feeds(o));
+                    }
+                    keep
+                });
+            }
+        }
+        touched
+    }
 }
 
 /// What the proxy knows of the cluster.
-#[derive(Default)]
 struct View {
-    services: HashMap<String, Service>,
-    /// Service key -> slice name -> slice.
-    slices: HashMap<String, BTreeMap<String, EndpointSlice>>,
-    /// Keys seen during a watch's initial listing, to drop what vanished meanwhile.
-    listing_services: Option<HashSet<String>>,
-    listing_slices: Option<HashSet<(String, String)>>,
+    services: Mirror<Service>,
+    slices: Mirror<EndpointSlice>,
+    /// This node's pods (for their hostPorts).
+    pods: Mirror<Pod>,
+}
+
+/// The rule key of a pod's hostPorts (Service keys have no `:`).
+fn pod_rules_key(pod: &Pod) -> Option<String> {
+    Some(format!(
+        "hostports:{}",
+        key_of(
+            pod.metadata.namespace.as_ref(),
+            pod.metadata.name.as_deref()?
+        )
+    ))
 }
 
 impl View {
-    /// Applies one event; returns the Services it touches.
+    fn new() -> View {
+        View {
+            services: Mirror::new(|s| {
+                Some(key_of(
+                    s.metadata.namespace.as_ref(),
+                    s.metadata.name.as_deref()?,
+                ))
+            }),
+            slices: Mirror::new(slice_service),
+            pods: Mirror::new(pod_rules_key),
+        }
+    }
+
+    /// Applies one event; returns the rule keys it touches.
     fn apply(&mut self, change: Change) -> Vec<String> {
         match change {
-            Change::Service(ev) => match *ev {
-                watcher::Event::Init => {
-                    self.listing_services = Some(HashSet::new());
-                    Vec::new()
-                }
-                watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
-                    let key = key_of(
-                        s.metadata.namespace.as_ref(),
-                        s.metadata.name.as_deref().unwrap_or(""),
-                    );
-                    if let Some(l) = self.listing_services.as_mut() {
-                        l.insert(key.clone());
-                    }
-                    self.services.insert(key.clone(), s);
-                    vec![key]
-                }
-                watcher::Event::Delete(s) => {
-                    let key = key_of(
-                        s.metadata.namespace.as_ref(),
-                        s.metadata.name.as_deref().unwrap_or(""),
-                    );
-                    self.services.remove(&key);
-                    vec![key]
-                }
-                watcher::Event::InitDone => {
-                    let seen = self.listing_services.take().unwrap_or_default();
-                    let gone: Vec<String> = self
-                        .services
-                        .keys()
-                        .filter(|k| !seen.contains(*k))
-                        .cloned()
-                        .collect();
-                    for k in &gone {
-                        self.services.remove(k);
-                    }
-                    gone
-                }
-            },
-            Change::Slice(ev) => match *ev {
-                watcher::Event::Init => {
-                    self.listing_slices = Some(HashSet::new());
-                    Vec::new()
-                }
-                watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
-                    let Some(key) = slice_service(&s) else {
-                        return Vec::new();
-                    };
-                    let name = s.metadata.name.clone().unwrap_or_default();
-                    if let Some(l) = self.listing_slices.as_mut() {
-                        l.insert((key.clone(), name.clone()));
-                    }
-                    self.slices.entry(key.clone()).or_default().insert(name, s);
-                    vec![key]
-                }
-                watcher::Event::Delete(s) => {
-                    let Some(key) = slice_service(&s) else {
-                        return Vec::new();
-                    };
-                    let name = s.metadata.name.clone().unwrap_or_default();
-                    if let Some(m) = self.slices.get_mut(&key) {
-                        m.remove(&name);
-                        if m.is_empty() {
-                            self.slices.remove(&key);
-                        }
-                    }
-                    vec![key]
-                }
-                watcher::Event::InitDone => {
-                    let seen = self.listing_slices.take().unwrap_or_default();
-                    let mut touched = Vec::new();
-                    for (key, m) in self.slices.iter_mut() {
-                        let before = m.len();
-                        m.retain(|name, _| seen.contains(&(key.clone(), name.clone())));
-                        if m.len() != before {
-                            touched.push(key.clone());
-                        }
-                    }
-                    self.slices.retain(|_, m| !m.is_empty());
-                    touched
-                }
-            },
+            Change::Service(ev) => self.services.apply(*ev),
+            Change::Slice(ev) => self.slices.apply(*ev),
+            Change::Pod(ev) => self.pods.apply(*ev),
         }
     }
 
     fn rules(&self, key: &str, node_name: &str) -> Option<ServiceRules> {
-        let svc = self.services.get(key)?;
-        let slices = self.slices.get(key);
-        rules_for(svc, slices.into_iter().flat_map(|m| m.values()), node_name)
+        if let Some(pod) = key.strip_prefix("hostports:") {
+            return self.pods.objects.get(pod).and_then(host_port_rules);
+        }
+        let svc = self.services.objects.get(key)?;
+        let slices = self
+            .slices
+            .objects
+            .values()
+            .filter(|s| slice_service(s).as_deref() == Some(key));
+        rules_for(svc, slices, node_name)
     }
+}
+
+/// A running pod's hostPorts, as NodePorts with the pod as their one endpoint (the client's
+/// address kept, as the CNI portmap plugin does).
+pub fn host_port_rules(pod: &Pod) -> Option<ServiceRules> {
+    let ip: Ipv4Addr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network == Some(true) {
+        return None;
+    }
+    let ports: Vec<PortRules> = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let host = u16::try_from(p.host_port?).ok().filter(|h| *h != 0)?;
+            let target = SocketAddrV4::new(ip, u16::try_from(p.container_port).ok()?);
+            Some(PortRules {
+                protocol: Protocol::parse(p.protocol.as_deref().unwrap_or("TCP"))?,
+                port: host,
+                node_port: Some(host),
+                endpoints: Vec::new(),
+                external_endpoints: vec![target],
+                external_local: true,
+            })
+        })
+        .collect();
+    (!ports.is_empty()).then_some(ServiceRules {
+        cluster_ip: None,
+        ports,
+    })
 }
 
 /// Runs the proxy until the task is dropped. It starts once the node's pod network exists,
@@ -295,8 +338,15 @@ pub async fn run(shared: Shared) {
     )
     .default_backoff()
     .map(|e| e.map(|ev| Change::Slice(Box::new(ev))));
-    let mut events = futures::stream::select(services, slices).boxed();
-    let mut view = View::default();
+    let pods = watcher(
+        Api::<Pod>::all(shared.client.clone()),
+        watcher::Config::default().fields(&format!("spec.nodeName={}", shared.config.node_name)),
+    )
+    .default_backoff()
+    .map(|e| e.map(|ev| Change::Pod(Box::new(ev))));
+    let mut events =
+        futures::stream::select(futures::stream::select(services, slices), pods).boxed();
+    let mut view = View::new();
     let mut dirty: HashMap<String, Instant> = HashMap::new();
     loop {
         // Gather what arrives together, then program it in one batch.
@@ -332,17 +382,20 @@ fn sync(proxy: &mut Proxy, view: &View, dirty: &mut HashMap<String, Instant>, no
         .keys()
         .map(|k| (k.clone(), view.rules(k, node)))
         .collect();
-    match proxy.apply(changes) {
-        Ok(n) => {
-            let oldest = dirty.values().min().map(|t| t.elapsed());
-            tracing::debug!(changed = n, latency = ?oldest, "Service rules programmed");
-            crate::metrics::observe_sync(dirty.values().map(|t| t.elapsed()));
-            dirty.clear();
-        }
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "programming Service rules failed; retrying");
+    let result = proxy.apply(changes.clone());
+    if let Err(e) = result {
+        // One bad change (a hostPort taken by a NodePort, say) must not hold up the others:
+        // apply them one by one and leave out what the kernel refuses.
+        tracing::warn!(error = %format!("{e:#}"), "programming Service rules failed; applying them one by one");
+        for change in changes {
+            let key = change.0.clone();
+            if let Err(e) = proxy.apply([change]) {
+                tracing::warn!(service = %key, error = %format!("{e:#}"), "cannot program this Service's rules");
+            }
         }
     }
+    crate::metrics::observe_sync(dirty.values().map(|t| t.elapsed()));
+    dirty.clear();
 }
 
 #[cfg(test)]

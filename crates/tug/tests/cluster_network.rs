@@ -284,6 +284,48 @@ spec:
         );
     }
 
+    // hostPort: the node's address forwards to the pod; a hostNetwork pod listens on the
+    // node's address itself.
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hostport}}
+spec:
+  nodeName: node-3
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: [sh, -c, "mkdir -p /www && echo hostport > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{{containerPort: 8080, hostPort: 18080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hostnet}}
+spec:
+  nodeName: node-1
+  hostNetwork: true
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: [sh, -c, "mkdir -p /tmp/www && echo hostnet > /tmp/www/index.html && exec httpd -f -p 18081 -h /tmp/www"]
+"#
+    ));
+    wait_running(&c, "hostport");
+    wait_running(&c, "hostnet");
+    for (url, want) in [
+        (format!("http://{}:18080/", c.node_ip(3)), "hostport"),
+        (format!("http://{}:18081/", c.node_ip(1)), "hostnet"),
+    ] {
+        wait_until(&format!("{url} to answer"), Duration::from_secs(10), || {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "3", &url])
+                .output()
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).trim() == want
+        });
+    }
+
     // Acceptance 4: names resolve through the cluster DNS, from a pod.
     c.apply(
         r#"
