@@ -124,6 +124,7 @@ pub async fn run(
     };
     tokio::spawn(crate::proxy::run(shared.clone()));
     tokio::spawn(crate::routes::run(shared.clone()));
+    tokio::spawn(crate::netpol::run(shared.clone()));
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
     let mut events = watcher(pods, watcher::Config::default().fields(&selector))

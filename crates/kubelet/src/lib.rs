@@ -12,6 +12,7 @@ pub mod hollow;
 pub mod imagegc;
 pub mod images;
 pub mod metrics;
+pub mod netpol;
 pub mod node;
 pub mod portforward;
 pub mod pressure;

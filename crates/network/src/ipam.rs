@@ -38,6 +38,53 @@ impl FromStr for Cidr {
 }
 
 impl Cidr {
+    /// Any IPv4 block, `/0` to `/32` (a NetworkPolicy's ipBlock).
+    pub fn parse_block(s: &str) -> anyhow::Result<Cidr> {
+        let (ip, prefix) = s
+            .split_once('/')
+            .with_context(|| format!("{s:?} is not a CIDR"))?;
+        let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s:?}: bad address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .with_context(|| format!("{s:?}: bad prefix"))?;
+        let mask = crate::nft::mask_of(prefix);
+        Ok(Cidr {
+            base: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
+    }
+
+    /// Whether `other` lies wholly inside this block.
+    pub fn covers(&self, other: Cidr) -> bool {
+        let mask = crate::nft::mask_of(self.prefix);
+        other.prefix >= self.prefix && u32::from(other.base) & mask == u32::from(self.base) & mask
+    }
+
+    /// This block without `hole`: the fewest blocks covering the rest.
+    pub fn subtract(self, hole: Cidr) -> Vec<Cidr> {
+        if hole.covers(self) {
+            return Vec::new();
+        }
+        if !self.covers(hole) {
+            return vec![self];
+        }
+        // Split in halves; the half holding the hole is split further.
+        let prefix = self.prefix + 1;
+        let low = Cidr {
+            base: self.base,
+            prefix,
+        };
+        let high = Cidr {
+            base: Ipv4Addr::from(u32::from(self.base) | (1u32 << (32 - u32::from(prefix)))),
+            prefix,
+        };
+        let mut out = low.subtract(hole);
+        out.extend(high.subtract(hole));
+        out
+    }
+
     /// The block of the one address `ip` (a /32).
     pub fn host(ip: Ipv4Addr) -> Cidr {
         Cidr {

@@ -10,7 +10,9 @@ pub mod ipam;
 pub mod localnet;
 pub mod nat;
 pub mod nft;
+pub mod policy;
 pub mod proxy;
+pub mod ruleset;
 
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -89,6 +89,13 @@ const NFTA_CMP_OP: u16 = 2;
 const NFTA_CMP_DATA: u16 = 3;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
+const NFT_CMP_LTE: u32 = 3;
+const NFT_CMP_GTE: u32 = 5;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFT_CT_STATE: u32 = 0;
+const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+const CT_STATE_RELATED: u32 = 1 << 2;
 const NFTA_META_DREG: u16 = 1;
 const NFTA_META_KEY: u16 = 2;
 const NFTA_META_SREG: u16 = 3;
@@ -120,6 +127,7 @@ pub const TYPE_INET_SERVICE: u32 = 13;
 #[derive(Clone, Copy, Debug)]
 pub enum Hook {
     Prerouting = 0,
+    Forward = 2,
     Output = 3,
     Postrouting = 4,
 }
@@ -132,23 +140,32 @@ pub struct BaseChain {
     pub kind: &'static str,
 }
 
-/// A verdict that continues in another chain.
+/// A verdict: a final one, or one that continues in another chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    Accept,
+    Drop,
+    /// Back to the chain that jumped here.
+    Return,
     Jump(String),
     Goto(String),
 }
 
 impl Verdict {
     fn attrs(&self) -> Attrs {
+        // NF_DROP 0, NF_ACCEPT 1; NFT_RETURN, NFT_JUMP and NFT_GOTO are -5, -3 and -4.
         let (code, chain) = match self {
-            // NFT_JUMP and NFT_GOTO are -3 and -4.
-            Verdict::Jump(c) => (-3i32, c),
-            Verdict::Goto(c) => (-4i32, c),
+            Verdict::Accept => (1i32, None),
+            Verdict::Drop => (0, None),
+            Verdict::Return => (-5, None),
+            Verdict::Jump(c) => (-3, Some(c)),
+            Verdict::Goto(c) => (-4, Some(c)),
         };
         let mut v = Attrs::default();
-        v.put(NFTA_VERDICT_CODE, &code.to_be_bytes())
-            .str(NFTA_VERDICT_CHAIN, chain);
+        v.put(NFTA_VERDICT_CODE, &code.to_be_bytes());
+        if let Some(chain) = chain {
+            v.str(NFTA_VERDICT_CHAIN, chain);
+        }
         let mut data = Attrs::default();
         data.nested(NFTA_DATA_VERDICT, &v);
         data
@@ -276,6 +293,33 @@ impl Rule {
         a.be32(NFTA_META_DREG, NFT_REG_1)
             .be32(NFTA_META_KEY, NFT_META_L4PROTO);
         self.expr("meta", Some(a)).cmp(NFT_CMP_EQ, &[proto])
+    }
+
+    /// `th dport LO-HI` (after a protocol match that has ports).
+    pub fn dport_range(self, lo: u16, hi: u16) -> Rule {
+        if lo == hi {
+            return self.dport(lo);
+        }
+        self.load(NFT_PAYLOAD_TRANSPORT_HEADER, TRANSPORT_DPORT, 2, NFT_REG_1)
+            .cmp(NFT_CMP_GTE, &lo.to_be_bytes())
+            .cmp(NFT_CMP_LTE, &hi.to_be_bytes())
+    }
+
+    /// `ct state established,related`.
+    pub fn established(self) -> Rule {
+        let mut a = Attrs::default();
+        a.be32(NFTA_CT_DREG, NFT_REG_1)
+            .be32(NFTA_CT_KEY, NFT_CT_STATE);
+        let bits = CT_STATE_ESTABLISHED | CT_STATE_RELATED;
+        self.expr("ct", Some(a))
+            .and_mask(&bits.to_ne_bytes())
+            .cmp(NFT_CMP_NEQ, &0u32.to_ne_bytes())
+    }
+
+    /// `ip saddr vmap @SET`.
+    pub fn saddr_vmap(self, set: &str) -> Rule {
+        self.load(NFT_PAYLOAD_NETWORK_HEADER, IPV4_SADDR, 4, NFT_REG_1)
+            .verdict_map(set)
     }
 
     /// `th dport PORT` (after a protocol match that has ports).

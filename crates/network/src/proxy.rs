@@ -14,11 +14,11 @@
 //! A change to one Service rewrites that Service's chains and map elements only, in one
 //! atomic batch; the maps keep dispatch constant-time however many Services there are.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::ipam::Cidr;
 use crate::nft::{BaseChain, Batch, Hook, Rule, TYPE_INET_SERVICE, TYPE_IPV4_ADDR, Verdict};
+use crate::ruleset::{Keyed, Layout};
 
 /// The packet mark asking for masquerade (kube-proxy's bit).
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -45,7 +45,8 @@ impl Protocol {
         }
     }
 
-    fn number(self) -> u8 {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
         match self {
             Protocol::Tcp => 6,
             Protocol::Udp => 17,
@@ -89,76 +90,67 @@ pub struct ServiceRules {
 
 /// The Service rules of one node.
 pub struct Proxy {
-    table: String,
-    installed: HashMap<String, ServiceRules>,
+    services: Keyed<ServiceRules>,
 }
 
-/// The chains and map elements one Service's rules consist of.
-#[derive(Default)]
-struct Layout {
-    /// Chain name -> its rules.
-    chains: BTreeMap<String, Vec<Rule>>,
-    /// (map, key) -> the chain it goes to.
-    elements: BTreeMap<(String, Vec<u8>), String>,
-}
-
-impl Layout {
-    fn of(key: &str, svc: &ServiceRules) -> Layout {
-        let mut l = Layout::default();
-        let vip = format!("vip/{key}");
-        let mut vip_rules = Vec::new();
-        for p in &svc.ports {
-            let id = format!("{key}/{}/{}", p.protocol.name(), p.port);
-            let endpoint_chains = |l: &mut Layout, eps: &[SocketAddrV4]| -> Vec<String> {
-                eps.iter()
-                    .map(|ep| {
-                        let name = format!("ep/{id}/{ep}");
-                        l.chains.entry(name.clone()).or_insert_with(|| {
-                            vec![
-                                // A pod reaching itself through its Service (hairpin).
-                                Rule::new()
-                                    .saddr(Cidr::host(*ep.ip()), false)
-                                    .set_mark(MASQUERADE_MARK),
-                                Rule::new()
-                                    .l4proto(p.protocol.number())
-                                    .dnat(*ep.ip(), ep.port()),
-                            ]
-                        });
-                        name
-                    })
-                    .collect()
-            };
-            if svc.cluster_ip.is_some() && !p.endpoints.is_empty() {
-                let targets = endpoint_chains(&mut l, &p.endpoints);
-                let chain = format!("svc/{id}");
-                l.chains.insert(chain.clone(), spread(&targets, None));
-                vip_rules.push(
-                    Rule::new()
-                        .l4proto(p.protocol.number())
-                        .dport(p.port)
-                        .verdict(&Verdict::Goto(chain)),
-                );
-            }
-            if let Some(np) = p.node_port
-                && !p.external_endpoints.is_empty()
-            {
-                let targets = endpoint_chains(&mut l, &p.external_endpoints);
-                let chain = format!("np/{id}");
-                let mark = (!p.external_local).then_some(MASQUERADE_MARK);
-                l.chains.insert(chain.clone(), spread(&targets, mark));
-                l.elements.insert(
-                    (p.protocol.nodeport_map(), np.to_be_bytes().to_vec()),
-                    chain,
-                );
-            }
+/// The chains and map elements of one Service.
+fn layout(key: &str, svc: &ServiceRules) -> Layout {
+    let mut l = Layout::default();
+    let vip = format!("vip/{key}");
+    let mut vip_rules = Vec::new();
+    for p in &svc.ports {
+        let id = format!("{key}/{}/{}", p.protocol.name(), p.port);
+        let endpoint_chains = |l: &mut Layout, eps: &[SocketAddrV4]| -> Vec<String> {
+            eps.iter()
+                .map(|ep| {
+                    let name = format!("ep/{id}/{ep}");
+                    l.chains.entry(name.clone()).or_insert_with(|| {
+                        vec![
+                            // A pod reaching itself through its Service (hairpin).
+                            Rule::new()
+                                .saddr(Cidr::host(*ep.ip()), false)
+                                .set_mark(MASQUERADE_MARK),
+                            Rule::new()
+                                .l4proto(p.protocol.number())
+                                .dnat(*ep.ip(), ep.port()),
+                        ]
+                    });
+                    name
+                })
+                .collect()
+        };
+        if svc.cluster_ip.is_some() && !p.endpoints.is_empty() {
+            let targets = endpoint_chains(&mut l, &p.endpoints);
+            let chain = format!("svc/{id}");
+            l.chains.insert(chain.clone(), spread(&targets, None));
+            vip_rules.push(
+                Rule::new()
+                    .l4proto(p.protocol.number())
+                    .dport(p.port)
+                    .verdict(&Verdict::Goto(chain)),
+            );
         }
-        if let Some(ip) = svc.cluster_ip {
-            l.chains.insert(vip.clone(), vip_rules);
-            l.elements
-                .insert((CLUSTER_IPS.to_string(), ip.octets().to_vec()), vip);
+        if let Some(np) = p.node_port
+            && !p.external_endpoints.is_empty()
+        {
+            let targets = endpoint_chains(&mut l, &p.external_endpoints);
+            let chain = format!("np/{id}");
+            let mark = (!p.external_local).then_some(MASQUERADE_MARK);
+            l.chains.insert(chain.clone(), spread(&targets, mark));
+            l.elements.insert(
+                (p.protocol.nodeport_map(), np.to_be_bytes().to_vec()),
+                Verdict::Goto(chain),
+            );
         }
-        l
     }
+    if let Some(ip) = svc.cluster_ip {
+        l.chains.insert(vip.clone(), vip_rules);
+        l.elements.insert(
+            (CLUSTER_IPS.to_string(), ip.octets().to_vec()),
+            Verdict::Goto(vip),
+        );
+    }
+    l
 }
 
 /// Rules choosing one of `targets` uniformly at random, optionally marking first.
@@ -238,8 +230,7 @@ impl Proxy {
         );
         b.commit()?;
         Ok(Proxy {
-            table: table.to_string(),
-            installed: HashMap::new(),
+            services: Keyed::new(table, layout),
         })
     }
 
@@ -250,75 +241,12 @@ impl Proxy {
         &mut self,
         changes: impl IntoIterator<Item = (String, Option<ServiceRules>)>,
     ) -> anyhow::Result<usize> {
-        let t = self.table.clone();
-        let mut b = Batch::new();
-        let mut done = Vec::new();
-        for (key, new) in changes {
-            let old = self.installed.get(&key);
-            if old == new.as_ref() {
-                continue;
-            }
-            let old_l = old.map(|o| Layout::of(&key, o)).unwrap_or_default();
-            let new_l = new
-                .as_ref()
-                .map(|n| Layout::of(&key, n))
-                .unwrap_or_default();
-            // Unhook what goes away or changes, then rewrite the chains, then hook up.
-            for ((map, k), chain) in &old_l.elements {
-                if new_l.elements.get(&(map.clone(), k.clone())) != Some(chain) {
-                    b.delete_map_element(&t, map, k);
-                }
-            }
-            for chain in old_l.chains.keys() {
-                b.flush_chain(&t, chain);
-            }
-            // Endpoint chains first: the others go to them.
-            let mut order: Vec<(&String, &Vec<Rule>)> = new_l.chains.iter().collect();
-            order.sort_by_key(|(name, _)| !name.starts_with("ep/"));
-            for (chain, _) in &order {
-                b.add_chain(&t, chain, None);
-            }
-            for (chain, rules) in &order {
-                for r in rules.iter() {
-                    b.add_rule(&t, chain, r);
-                }
-            }
-            for ((map, k), chain) in &new_l.elements {
-                if old_l.elements.get(&(map.clone(), k.clone())) != Some(chain) {
-                    b.add_map_element(&t, map, k, &Verdict::Goto(chain.clone()));
-                }
-            }
-            // Chains nothing uses any more, referrers first.
-            let gone: BTreeSet<&String> = old_l
-                .chains
-                .keys()
-                .filter(|c| !new_l.chains.contains_key(*c))
-                .collect();
-            for chain in gone.iter().filter(|c| !c.starts_with("ep/")) {
-                b.delete_chain(&t, chain);
-            }
-            for chain in gone.iter().filter(|c| c.starts_with("ep/")) {
-                b.delete_chain(&t, chain);
-            }
-            done.push((key, new));
-        }
-        if done.is_empty() {
-            return Ok(0);
-        }
-        b.commit()?;
-        let n = done.len();
-        for (key, new) in done {
-            match new {
-                Some(n) => self.installed.insert(key, n),
-                None => self.installed.remove(&key),
-            };
-        }
-        Ok(n)
+        self.services.apply(changes)
     }
 
     /// The Services currently programmed.
     pub fn services(&self) -> impl Iterator<Item = &String> {
-        self.installed.keys()
+        self.services.keys()
     }
 }
 
@@ -356,7 +284,7 @@ mod tests {
             cluster_ip: Some("10.96.0.5".parse().unwrap()),
             ports: vec![port(&["10.1.0.2:8080", "10.1.1.2:8080", "10.1.2.2:8080"])],
         };
-        let l = Layout::of("default/web", &svc);
+        let l = layout("default/web", &svc);
         assert_eq!(
             l.chains.keys().cloned().collect::<Vec<_>>(),
             [
@@ -374,7 +302,7 @@ mod tests {
         assert_eq!(l.elements.len(), 2);
         assert_eq!(
             l.elements[&("nodeports-tcp".to_string(), vec![0x75, 0x80])],
-            "np/default/web/tcp/80"
+            Verdict::Goto("np/default/web/tcp/80".into())
         );
     }
 
@@ -384,7 +312,7 @@ mod tests {
             cluster_ip: Some("10.96.0.5".parse().unwrap()),
             ports: vec![port(&[])],
         };
-        let l = Layout::of("default/web", &svc);
+        let l = layout("default/web", &svc);
         assert_eq!(l.chains.len(), 1);
         assert!(l.chains["vip/default/web"].is_empty());
         assert_eq!(l.elements.len(), 1);

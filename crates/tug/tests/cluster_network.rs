@@ -453,3 +453,117 @@ spec:
         "processes left: {procs}"
     );
 }
+
+/// Whether `from` gets an answer from `ip:8080` within a few seconds.
+fn reaches(c: &LocalCluster, from: &str, ip: &str) -> bool {
+    let out = c.kubectl(
+        &[
+            "exec",
+            from,
+            "--",
+            "sh",
+            "-c",
+            &format!("timeout 3 wget -q -O - http://{ip}:8080/"),
+        ],
+        None,
+    );
+    out.status.success()
+}
+
+/// Waits until `from` reaching `ip` is `want` (rules follow policy changes within seconds).
+fn expect_reach(c: &LocalCluster, from: &str, to: &str, ip: &str, want: bool) {
+    let start = Instant::now();
+    while reaches(c, from, ip) != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{from} -> {to} should be {}\n{}",
+            if want { "open" } else { "blocked" },
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn network_policies_block_and_admit_pods_across_nodes() {
+    let (c, _tmp) = cluster(2);
+    let pod = |name: &str, node: u32, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  nodeName: node-{node}\n  containers:\n  - name: httpd\n    image: {IMAGE}\n    command: [sh, -c, \"mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    ports: [{{name: http, containerPort: 8080}}]\n"
+        )
+    };
+    let all = [
+        pod("db", 2, "app: db"),
+        pod("api", 1, "role: api"),
+        pod("api-near", 2, "role: api"),
+        pod("other", 1, "role: other"),
+        pod("other-near", 2, "role: other"),
+    ]
+    .join("---\n");
+    c.apply(&all);
+    for p in ["db", "api", "api-near", "other", "other-near"] {
+        wait_running(&c, p);
+    }
+    let ip = |p: &str| jsonpath(&c, &["pod", p], "{.status.podIP}");
+    let (db, api) = (ip("db"), ip("api"));
+    for from in ["api", "api-near", "other", "other-near"] {
+        expect_reach(&c, from, "db", &db, true);
+    }
+
+    // Default deny for the db pods: nobody gets in, from this node or another.
+    c.apply(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-deny}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+"#,
+    );
+    for from in ["api", "api-near", "other", "other-near"] {
+        expect_reach(&c, from, "db", &db, false);
+    }
+    // Pods no policy selects stay open.
+    expect_reach(&c, "other", "api", &api, true);
+
+    // An allow rule admits only the pods it selects, on the port it names.
+    c.apply(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-api}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: api}}}]
+    ports: [{port: http}]
+"#,
+    );
+    expect_reach(&c, "api", "db", &db, true);
+    expect_reach(&c, "api-near", "db", &db, true);
+    expect_reach(&c, "other", "db", &db, false);
+    expect_reach(&c, "other-near", "db", &db, false);
+
+    // Egress: the api pod on node-1 may reach only 10.0.0.0/8 minus the db's address.
+    c.apply(&format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: api-egress}}
+spec:
+  podSelector: {{matchLabels: {{role: api}}}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{{ipBlock: {{cidr: 10.0.0.0/8, except: [{db}/32]}}}}]
+"#
+    ));
+    expect_reach(&c, "api", "db", &db, false);
+    expect_reach(&c, "api", "other", &ip("other"), true);
+
+    // Policies gone: everything is open again.
+    c.ok(&["delete", "networkpolicy", "--all"]);
+    for from in ["api", "other", "other-near"] {
+        expect_reach(&c, from, "db", &db, true);
+    }
+}
