@@ -100,6 +100,7 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
             nodes
                 .patch_status(&name, &patch_params(), &Patch::Strategic(&condition))
                 .await?;
+            mark_pods_not_ready(client, shared, &name, &stamp).await;
         } else if !stale && ready.as_deref() == Some("Unknown") {
             tracing::info!(node = %name, "node renews its lease again: Ready");
             let condition = json!({"status": {"conditions": [{
@@ -152,6 +153,32 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
         }
     }
     evict(client, shared, now).await
+}
+
+/// Marks the pods of a node that stopped reporting as not Ready, so that they leave their
+/// Services' endpoints at once rather than when they are evicted (Kubernetes'
+/// MarkPodsNotReady).
+async fn mark_pods_not_ready(client: &kube::Client, shared: &Shared, node: &str, stamp: &str) {
+    for pod in shared.pods.state() {
+        if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+            continue;
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded") | Some("Failed")) {
+            continue;
+        }
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let patch = json!({"status": {"conditions": [{
+            "type": "Ready", "status": "False", "reason": "NodeNotReady",
+            "message": "The node's kubelet stopped reporting", "lastTransitionTime": stamp}]}});
+        if let Err(e) = Api::<Pod>::namespaced(client.clone(), &ns)
+            .patch_status(&name, &patch_params(), &Patch::Strategic(&patch))
+            .await
+        {
+            tracing::debug!(pod = %name, error = %e, "marking a pod not ready failed");
+        }
+    }
 }
 
 /// Deletes the pods a NoExecute taint no longer lets stay.

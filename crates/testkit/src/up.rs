@@ -28,6 +28,11 @@ impl LocalCluster {
     /// Runs `bin up --nodes N` with ranges no other test uses at the same time, and imports
     /// the image archives into the nodes' shared store.
     pub fn start(bin: &Path, nodes: u8, images: &[PathBuf]) -> LocalCluster {
+        Self::start_with(bin, nodes, images, &[])
+    }
+
+    /// [`LocalCluster::start`] with more `tug up` flags.
+    pub fn start_with(bin: &Path, nodes: u8, images: &[PathBuf], extra: &[&str]) -> LocalCluster {
         static CLUSTERS: AtomicU32 = AtomicU32::new(0);
         let k = (std::process::id() + CLUSTERS.fetch_add(1, Ordering::Relaxed)) % 20;
         let name = format!("tk{}x{k}", std::process::id() % 1000);
@@ -66,6 +71,7 @@ impl LocalCluster {
             .args(["--node-cidr", &format!("{}.0/24", c.node_net)])
             .args(["--cluster-cidr", &c.cluster_cidr])
             .args(["--port", "0"])
+            .args(extra)
             .output()
             .expect("tug up");
         if !out.status.success() {

@@ -472,6 +472,7 @@ impl NodeFlags {
         ca_pem: &str,
         serving: &tug_apiserver::pki::Issued,
         cluster_cidr: &str,
+        heartbeat: std::time::Duration,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         use anyhow::Context;
         if !nix::unistd::geteuid().is_root() {
@@ -535,6 +536,7 @@ impl NodeFlags {
         config.runtime_version = runtime.version();
         config.bridge = self.pod_bridge.clone();
         config.cluster_cidr = cluster_cidr.to_string();
+        config.heartbeat = heartbeat;
         config.image_gc = tug_kubelet::imagegc::Thresholds {
             high: self.image_gc_high_threshold,
             low: self.image_gc_low_threshold,
@@ -570,6 +572,7 @@ async fn start_agent(
         &pki.ca_cert,
         &serving,
         &args.cluster_cidr,
+        std::time::Duration::from_secs(10),
     )
     .await?;
     Ok(())
@@ -632,6 +635,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             &ca_pem,
             &serving,
             &args.cluster_cidr,
+            std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
         )
         .await?;
     tokio::select! {

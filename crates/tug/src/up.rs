@@ -40,6 +40,13 @@ pub struct UpArgs {
     /// The API server's port on the bridge address (0: any free port).
     #[arg(long, default_value_t = 6443)]
     port: u16,
+    /// Seconds a node may go without renewing its Lease before it is NotReady and its pods
+    /// are evicted (the server's flag).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
+    /// Seconds between the nodes' Lease renewals (the agents' flag).
+    #[arg(long, default_value_t = 10.0)]
+    heartbeat_interval: f64,
     /// Seconds to wait for every node to be Ready.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -190,7 +197,11 @@ async fn start(
         .arg("--data-dir")
         .arg(&server_dir)
         .args(["--listen", &format!("{host_ip}:{}", args.port)])
-        .args(["--cluster-cidr", &args.cluster_cidr]);
+        .args(["--cluster-cidr", &args.cluster_cidr])
+        .args([
+            "--node-monitor-grace-period",
+            &args.node_monitor_grace_period.to_string(),
+        ]);
     let pid = spawn_logged(server, &dir.join("server.log"))?;
     state.pids.push(pid);
     state.save(dir)?;
@@ -240,6 +251,7 @@ async fn start(
             .args(["--node-name", &node])
             .args(["--node-ip", &ip.to_string()])
             .args(["--cluster-cidr", &args.cluster_cidr])
+            .args(["--heartbeat-interval", &args.heartbeat_interval.to_string()])
             // Images are shared: one node's garbage collection must not remove another's.
             .args(["--image-gc-high-threshold", "100"])
             .args(["--image-gc-low-threshold", "100"]);

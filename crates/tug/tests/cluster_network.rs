@@ -567,3 +567,228 @@ spec:
         expect_reach(&c, from, "db", &db, true);
     }
 }
+
+/// A Deployment `web` of `replicas` httpd pods answering with their names, with a readiness
+/// probe and a preStop pause, behind ClusterIP Service `web`; `extra` goes into the pod spec.
+fn web_deployment(replicas: u32, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: {replicas}
+  strategy: {{rollingUpdate: {{maxUnavailable: 0, maxSurge: 1}}}}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 10
+{extra}
+      containers:
+      - name: httpd
+        image: {IMAGE}
+        env: [{{name: VERSION, value: "1"}}]
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1, failureThreshold: 1}}
+        lifecycle: {{preStop: {{exec: {{command: [sleep, "2"]}}}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+    )
+}
+
+/// Starts `seconds` of requests to `url` from pod `from`, 20 ms apart; each output line is
+/// `<unix second the request started> ok|fail`.
+fn request_loop(c: &LocalCluster, from: &str, url: &str, seconds: u32) -> std::process::Child {
+    let script = format!(
+        "end=$(($(date +%s)+{seconds})); while [ $(date +%s) -lt $end ]; do s=$(date +%s); if e=$(timeout 2 wget -q -O /dev/null {url} 2>&1); then echo \"$s ok\"; else echo \"$s fail $e\" | tr '\\n' ' '; echo; fi; usleep 20000; done"
+    );
+    Command::new(tug_testkit::server::kubectl_path())
+        .args(["exec", from, "--", "sh", "-c", &script])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl exec")
+}
+
+/// The loop's results: (unix second, succeeded).
+fn results(child: std::process::Child) -> Vec<(u64, bool)> {
+    let out = child.wait_with_output().expect("the request loop");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(t, r)| {
+            if r != "ok" {
+                eprintln!("request at {t}: {r}");
+            }
+            Some((t.parse().ok()?, r == "ok"))
+        })
+        .collect()
+}
+
+fn client_pod(c: &LocalCluster, node: u32) {
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  nodeName: node-{node}\n  containers:\n  - {{name: c, image: {IMAGE}, command: [sleep, \"3600\"]}}\n"
+    ));
+    wait_running(c, "client");
+}
+
+#[test]
+fn a_rolling_update_loses_no_request_made_to_the_service() {
+    let (c, _tmp) = cluster(2);
+    client_pod(&c, 1);
+    c.apply(&web_deployment(3, ""));
+    wait_until("3 ready replicas", Duration::from_secs(90), || {
+        jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}") == "3"
+    });
+    let vip = jsonpath(&c, &["svc", "web"], "{.spec.clusterIP}");
+    let before = jsonpath(&c, &["pods", "-l", "app=web"], "{.items[*].metadata.name}");
+    let requests = request_loop(&c, "client", &format!("http://{vip}/"), 25);
+    std::thread::sleep(Duration::from_secs(2));
+    c.ok(&["set", "env", "deploy/web", "VERSION=2"]);
+    wait_until("the rollout", Duration::from_secs(60), || {
+        let out = c.kubectl(&["rollout", "status", "deploy/web", "--timeout=1s"], None);
+        out.status.success()
+    });
+    let r = results(requests);
+    let after = jsonpath(
+        &c,
+        &["pods", "-l", "app=web"],
+        "{range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    );
+    let after: Vec<&str> = after
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 1)
+        .collect();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(
+        before.split_whitespace().all(|p| !after.contains(&p)),
+        "every pod was replaced: {before} -> {after:?}"
+    );
+    let failed = r.iter().filter(|(_, ok)| !ok).count();
+    assert!(r.len() > 50, "too few requests: {}", r.len());
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the rollout",
+        r.len()
+    );
+}
+
+#[test]
+fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
+    let c = LocalCluster::start_with(
+        tug(),
+        3,
+        &[archive],
+        &[
+            "--node-monitor-grace-period",
+            "4",
+            "--heartbeat-interval",
+            "1",
+        ],
+    );
+    client_pod(&c, 1);
+    // One replica on each node, as a preference, so that replacements may share a node; pods
+    // leave an unreachable node after 3 s instead of the default 300.
+    let spread = "      topologySpreadConstraints:\n      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 3}";
+    c.apply(&web_deployment(3, spread));
+    wait_until("3 ready replicas", Duration::from_secs(90), || {
+        jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}") == "3"
+    });
+    let doomed = jsonpath(
+        &c,
+        &[
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector",
+            "spec.nodeName=node-3",
+        ],
+        "{.items[*].metadata.name}",
+    );
+    assert!(!doomed.is_empty(), "no replica on node-3");
+    let vip = jsonpath(&c, &["svc", "web"], "{.spec.clusterIP}");
+    let requests = request_loop(&c, "client", &format!("http://{vip}/"), 30);
+    std::thread::sleep(Duration::from_secs(2));
+    c.set_link(3, false);
+    let cut = Instant::now();
+    wait_until("node-3 to be NotReady", Duration::from_secs(30), || {
+        jsonpath(
+            &c,
+            &["node", "node-3"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) != "True"
+    });
+    let not_ready = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    eprintln!("node-3 NotReady {:?} after its link was cut", cut.elapsed());
+    wait_until(
+        "replacements on the other nodes",
+        Duration::from_secs(60),
+        || {
+            let ready: u32 = jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}")
+                .parse()
+                .unwrap_or(0);
+            let wanted: u32 = jsonpath(&c, &["deploy", "web"], "{.spec.replicas}")
+                .parse()
+                .unwrap_or(0);
+            let running = jsonpath(
+                &c,
+                &[
+                    "pods",
+                    "-l",
+                    "app=web",
+                    "--field-selector",
+                    "status.phase=Running",
+                ],
+                "{range .items[*]}{.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+            );
+            let live_elsewhere = running
+                .lines()
+                .filter(|l| !l.contains("node-3") && l.split_whitespace().count() == 2)
+                .count() as u32;
+            ready >= wanted && live_elsewhere >= wanted
+        },
+    );
+    for p in doomed.split_whitespace() {
+        let ts = jsonpath(&c, &["pod", p], "{.metadata.deletionTimestamp}");
+        assert!(
+            !ts.is_empty() || !c.kubectl(&["get", "pod", p], None).status.success(),
+            "{p} was not evicted"
+        );
+    }
+    let r = results(requests);
+    assert!(r.len() > 30, "too few requests: {}", r.len());
+    let window: Vec<_> = r
+        .iter()
+        .filter(|(t, ok)| !ok && *t < not_ready + 2)
+        .collect();
+    let late: Vec<_> = r
+        .iter()
+        .filter(|(t, ok)| !ok && *t >= not_ready + 2)
+        .collect();
+    eprintln!(
+        "{} requests; {} failed before node-3 was found NotReady (its endpoint still in rotation), {} after",
+        r.len(),
+        window.len(),
+        late.len()
+    );
+    assert!(
+        late.is_empty(),
+        "requests failed after node-3 left the rotation (NotReady at {not_ready}): {late:?}; all failures {:?}",
+        r.iter().filter(|(_, ok)| !ok).collect::<Vec<_>>()
+    );
+    c.set_link(3, true);
+}
