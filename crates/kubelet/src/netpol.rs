@@ -204,12 +204,7 @@ pub fn policy_for(
 
 /// Enforces NetworkPolicy for this node's pods until the task is dropped.
 pub async fn run(shared: Shared) {
-    let net = loop {
-        match crate::worker::network(&shared).await {
-            Ok(n) => break n,
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-        }
-    };
+    let net = crate::worker::network_when_ready(&shared).await;
     let table = tug_network::policy::table_for(net.bridge());
     let mut firewall = match Firewall::new(&table) {
         Ok(f) => f,

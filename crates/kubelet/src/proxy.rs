@@ -293,15 +293,7 @@ pub fn host_port_rules(pod: &Pod) -> Option<ServiceRules> {
 /// Runs the proxy until the task is dropped. It starts once the node's pod network exists,
 /// which routes the Service range locally before any rule is installed.
 pub async fn run(shared: Shared) {
-    let net = loop {
-        match crate::worker::network(&shared).await {
-            Ok(n) => break n,
-            Err(e) => {
-                tracing::debug!(error = %format!("{e:#}"), "the Service proxy waits for the pod network");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let net = crate::worker::network_when_ready(&shared).await;
     let service_cidr = match shared.config.service_cidr.parse() {
         Ok(c) => c,
         Err(e) => {
@@ -309,7 +301,7 @@ pub async fn run(shared: Shared) {
             return;
         }
     };
-    if let Err(e) = net.route_locally(&[service_cidr]).await {
+    if let Err(e) = net.route_services(service_cidr).await {
         tracing::error!(error = %format!("{e:#}"), "cannot route the Service range locally; no Service proxy");
         return;
     }

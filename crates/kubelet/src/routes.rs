@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -32,12 +31,7 @@ fn pod_route(node: &Node) -> Option<(Cidr, Ipv4Addr)> {
 
 /// Keeps the routes to other nodes' pods until the task is dropped.
 pub async fn run(shared: Shared) {
-    let net = loop {
-        match crate::worker::network(&shared).await {
-            Ok(n) => break n,
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-        }
-    };
+    let net = crate::worker::network_when_ready(&shared).await;
     let own_ip: Option<Ipv4Addr> = shared.config.node_ip.parse().ok();
     let mut routed: HashMap<String, (Cidr, Ipv4Addr)> = HashMap::new();
     let mut events = watcher(

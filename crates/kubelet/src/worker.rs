@@ -585,6 +585,20 @@ pub(crate) async fn network(shared: &Shared) -> anyhow::Result<&tug_network::Pod
         .await
 }
 
+/// The node's pod network, waiting until the node has a podCIDR (for the node's network
+/// services: the Service proxy, routes, NetworkPolicy).
+pub(crate) async fn network_when_ready(shared: &Shared) -> &tug_network::PodNetwork {
+    loop {
+        match network(shared).await {
+            Ok(n) => return n,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "waiting for the pod network");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// Connects a pod's sandbox to the node's pod network; returns its address.
 async fn attach_network(
     shared: &Shared,

@@ -25,6 +25,9 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 pub use ipam::{Allocator, Cidr};
 
+/// The metric of the blackhole route kept behind the Service range's route.
+pub const SERVICE_BACKSTOP_METRIC: u32 = 4095;
+
 /// The node bridge's name by default.
 pub const BRIDGE: &str = "tug0";
 
@@ -217,6 +220,39 @@ impl PodNetwork {
             }
         }
         Ok(())
+    }
+
+    /// Routes the Service range onto the pod bridge, so that the node's own connections to a
+    /// ClusterIP pass route lookup and reach the NAT rules, while an address without a rule
+    /// goes nowhere (nobody on the bridge answers for it). A blackhole route of the range at a
+    /// low priority stays behind it, should the bridge go. (A dummy device would do as well,
+    /// but kernels without the dummy module have none.)
+    pub async fn route_services(&self, range: Cidr) -> anyhow::Result<()> {
+        let backstop = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(range.base, range.prefix)
+            .kind(RouteType::BlackHole)
+            .priority(SERVICE_BACKSTOP_METRIC)
+            .build();
+        match self.handle.route().add(backstop).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -(nix::errno::Errno::EEXIST as i32) => {}
+            Err(e) => return Err(e).context("routing the Service range to a blackhole"),
+        }
+        let index = link_index(&self.handle, &self.bridge)
+            .await?
+            .context("the pod bridge is gone")?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(range.base, range.prefix)
+            .output_interface(index)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("routing {}/{} to {}", range.base, range.prefix, self.bridge))
     }
 
     /// Lets pods reach beyond the pod range: routes `local_ranges` locally first
