@@ -205,6 +205,7 @@ async fn service_rule_programming_latency() {
         latencies.push(seen.saturating_duration_since(sent));
     }
     let _ = monitor.kill();
+    let _ = monitor.wait();
     latencies.sort();
     println!(
         "endpoint change to rule in the kernel, {} changes: p50 {:?}, p99 {:?}, max {:?}",
