@@ -18,6 +18,8 @@ pub const DEFAULT_SANS: &[&str] = &[
     "kubernetes.default",
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
+    // The `kubernetes` Service's ClusterIP, for clients inside pods.
+    "10.96.0.1",
 ];
 
 /// PEM material of a running API server.

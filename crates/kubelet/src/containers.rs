@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::api::Api;
 use tug_runtime::ContainerState;
 use tug_runtime::Image;
@@ -151,6 +151,91 @@ pub fn resource_ref(
     Ok(((value / divisor).ceil() as i64).to_string())
 }
 
+/// The Services whose variables a pod's containers get: `default/kubernetes` always, and the
+/// pod's namespace's when `enableServiceLinks` is not false. A failed read gives none.
+async fn visible_services(client: &kube::Client, pod: &Pod) -> Vec<Service> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
+    let mut out = Vec::new();
+    if links {
+        match Api::<Service>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+        {
+            Ok(list) => out.extend(list.items),
+            Err(e) => tracing::debug!(error = %e, "listing Services for the environment"),
+        }
+    }
+    if !links || ns != "default" {
+        if let Ok(Some(k)) = Api::<Service>::namespaced(client.clone(), "default")
+            .get_opt("kubernetes")
+            .await
+        {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// Kubernetes' Service variables (`WEB_SERVICE_HOST`, `WEB_SERVICE_PORT`,
+/// `WEB_SERVICE_PORT_HTTP`, and the Docker-link style `WEB_PORT*`) of the Services that have a
+/// ClusterIP.
+pub fn service_variables(services: &[Service]) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    for svc in services {
+        let (Some(name), Some(spec)) = (&svc.metadata.name, &svc.spec) else {
+            continue;
+        };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        else {
+            continue;
+        };
+        let ports = spec.ports.clone().unwrap_or_default();
+        let Some(first) = ports.first() else {
+            continue;
+        };
+        let n = name.to_ascii_uppercase().replace('-', "_");
+        vars.push((format!("{n}_SERVICE_HOST"), ip.to_string()));
+        vars.push((format!("{n}_SERVICE_PORT"), first.port.to_string()));
+        for p in &ports {
+            if let Some(pn) = p.name.as_deref().filter(|pn| !pn.is_empty()) {
+                let pn = pn.to_ascii_uppercase().replace('-', "_");
+                vars.push((format!("{n}_SERVICE_PORT_{pn}"), p.port.to_string()));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
+        vars.push((
+            format!("{n}_PORT"),
+            format!(
+                "{}://{ip}:{}",
+                proto(first).to_ascii_lowercase(),
+                first.port
+            ),
+        ));
+        for p in &ports {
+            let pr = proto(p);
+            let base = format!("{n}_PORT_{}_{pr}", p.port);
+            vars.push((
+                base.clone(),
+                format!("{}://{ip}:{}", pr.to_ascii_lowercase(), p.port),
+            ));
+            vars.push((format!("{base}_PROTO"), pr.to_ascii_lowercase()));
+            vars.push((format!("{base}_PORT"), p.port.to_string()));
+            vars.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    vars
+}
+
 /// The environment of a container, in order, with references resolved.
 async fn environment(
     client: &kube::Client,
@@ -174,6 +259,9 @@ async fn environment(
         if let Some((k, v)) = kv.split_once('=') {
             set(&mut vars, k.to_string(), v.to_string());
         }
+    }
+    for (k, v) in service_variables(&visible_services(client, pod).await) {
+        set(&mut vars, k, v);
     }
     let mut own: BTreeMap<String, String> = BTreeMap::new();
     for from in c.env_from.clone().unwrap_or_default() {
@@ -561,8 +649,32 @@ fn target_of(
 
 #[cfg(test)]
 mod tests {
-    use super::expand;
+    use super::{Service, expand, service_variables};
     use std::collections::BTreeMap;
+
+    #[test]
+    fn services_become_variables_as_in_kubernetes() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "my-web"},
+            "spec": {"clusterIP": "10.96.0.20", "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"}]}
+        }))
+        .unwrap();
+        let headless: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}
+        }))
+        .unwrap();
+        let vars: BTreeMap<String, String> =
+            service_variables(&[svc, headless]).into_iter().collect();
+        assert_eq!(vars["MY_WEB_SERVICE_HOST"], "10.96.0.20");
+        assert_eq!(vars["MY_WEB_SERVICE_PORT"], "80");
+        assert_eq!(vars["MY_WEB_SERVICE_PORT_DNS"], "53");
+        assert_eq!(vars["MY_WEB_PORT"], "tcp://10.96.0.20:80");
+        assert_eq!(vars["MY_WEB_PORT_53_UDP"], "udp://10.96.0.20:53");
+        assert_eq!(vars["MY_WEB_PORT_53_UDP_ADDR"], "10.96.0.20");
+        assert!(!vars.keys().any(|k| k.starts_with("H_")));
+    }
 
     #[test]
     fn references_expand_and_escapes_stay_literal() {

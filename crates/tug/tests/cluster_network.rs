@@ -180,6 +180,21 @@ spec:
     ));
     wait_running(&c, "echo");
     wait_running(&c, "client");
+    // Pods find the API server through the `kubernetes` Service and its variables.
+    let env = sh(&c, "client", "env");
+    assert!(env.contains("KUBERNETES_SERVICE_HOST=10.96.0.1"), "{env}");
+    assert!(env.contains("KUBERNETES_SERVICE_PORT=443"), "{env}");
+    // busybox's TLS knows none of the server's cipher suites: a TLS alert from the peer
+    // shows the Service led to the API server.
+    let healthz = sh(
+        &c,
+        "client",
+        "timeout 5 wget -q -O - --no-check-certificate https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/healthz 2>&1; true",
+    );
+    assert!(
+        healthz.trim() == "ok" || healthz.contains("TLS error from peer"),
+        "{healthz}"
+    );
     let echo_ip = jsonpath(&c, &["pod", "echo"], "{.status.podIP}");
     let client_ip = jsonpath(&c, &["pod", "client"], "{.status.podIP}");
     let cidr2 = jsonpath(&c, &["node", "node-2"], "{.spec.podCIDR}");
