@@ -170,13 +170,12 @@ async fn visible_services(client: &kube::Client, pod: &Pod) -> Vec<Service> {
             Err(e) => tracing::debug!(error = %e, "listing Services for the environment"),
         }
     }
-    if !links || ns != "default" {
-        if let Ok(Some(k)) = Api::<Service>::namespaced(client.clone(), "default")
+    if (!links || ns != "default")
+        && let Ok(Some(k)) = Api::<Service>::namespaced(client.clone(), "default")
             .get_opt("kubernetes")
             .await
-        {
-            out.push(k);
-        }
+    {
+        out.push(k);
     }
     out
 }
