@@ -42,6 +42,10 @@ pub struct AgentConfig {
     pub cluster_cidr: String,
     /// The cluster's Service range, routed locally like the pod range.
     pub service_cidr: String,
+    /// Where a CNI network configuration, if any, is (it replaces the built-in bridge).
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked for.
+    pub cni_bin_dirs: Vec<PathBuf>,
     /// When image garbage collection starts and stops removing unused images.
     pub image_gc: crate::imagegc::Thresholds,
     /// How often image garbage collection looks at the disk.
@@ -66,6 +70,8 @@ impl AgentConfig {
             bridge: tug_network::BRIDGE.into(),
             cluster_cidr: "10.244.0.0/16".into(),
             service_cidr: "10.96.0.0/12".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             image_gc: Default::default(),
             image_gc_period: Duration::from_secs(60),
             eviction_hard: Default::default(),
@@ -96,6 +102,19 @@ fn images_of(pod: &Pod) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The CNI network configuration in the agent's CNI directory, if there is one.
+fn load_cni(config: &AgentConfig) -> anyhow::Result<Option<Arc<tug_network::cni::Cni>>> {
+    let cni = tug_network::cni::Cni::load(
+        &config.cni_conf_dir,
+        config.cni_bin_dirs.clone(),
+        &config.data_dir.join("cni"),
+    )?;
+    if let Some(c) = &cni {
+        tracing::info!(network = %c.name(), config = %c.source.display(), "pods get their network from CNI plugins");
+    }
+    Ok(cni.map(Arc::new))
+}
+
 /// Runs the agent until the task is dropped.
 pub async fn run(
     client: kube::Client,
@@ -121,6 +140,7 @@ pub async fn run(
         config: config.clone(),
         recorder: Arc::new(tug_events::Recorder::new(client.clone(), "kubelet")),
         network: Arc::default(),
+        cni: load_cni(&config)?,
     };
     tokio::spawn(crate::proxy::run(shared.clone()));
     tokio::spawn(crate::routes::run(shared.clone()));

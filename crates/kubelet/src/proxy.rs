@@ -206,6 +206,8 @@ struct View {
     slices: Mirror<EndpointSlice>,
     /// This node's pods (for their hostPorts).
     pods: Mirror<Pod>,
+    /// Whether this proxy serves hostPorts.
+    host_ports: bool,
 }
 
 /// The rule key of a pod's hostPorts (Service keys have no `:`).
@@ -230,6 +232,7 @@ impl View {
             }),
             slices: Mirror::new(slice_service),
             pods: Mirror::new(pod_rules_key),
+            host_ports: true,
         }
     }
 
@@ -244,6 +247,9 @@ impl View {
 
     fn rules(&self, key: &str, node_name: &str) -> Option<ServiceRules> {
         if let Some(pod) = key.strip_prefix("hostports:") {
+            if !self.host_ports {
+                return None;
+            }
             return self.pods.objects.get(pod).and_then(host_port_rules);
         }
         let svc = self.services.objects.get(key)?;
@@ -339,6 +345,8 @@ pub async fn run(shared: Shared) {
     let mut events =
         futures::stream::select(futures::stream::select(services, slices), pods).boxed();
     let mut view = View::new();
+    // hostPorts are the portmap plugin's when CNI plugins give pods their network.
+    view.host_ports = shared.cni.is_none();
     let mut dirty: HashMap<String, Instant> = HashMap::new();
     loop {
         // Gather what arrives together, then program it in one batch.

@@ -30,6 +30,8 @@ pub struct Shared {
     pub recorder: Arc<tug_events::Recorder>,
     /// The pod network, once the node's podCIDR is known.
     pub network: Arc<tokio::sync::OnceCell<tug_network::PodNetwork>>,
+    /// CNI plugins that give pods their network instead of the built-in bridge.
+    pub cni: Option<Arc<tug_network::cni::Cni>>,
 }
 
 fn now() -> String {
@@ -431,7 +433,7 @@ async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> anyhow::Resul
             state.pod_ip = tokio::task::spawn_blocking(move || rt2.sandbox_ip(&uid2)).await?;
         }
         if !host_network && state.pod_ip.is_none() {
-            match attach_network(shared, &uid, pid).await {
+            match attach_network(shared, pod, pid).await {
                 Ok(ip) => state.pod_ip = Some(ip.to_string()),
                 Err(e) => {
                     record(
@@ -599,13 +601,53 @@ pub(crate) async fn network_when_ready(shared: &Shared) -> &tug_network::PodNetw
     }
 }
 
-/// Connects a pod's sandbox to the node's pod network; returns its address.
+/// Connects a pod's sandbox to the pod network (the CNI plugins when configured, else the
+/// built-in bridge); returns its address.
 async fn attach_network(
     shared: &Shared,
-    uid: &str,
+    pod: &Pod,
     pid: i32,
 ) -> anyhow::Result<std::net::Ipv4Addr> {
-    network(shared).await?.attach(uid, pid).await
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if let Some(cni) = shared.cni.clone() {
+        let pod = pod.clone();
+        return tokio::task::spawn_blocking(move || {
+            let ports = host_ports(&pod);
+            cni.add(
+                &uid,
+                std::path::Path::new(&format!("/proc/{pid}/ns/net")),
+                &pod_ref(&pod),
+                &ports,
+            )
+        })
+        .await?;
+    }
+    network(shared).await?.attach(&uid, pid).await
+}
+
+/// The pod's identity as CNI plugins are told it.
+fn pod_ref(pod: &Pod) -> tug_network::cni::PodRef<'_> {
+    tug_network::cni::PodRef {
+        namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
+        name: pod.metadata.name.as_deref().unwrap_or(""),
+        uid: pod.metadata.uid.as_deref().unwrap_or(""),
+    }
+}
+
+/// The hostPorts of a pod's containers, for the portmap plugin.
+fn host_ports(pod: &Pod) -> Vec<tug_network::cni::PortMapping> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(tug_network::cni::PortMapping {
+                host_port: u16::try_from(p.host_port?).ok().filter(|h| *h != 0)?,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+            })
+        })
+        .collect()
 }
 
 /// When a runtime timestamp was, as an Instant.
@@ -1373,6 +1415,13 @@ pub async fn terminate(shared: &Shared, pod: &Pod) {
         .unwrap_or(30)
         .max(0) as u64;
     stop_hooks(shared, pod, grace).await;
+    if let Some(cni) = shared.cni.clone() {
+        let (pod, uid) = (pod.clone(), uid.clone());
+        let del = tokio::task::spawn_blocking(move || cni.del(&uid, &pod_ref(&pod))).await;
+        if let Ok(Err(e)) = del {
+            tracing::warn!(error = %format!("{e:#}"), "CNI DEL failed");
+        }
+    }
     if let Some(net) = shared.network.get() {
         net.detach(&uid).await;
     }

@@ -5,6 +5,7 @@
 //! (rtnetlink). Traffic leaving the cluster's pod range is masqueraded (`nat`), once the
 //! cluster's ranges are routed locally.
 
+pub mod cni;
 pub mod dns;
 pub mod ipam;
 pub mod localnet;

@@ -129,6 +129,13 @@ struct NodeFlags {
     /// How long an exec, attach or port-forward session may pass no data before it is closed.
     #[arg(long, default_value = "4h0m0s", value_parser = tug_kubelet::server::parse_duration)]
     streaming_connection_idle_timeout: std::time::Duration,
+    /// A CNI network configuration here (the first `.conflist`, `.conf` or `.json`) gives pods
+    /// their network instead of the built-in bridge.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked for (repeatable).
+    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    cni_bin_dirs: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -537,6 +544,8 @@ impl NodeFlags {
         config.bridge = self.pod_bridge.clone();
         config.cluster_cidr = cluster_cidr.to_string();
         config.heartbeat = heartbeat;
+        config.cni_conf_dir = self.cni_conf_dir.clone();
+        config.cni_bin_dirs = self.cni_bin_dirs.clone();
         config.image_gc = tug_kubelet::imagegc::Thresholds {
             high: self.image_gc_high_threshold,
             low: self.image_gc_low_threshold,

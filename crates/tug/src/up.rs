@@ -47,6 +47,9 @@ pub struct UpArgs {
     /// Seconds between the nodes' Lease renewals (the agents' flag).
     #[arg(long, default_value_t = 10.0)]
     heartbeat_interval: f64,
+    /// A CNI configuration directory for the agents (default: the built-in pod network).
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
     /// Seconds to wait for every node to be Ready.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -255,6 +258,13 @@ async fn start(
             // Images are shared: one node's garbage collection must not remove another's.
             .args(["--image-gc-high-threshold", "100"])
             .args(["--image-gc-low-threshold", "100"]);
+        // The agents' default CNI directory is the host's: a cluster of `tug up` uses the
+        // built-in network unless told otherwise.
+        let cni_dir = args
+            .cni_conf_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("no-cni"));
+        agent.arg("--cni-conf-dir").arg(cni_dir);
         // SAFETY: setns is async-signal-safe; the child joins the node's namespace before exec.
         unsafe {
             agent.pre_exec(move || {

@@ -807,3 +807,91 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
     );
     c.set_link(3, true);
 }
+
+#[test]
+fn cni_plugins_give_pods_their_network_when_configured() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
+    let conf = tmp.path().join("net.d");
+    let ipam = tmp.path().join("ipam");
+    std::fs::create_dir_all(&conf).expect("conf dir");
+    let subnet = format!("10.246.{}.0/24", std::process::id() % 250);
+    // Debian's bridge, host-local and portmap plugins (/usr/lib/cni).
+    let list = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "tugtest-cni",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    std::fs::write(conf.join("10-tugtest.conflist"), list.to_string()).expect("conflist");
+    let conf_arg = conf.display().to_string();
+    let c = LocalCluster::start_with(tug(), 1, &[archive], &["--cni-conf-dir", &conf_arg]);
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: [sh, -c, "mkdir -p /www && echo cni > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{{containerPort: 8080, hostPort: 18090}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  containers:
+  - {{name: c, image: {IMAGE}, command: [sleep, "3600"]}}
+"#
+    ));
+    wait_running(&c, "web");
+    wait_running(&c, "client");
+    let ip = jsonpath(&c, &["pod", "web"], "{.status.podIP}");
+    let prefix = subnet.trim_end_matches("0/24");
+    assert!(
+        ip.starts_with(prefix),
+        "{ip} is not from the CNI range {subnet}"
+    );
+    // The bridge plugin's network: pod to pod.
+    assert_eq!(
+        sh(
+            &c,
+            "client",
+            &format!("timeout 5 wget -q -O - http://{ip}:8080/")
+        )
+        .trim(),
+        "cni"
+    );
+    // portmap: the hostPort on the node's address.
+    let url = format!("http://{}:18090/", c.node_ip(1));
+    wait_until("the hostPort to answer", Duration::from_secs(10), || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "3", &url])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).trim() == "cni"
+    });
+    // DEL gives the address back.
+    let held = || {
+        std::fs::read_dir(ipam.join("tugtest-cni"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(held(), 2);
+    c.ok(&["delete", "pod", "web", "--grace-period=1"]);
+    wait_until(
+        "the address to be released",
+        Duration::from_secs(30),
+        || held() == 1,
+    );
+}
