@@ -29,6 +29,14 @@ pub struct PodRef<'a> {
     pub uid: &'a str,
 }
 
+/// What one ADD or DEL is about.
+struct Attachment<'a> {
+    id: &'a str,
+    netns: String,
+    pod: &'a PodRef<'a>,
+    ports: &'a [PortMapping],
+}
+
 /// A loaded network configuration and where its plugins are.
 pub struct Cni {
     /// `{cniVersion, name, plugins: [...]}`.
@@ -105,17 +113,20 @@ impl Cni {
             .with_context(|| format!("CNI plugin {kind:?} is in none of {:?}", self.bin_dirs))
     }
 
-    /// Runs one plugin; its result on success.
+    /// Runs one plugin for `at`; its result on success.
     fn invoke(
         &self,
         command: &str,
         plugin: &Value,
         prev: Option<&Value>,
-        id: &str,
-        netns: &str,
-        pod: &PodRef,
-        ports: &[PortMapping],
+        at: &Attachment,
     ) -> anyhow::Result<Value> {
+        let Attachment {
+            id,
+            netns,
+            pod,
+            ports,
+        } = at;
         let kind = plugin["type"].as_str().unwrap_or("");
         let mut conf = plugin.clone();
         conf["cniVersion"] = self.list["cniVersion"].clone();
@@ -177,12 +188,17 @@ impl Cni {
         pod: &PodRef,
         ports: &[PortMapping],
     ) -> anyhow::Result<Ipv4Addr> {
-        let netns = netns.display().to_string();
+        let at = Attachment {
+            id,
+            netns: netns.display().to_string(),
+            pod,
+            ports,
+        };
         let mut prev: Option<Value> = None;
         for plugin in self.list["plugins"].as_array().into_iter().flatten() {
-            let result = self.invoke("ADD", plugin, prev.as_ref(), id, &netns, pod, ports)?;
-            prev = Some(result);
+            prev = Some(self.invoke("ADD", plugin, prev.as_ref(), &at)?);
         }
+        let netns = at.netns;
         let result = prev.unwrap_or(Value::Null);
         std::fs::write(
             self.result_file(id),
@@ -225,8 +241,14 @@ impl Cni {
             .collect();
         let result = saved["result"].clone();
         let plugins: Vec<Value> = self.list["plugins"].as_array().cloned().unwrap_or_default();
+        let at = Attachment {
+            id,
+            netns,
+            pod,
+            ports: &ports,
+        };
         for plugin in plugins.iter().rev() {
-            self.invoke("DEL", plugin, Some(&result), id, &netns, pod, &ports)?;
+            self.invoke("DEL", plugin, Some(&result), &at)?;
         }
         let _ = std::fs::remove_file(self.result_file(id));
         Ok(())
