@@ -78,6 +78,16 @@ pub fn rules_for<'a>(
         .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    // sessionAffinity ClientIP, for timeoutSeconds (3 hours unless set).
+    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(10_800)
+    });
     let mut ports = Vec::new();
     for sp in spec.ports.iter().flatten() {
         let protocol = Protocol::parse(sp.protocol.as_deref().unwrap_or("TCP"))?;
@@ -127,6 +137,7 @@ pub fn rules_for<'a>(
             endpoints: usable(&candidates, internal_local),
             external_endpoints: usable(&candidates, external_local),
             external_local,
+            affinity_seconds: affinity,
         });
     }
     if cluster_ip.is_none() && ports.iter().all(|p| p.node_port.is_none()) {
@@ -287,6 +298,7 @@ pub fn host_port_rules(pod: &Pod) -> Option<ServiceRules> {
                 endpoints: Vec::new(),
                 external_endpoints: vec![target],
                 external_local: true,
+                affinity_seconds: None,
             })
         })
         .collect();

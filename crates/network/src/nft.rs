@@ -31,6 +31,7 @@ const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 // Attributes.
@@ -61,6 +62,14 @@ const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_TIMEOUT: u16 = 11;
+const NFT_SET_TIMEOUT: u32 = 0x10;
+const NFT_SET_EVAL: u32 = 0x20;
+const NFTA_DYNSET_SET_NAME: u16 = 1;
+const NFTA_DYNSET_OP: u16 = 3;
+const NFTA_DYNSET_SREG_KEY: u16 = 4;
+const NFTA_DYNSET_TIMEOUT: u16 = 6;
+const NFT_DYNSET_OP_UPDATE: u32 = 1;
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -316,6 +325,29 @@ impl Rule {
             .cmp(NFT_CMP_NEQ, &0u32.to_ne_bytes())
     }
 
+    /// `ip saddr @SET`: the source address is in the set.
+    pub fn saddr_in(self, set: &str) -> Rule {
+        let mut a = Attrs::default();
+        a.str(NFTA_LOOKUP_SET, set)
+            .be32(NFTA_LOOKUP_SREG, NFT_REG_1);
+        self.load(NFT_PAYLOAD_NETWORK_HEADER, IPV4_SADDR, 4, NFT_REG_1)
+            .expr("lookup", Some(a))
+    }
+
+    /// `update @SET { ip saddr timeout SECONDS }`: remembers the source address for a while.
+    pub fn remember_saddr(self, set: &str, seconds: u32) -> Rule {
+        let mut a = Attrs::default();
+        a.str(NFTA_DYNSET_SET_NAME, set)
+            .be32(NFTA_DYNSET_OP, NFT_DYNSET_OP_UPDATE)
+            .be32(NFTA_DYNSET_SREG_KEY, NFT_REG_1)
+            .put(
+                NFTA_DYNSET_TIMEOUT,
+                &(u64::from(seconds) * 1000).to_be_bytes(),
+            );
+        self.load(NFT_PAYLOAD_NETWORK_HEADER, IPV4_SADDR, 4, NFT_REG_1)
+            .expr("dynset", Some(a))
+    }
+
     /// `ip saddr vmap @SET`.
     pub fn saddr_vmap(self, set: &str) -> Rule {
         self.load(NFT_PAYLOAD_NETWORK_HEADER, IPV4_SADDR, 4, NFT_REG_1)
@@ -563,6 +595,27 @@ impl Batch {
             // The kernel wants an ID for sets made in a batch (rules may refer to it).
             .be32(NFTA_SET_ID, self.seq);
         self.nft(NFT_MSG_NEWSET, NLM_F_CREATE, &a);
+    }
+
+    /// Creates a set of IPv4 addresses that rules add to (`update`) and whose elements expire
+    /// after `seconds`.
+    pub fn add_address_set(&mut self, table: &str, name: &str, seconds: u32) {
+        let mut a = Attrs::default();
+        a.str(NFTA_SET_TABLE, table)
+            .str(NFTA_SET_NAME, name)
+            .be32(NFTA_SET_FLAGS, NFT_SET_TIMEOUT | NFT_SET_EVAL)
+            .be32(NFTA_SET_KEY_TYPE, TYPE_IPV4_ADDR)
+            .be32(NFTA_SET_KEY_LEN, 4)
+            .put(NFTA_SET_TIMEOUT, &(u64::from(seconds) * 1000).to_be_bytes())
+            .be32(NFTA_SET_ID, self.seq);
+        self.nft(NFT_MSG_NEWSET, NLM_F_CREATE, &a);
+    }
+
+    /// Deletes a set nothing refers to any more.
+    pub fn delete_set(&mut self, table: &str, name: &str) {
+        let mut a = Attrs::default();
+        a.str(NFTA_SET_TABLE, table).str(NFTA_SET_NAME, name);
+        self.nft(NFT_MSG_DELSET, 0, &a);
     }
 
     /// Adds `key : verdict` to a verdict map.

@@ -79,6 +79,8 @@ pub struct PortRules {
     pub external_endpoints: Vec<SocketAddrV4>,
     /// `externalTrafficPolicy: Local`: NodePort traffic keeps its client's address.
     pub external_local: bool,
+    /// `sessionAffinity: ClientIP`: a client keeps its endpoint for this many seconds.
+    pub affinity_seconds: Option<u32>,
 }
 
 /// What the node programs for one Service.
@@ -104,17 +106,23 @@ fn layout(key: &str, svc: &ServiceRules) -> Layout {
             eps.iter()
                 .map(|ep| {
                     let name = format!("ep/{id}/{ep}");
-                    l.chains.entry(name.clone()).or_insert_with(|| {
-                        vec![
-                            // A pod reaching itself through its Service (hairpin).
-                            Rule::new()
-                                .saddr(Cidr::host(*ep.ip()), false)
-                                .set_mark(MASQUERADE_MARK),
-                            Rule::new()
-                                .l4proto(p.protocol.number())
-                                .dnat(*ep.ip(), ep.port()),
-                        ]
-                    });
+                    let mut rules = vec![
+                        // A pod reaching itself through its Service (hairpin).
+                        Rule::new()
+                            .saddr(Cidr::host(*ep.ip()), false)
+                            .set_mark(MASQUERADE_MARK),
+                    ];
+                    if let Some(seconds) = p.affinity_seconds {
+                        let set = format!("aff/{id}/{ep}");
+                        rules.push(Rule::new().remember_saddr(&set, seconds));
+                        l.sets.insert(set, seconds);
+                    }
+                    rules.push(
+                        Rule::new()
+                            .l4proto(p.protocol.number())
+                            .dnat(*ep.ip(), ep.port()),
+                    );
+                    l.chains.entry(name.clone()).or_insert(rules);
                     name
                 })
                 .collect()
@@ -122,7 +130,10 @@ fn layout(key: &str, svc: &ServiceRules) -> Layout {
         if svc.cluster_ip.is_some() && !p.endpoints.is_empty() {
             let targets = endpoint_chains(&mut l, &p.endpoints);
             let chain = format!("svc/{id}");
-            l.chains.insert(chain.clone(), spread(&targets, None));
+            l.chains.insert(
+                chain.clone(),
+                spread(&targets, None, p.affinity_seconds.is_some()),
+            );
             vip_rules.push(
                 Rule::new()
                     .l4proto(p.protocol.number())
@@ -136,7 +147,10 @@ fn layout(key: &str, svc: &ServiceRules) -> Layout {
             let targets = endpoint_chains(&mut l, &p.external_endpoints);
             let chain = format!("np/{id}");
             let mark = (!p.external_local).then_some(MASQUERADE_MARK);
-            l.chains.insert(chain.clone(), spread(&targets, mark));
+            l.chains.insert(
+                chain.clone(),
+                spread(&targets, mark, p.affinity_seconds.is_some()),
+            );
             l.elements.insert(
                 (p.protocol.nodeport_map(), np.to_be_bytes().to_vec()),
                 Verdict::Goto(chain),
@@ -153,11 +167,22 @@ fn layout(key: &str, svc: &ServiceRules) -> Layout {
     l
 }
 
-/// Rules choosing one of `targets` uniformly at random, optionally marking first.
-fn spread(targets: &[String], mark: Option<u32>) -> Vec<Rule> {
+/// Rules choosing one of `targets` (`ep/ID/ENDPOINT` chains) uniformly at random, optionally
+/// marking first; with `affinity`, a client seen recently goes back to its endpoint.
+fn spread(targets: &[String], mark: Option<u32>, affinity: bool) -> Vec<Rule> {
     let mut rules = Vec::new();
     if let Some(m) = mark {
         rules.push(Rule::new().set_mark(m));
+    }
+    if affinity {
+        for t in targets {
+            let set = t.replacen("ep/", "aff/", 1);
+            rules.push(
+                Rule::new()
+                    .saddr_in(&set)
+                    .verdict(&Verdict::Goto(t.clone())),
+            );
+        }
     }
     let n = targets.len();
     for (i, t) in targets.iter().enumerate() {
@@ -275,6 +300,7 @@ mod tests {
             endpoints: eps.clone(),
             external_endpoints: eps,
             external_local: false,
+            affinity_seconds: None,
         }
     }
 

@@ -13,6 +13,8 @@ pub struct Layout {
     pub chains: BTreeMap<String, Vec<Rule>>,
     /// (map, key bytes) -> the verdict.
     pub elements: BTreeMap<(String, Vec<u8>), Verdict>,
+    /// Address sets the rules update, with their element lifetime in seconds.
+    pub sets: BTreeMap<String, u32>,
 }
 
 /// The installed rules of every key of a table.
@@ -60,7 +62,16 @@ impl<T: PartialEq> Keyed<T> {
             for chain in old_l.chains.keys() {
                 b.flush_chain(&t, chain);
             }
-            // Every chain exists before any rule refers to it.
+            // Every set and chain exists before any rule refers to it. A set that stays
+            // keeps its elements.
+            for (set, seconds) in &new_l.sets {
+                if old_l.sets.get(set) != Some(seconds) {
+                    if old_l.sets.contains_key(set) {
+                        b.delete_set(&t, set);
+                    }
+                    b.add_address_set(&t, set, *seconds);
+                }
+            }
             for chain in new_l.chains.keys() {
                 b.add_chain(&t, chain, None);
             }
@@ -78,6 +89,11 @@ impl<T: PartialEq> Keyed<T> {
             for chain in old_l.chains.keys() {
                 if !new_l.chains.contains_key(chain) {
                     b.delete_chain(&t, chain);
+                }
+            }
+            for set in old_l.sets.keys() {
+                if !new_l.sets.contains_key(set) {
+                    b.delete_set(&t, set);
                 }
             }
             done.push((key, new));

@@ -45,6 +45,7 @@ fn web(endpoints: &[&str], node_port: Option<u16>) -> ServiceRules {
             endpoints: eps.clone(),
             external_endpoints: eps,
             external_local: false,
+            affinity_seconds: None,
         }],
     }
 }
@@ -130,5 +131,73 @@ fn rules_follow_changes_and_traffic_reaches_the_endpoint() {
             .output()
             .unwrap();
         assert!(!gone.status.success());
+    });
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
+    in_new_netns(|| {
+        let add = Command::new("ip")
+            .args(["addr", "add", "10.78.0.1/32", "dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(add.success());
+        let route = Command::new("ip")
+            .args(["route", "add", "local", "10.96.0.0/12", "dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(route.success());
+        let mut proxy = Proxy::new("tugaff", "10.78.0.1".parse().unwrap()).unwrap();
+        let listeners: Vec<std::net::TcpListener> = [8080, 8081]
+            .iter()
+            .map(|p| {
+                let l = std::net::TcpListener::bind(("10.78.0.1", *p)).unwrap();
+                l.set_nonblocking(true).unwrap();
+                l
+            })
+            .collect();
+        let mut svc = web(&["10.78.0.1:8080", "10.78.0.1:8081"], None);
+        svc.ports[0].affinity_seconds = Some(60);
+        proxy
+            .apply([("default/sticky".to_string(), Some(svc))])
+            .unwrap();
+        let rules = ruleset("tugaff");
+        assert!(
+            rules.contains("update @aff/default/sticky/tcp/80/10.78.0.1:8080"),
+            "{rules}"
+        );
+        // Every connection from this address lands on the endpoint the first one got.
+        let mut hits = [0u32; 2];
+        for _ in 0..20 {
+            let _c = std::net::TcpStream::connect("10.96.0.50:80").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            for (i, l) in listeners.iter().enumerate() {
+                while l.accept().is_ok() {
+                    hits[i] += 1;
+                }
+            }
+        }
+        assert_eq!(hits.iter().sum::<u32>(), 20);
+        assert!(
+            hits.contains(&20),
+            "a client moved between endpoints: {hits:?}"
+        );
+        // The client is remembered in its endpoint's set, with the set's timeout.
+        let rules = ruleset("tugaff");
+        let remembered = rules
+            .split("set aff/")
+            .skip(1)
+            .filter(|set| set.split('}').next().is_some_and(|e| e.contains("expires")))
+            .count();
+        assert_eq!(remembered, 1, "{rules}");
+        // Without affinity the sets go.
+        proxy
+            .apply([(
+                "default/sticky".to_string(),
+                Some(web(&["10.78.0.1:8080", "10.78.0.1:8081"], None)),
+            )])
+            .unwrap();
+        assert!(!ruleset("tugaff").contains("aff/"));
+        tug_network::proxy::remove("tugaff").unwrap();
     });
 }

@@ -283,6 +283,33 @@ spec:
         );
     }
 
+    // sessionAffinity ClientIP: one client keeps to one replica.
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web-sticky}
+spec:
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}
+  ports: [{port: 80, targetPort: http}]
+"#,
+    );
+    let sticky = jsonpath(&c, &["svc", "web-sticky"], "{.spec.clusterIP}");
+    wait_until(
+        "the sticky Service to answer",
+        Duration::from_secs(10),
+        || !spread(&c, "client", &format!("http://{sticky}/"), 1).contains_key("FAILED"),
+    );
+    let counts = spread(&c, "client", &format!("http://{sticky}/"), 30);
+    assert_eq!(
+        counts.len(),
+        1,
+        "the client moved between replicas: {counts:?}"
+    );
+    assert!(names.iter().any(|n| counts.contains_key(n)), "{counts:?}");
+
     // Acceptance 3: the NodePort answers on every node's address, from the host.
     let node_port = jsonpath(&c, &["svc", "web"], "{.spec.ports[0].nodePort}");
     for i in 1..=3 {
