@@ -275,7 +275,7 @@ impl Proxy {
     }
 }
 
-/// Removes a proxy's table, if it exists.
+/// Removes a table of ours (the proxy's, the policy one), if it exists.
 pub fn remove(table: &str) -> anyhow::Result<()> {
     let mut b = Batch::new();
     b.delete_table(table);

@@ -163,8 +163,8 @@ impl Drop for TugServer {
     }
 }
 
-/// Removes what a node agent's pod network left on the host: its bridge, its NAT and Service
-/// tables, and the blackhole route of its cluster range.
+/// Removes what a node agent's pod network left on the host: its bridge, its NAT, Service and
+/// NetworkPolicy tables, and the blackhole route of its cluster range.
 pub fn remove_pod_network(bridge: &str, cluster_cidr: Option<&str>) {
     let _ = Command::new("ip")
         .args(["link", "del", bridge])
@@ -172,6 +172,7 @@ pub fn remove_pod_network(bridge: &str, cluster_cidr: Option<&str>) {
         .status();
     let _ = tug_network::nat::remove_masquerade(&tug_network::nat::table_for(bridge));
     let _ = tug_network::proxy::remove(&tug_network::proxy::table_for(bridge));
+    let _ = tug_network::proxy::remove(&tug_network::policy::table_for(bridge));
     if let Some(cidr) = cluster_cidr {
         let _ = Command::new("ip")
             .args(["route", "del", "blackhole", cidr])

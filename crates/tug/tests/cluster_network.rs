@@ -443,6 +443,31 @@ spec:
         );
     }
 
+    // A replica scaled away leaves the rotation within 2 s, without a failed request.
+    c.ok(&["scale", "deploy/web", "--replicas=2"]);
+    let scaled = Instant::now();
+    let mut gone = String::new();
+    wait_until("a replica to terminate", Duration::from_secs(10), || {
+        gone = jsonpath(
+            &c,
+            &["pods", "-l", "app=web"],
+            "{range .items[?(@.metadata.deletionTimestamp)]}{.metadata.name}{end}",
+        );
+        !gone.is_empty()
+    });
+    loop {
+        let counts = spread(&c, "client", &format!("http://{vip}/"), 20);
+        assert!(!counts.contains_key("FAILED"), "{counts:?}");
+        if !counts.contains_key(&gone) {
+            break;
+        }
+        assert!(
+            scaled.elapsed() < Duration::from_secs(2),
+            "the replica scaled away is still answering: {counts:?}"
+        );
+    }
+    let names: Vec<String> = names.into_iter().filter(|n| *n != gone).collect();
+
     // A replica failing readiness leaves the rotation within 2 s of being marked unready.
     let victim = &names[0];
     sh(&c, victim, "rm /www/index.html");
