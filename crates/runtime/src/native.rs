@@ -299,6 +299,9 @@ impl NativeRuntime {
                     .unwrap_or(0),
                 started_at: std::fs::read_to_string(dir.join("started_at")).unwrap_or_default(),
             }
+        } else if let Some(exit) = state::read_exit(&dir) {
+            // The shim recorded the end and left between the first look and now.
+            ContainerState::Exited(exit)
         } else if dir.join("pid").exists() {
             // The shim died without recording the end (killed with the machine, say).
             ContainerState::Exited(Exit {
