@@ -63,6 +63,20 @@ pub async fn create_netns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pins the calling thread's network namespace at `path` (a new file), so that processes in
+/// other namespaces can reach back into it (`tug up` pins the host's for loopback registries).
+pub fn pin_current_netns(path: &Path) -> anyhow::Result<()> {
+    std::fs::File::create_new(path).with_context(|| format!("creating {}", path.display()))?;
+    nix::mount::mount(
+        Some("/proc/thread-self/ns/net"),
+        path,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("pinning the network namespace at {}", path.display()))
+}
+
 /// Removes the named network namespace `name` (it goes once no process is left in it).
 pub fn delete_netns(name: &str) -> anyhow::Result<()> {
     let path = netns_path(name);

@@ -133,6 +133,10 @@ struct NodeFlags {
     /// their network instead of the built-in bridge.
     #[arg(long, default_value = "/etc/cni/net.d")]
     cni_conf_dir: PathBuf,
+    /// Reach loopback registries in this network namespace (a pinned namespace file) rather
+    /// than the agent's own (set by `tug up` for its nodes).
+    #[arg(long, hide = true)]
+    loopback_registry_netns: Option<PathBuf>,
     /// Where CNI plugins are looked for (repeatable).
     #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
     cni_bin_dirs: Vec<PathBuf>,
@@ -545,6 +549,9 @@ impl NodeFlags {
         config.cluster_cidr = cluster_cidr.to_string();
         config.heartbeat = heartbeat;
         config.cni_conf_dir = self.cni_conf_dir.clone();
+        if let Some(ns) = &self.loopback_registry_netns {
+            tug_runtime::image::pull::set_loopback_netns(ns);
+        }
         config.cni_bin_dirs = self.cni_bin_dirs.clone();
         config.image_gc = tug_kubelet::imagegc::Thresholds {
             high: self.image_gc_high_threshold,

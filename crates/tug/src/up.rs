@@ -224,6 +224,11 @@ async fn start(
 
     let shared = dir.join("shared");
     std::fs::create_dir_all(shared.join("images"))?;
+    // The host's namespace, pinned: nodes pull from registries on the host's loopback in it.
+    let host_netns = dir.join("host.netns");
+    if !host_netns.exists() {
+        localnet::pin_current_netns(&host_netns)?;
+    }
     for i in 1..=u32::from(args.nodes) {
         let node = format!("node-{i}");
         let netns = format!("{}-{node}", args.name);
@@ -265,6 +270,7 @@ async fn start(
             .clone()
             .unwrap_or_else(|| dir.join("no-cni"));
         agent.arg("--cni-conf-dir").arg(cni_dir);
+        agent.arg("--loopback-registry-netns").arg(&host_netns);
         // SAFETY: setns is async-signal-safe; the child joins the node's namespace before exec.
         unsafe {
             agent.pre_exec(move || {
@@ -400,6 +406,7 @@ async fn down_dir(dir: &Path) -> anyhow::Result<()> {
     // The containers and their shims (each names its directory under DIR).
     kill_matching(&dir.display().to_string());
     unmount_under(dir);
+    let _ = std::fs::remove_file(dir.join("host.netns"));
     for ns in &state.netns {
         localnet::delete_netns(ns)?;
     }

@@ -947,3 +947,32 @@ spec:
         || held() == 1,
     );
 }
+
+#[test]
+fn every_node_pulls_from_a_registry_on_the_hosts_loopback() {
+    let registry = tug_testkit::registry::Registry::start(None);
+    let image = tug_testkit::image::busybox(&["sh", "-c", "echo pulled"]);
+    registry.push("test/busybox", "v1", &image);
+    // No image imported: each node must pull.
+    let c = LocalCluster::start(tug(), 2, &[]);
+    for node in [1, 2] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pull-{node}}}\nspec:\n  nodeName: node-{node}\n  restartPolicy: Never\n  containers:\n  - {{name: app, image: \"{}/test/busybox:v1\"}}\n",
+            registry.host
+        ));
+    }
+    for node in [1, 2] {
+        let pod = format!("pull-{node}");
+        let start = Instant::now();
+        while jsonpath(&c, &["pod", &pod], "{.status.phase}") != "Succeeded" {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{pod} did not run: {}\n{}",
+                c.ok(&["describe", "pod", &pod]),
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(c.ok(&["logs", &pod]).trim(), "pulled");
+    }
+}

@@ -45,7 +45,80 @@ pub enum PullError {
     Failed(String),
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Empty<Bytes>>;
+
+/// The network namespace connections to loopback registries are made in, when it is not the
+/// process's own (a node of `tug up` reaches the host's loopback registry this way).
+static LOOPBACK_NETNS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Makes connections to loopback registries in the network namespace at `path` (for example
+/// a pinned handle of the host's). Set once, at start.
+pub fn set_loopback_netns(path: &std::path::Path) {
+    let _ = LOOPBACK_NETNS.set(path.to_path_buf());
+}
+
+/// Connects as hyper's HTTP connector does, except that loopback addresses are reached in
+/// [`LOOPBACK_NETNS`] when it is set.
+#[derive(Clone)]
+struct Connector {
+    http: HttpConnector,
+}
+
+impl tower::Service<http::Uri> for Connector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let host = uri
+            .host()
+            .unwrap_or("")
+            .trim_matches(|c| c == '[' || c == ']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        match LOOPBACK_NETNS.get() {
+            Some(netns) if loopback => {
+                let netns = netns.clone();
+                let port = uri.port_u16().unwrap_or(80);
+                let host = host.to_string();
+                Box::pin(async move {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    // A thread of its own joins the namespace (pooled threads must not).
+                    std::thread::spawn(move || {
+                        let connect = || -> std::io::Result<std::net::TcpStream> {
+                            let ns = std::fs::File::open(&netns)?;
+                            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                                .map_err(std::io::Error::from)?;
+                            let s = std::net::TcpStream::connect((host.as_str(), port))?;
+                            s.set_nonblocking(true)?;
+                            Ok(s)
+                        };
+                        let _ = tx.send(connect());
+                    });
+                    let stream = rx.await.map_err(|_| "the connecting thread went away")??;
+                    Ok(hyper_util::rt::TokioIo::new(
+                        tokio::net::TcpStream::from_std(stream)?,
+                    ))
+                })
+            }
+            _ => {
+                let fut = self.http.call(uri);
+                Box::pin(async move { fut.await.map_err(Into::into) })
+            }
+        }
+    }
+}
 
 /// A client for one repository, remembering how it authenticated.
 struct Session {
@@ -294,11 +367,13 @@ pub async fn pull(
     } else {
         "https"
     };
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(Connector { http });
     let mut s = Session {
         client: Client::builder(TokioExecutor::new()).build(https),
         base: format!("{scheme}://{host}"),
