@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugins are looked for.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Reach other nodes' pods through the VXLAN overlay instead of host-gw routes.
+    pub overlay: bool,
     /// When image garbage collection starts and stops removing unused images.
     pub image_gc: crate::imagegc::Thresholds,
     /// How often image garbage collection looks at the disk.
@@ -72,6 +74,7 @@ impl AgentConfig {
             service_cidr: "10.96.0.0/12".into(),
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            overlay: false,
             image_gc: Default::default(),
             image_gc_period: Duration::from_secs(60),
             eviction_hard: Default::default(),

@@ -13,6 +13,16 @@ use tug_network::Cidr;
 
 use crate::worker::Shared;
 
+/// A node's overlay device MAC address, from its annotation.
+fn overlay_mac(node: &Node) -> Option<Vec<u8>> {
+    tug_network::vxlan::parse_mac(
+        node.metadata
+            .annotations
+            .as_ref()?
+            .get(tug_network::vxlan::MAC_ANNOTATION)?,
+    )
+}
+
 /// Where a node's pods are: its podCIDR and its InternalIP.
 fn pod_route(node: &Node) -> Option<(Cidr, Ipv4Addr)> {
     let cidr = node.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()?;
@@ -34,6 +44,7 @@ pub async fn run(shared: Shared) {
     let net = crate::worker::network_when_ready(&shared).await;
     let own_ip: Option<Ipv4Addr> = shared.config.node_ip.parse().ok();
     let mut routed: HashMap<String, (Cidr, Ipv4Addr)> = HashMap::new();
+    let mut macs: HashMap<String, Vec<u8>> = HashMap::new();
     let mut events = watcher(
         Api::<Node>::all(shared.client.clone()),
         watcher::Config::default(),
@@ -56,14 +67,27 @@ pub async fn run(shared: Shared) {
                 continue;
             }
             let want = pod_route(&node).filter(|(_, ip)| Some(*ip) != own_ip && !ip.is_loopback());
-            if want == routed.get(&name).copied() {
+            let mac = overlay_mac(&node);
+            if want == routed.get(&name).copied()
+                && (!shared.config.overlay || macs.get(&name) == mac.as_ref())
+            {
                 continue;
             }
             if let Some((cidr, ip)) = routed.remove(&name) {
                 let _ = net.unroute(cidr, ip).await;
             }
             if let Some((cidr, ip)) = want {
-                match net.route_via(cidr, ip).await {
+                let done = if shared.config.overlay {
+                    let Some(mac) = mac else {
+                        // Its overlay device is not published yet.
+                        continue;
+                    };
+                    macs.insert(name.clone(), mac.clone());
+                    net.route_via_overlay(cidr, ip, &mac).await
+                } else {
+                    net.route_via(cidr, ip).await
+                };
+                match done {
                     Ok(()) => {
                         tracing::info!(node = %name, pods = %format!("{}/{}", cidr.base, cidr.prefix), via = %ip, "routing a node's pods");
                         routed.insert(name, (cidr, ip));

@@ -582,6 +582,21 @@ pub(crate) async fn network(shared: &Shared) -> anyhow::Result<&tug_network::Pod
                 // Pods on the node still reach each other and the node.
                 tracing::warn!(error = %format!("{e:#}"), "pods cannot reach beyond the pod range");
             }
+            if shared.config.overlay {
+                let node_ip: std::net::Ipv4Addr = shared.config.node_ip.parse()?;
+                let mac = net.enable_overlay(node_ip).await?;
+                // Other nodes find this node's overlay device by its MAC.
+                let patch = json!({"metadata": {"annotations": {
+                    tug_network::vxlan::MAC_ANNOTATION: tug_network::vxlan::format_mac(&mac)
+                }}});
+                nodes
+                    .patch(
+                        &shared.config.node_name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+            }
             Ok(net)
         })
         .await

@@ -14,6 +14,7 @@ pub mod nft;
 pub mod policy;
 pub mod proxy;
 pub mod ruleset;
+pub mod vxlan;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -37,6 +38,8 @@ pub struct PodNetwork {
     handle: Handle,
     ipam: Allocator,
     bridge: String,
+    /// The pods' MTU, when smaller than the default (an overlay's).
+    mtu: std::sync::atomic::AtomicU32,
 }
 
 /// A netlink handle whose socket lives in the network namespace of process `pid`.
@@ -139,6 +142,7 @@ impl PodNetwork {
             handle,
             ipam: Allocator::new(cidr, state_dir)?,
             bridge: bridge_name.to_string(),
+            mtu: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -160,12 +164,20 @@ impl PodNetwork {
         // One request makes the pair: the host end on the bridge and up, the other end created
         // straight inside the pod as `eth0` (moving a link between namespaces later costs a
         // network-wide synchronization in the kernel).
-        let mut pair = LinkVeth::new(&host, "eth0").controller(bridge).up().build();
+        let mut pair = LinkVeth::new(&host, "eth0").controller(bridge).up();
+        let mtu = self.mtu.load(std::sync::atomic::Ordering::Relaxed);
+        if mtu > 0 {
+            pair = pair.mtu(mtu);
+        }
+        let mut pair = pair.build();
         for attr in pair.attributes.iter_mut() {
             if let LinkAttribute::LinkInfo(infos) = attr {
                 for info in infos.iter_mut() {
                     if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
                         peer.attributes.push(LinkAttribute::NetNsPid(pid as u32));
+                        if mtu > 0 {
+                            peer.attributes.push(LinkAttribute::Mtu(mtu));
+                        }
                     }
                 }
             }
@@ -298,6 +310,24 @@ impl PodNetwork {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Sets up the VXLAN overlay on the link holding `node_ip`: pods started from now on get
+    /// the overlay's MTU. Returns the overlay device's MAC address (for other nodes).
+    pub async fn enable_overlay(&self, node_ip: Ipv4Addr) -> anyhow::Result<Vec<u8>> {
+        let (mac, mtu) = vxlan::ensure_device(&self.handle, node_ip, self.ipam.cidr()).await?;
+        self.mtu.store(mtu, std::sync::atomic::Ordering::Relaxed);
+        Ok(mac)
+    }
+
+    /// Routes another node's podCIDR through the overlay.
+    pub async fn route_via_overlay(
+        &self,
+        cidr: Cidr,
+        node: Ipv4Addr,
+        mac: &[u8],
+    ) -> anyhow::Result<()> {
+        vxlan::add_peer(&self.handle, cidr, node, mac).await
     }
 
     /// The pod bridge's name.

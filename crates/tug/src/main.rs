@@ -137,6 +137,10 @@ struct NodeFlags {
     /// than the agent's own (set by `tug up` for its nodes).
     #[arg(long, hide = true)]
     loopback_registry_netns: Option<PathBuf>,
+    /// How pods reach other nodes' pods: `host-gw` (routes through the nodes' addresses; nodes
+    /// share a link) or `vxlan` (an overlay).
+    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "vxlan"])]
+    network_backend: String,
     /// Where CNI plugins are looked for (repeatable).
     #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
     cni_bin_dirs: Vec<PathBuf>,
@@ -549,6 +553,7 @@ impl NodeFlags {
         config.cluster_cidr = cluster_cidr.to_string();
         config.heartbeat = heartbeat;
         config.cni_conf_dir = self.cni_conf_dir.clone();
+        config.overlay = self.network_backend == "vxlan";
         if let Some(ns) = &self.loopback_registry_netns {
             tug_runtime::image::pull::set_loopback_netns(ns);
         }

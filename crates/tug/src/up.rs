@@ -47,6 +47,9 @@ pub struct UpArgs {
     /// Seconds between the nodes' Lease renewals (the agents' flag).
     #[arg(long, default_value_t = 10.0)]
     heartbeat_interval: f64,
+    /// How pods reach other nodes' pods: `host-gw` or `vxlan` (the agents' --network-backend).
+    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "vxlan"])]
+    backend: String,
     /// A CNI configuration directory for the agents (default: the built-in pod network).
     #[arg(long)]
     cni_conf_dir: Option<PathBuf>,
@@ -271,6 +274,7 @@ async fn start(
             .unwrap_or_else(|| dir.join("no-cni"));
         agent.arg("--cni-conf-dir").arg(cni_dir);
         agent.arg("--loopback-registry-netns").arg(&host_netns);
+        agent.args(["--network-backend", &args.backend]);
         // SAFETY: setns is async-signal-safe; the child joins the node's namespace before exec.
         unsafe {
             agent.pre_exec(move || {

@@ -976,3 +976,67 @@ fn every_node_pulls_from_a_registry_on_the_hosts_loopback() {
         assert_eq!(c.ok(&["logs", &pod]).trim(), "pulled");
     }
 }
+
+#[test]
+fn the_vxlan_overlay_carries_pods_across_nodes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
+    let c = LocalCluster::start_with(tug(), 2, &[archive], &["--backend", "vxlan"]);
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: server}}
+spec:
+  nodeName: node-2
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: [sh, -c, "mkdir -p /www && dd if=/dev/zero of=/www/big bs=1k count=512 && echo overlay > /www/index.html && exec httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  nodeName: node-1
+  containers:
+  - {{name: c, image: {IMAGE}, command: [sleep, "3600"]}}
+"#
+    ));
+    wait_running(&c, "server");
+    wait_running(&c, "client");
+    let ip = jsonpath(&c, &["pod", "server"], "{.status.podIP}");
+    let cidr2 = jsonpath(&c, &["node", "node-2"], "{.spec.podCIDR}");
+    // node-1 reaches node-2's pods through the overlay device, not a route via node-2.
+    let route = host(&[
+        "ip",
+        "netns",
+        "exec",
+        &c.netns(1),
+        "ip",
+        "route",
+        "show",
+        &cidr2,
+    ]);
+    assert!(route.contains("dev tugvx0"), "{route}");
+    // Pods' MTU leaves room for the encapsulation.
+    let mtu = sh(&c, "client", "cat /sys/class/net/eth0/mtu");
+    assert_eq!(mtu.trim(), "1450");
+    sh(&c, "client", &format!("ping -c 2 -W 3 {ip}"));
+    assert_eq!(
+        sh(
+            &c,
+            "client",
+            &format!("timeout 5 wget -q -O - http://{ip}:8080/")
+        )
+        .trim(),
+        "overlay"
+    );
+    // Full-size packets cross too: 512 KiB byte for byte.
+    let size = sh(
+        &c,
+        "client",
+        &format!("timeout 10 wget -q -O - http://{ip}:8080/big | wc -c"),
+    );
+    assert_eq!(size.trim(), "524288");
+}
