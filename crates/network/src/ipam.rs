@@ -19,21 +19,11 @@ pub struct Cidr {
 impl FromStr for Cidr {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Cidr> {
-        let (ip, prefix) = s
-            .split_once('/')
-            .with_context(|| format!("{s:?} is not a CIDR"))?;
-        let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s:?}: bad address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .with_context(|| format!("{s:?}: bad prefix"))?;
-        if !(8..=30).contains(&prefix) {
+        let cidr = Cidr::parse_block(s)?;
+        if !(8..=30).contains(&cidr.prefix) {
             bail!("{s:?}: the prefix must be between 8 and 30");
         }
-        let mask = u32::MAX << (32 - prefix);
-        Ok(Cidr {
-            base: Ipv4Addr::from(u32::from(ip) & mask),
-            prefix,
-        })
+        Ok(cidr)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod ipam;
 pub mod localnet;
 pub mod nat;
+mod netlink;
 pub mod nft;
 pub mod policy;
 pub mod proxy;
@@ -22,7 +23,6 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
-use rtnetlink::packet_route::route::RouteType;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 pub use ipam::{Allocator, Cidr};
@@ -76,7 +76,7 @@ pub(crate) async fn link_index(handle: &Handle, name: &str) -> anyhow::Result<Op
         Ok(Some(l)) => Ok(Some(l.header.index)),
         Ok(None) => Ok(None),
         // No such device.
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
+        Err(e) if netlink::failed_with(&e, nix::errno::Errno::ENODEV) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -97,8 +97,7 @@ impl PodNetwork {
     ) -> anyhow::Result<PodNetwork> {
         check_name(bridge_name)?;
         let cidr: Cidr = cidr.parse()?;
-        let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
-        tokio::spawn(conn);
+        let handle = netlink::connect()?;
         let bridge = match link_index(&handle, bridge_name).await? {
             Some(i) => i,
             None => {
@@ -217,20 +216,7 @@ impl PodNetwork {
     /// or rule behind it follows the default route.
     pub async fn route_locally(&self, ranges: &[Cidr]) -> anyhow::Result<()> {
         for range in ranges {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(range.base, range.prefix)
-                .kind(RouteType::BlackHole)
-                .build();
-            match self.handle.route().add(route).execute().await {
-                Ok(()) => {}
-                Err(rtnetlink::Error::NetlinkError(e))
-                    if e.raw_code() == -(nix::errno::Errno::EEXIST as i32) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("routing {}/{} locally", range.base, range.prefix)
-                    });
-                }
-            }
+            netlink::add_blackhole(&self.handle, *range, 0).await?;
         }
         Ok(())
     }
@@ -241,17 +227,9 @@ impl PodNetwork {
     /// low priority stays behind it, should the bridge go. (A dummy device would do as well,
     /// but kernels without the dummy module have none.)
     pub async fn route_services(&self, range: Cidr) -> anyhow::Result<()> {
-        let backstop = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(range.base, range.prefix)
-            .kind(RouteType::BlackHole)
-            .priority(SERVICE_BACKSTOP_METRIC)
-            .build();
-        match self.handle.route().add(backstop).execute().await {
-            Ok(()) => {}
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.raw_code() == -(nix::errno::Errno::EEXIST as i32) => {}
-            Err(e) => return Err(e).context("routing the Service range to a blackhole"),
-        }
+        netlink::add_blackhole(&self.handle, range, SERVICE_BACKSTOP_METRIC)
+            .await
+            .context("routing the Service range to a blackhole")?;
         let index = link_index(&self.handle, &self.bridge)
             .await?
             .context("the pod bridge is gone")?;
@@ -300,16 +278,7 @@ impl PodNetwork {
             .destination_prefix(cidr.base, cidr.prefix)
             .gateway(node)
             .build();
-        match self.handle.route().del(route).execute().await {
-            Ok(()) => Ok(()),
-            // Gone already.
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.raw_code() == -(nix::errno::Errno::ESRCH as i32) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        netlink::delete_route(&self.handle, route).await
     }
 
     /// Sets up the VXLAN overlay on the link holding `node_ip`: pods started from now on get

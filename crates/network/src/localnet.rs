@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
-use rtnetlink::packet_route::route::RouteType;
-use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth};
 
 use crate::ipam::Cidr;
-use crate::{check_name, handle_in_ns, link_index};
+use crate::{check_name, handle_in_ns, link_index, netlink};
 
 /// Where named network namespaces live.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -90,8 +89,7 @@ pub fn delete_netns(name: &str) -> anyhow::Result<()> {
 /// Creates bridge `name` on the host holding `addr/prefix`, up.
 pub async fn create_bridge(name: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<()> {
     check_name(name)?;
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
+    let handle = netlink::connect()?;
     if link_index(&handle, name).await?.is_none() {
         handle
             .link()
@@ -128,8 +126,7 @@ pub async fn connect(
     prefix: u8,
 ) -> anyhow::Result<()> {
     check_name(host_end)?;
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
+    let handle = netlink::connect()?;
     let bridge_index = link_index(&handle, bridge)
         .await?
         .with_context(|| format!("no bridge {bridge}"))?;
@@ -175,8 +172,7 @@ pub async fn connect(
 
 /// Sets a link up or down (cutting a node off, and back).
 pub async fn set_link_up(name: &str, up: bool) -> anyhow::Result<()> {
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
+    let handle = netlink::connect()?;
     let index = link_index(&handle, name)
         .await?
         .with_context(|| format!("no link {name}"))?;
@@ -188,8 +184,7 @@ pub async fn set_link_up(name: &str, up: bool) -> anyhow::Result<()> {
 
 /// Deletes link `name` on the host if it exists.
 pub async fn delete_link(name: &str) -> anyhow::Result<()> {
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
+    let handle = netlink::connect()?;
     if let Some(index) = link_index(&handle, name).await? {
         handle.link().del(index).execute().await?;
     }
@@ -199,53 +194,18 @@ pub async fn delete_link(name: &str) -> anyhow::Result<()> {
 /// Routes `range` to a blackhole on the host at `metric` (a cluster's own, so that two
 /// clusters' routes of one range stay apart); `false` if that route was there already.
 pub async fn add_blackhole(range: Cidr, metric: u32) -> anyhow::Result<bool> {
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(range.base, range.prefix)
-        .kind(RouteType::BlackHole)
-        .priority(metric)
-        .build();
-    match handle.route().add(route).execute().await {
-        Ok(()) => Ok(true),
-        Err(rtnetlink::Error::NetlinkError(e))
-            if e.raw_code() == -(nix::errno::Errno::EEXIST as i32) =>
-        {
-            Ok(false)
-        }
-        Err(e) => {
-            Err(e).with_context(|| format!("routing {}/{} locally", range.base, range.prefix))
-        }
-    }
+    netlink::add_blackhole(&netlink::connect()?, range, metric).await
 }
 
 /// Removes the host's blackhole route of `range` at `metric`, if there is one.
 pub async fn remove_blackhole(range: Cidr, metric: u32) -> anyhow::Result<()> {
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(range.base, range.prefix)
-        .kind(RouteType::BlackHole)
-        .priority(metric)
-        .build();
-    match handle.route().del(route).execute().await {
-        Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e))
-            if e.raw_code() == -(nix::errno::Errno::ESRCH as i32) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+    netlink::delete_route(&netlink::connect()?, netlink::blackhole(range, metric)).await
 }
 
 fn exists_ok(e: rtnetlink::Error) -> Result<(), rtnetlink::Error> {
-    match e {
-        rtnetlink::Error::NetlinkError(n)
-            if n.raw_code() == -(nix::errno::Errno::EEXIST as i32) =>
-        {
-            Ok(())
-        }
-        e => Err(e),
+    if netlink::failed_with(&e, nix::errno::Errno::EEXIST) {
+        Ok(())
+    } else {
+        Err(e)
     }
 }

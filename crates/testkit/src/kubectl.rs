@@ -1,6 +1,7 @@
 //! Driving a test server with the real kubectl.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -8,9 +9,14 @@ use crate::server::{TugServer, kubectl_path};
 
 /// Runs kubectl against `s` with `stdin` on its standard input.
 pub fn kubectl(s: &TugServer, args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_with_config(&s.kubeconfig, args, stdin)
+}
+
+/// Runs kubectl with the kubeconfig at `kubeconfig` and `stdin` on its standard input.
+pub fn kubectl_with_config(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(kubectl_path())
         .args(args)
-        .env("KUBECONFIG", &s.kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

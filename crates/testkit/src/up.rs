@@ -2,12 +2,9 @@
 //! names and ranges of the test's own, and removed by `tug down` when dropped. Nodes can be
 //! cut off (their link set down) or killed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-
-use crate::server::kubectl_path;
 
 /// A cluster of `tug up`.
 pub struct LocalCluster {
@@ -112,20 +109,7 @@ impl LocalCluster {
 
     /// Runs kubectl against the cluster.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(kubectl_path())
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(mut pipe) = child.stdin.take()
-            && let Some(input) = stdin
-        {
-            pipe.write_all(input.as_bytes()).expect("kubectl stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
+        crate::kubectl::kubectl_with_config(&self.kubeconfig, args, stdin)
     }
 
     /// kubectl's standard output; panics (with its error and the cluster's logs) on failure.
