@@ -51,4 +51,5 @@ PY
 fi
 export TUG_HELM="$CLIENTS/bin/helm"
 
-cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --no-fail-fast "$@"

@@ -74,6 +74,10 @@ pub const CRUD: &[&str] = &[
     "update",
     "watch",
 ];
+/// Verbs of a stored resource that cannot be deleted as a collection (namespaces).
+pub const CRUD_ONE_BY_ONE: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 /// Verbs of a review resource that is only ever created.
 pub const CREATE_ONLY: &[&str] = &["create"];
 
@@ -125,7 +129,9 @@ pub static BUILTIN: &[Resource] = &[
         Cluster,
         &["ns"],
         NONE,
-        &["status", "finalize"]
+        &["status", "finalize"],
+        CRUD_ONE_BY_ONE,
+        "/namespaces"
     ),
     res!(
         "",

@@ -272,7 +272,7 @@ const HANDSHAKE: [header::HeaderName; 5] = [
 /// pods/exec, pods/attach and pods/portforward (`kind`): the client's WebSocket upgrade is
 /// relayed to the kubelet of the pod's node (`/exec/...`, `/attach/...` or `/portForward/...`,
 /// with the client certificate of the API server), and once both sides have switched
-/// protocols, bytes flow between them until either closes.
+/// protocols, bytes flow between them (see [`relay`]).
 pub async fn stream(
     registry: &Registry,
     kubelet: Option<&KubeletClient>,
@@ -341,13 +341,50 @@ pub async fn stream(
             tracing::debug!("a pod stream ended before it was upgraded");
             return;
         };
-        let mut client = hyper_util::rt::TokioIo::new(client);
-        let mut kubelet = hyper_util::rt::TokioIo::new(kubelet);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await {
-            tracing::debug!(error = %e, "a pod stream ended");
-        }
+        relay(
+            hyper_util::rt::TokioIo::new(client),
+            hyper_util::rt::TokioIo::new(kubelet),
+        )
+        .await;
     });
     Ok(answer)
+}
+
+/// How long a relay whose kubelet side has ended waits for the client to close its own.
+const CLIENT_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Relays an upgraded connection between a client and a kubelet until both directions have
+/// ended. Each direction is copied on its own, so one ending or failing never cuts the other
+/// short: everything the kubelet sent is flushed to the client before the client's side is
+/// closed (TLS close_notify, then FIN), and the client's end of input half-closes the
+/// kubelet's side.
+async fn relay<C, K>(client: C, kubelet: K)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    K: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_kubelet, mut to_kubelet) = tokio::io::split(kubelet);
+    let mut up = tokio::spawn(async move {
+        let copied = tokio::io::copy(&mut from_client, &mut to_kubelet).await;
+        let _ = to_kubelet.shutdown().await;
+        copied
+    });
+    let copied = tokio::io::copy(&mut from_kubelet, &mut to_client).await;
+    // What was read has been handed to the client's connection; shutting it down flushes it
+    // out, also when the kubelet's side ended in an error.
+    let closed = to_client.shutdown().await;
+    if let Err(e) = copied.as_ref().and(closed.as_ref()) {
+        tracing::debug!(error = %e, "a pod stream from the kubelet ended with an error");
+    }
+    match tokio::time::timeout(CLIENT_CLOSE_WAIT, &mut up).await {
+        Ok(Ok(Err(e))) => {
+            tracing::debug!(error = %e, "a pod stream from the client ended with an error")
+        }
+        Ok(_) => {}
+        Err(_) => up.abort(),
+    }
 }
 
 fn encode(v: &str) -> String {
@@ -363,3 +400,52 @@ fn encode(v: &str) -> String {
 
 /// Shared handle to the client, as the API server holds it.
 pub type Shared = Arc<std::sync::OnceLock<KubeletClient>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A kubelet that sends 4 MiB and hangs up while the client, reading slowly, still writes
+    /// (as kubectl's pings do): the write to the kubelet fails, and the client must still get
+    /// every byte, then the end of the stream.
+    #[tokio::test]
+    async fn a_relay_delivers_everything_the_kubelet_sent_when_the_client_writes_after_it_left() {
+        let (client, mut client_end) = tokio::io::duplex(64 << 10);
+        let (kubelet, mut kubelet_end) = tokio::io::duplex(64 << 10);
+        let relayed = tokio::spawn(relay(client, kubelet));
+        let sent: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let data = sent.clone();
+        let kubelet_side = tokio::spawn(async move {
+            kubelet_end.write_all(&data).await.expect("kubelet writes");
+            // Gone at once, as a process that closed its socket.
+        });
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 << 10];
+        let mut pinged = false;
+        loop {
+            let n = client_end.read(&mut buf).await.expect("client reads");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            // Once the kubelet is gone (its last bytes still on their way), the client's
+            // next write fails inside the relay.
+            if !pinged && kubelet_side.is_finished() {
+                assert!(got.len() < sent.len(), "nothing left in flight");
+                let _ = client_end.write_all(b"ping").await;
+                let _ = client_end.flush().await;
+                pinged = true;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        assert!(pinged);
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "the relayed bytes differ");
+        drop(client_end);
+        tokio::time::timeout(std::time::Duration::from_secs(5), relayed)
+            .await
+            .expect("the relay ends once both sides have")
+            .expect("relay task");
+    }
+}

@@ -98,6 +98,11 @@ async fn finalize_once(registry: &Registry) -> anyhow::Result<()> {
             tracing::debug!(namespace = %name, error = %e, "finalizing namespace");
         } else {
             tracing::info!(namespace = %name, "namespace deleted");
+            // A namespace every cluster has (kube-node-lease: the others may not be deleted)
+            // comes back at once, as kube-apiserver's system namespaces controller brings it.
+            if DEFAULT_NAMESPACES.contains(&name.as_str()) {
+                ensure_defaults(registry).await?;
+            }
         }
     }
     Ok(())

@@ -72,13 +72,19 @@ async fn publish_service(
 }
 
 /// Publishes `kubernetes` (the API server on `address:api_port`) and, with a DNS port,
-/// `kube-dns`; retries until the API accepts them.
+/// `kube-dns`, retrying until the API accepts them; then keeps them: one deleted (with its
+/// EndpointSlice) is published again within a second, as kube-apiserver's own controller
+/// recreates `kubernetes`.
 pub async fn publish(
     client: kube::Client,
     address: Ipv4Addr,
     api_port: u16,
     dns_port: Option<u16>,
 ) {
+    let mut published = vec![("default", "kubernetes")];
+    if dns_port.is_some() {
+        published.push(("kube-system", "kube-dns"));
+    }
     loop {
         let mut result = publish_service(
             &client,
@@ -102,14 +108,42 @@ pub async fn publish(
             )
             .await;
         }
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "publishing the control plane's Services failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "publishing the control plane's Services failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some((ns, name)) = first_missing(&client, &published).await {
+                tracing::info!(
+                    namespace = ns,
+                    name,
+                    "a control-plane Service or its EndpointSlice was deleted; publishing it again"
+                );
+                break;
             }
         }
     }
+}
+
+/// The first of `published` whose Service or EndpointSlice is gone (errors count as there).
+async fn first_missing<'a>(
+    client: &kube::Client,
+    published: &[(&'a str, &'a str)],
+) -> Option<(&'a str, &'a str)> {
+    for &(ns, name) in published {
+        let service = Api::<Service>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await;
+        let slice = Api::<EndpointSlice>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await;
+        if matches!(service, Ok(None)) || matches!(slice, Ok(None)) {
+            return Some((ns, name));
+        }
+    }
+    None
 }
 
 /// The DNS records of the cluster's Services.

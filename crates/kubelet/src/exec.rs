@@ -178,16 +178,21 @@ async fn pump(mut from: Reader, stream: u8, to: mpsc::Sender<Message>) {
     }
 }
 
-/// Ends a session: the final Status on its stream, then the closure.
+/// Ends a session: the final Status on its stream, then the closing handshake (see
+/// [`crate::websocket::close`]).
 async fn finish(
     tx: mpsc::Sender<Message>,
     writer: tokio::task::JoinHandle<()>,
+    incoming: Incoming,
     status: serde_json::Value,
 ) {
     let _ = tx.send(frame(STATUS, status.to_string().as_bytes())).await;
     drop(tx);
-    let _ = writer.await;
+    crate::websocket::close(incoming, writer).await;
 }
+
+/// The client's half of a session's WebSocket.
+type Incoming = futures::stream::SplitStream<WebSocket>;
 
 /// Upgrades the request and joins the client to a container's own process through the
 /// shim's attach socket (see `tug_runtime::attach`) until the container's output ends or the
@@ -219,7 +224,7 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
                 "message": format!("attaching to the container: {e}")});
-            return finish(tx, writer, status).await;
+            return finish(tx, writer, incoming, status).await;
         }
     };
     let (mut from_shim, mut to_shim) = shim.into_split();
@@ -240,7 +245,7 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
                 }
             },
             () = idle.expired() => {
-                return finish(tx, writer, idle_status(&idle)).await;
+                return finish(tx, writer, incoming, idle_status(&idle)).await;
             }
             msg = incoming.next() => {
                 if matches!(msg, Some(Ok(Message::Binary(_)))) {
@@ -272,7 +277,13 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
             }
         }
     }
-    finish(tx, writer, json!({"metadata": {}, "status": "Success"})).await;
+    finish(
+        tx,
+        writer,
+        incoming,
+        json!({"metadata": {}, "status": "Success"}),
+    )
+    .await;
 }
 
 async fn session(socket: WebSocket, command: std::process::Command, p: Params, mut idle: Idle) {
@@ -290,7 +301,7 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
                 "message": format!("setting up the command's terminal: {e}")});
-            finish(tx, writer, status).await;
+            finish(tx, writer, incoming, status).await;
             return;
         }
     };
@@ -303,7 +314,7 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
                 "message": format!("starting the command: {e}")});
-            finish(tx, writer, status).await;
+            finish(tx, writer, incoming, status).await;
             return;
         }
     };
@@ -313,7 +324,7 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
                 "message": format!("reading the command's terminal: {e}")});
-            finish(tx, writer, status).await;
+            finish(tx, writer, incoming, status).await;
             return;
         }
     };
@@ -342,7 +353,7 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
                     let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
                 }
                 let _ = child.wait().await;
-                return finish(tx, writer, idle_status(&idle)).await;
+                return finish(tx, writer, incoming, idle_status(&idle)).await;
             }
             msg = incoming.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {
@@ -375,10 +386,15 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
         }
     };
     drop(stdin_tx);
-    for p in pumps {
-        let _ = p.await;
-    }
-    finish(tx, writer, final_status(&p.command, status)).await;
+    // Everything the command wrote goes out before its status; the client is still heard
+    // meanwhile (its pings answered, nothing left unread).
+    crate::websocket::reading(&mut incoming, async {
+        for p in pumps {
+            let _ = p.await;
+        }
+    })
+    .await;
+    finish(tx, writer, incoming, final_status(&p.command, status)).await;
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ async fn channels(socket: WebSocket, ports: Vec<u16>, connect: Connector) {
         }
     }
     drop(inputs);
-    let _ = writer.await;
+    crate::websocket::close(incoming, writer).await;
 }
 
 /// The streams of one forwarded connection, as they arrive.
@@ -209,13 +209,13 @@ async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Durati
                                     idle.activity().touch();
                                 }
                                 if !session.handle(frame).await {
-                                    return session.end(writer).await;
+                                    return session.end(writer, incoming).await;
                                 }
                             }
                             Ok(None) => break,
                             Err(e) => {
                                 tracing::debug!(error = %e, pod = %session.pod, "port-forward: a bad frame ends the connection");
-                                return session.end(writer).await;
+                                return session.end(writer, incoming).await;
                             }
                         }
                     }
@@ -248,7 +248,7 @@ async fn tunnel(socket: WebSocket, pod: String, connect: Connector, idle: Durati
             _ = pair_timer.tick() => session.expire_pairs().await,
         }
     }
-    session.end(writer).await;
+    session.end(writer, incoming).await;
 }
 
 impl Session {
@@ -381,12 +381,17 @@ impl Session {
         self.forwarding.insert(data, task);
     }
 
-    /// The connection is over: every forwarded connection closes with it.
-    async fn end(mut self, writer: tokio::task::JoinHandle<()>) {
+    /// The connection is over: every forwarded connection closes with it, then the
+    /// WebSocket (see [`crate::websocket::close`]).
+    async fn end(
+        mut self,
+        writer: tokio::task::JoinHandle<()>,
+        incoming: futures::stream::SplitStream<WebSocket>,
+    ) {
         self.tasks.shutdown().await;
         drop(self.inputs);
         drop(self.out);
-        let _ = writer.await;
+        crate::websocket::close(incoming, writer).await;
     }
 }
 

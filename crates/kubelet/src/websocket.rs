@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use futures::SinkExt;
+use futures::stream::SplitStream;
+use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+
+/// How long a session that sent its closing frame waits for the client's.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// When a streaming session last carried data, either way (for idle timeouts).
 #[derive(Clone)]
@@ -96,4 +100,39 @@ pub(crate) fn writer<T: Send + 'static>(
             .await;
     });
     (tx, task)
+}
+
+/// Runs `work` to its end while reading, and dropping, what the client sends meanwhile: pings
+/// are answered and nothing is left unread. (A socket closed with unread input ends in a
+/// reset, and a reset throws away whatever output the kernel still held for the client.)
+pub(crate) async fn reading<F: std::future::Future>(
+    incoming: &mut SplitStream<WebSocket>,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            msg = incoming.next(), if open => open = matches!(msg, Some(Ok(_))),
+        }
+    }
+}
+
+/// Ends a session the way RFC 6455 does: once the writer has sent everything queued and its
+/// closing frame, waits (at most [`CLOSE_WAIT`]) for the client's closing frame before the
+/// connection goes, so that it ends with every byte delivered and no reset.
+pub(crate) async fn close(
+    mut incoming: SplitStream<WebSocket>,
+    writer: tokio::task::JoinHandle<()>,
+) {
+    let _ = reading(&mut incoming, writer).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(msg)) = incoming.next().await {
+            if matches!(msg, Message::Close(_)) {
+                return;
+            }
+        }
+    })
+    .await;
 }

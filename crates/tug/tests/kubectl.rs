@@ -754,3 +754,133 @@ fn server_side_apply_owns_fields_conflicts_and_forces() {
         "2"
     );
 }
+
+#[test]
+fn one_request_cannot_destroy_what_the_cluster_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An advertise address: the server publishes the kubernetes Service.
+    let s = TugServer::start_with(
+        tug(),
+        &dir.path().join("data"),
+        &[
+            "--advertise-address",
+            "127.0.0.1",
+            "--cluster-dns-port",
+            "0",
+        ],
+    );
+    // The immortal namespaces, as Kubernetes' NamespaceLifecycle admission keeps them: dry
+    // runs are refused too.
+    for ns in ["default", "kube-system", "kube-public"] {
+        for dry_run in [None, Some("--dry-run=server")] {
+            let mut args = vec!["delete", "namespace", ns];
+            args.extend(dry_run);
+            let err = fails(&s, &args, None);
+            assert!(
+                err.contains(&format!(
+                    "Error from server (Forbidden): namespaces \"{ns}\" is forbidden: this namespace may not be deleted"
+                )),
+                "{err}"
+            );
+        }
+    }
+    let raw = kubectl(
+        &s,
+        &["get", "--raw", "/api/v1/namespaces/kube-system"],
+        None,
+    );
+    assert!(out(&raw).contains("\"phase\":\"Active\""), "{}", all(&raw));
+    // Namespaces are not deleted as a collection: the verb is not theirs.
+    let err = fails(&s, &["delete", "--raw", "/api/v1/namespaces"], None);
+    assert!(
+        err.contains("the server does not allow this method on the requested resource"),
+        "{err}"
+    );
+    let discovery = ok(&s, &["get", "--raw", "/api/v1"], None);
+    let discovery: serde_json::Value = serde_json::from_str(&discovery).expect("discovery");
+    let verbs = discovery["resources"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == "namespaces"))
+        .map(|r| r["verbs"].clone())
+        .unwrap_or_default();
+    assert_eq!(
+        verbs,
+        serde_json::json!([
+            "create", "delete", "get", "list", "patch", "update", "watch"
+        ])
+    );
+    // `delete ns --all` goes one by one: the others go, the immortal ones stay, and
+    // kube-node-lease (not immortal, as in Kubernetes) comes straight back.
+    ok(&s, &["create", "namespace", "scratch"], None);
+    let err = fails(&s, &["delete", "namespace", "--all", "--wait=false"], None);
+    assert!(err.contains("may not be deleted"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let names = ok(&s, &["get", "ns", "-o", "name"], None);
+        let active = ok(
+            &s,
+            &[
+                "get",
+                "ns",
+                "kube-node-lease",
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
+            None,
+        );
+        if !names.contains("namespace/scratch") && active == "Active" {
+            for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                assert!(names.contains(&format!("namespace/{n}")), "{names}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "namespaces: {names}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The system PriorityClasses.
+    for class in ["system-node-critical", "system-cluster-critical"] {
+        let err = fails(&s, &["delete", "priorityclass", class], None);
+        assert!(
+            err.contains(&format!(
+                "priorityclasses.scheduling.k8s.io \"{class}\" is forbidden: this is a system priority class and cannot be deleted"
+            )),
+            "{err}"
+        );
+    }
+    // The `kubernetes` Service and its EndpointSlice come back, as kube-apiserver brings them.
+    let uid = |what: &str| {
+        out(&kubectl(
+            &s,
+            &["get", what, "kubernetes", "-o", "jsonpath={.metadata.uid}"],
+            None,
+        ))
+    };
+    let (svc, slice) = (uid("service"), uid("endpointslice"));
+    assert!(!svc.is_empty() && !slice.is_empty(), "not published");
+    ok(&s, &["delete", "service", "kubernetes"], None);
+    ok(&s, &["delete", "endpointslice", "kubernetes"], None);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while [uid("service"), uid("endpointslice")]
+        .iter()
+        .zip([&svc, &slice])
+        .any(|(now, before)| now.is_empty() || now == before)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the kubernetes Service was not published again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ip = ok(
+        &s,
+        &[
+            "get",
+            "svc",
+            "kubernetes",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+        None,
+    );
+    assert_eq!(ip, "10.96.0.1");
+}

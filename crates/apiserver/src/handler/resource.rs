@@ -233,6 +233,11 @@ pub(super) async fn resource(
             let out = reg.delete(r, ns, name, &opts).await?;
             Ok(json_response(StatusCode::OK, &out, "application/json"))
         }
+        (Method::DELETE, None) if !r.allows("deletecollection") => {
+            Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
+        }
         (Method::DELETE, None) => {
             let (headers, bytes) = read_body(req).await?;
             let body = if bytes.is_empty() {

@@ -13,6 +13,7 @@ mod fields;
 mod graceful;
 mod pod_update;
 mod priority;
+mod protected;
 mod quota;
 mod scale;
 mod table;

@@ -664,6 +664,7 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         // Without preconditions, a delete that raced another write tries again, as Kubernetes'
         // guaranteed update does; with them, the conflict is the answer.
+        super::protected::check_class_delete(r, name)?;
         let unconditional = opts.precondition_uid.is_none() && opts.precondition_rv.is_none();
         let mut attempts = 0;
         loop {
@@ -685,6 +686,7 @@ impl Registry {
             .current(r, namespace, name)
             .await?
             .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+        super::protected::check_namespace_delete(r, name)?;
         if let Some(uid) = &opts.precondition_uid
             && uid != meta::uid(&obj)
         {

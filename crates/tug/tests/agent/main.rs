@@ -15,6 +15,7 @@ mod network;
 mod node;
 mod security;
 mod streams;
+mod stress;
 mod volumes;
 
 const IMAGE: &str = "docker.io/library/busybox:test";

@@ -177,3 +177,34 @@ fn crossing_an_eviction_threshold_puts_the_node_under_pressure_and_taints_it() {
         },
     );
 }
+
+#[test]
+fn a_deleted_node_lease_is_renewed_into_existence_and_the_node_stays_ready() {
+    let (s, _dir) = cluster();
+    let lease = || {
+        jsonpath(
+            &s,
+            &["lease", "-n", "kube-node-lease", "node-a"],
+            "{.metadata.uid}",
+        )
+    };
+    let before = lease();
+    assert!(!before.is_empty(), "node-a has no Lease");
+    ok(&s, &["delete", "lease", "-n", "kube-node-lease", "node-a"]);
+    wait_until(
+        "the kubelet to create its Lease again (it renews every 10 s)",
+        Duration::from_secs(30),
+        || {
+            let now = lease();
+            !now.is_empty() && now != before
+        },
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            &["node", "node-a"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}"
+        ),
+        "True"
+    );
+}

@@ -202,7 +202,7 @@ fn kubectl_attach_sees_what_a_running_container_writes() {
 
 /// kubectl on a pseudo-terminal of its own, as a user's shell would run it: what it shows is
 /// collected, and the test types into it.
-struct Terminal {
+pub(super) struct Terminal {
     kubectl: std::process::Child,
     master: std::fs::File,
     screen: std::sync::Arc<std::sync::Mutex<String>>,
@@ -218,7 +218,7 @@ fn winsize(rows: u16, cols: u16) -> nix::libc::winsize {
 }
 
 impl Terminal {
-    fn spawn(s: &TugServer, args: &[&str]) -> Terminal {
+    pub(super) fn spawn(s: &TugServer, args: &[&str]) -> Terminal {
         use std::io::Read;
         use std::os::unix::process::CommandExt;
         let pty = nix::pty::openpty(Some(&winsize(24, 80)), None).expect("openpty");
@@ -260,7 +260,7 @@ impl Terminal {
         }
     }
 
-    fn screen(&self) -> String {
+    pub(super) fn screen(&self) -> String {
         self.screen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
@@ -296,7 +296,7 @@ impl Terminal {
         };
     }
 
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(super) fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = self.kubectl.try_wait().expect("wait") {
@@ -498,14 +498,14 @@ fn kubectl_debug_adds_an_ephemeral_container_that_shares_its_targets_processes()
 }
 
 /// `kubectl port-forward` running in the background, once it listens.
-struct PortForward {
+pub(super) struct PortForward {
     child: std::process::Child,
-    port: u16,
+    pub(super) port: u16,
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl PortForward {
-    fn start(s: &TugServer, target: &str, remote: u16) -> PortForward {
+    pub(super) fn start(s: &TugServer, target: &str, remote: u16) -> PortForward {
         use std::io::BufRead;
         let port = tug_testkit::server::free_port();
         let mut child = Command::new(tug_testkit::server::kubectl_path())
@@ -548,7 +548,7 @@ impl PortForward {
 }
 
 /// An HTTP/1.0 GET to a loopback port: the whole response.
-fn http_get(port: u16, path: &str) -> std::io::Result<Vec<u8>> {
+pub(super) fn http_get(port: u16, path: &str) -> std::io::Result<Vec<u8>> {
     {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -568,7 +568,7 @@ impl Drop for PortForward {
 }
 
 /// The body of an HTTP response.
-fn body(response: &[u8]) -> &[u8] {
+pub(super) fn body(response: &[u8]) -> &[u8] {
     let at = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
