@@ -105,3 +105,36 @@ async fn reopening_keeps_data_history_and_leases() {
         .expect("range");
     assert!(gone.kvs.is_empty());
 }
+
+/// Dropping the last handle of an embedded store frees its file at once, whatever its
+/// background tasks (lease expiry, compaction; here every millisecond) were doing: the next
+/// open of the same directory never finds it "in use by another process".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_frees_the_file_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LocalOptions {
+        lease_check_interval: Duration::from_millis(1),
+        auto_compaction: Some(AutoCompaction {
+            retain_revisions: 1,
+            interval: Duration::from_millis(1),
+        }),
+        ..Default::default()
+    };
+    for i in 0..200 {
+        let store =
+            LocalStore::open(dir.path(), opts.clone()).unwrap_or_else(|e| panic!("open {i}: {e}"));
+        store
+            .put(PutRequest::new("/reopen/k", i.to_string()))
+            .await
+            .expect("put");
+        // Let the background tasks run a few times.
+        tokio::time::sleep(Duration::from_millis(i % 4)).await;
+        drop(store);
+    }
+    let store = LocalStore::open(dir.path(), opts).expect("open");
+    let got = store
+        .range(KeyRange::key("/reopen/k"), RangeOptions::default())
+        .await
+        .expect("range");
+    assert_eq!(got.kvs[0].value, b"199");
+}

@@ -12,7 +12,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -121,6 +121,13 @@ impl Drop for Inner {
             && t.thread().id() != std::thread::current().id()
         {
             let _ = t.join();
+        }
+        // A read still running on a blocking thread (its caller gone) holds the database
+        // for a moment more: wait for it (bounded), so that the file is free once the drop
+        // returns.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.db) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
@@ -292,13 +299,19 @@ impl LocalStore {
 
     fn start_background(&self, opts: &LocalOptions) {
         let mut tasks = Vec::new();
-        let weak = Arc::downgrade(&self.inner);
+        let Some(writer) = self.inner.writer.as_ref().map(mpsc::Sender::downgrade) else {
+            return;
+        };
+        let handle = Background {
+            shared: self.inner.shared.clone(),
+            writer,
+        };
         tasks.push(tokio::spawn(expire_leases(
-            weak.clone(),
+            handle.clone(),
             opts.lease_check_interval,
         )));
         if let Some(ac) = opts.auto_compaction.clone() {
-            tasks.push(tokio::spawn(auto_compact(weak, ac)));
+            tasks.push(tokio::spawn(auto_compact(handle, ac)));
         }
         *self
             .inner
@@ -332,23 +345,61 @@ async fn submit(inner: &Inner, op: WriteOp) -> Result<WriteResult> {
     rx.await.map_err(|_| Error::Closed)?
 }
 
-async fn expire_leases(inner: Weak<Inner>, every: Duration) {
+/// What the background tasks hold of a store: never the store itself, so that dropping its
+/// last handle closes it at once (its file free to be opened again), whatever they are doing.
+#[derive(Clone)]
+struct Background {
+    shared: Arc<Shared>,
+    writer: mpsc::WeakSender<WriteRequest>,
+}
+
+impl Background {
+    /// Queues `op` without waiting for room, and holds the writer only while queueing it: a
+    /// store being dropped joins its writer, which ends once no sender is left. None once the
+    /// store is gone; the writer's answer otherwise.
+    async fn submit(&self, op: WriteOp) -> Option<Result<WriteResult>> {
+        let (reply, rx) = oneshot::channel();
+        let queued = self
+            .writer
+            .upgrade()?
+            .try_send(WriteRequest { op, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    Error::Internal("the store's write queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => Error::Closed,
+            });
+        if let Err(e) = queued {
+            return Some(Err(e));
+        }
+        Some(rx.await.unwrap_or(Err(Error::Closed)))
+    }
+
+    fn closed(&self) -> bool {
+        self.writer.strong_count() == 0
+    }
+}
+
+async fn expire_leases(store: Background, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let expired = inner
+        if store.closed() {
+            return;
+        }
+        let expired = store
             .shared
             .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .expired();
         for id in expired {
-            match submit(&inner, WriteOp::LeaseRevoke(id)).await {
-                Ok(_) | Err(Error::LeaseNotFound(_)) => {
+            match store.submit(WriteOp::LeaseRevoke(id)).await {
+                None => return,
+                Some(Ok(_) | Err(Error::LeaseNotFound(_))) => {
                     tracing::debug!(lease = id, "lease expired; its keys were deleted")
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!(lease = id, error = %e, "revoking an expired lease failed")
                 }
             }
@@ -356,17 +407,20 @@ async fn expire_leases(inner: Weak<Inner>, every: Duration) {
     }
 }
 
-async fn auto_compact(inner: Weak<Inner>, ac: AutoCompaction) {
+async fn auto_compact(store: Background, ac: AutoCompaction) {
     let mut ticker = tokio::time::interval(ac.interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let target = inner.shared.revision.load(Ordering::Acquire) - ac.retain_revisions;
-        if target > inner.shared.compacted.load(Ordering::Acquire) {
-            match submit(&inner, WriteOp::Compact(target)).await {
-                Ok(_) => tracing::info!(revision = target, "compacted history"),
-                Err(e) => tracing::warn!(error = %e, "automatic compaction failed"),
+        if store.closed() {
+            return;
+        }
+        let target = store.shared.revision.load(Ordering::Acquire) - ac.retain_revisions;
+        if target > store.shared.compacted.load(Ordering::Acquire) {
+            match store.submit(WriteOp::Compact(target)).await {
+                None => return,
+                Some(Ok(_)) => tracing::info!(revision = target, "compacted history"),
+                Some(Err(e)) => tracing::warn!(error = %e, "automatic compaction failed"),
             }
         }
     }
