@@ -772,7 +772,8 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
     wait_until("3 ready replicas", Duration::from_secs(90), || {
         jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}") == "3"
     });
-    let doomed = jsonpath(
+    // The replicas on node-3: name and address.
+    let on_node_3 = jsonpath(
         &c,
         &[
             "pods",
@@ -781,20 +782,11 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
             "--field-selector",
             "spec.nodeName=node-3",
         ],
-        "{.items[*].metadata.name}",
+        "{range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}",
     );
+    let (doomed, doomed_ips): (Vec<&str>, Vec<&str>) =
+        on_node_3.lines().filter_map(|l| l.split_once(' ')).unzip();
     assert!(!doomed.is_empty(), "no replica on node-3");
-    let doomed_ips = jsonpath(
-        &c,
-        &[
-            "pods",
-            "-l",
-            "app=web",
-            "--field-selector",
-            "spec.nodeName=node-3",
-        ],
-        "{.items[*].status.podIP}",
-    );
     let vip = jsonpath(&c, &["svc", "web"], "{.spec.clusterIP}");
     let requests = request_loop(&c, "client", &format!("http://{vip}/"), 30);
     std::thread::sleep(Duration::from_secs(2));
@@ -825,7 +817,7 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
                 "no Service rules on node-1: {rules}"
             );
             doomed_ips
-                .split_whitespace()
+                .iter()
                 .all(|ip| !rules.contains(&format!("{ip}:8080")))
         },
     );
@@ -834,7 +826,7 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     eprintln!(
-        "node-1's rules dropped {doomed_ips} {:?} after the cut",
+        "node-1's rules dropped {doomed_ips:?} {:?} after the cut",
         cut.elapsed()
     );
     wait_until(
@@ -865,7 +857,7 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
             ready >= wanted && live_elsewhere >= wanted
         },
     );
-    for p in doomed.split_whitespace() {
+    for p in &doomed {
         let ts = jsonpath(&c, &["pod", p], "{.metadata.deletionTimestamp}");
         assert!(
             !ts.is_empty() || !c.kubectl(&["get", "pod", p], None).status.success(),

@@ -3,6 +3,7 @@
 //! a quiet machine hides the races between a process's exit, the draining of its output and
 //! the closing of each hop (kubelet, API server, kubectl).
 
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use sha2::{Digest, Sha256};
@@ -66,6 +67,24 @@ fn sha256(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A cluster, and a folder of the test's for the files its pods see at /data.
+fn cluster_with_files() -> (TugServer, ClusterDir, PathBuf) {
+    let (s, dir) = cluster();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).expect("files dir");
+    (s, dir, files)
+}
+
+/// Fails the test with every failure reported, if there was any.
+fn assert_all_delivered(failures: Vec<String>, of: usize, what: &str) {
+    assert!(
+        failures.is_empty(),
+        "{} of {of} {what} did not deliver everything:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Starts a pod `name` running `command` (in `sh -c`) with the host folder `files` at /data,
@@ -141,9 +160,7 @@ fn compare(what: &str, o: &std::process::Output, want: &[u8]) -> Result<(), Stri
 
 #[test]
 fn forty_execs_of_a_2mb_file_four_at_a_time_deliver_every_byte_under_load() {
-    let (s, dir) = cluster();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
+    let (s, dir, files) = cluster_with_files();
     let data = random_file(&files.join("big"), 2 << 20);
     start_pod(&s, "box", &files, "exec sleep 3600", "");
     let _burner = CpuBurner::start();
@@ -151,12 +168,7 @@ fn forty_execs_of_a_2mb_file_four_at_a_time_deliver_every_byte_under_load() {
         let o = kubectl(&s, &["exec", "box", "--", "cat", "/data/big"], None);
         compare(&format!("exec {i}"), &o, &data)
     });
-    assert!(
-        failures.is_empty(),
-        "{} of 40 execs did not deliver the file:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_delivered(failures, 40, "execs");
 }
 
 /// `kubectl exec POD -- cat PATH` with its output read at `per_second` bytes a second: a slow
@@ -199,9 +211,7 @@ fn slow_exec(s: &TugServer, pod: &str, path: &str, per_second: usize) -> std::pr
 
 #[test]
 fn slow_clients_of_exec_get_every_byte_after_the_command_has_ended() {
-    let (s, dir) = cluster();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
+    let (s, dir, files) = cluster_with_files();
     let data = random_file(&files.join("big"), 2 << 20);
     start_pod(&s, "box", &files, "exec sleep 3600", "");
     let _burner = CpuBurner::start();
@@ -213,20 +223,13 @@ fn slow_clients_of_exec_get_every_byte_after_the_command_has_ended() {
             &data,
         )
     });
-    assert!(
-        failures.is_empty(),
-        "{} of 8 slow execs did not deliver the file:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_delivered(failures, 8, "slow execs");
 }
 
 #[test]
 fn an_exec_that_exits_right_after_writing_a_megabyte_delivers_all_of_it_with_and_without_a_terminal()
  {
-    let (s, dir) = cluster();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
+    let (s, dir, files) = cluster_with_files();
     let data = random_file(&files.join("big"), 2 << 20);
     let text = random_text(&files.join("text"), 1 << 20);
     start_pod(&s, "box", &files, "exec sleep 3600", "");
@@ -240,12 +243,7 @@ fn an_exec_that_exits_right_after_writing_a_megabyte_delivers_all_of_it_with_and
         );
         compare(&format!("exec {i}"), &o, megabyte)
     });
-    assert!(
-        failures.is_empty(),
-        "{} of 20 execs lost output:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_delivered(failures, 20, "execs");
     // Through a terminal (kubectl on a pseudo-terminal of the test's, `exec -it`), the
     // container's line discipline turns each \n into \r\n; kubectl's raw terminal passes it on.
     let on_terminal = text.replace('\n', "\r\n");
@@ -270,19 +268,12 @@ fn an_exec_that_exits_right_after_writing_a_megabyte_delivers_all_of_it_with_and
             &screen[screen.len().saturating_sub(200)..]
         ))
     });
-    assert!(
-        failures.is_empty(),
-        "{} of 8 execs on a terminal lost output:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_delivered(failures, 8, "execs on a terminal");
 }
 
 #[test]
 fn kubectl_cp_of_20mb_into_a_pod_and_back_is_byte_exact_under_load() {
-    let (s, dir) = cluster();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
+    let (s, dir, files) = cluster_with_files();
     let local = dir.path().join("local");
     std::fs::create_dir_all(&local).expect("local dir");
     start_pod(&s, "box", &files, "exec sleep 3600", "");
@@ -331,9 +322,7 @@ fn kubectl_cp_of_20mb_into_a_pod_and_back_is_byte_exact_under_load() {
 
 #[test]
 fn twenty_port_forward_downloads_of_8mb_are_byte_exact_under_load() {
-    let (s, dir) = cluster();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
+    let (s, dir, files) = cluster_with_files();
     let data = random_file(&files.join("big"), 8 << 20);
     start_pod(
         &s,
@@ -358,19 +347,12 @@ fn twenty_port_forward_downloads_of_8mb_are_byte_exact_under_load() {
         )),
         Err(e) => Err(format!("download {i}: {e}")),
     });
-    assert!(
-        failures.is_empty(),
-        "{} of 20 downloads differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_delivered(failures, 20, "downloads");
 }
 
 #[test]
 fn attach_and_logs_follow_deliver_everything_a_container_writes_before_it_ends() {
-    let (s, dir) = cluster();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
+    let (s, dir, files) = cluster_with_files();
     let text = random_text(&files.join("text"), 1 << 20);
     let _burner = CpuBurner::start();
     // attach -i: the container waits for a line on stdin, writes the text and ends.
