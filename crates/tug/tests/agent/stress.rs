@@ -160,7 +160,7 @@ fn compare(what: &str, o: &std::process::Output, want: &[u8]) -> Result<(), Stri
 
 #[test]
 fn forty_execs_of_a_2mb_file_four_at_a_time_deliver_every_byte_under_load() {
-    let (s, dir, files) = cluster_with_files();
+    let (s, _dir, files) = cluster_with_files();
     let data = random_file(&files.join("big"), 2 << 20);
     start_pod(&s, "box", &files, "exec sleep 3600", "");
     let _burner = CpuBurner::start();
@@ -211,7 +211,7 @@ fn slow_exec(s: &TugServer, pod: &str, path: &str, per_second: usize) -> std::pr
 
 #[test]
 fn slow_clients_of_exec_get_every_byte_after_the_command_has_ended() {
-    let (s, dir, files) = cluster_with_files();
+    let (s, _dir, files) = cluster_with_files();
     let data = random_file(&files.join("big"), 2 << 20);
     start_pod(&s, "box", &files, "exec sleep 3600", "");
     let _burner = CpuBurner::start();
@@ -229,7 +229,7 @@ fn slow_clients_of_exec_get_every_byte_after_the_command_has_ended() {
 #[test]
 fn an_exec_that_exits_right_after_writing_a_megabyte_delivers_all_of_it_with_and_without_a_terminal()
  {
-    let (s, dir, files) = cluster_with_files();
+    let (s, _dir, files) = cluster_with_files();
     let data = random_file(&files.join("big"), 2 << 20);
     let text = random_text(&files.join("text"), 1 << 20);
     start_pod(&s, "box", &files, "exec sleep 3600", "");
@@ -322,7 +322,7 @@ fn kubectl_cp_of_20mb_into_a_pod_and_back_is_byte_exact_under_load() {
 
 #[test]
 fn twenty_port_forward_downloads_of_8mb_are_byte_exact_under_load() {
-    let (s, dir, files) = cluster_with_files();
+    let (s, _dir, files) = cluster_with_files();
     let data = random_file(&files.join("big"), 8 << 20);
     start_pod(
         &s,
@@ -352,7 +352,7 @@ fn twenty_port_forward_downloads_of_8mb_are_byte_exact_under_load() {
 
 #[test]
 fn attach_and_logs_follow_deliver_everything_a_container_writes_before_it_ends() {
-    let (s, dir, files) = cluster_with_files();
+    let (s, _dir, files) = cluster_with_files();
     let text = random_text(&files.join("text"), 1 << 20);
     let _burner = CpuBurner::start();
     // attach -i: the container waits for a line on stdin, writes the text and ends.
