@@ -19,7 +19,7 @@ pub const DEFAULT_SANS: &[&str] = &[
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
     // The `kubernetes` Service's ClusterIP, for clients inside pods.
-    "10.96.0.1",
+    tug_api::cluster::KUBERNETES_SERVICE_IP,
 ];
 
 /// PEM material of a running API server.
@@ -64,15 +64,24 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
 
 pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    // Written beside and renamed into place, so that a reader never sees half a file: `tug
+    // up` reads the kubeconfig as soon as it exists.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::io::Write::write_all(&mut f, contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
