@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod catalog;
+pub mod cluster;
 pub mod defaults;
 pub mod meta;
 pub mod patch;
@@ -14,6 +15,7 @@ pub mod selector;
 pub mod status;
 pub mod strategic;
 pub mod taints;
+pub mod time;
 pub mod validation;
 
 pub use catalog::{Resource, Scope};

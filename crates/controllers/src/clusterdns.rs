@@ -23,9 +23,9 @@ use tug_network::dns::{DnsServer, Zone};
 
 const MANAGER: &str = "tugboat-control-plane";
 /// The API server's Service address.
-pub const KUBERNETES_IP: &str = "10.96.0.1";
+pub const KUBERNETES_IP: &str = tug_api::cluster::KUBERNETES_SERVICE_IP;
 /// The cluster DNS Service address (the kubelet's default `clusterDNS`).
-pub const DNS_IP: &str = "10.96.0.10";
+pub const DNS_IP: &str = tug_api::cluster::DNS_SERVICE_IP;
 
 /// Applies a control-plane Service and its one EndpointSlice (`ports`: name, protocol, service
 /// port, target port).

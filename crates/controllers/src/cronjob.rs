@@ -119,7 +119,7 @@ async fn reconcile(
                 Err(e) => return Err(e.into()),
             }
         }
-        let stamp = next.timestamp().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let stamp = tug_api::time::rfc3339(next.timestamp());
         Api::<CronJob>::namespaced(client, &ns)
             .patch_status(
                 &name,

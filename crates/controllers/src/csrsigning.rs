@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tug_api::time::now;
 
 use base64::Engine;
 use futures::StreamExt;
@@ -85,12 +86,6 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(Action::await_change())
-}
-
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 fn retry(_: Arc<CertificateSigningRequest>, e: &Error, _: Arc<Ctx>) -> Action {

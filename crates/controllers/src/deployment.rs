@@ -377,7 +377,7 @@ async fn reconcile(
             "25%",
         );
     let complete = updated == desired && replicas == desired && available == desired;
-    let now = jiff_now();
+    let now = tug_api::time::now();
     // Progress: any change in the counts renews the Progressing condition's lastUpdateTime; a
     // rollout that makes none for progressDeadlineSeconds (600 by default) has failed.
     let current = d.status.clone().unwrap_or_default();
@@ -402,7 +402,7 @@ async fn reconcile(
         && last_progress
             .is_some_and(|t| jiff::Timestamp::now().as_second() - t.as_second() > deadline);
     let progress_time = last_progress
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(tug_api::time::rfc3339)
         .unwrap_or_else(|| now.clone());
     let rs_name = new_rs.metadata.name.clone().unwrap_or_default();
     let (progress_status, progress_reason, progress_message) = if stalled {
@@ -475,12 +475,6 @@ async fn reconcile(
     } else {
         Duration::from_millis(500)
     }))
-}
-
-fn jiff_now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 #[cfg(test)]

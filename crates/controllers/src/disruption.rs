@@ -92,7 +92,7 @@ async fn reconcile(
         .unwrap_or_default()
         .into_iter()
         .filter(|(n, t)| names.contains(n) && now.as_second() - t.0.as_second() < 120)
-        .map(|(n, t)| (n, t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
+        .map(|(n, t)| (n, tug_api::time::rfc3339(t.0)))
         .collect();
     let healthy = pods
         .iter()
@@ -105,7 +105,7 @@ async fn reconcile(
         })
         .count() as i32;
     let allowed = (healthy - desired).max(0);
-    let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let stamp = tug_api::time::rfc3339(now);
     let status = json!({"status": {
         "observedGeneration": pdb.metadata.generation,
         "expectedPods": expected, "currentHealthy": healthy, "desiredHealthy": desired,

@@ -247,9 +247,7 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
             !matches!(phase(p), "Succeeded" | "Failed") && p.metadata.deletion_timestamp.is_none()
         })
         .count() as i32;
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let now = tug_api::time::now();
     let mut status = json!({
         "active": active, "succeeded": succeeded, "failed": failed,
         "startTime": job.status.as_ref().and_then(|s| s.start_time.clone()).map(|t| json!(t)).unwrap_or(json!(now)),

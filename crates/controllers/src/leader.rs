@@ -8,17 +8,12 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use serde_json::json;
+use tug_api::time::{now_micro, rfc3339_micro};
 
 /// How long a Lease holds without renewal.
 const DURATION_SECS: i64 = 15;
 /// How often the holder renews, and a candidate retries.
 const RETRY: Duration = Duration::from_secs(2);
-
-fn now_micro() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
-}
 
 /// Tries once to hold `name` in kube-system as `identity`; true when this process holds it.
 async fn try_hold(api: &Api<Lease>, name: &str, identity: &str) -> bool {
@@ -50,7 +45,7 @@ async fn try_hold(api: &Api<Lease>, name: &str, identity: &str) -> bool {
             }
             let mut new_spec = json!({
                 "holderIdentity": identity, "leaseDurationSeconds": DURATION_SECS, "renewTime": now_micro(),
-                "acquireTime": spec.acquire_time.as_ref().map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()),
+                "acquireTime": spec.acquire_time.as_ref().map(|t| rfc3339_micro(t.0)),
                 "leaseTransitions": spec.lease_transitions.unwrap_or(0),
             });
             if !mine {

@@ -62,7 +62,7 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
         .list(&ListParams::default().match_any())
         .await?;
     let now = jiff::Timestamp::now();
-    let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let stamp = tug_api::time::rfc3339(now);
     let nodes: Api<Node> = Api::all(client.clone());
     let renewals: HashMap<&str, jiff::Timestamp> = leases
         .items

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tug_api::time::now;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -73,12 +74,6 @@ pub struct Recorder {
     seen: Mutex<HashMap<Identity, (String, i32)>>,
     /// Tokens left per object (namespace, name) and when they were counted.
     buckets: Mutex<HashMap<(String, String), (f64, Instant)>>,
-}
-
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 impl Recorder {

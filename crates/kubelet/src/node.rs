@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::time::Duration;
+use tug_api::time::now;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -45,12 +46,6 @@ impl Capacity {
             ephemeral_bytes,
         }
     }
-}
-
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 fn kernel() -> String {
@@ -158,7 +153,7 @@ pub async fn heartbeat(client: kube::Client, cfg: AgentConfig, every: Duration) 
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": cfg.node_name},
             "spec": {"holderIdentity": cfg.node_name, "leaseDurationSeconds": 40,
-                     "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
+                     "renewTime": tug_api::time::now_micro()},
         });
         let pp = PatchParams::apply("tug-kubelet").force();
         if let Err(e) = leases

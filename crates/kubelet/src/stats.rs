@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Instant;
+use tug_api::time::now;
 
 use serde_json::{Value, json};
 use tug_runtime::{ContainerState, Runtime};
@@ -96,12 +97,6 @@ fn node_usage() -> (u64, u64) {
     };
     let memory = (kb("MemTotal:").saturating_sub(kb("MemAvailable:"))) * 1024;
     (cpu, memory)
-}
-
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 /// The Summary API document.

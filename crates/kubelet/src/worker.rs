@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tug_api::time::now;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, Patch, PatchParams};
@@ -34,16 +35,10 @@ pub struct Shared {
     pub cni: Option<Arc<tug_network::cni::Cni>>,
 }
 
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
 /// Seconds-precision RFC 3339 of a runtime time.
 fn api_time(t: &str) -> String {
     t.parse::<jiff::Timestamp>()
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(tug_api::time::rfc3339)
         .unwrap_or_else(|_| now())
 }
 
@@ -1337,38 +1332,10 @@ async fn report(
     Ok(())
 }
 
-/// Guaranteed, Burstable or BestEffort, from requests and limits.
-pub fn qos_class(pod: &Pod) -> &'static str {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let all: Vec<Container> = spec
-        .containers
-        .into_iter()
-        .chain(spec.init_containers.unwrap_or_default())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &all {
-        let r = c.resources.clone().unwrap_or_default();
-        let req = r.requests.unwrap_or_default();
-        let lim = r.limits.unwrap_or_default();
-        if !req.is_empty() || !lim.is_empty() {
-            any = true;
-        }
-        for res in ["cpu", "memory"] {
-            match (lim.get(res), req.get(res)) {
-                (Some(l), Some(q)) if l == q => {}
-                (Some(_), None) => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+/// Guaranteed, Burstable or BestEffort, from requests and limits (the API server's rule).
+fn qos_class(pod: &Pod) -> &'static str {
+    let spec = serde_json::to_value(&pod.spec).unwrap_or_default();
+    tug_api::defaults::qos_class(&spec)
 }
 
 /// Runs the preStop hooks of a pod's running containers, all at once, within `grace` seconds.

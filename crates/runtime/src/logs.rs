@@ -2,6 +2,7 @@
 //! (`2026-01-02T03:04:05.123456789Z stdout F the line`), with size-based rotation, and the
 //! reader behind `kubectl logs` (tail, since, timestamps).
 
+use crate::state::now as timestamp;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -16,12 +17,6 @@ pub struct LogWriter {
     written: u64,
     max_bytes: u64,
     max_files: u32,
-}
-
-fn timestamp() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        .to_string()
 }
 
 impl LogWriter {

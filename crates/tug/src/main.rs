@@ -83,7 +83,7 @@ struct AgentArgs {
     simulated_pod_seconds: f64,
     /// The cluster's pod range (the server's --cluster-cidr): pod traffic leaving it is
     /// masqueraded.
-    #[arg(long, default_value = "10.244.0.0/16")]
+    #[arg(long, default_value = tug_api::cluster::POD_CIDR)]
     cluster_cidr: String,
 }
 
@@ -169,7 +169,7 @@ struct ServerArgs {
     #[arg(long, default_value_t = 12_500)]
     terminated_pod_gc_threshold: usize,
     /// The pod network; each node gets a block of it as its podCIDR.
-    #[arg(long, default_value = "10.244.0.0/16")]
+    #[arg(long, default_value = tug_api::cluster::POD_CIDR)]
     cluster_cidr: String,
     /// The prefix length of each node's block of the cluster CIDR.
     #[arg(long, default_value_t = 24)]
@@ -191,7 +191,7 @@ struct ServerArgs {
     #[arg(long, default_value_t = 53)]
     cluster_dns_port: u16,
     /// The cluster's DNS domain.
-    #[arg(long, default_value = "cluster.local")]
+    #[arg(long, default_value = tug_api::cluster::CLUSTER_DOMAIN)]
     cluster_domain: String,
     #[command(flatten)]
     node: NodeFlags,

@@ -67,7 +67,7 @@ pub struct DownArgs {
 }
 
 /// The Service range (the API server's, fixed).
-const SERVICE_CIDR: &str = "10.96.0.0/12";
+const SERVICE_CIDR: &str = tug_api::cluster::SERVICE_CIDR;
 
 /// What `tug up` made, for `tug down`.
 #[derive(Serialize, Deserialize, Default)]

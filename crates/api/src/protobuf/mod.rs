@@ -377,9 +377,9 @@ fn special(name: &str, buf: &[u8]) -> Result<Option<Value>, String> {
             } else {
                 let ts = jiff::Timestamp::new(secs, nanos as i32).map_err(|e| e.to_string())?;
                 let s = if short == "MicroTime" {
-                    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+                    crate::time::rfc3339_micro(ts)
                 } else {
-                    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+                    crate::time::rfc3339(ts)
                 };
                 Some(Value::String(s))
             }

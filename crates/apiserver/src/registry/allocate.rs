@@ -12,7 +12,7 @@ use tug_api::{ApiError, Cause, catalog, meta};
 
 use super::{ListOptions, Registry};
 
-/// The Service range: 10.96.0.0/12.
+/// The Service range: [`tug_api::cluster::SERVICE_CIDR`], parsed.
 pub const SERVICE_NET: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 96, 0, 0), 12);
 /// The nodePort range, inclusive.
 pub const NODE_PORTS: (i64, i64) = (30000, 32767);
@@ -199,5 +199,16 @@ mod tests {
         assert!(in_range("10.111.255.254".parse().expect("ip")));
         assert!(!in_range("10.112.0.1".parse().expect("ip")));
         assert!(!in_range("192.168.0.1".parse().expect("ip")));
+        // The same range every other component takes from tug_api::cluster.
+        assert_eq!(
+            format!("{}/{}", SERVICE_NET.0, SERVICE_NET.1),
+            tug_api::cluster::SERVICE_CIDR
+        );
+        for ip in [
+            tug_api::cluster::KUBERNETES_SERVICE_IP,
+            tug_api::cluster::DNS_SERVICE_IP,
+        ] {
+            assert!(in_range(ip.parse().expect("ip")), "{ip}");
+        }
     }
 }

@@ -59,9 +59,7 @@ impl Registry {
             ));
         }
         pod["spec"]["nodeName"] = json!(node);
-        let now = jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
+        let now = tug_api::time::now();
         let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
         let conditions = pod["status"]
             .as_object_mut()

@@ -130,9 +130,7 @@ impl Registry {
                 return Err(e);
             }
             pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
-            let now = jiff::Timestamp::now()
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
-                .to_string();
+            let now = tug_api::time::now();
             if !pdb["status"]["disruptedPods"].is_object() {
                 pdb["status"]["disruptedPods"] = json!({});
             }

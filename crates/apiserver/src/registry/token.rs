@@ -40,10 +40,9 @@ fn bound_ref(obj: &Value) -> BoundRef {
 }
 
 fn rfc3339(seconds: i64) -> String {
-    jiff::Timestamp::from_second(seconds)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    tug_api::time::rfc3339(
+        jiff::Timestamp::from_second(seconds).unwrap_or_else(|_| jiff::Timestamp::now()),
+    )
 }
 
 impl Registry {

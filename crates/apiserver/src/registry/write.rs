@@ -2,6 +2,7 @@
 //! optimistic concurrency, defaulting, validation and namespace lifecycle admission.
 
 use serde_json::{Map, Value, json};
+use tug_api::time::now;
 use tug_api::validation::{NameRule, validate_label_value, validate_name, validate_qualified_name};
 use tug_api::{ApiError, Cause, Resource, apply, catalog, meta, patch, strategic};
 use tug_store::{
@@ -64,12 +65,6 @@ fn random_suffix() -> String {
         .iter()
         .map(|b| GENERATE_ALPHABET[*b as usize % GENERATE_ALPHABET.len()] as char)
         .collect()
-}
-
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 /// Top-level fields that are not spec: changes elsewhere move `metadata.generation`.
@@ -814,7 +809,7 @@ impl Registry {
         meta::set(
             &mut obj,
             "deletionTimestamp",
-            deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            tug_api::time::rfc3339(deadline),
         );
         meta::metadata_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), json!(grace));
         if dry_run {

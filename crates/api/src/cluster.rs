@@ -1,0 +1,14 @@
+//! The cluster's fixed addresses and defaults, in one place: every component that needs the
+//! Service range, the `kubernetes` or DNS Service address, the pod range or the cluster domain
+//! takes it from here.
+
+/// The Service range ClusterIPs are allocated from.
+pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// The `default/kubernetes` Service's ClusterIP (the API server, for pods).
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+/// The `kube-system/kube-dns` Service's ClusterIP (the kubelet's default `clusterDNS`).
+pub const DNS_SERVICE_IP: &str = "10.96.0.10";
+/// The default pod range (`--cluster-cidr`); each node gets a block of it.
+pub const POD_CIDR: &str = "10.244.0.0/16";
+/// The default cluster DNS domain (`--cluster-domain`).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
