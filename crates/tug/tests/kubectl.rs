@@ -817,7 +817,8 @@ fn one_request_cannot_destroy_what_the_cluster_needs() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let names = ok(&s, &["get", "ns", "-o", "name"], None);
-        let active = ok(
+        // Between its deletion and its return, kube-node-lease is NotFound: not yet.
+        let active = out(&kubectl(
             &s,
             &[
                 "get",
@@ -827,7 +828,7 @@ fn one_request_cannot_destroy_what_the_cluster_needs() {
                 "jsonpath={.status.phase}",
             ],
             None,
-        );
+        ));
         if !names.contains("namespace/scratch") && active == "Active" {
             for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                 assert!(names.contains(&format!("namespace/{n}")), "{names}");
