@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod catalog;
+pub mod cidr;
 pub mod cluster;
 pub mod defaults;
 pub mod meta;

@@ -135,10 +135,8 @@ pub fn authorize(id: Option<&Identity>, verb: &str, path: &str) -> Result<(), Ap
     }
 }
 
+/// Compares secrets in time that does not depend on where they differ.
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }

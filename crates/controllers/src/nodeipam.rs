@@ -33,24 +33,20 @@ impl Default for PodNetwork {
 impl PodNetwork {
     /// Parses `10.244.0.0/16`.
     pub fn parse(cidr: &str, node_prefix: u8) -> Result<Self, String> {
-        let (ip, prefix) = cidr
-            .split_once('/')
-            .ok_or_else(|| format!("{cidr:?} is not a CIDR (like 10.244.0.0/16)"))?;
-        let cluster: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 30)
-            .ok_or_else(|| format!("{prefix:?} is not a prefix length up to 30"))?;
+        let block = tug_api::cidr::Cidr::parse_block(cidr).map_err(|e| e.to_string())?;
+        let prefix = block.prefix;
+        if prefix > 30 {
+            return Err(format!(
+                "{cidr:?}: /{prefix} is not a prefix length up to 30"
+            ));
+        }
         if node_prefix < prefix || node_prefix > 30 {
             return Err(format!(
                 "the node block /{node_prefix} must lie within the cluster CIDR /{prefix} and be at most /30"
             ));
         }
         Ok(Self {
-            cluster,
+            cluster: block.base,
             prefix,
             node_prefix,
         })

@@ -36,18 +36,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Registries reached over plain HTTP (loopback ones always are).
     pub insecure_registries: Vec<String>,
-    /// The pod network's bridge.
-    pub bridge: String,
-    /// The cluster's pod range: traffic from it to elsewhere is masqueraded.
-    pub cluster_cidr: String,
-    /// The cluster's Service range, routed locally like the pod range.
-    pub service_cidr: String,
-    /// Where a CNI network configuration, if any, is (it replaces the built-in bridge).
-    pub cni_conf_dir: PathBuf,
-    /// Where CNI plugins are looked for.
-    pub cni_bin_dirs: Vec<PathBuf>,
-    /// Reach other nodes' pods through the VXLAN overlay instead of host-gw routes.
-    pub overlay: bool,
+    /// The node's network: the pod network, the Service proxy, NetworkPolicy.
+    pub network: tug_nodenet::NodeNetConfig,
     /// When image garbage collection starts and stops removing unused images.
     pub image_gc: crate::imagegc::Thresholds,
     /// How often image garbage collection looks at the disk.
@@ -69,12 +59,7 @@ impl AgentConfig {
             cluster_domain: tug_api::cluster::CLUSTER_DOMAIN.into(),
             heartbeat: Duration::from_secs(10),
             insecure_registries: Vec::new(),
-            bridge: tug_network::BRIDGE.into(),
-            cluster_cidr: tug_api::cluster::POD_CIDR.into(),
-            service_cidr: tug_api::cluster::SERVICE_CIDR.into(),
-            cni_conf_dir: "/etc/cni/net.d".into(),
-            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
-            overlay: false,
+            network: Default::default(),
             image_gc: Default::default(),
             image_gc_period: Duration::from_secs(60),
             eviction_hard: Default::default(),
@@ -105,19 +90,6 @@ fn images_of(pod: &Pod) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The CNI network configuration in the agent's CNI directory, if there is one.
-fn load_cni(config: &AgentConfig) -> anyhow::Result<Option<Arc<tug_network::cni::Cni>>> {
-    let cni = tug_network::cni::Cni::load(
-        &config.cni_conf_dir,
-        config.cni_bin_dirs.clone(),
-        &config.data_dir.join("cni"),
-    )?;
-    if let Some(c) = &cni {
-        tracing::info!(network = %c.name(), config = %c.source.display(), "pods get their network from CNI plugins");
-    }
-    Ok(cni.map(Arc::new))
-}
-
 /// Runs the agent until the task is dropped.
 pub async fn run(
     client: kube::Client,
@@ -137,17 +109,21 @@ pub async fn run(
         config.clone(),
         config.heartbeat,
     ));
+    // The node's network runs beside the pods, as kube-proxy and a CNI daemon would.
+    let node = tug_nodenet::NodeRef {
+        name: config.node_name.clone(),
+        ip: config.node_ip.clone(),
+        data_dir: config.data_dir.clone(),
+    };
+    let network = tug_nodenet::NodeNetwork::new(client.clone(), node, config.network.clone())?;
+    tokio::spawn(network.clone().run());
     let shared = Shared {
         client: client.clone(),
         runtime: runtime.clone(),
         config: config.clone(),
         recorder: Arc::new(tug_events::Recorder::new(client.clone(), "kubelet")),
-        network: Arc::default(),
-        cni: load_cni(&config)?,
+        network: network.clone(),
     };
-    tokio::spawn(crate::proxy::run(shared.clone()));
-    tokio::spawn(crate::routes::run(shared.clone()));
-    tokio::spawn(crate::netpol::run(shared.clone()));
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", config.node_name);
     let mut events = watcher(pods, watcher::Config::default().fields(&selector))

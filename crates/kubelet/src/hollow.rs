@@ -248,12 +248,11 @@ fn pod_cidrs(client: kube::Client) -> Arc<Mutex<HashMap<String, String>>> {
 /// The `n`th pod address of an IPv4 block (skipping its network, gateway and broadcast
 /// addresses).
 fn pod_ip(cidr: Option<&str>, n: usize) -> Option<String> {
-    let (base, prefix) = cidr?.split_once('/')?;
-    let base: std::net::Ipv4Addr = base.parse().ok()?;
-    let prefix: u32 = prefix.parse().ok().filter(|p| *p <= 30)?;
-    let hosts = (1u64 << (32 - prefix)) - 3;
-    let offset = 2 + (n as u64 % hosts) as u32;
-    Some(std::net::Ipv4Addr::from(u32::from(base) + offset).to_string())
+    let block = tug_api::cidr::Cidr::parse_block(cidr?)
+        .ok()
+        .filter(|c| c.prefix <= 30)?;
+    let hosts = block.size() - 3;
+    block.nth(2 + n as u64 % hosts).map(|ip| ip.to_string())
 }
 
 /// Marks a pod Running and Ready; one that runs to completion finishes after `completion`.

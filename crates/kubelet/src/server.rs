@@ -73,7 +73,7 @@ async fn metrics() -> Response {
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(),
+        tug_nodenet::metrics::render(),
     )
         .into_response()
 }

@@ -4,97 +4,11 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 
-/// An IPv4 block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub base: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl FromStr for Cidr {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Cidr> {
-        let cidr = Cidr::parse_block(s)?;
-        if !(8..=30).contains(&cidr.prefix) {
-            bail!("{s:?}: the prefix must be between 8 and 30");
-        }
-        Ok(cidr)
-    }
-}
-
-impl Cidr {
-    /// Any IPv4 block, `/0` to `/32` (a NetworkPolicy's ipBlock).
-    pub fn parse_block(s: &str) -> anyhow::Result<Cidr> {
-        let (ip, prefix) = s
-            .split_once('/')
-            .with_context(|| format!("{s:?} is not a CIDR"))?;
-        let ip: Ipv4Addr = ip.parse().with_context(|| format!("{s:?}: bad address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .with_context(|| format!("{s:?}: bad prefix"))?;
-        let mask = crate::nft::mask_of(prefix);
-        Ok(Cidr {
-            base: Ipv4Addr::from(u32::from(ip) & mask),
-            prefix,
-        })
-    }
-
-    /// Whether `other` lies wholly inside this block.
-    pub fn covers(&self, other: Cidr) -> bool {
-        let mask = crate::nft::mask_of(self.prefix);
-        other.prefix >= self.prefix && u32::from(other.base) & mask == u32::from(self.base) & mask
-    }
-
-    /// This block without `hole`: the fewest blocks covering the rest.
-    pub fn subtract(self, hole: Cidr) -> Vec<Cidr> {
-        if hole.covers(self) {
-            return Vec::new();
-        }
-        if !self.covers(hole) {
-            return vec![self];
-        }
-        // Split in halves; the half holding the hole is split further.
-        let prefix = self.prefix + 1;
-        let low = Cidr {
-            base: self.base,
-            prefix,
-        };
-        let high = Cidr {
-            base: Ipv4Addr::from(u32::from(self.base) | (1u32 << (32 - u32::from(prefix)))),
-            prefix,
-        };
-        let mut out = low.subtract(hole);
-        out.extend(high.subtract(hole));
-        out
-    }
-
-    /// The block of the one address `ip` (a /32).
-    pub fn host(ip: Ipv4Addr) -> Cidr {
-        Cidr {
-            base: ip,
-            prefix: 32,
-        }
-    }
-
-    /// The first address: the bridge's.
-    pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.base) + 1)
-    }
-
-    /// Addresses pods may get: all but the network, gateway and broadcast addresses.
-    fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
-        let base = u32::from(self.base);
-        let size = 1u32 << (32 - self.prefix);
-        (2..size - 1).map(move |i| Ipv4Addr::from(base + i))
-    }
-}
+pub use tug_api::cidr::Cidr;
 
 /// The address allocator.
 pub struct Allocator {

@@ -459,13 +459,7 @@ impl Rule {
     }
 }
 
-/// The netmask of a prefix length.
-pub fn mask_of(prefix: u8) -> u32 {
-    match prefix {
-        0 => 0,
-        p => u32::MAX << (32 - u32::from(p.min(32))),
-    }
-}
+pub use tug_api::cidr::mask_of;
 
 /// A batch of nf_tables requests, applied all or nothing by [`Batch::commit`].
 pub struct Batch {

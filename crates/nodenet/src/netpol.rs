@@ -19,7 +19,7 @@ use tug_network::Cidr;
 use tug_network::policy::{Allow, Firewall, PodPolicy, PortRange};
 use tug_network::proxy::Protocol;
 
-use crate::worker::Shared;
+use crate::NodeNetwork;
 
 fn labels(meta: &kube::api::ObjectMeta) -> BTreeMap<String, String> {
     meta.labels.clone().unwrap_or_default()
@@ -203,8 +203,8 @@ pub fn policy_for(
 }
 
 /// Enforces NetworkPolicy for this node's pods until the task is dropped.
-pub async fn run(shared: Shared) {
-    let net = crate::worker::network_when_ready(&shared).await;
+pub(crate) async fn run(nodenet: std::sync::Arc<NodeNetwork>) {
+    let net = nodenet.when_ready().await;
     let table = tug_network::policy::table_for(net.bridge());
     let mut firewall = match Firewall::new(&table) {
         Ok(f) => f,
@@ -213,7 +213,7 @@ pub async fn run(shared: Shared) {
             return;
         }
     };
-    let client = shared.client.clone();
+    let client = nodenet.client.clone();
     let (policies, pw) = reflector::store::<NetworkPolicy>();
     let (pods, podw) = reflector::store::<Pod>();
     let (namespaces, nsw) = reflector::store::<Namespace>();
@@ -240,13 +240,7 @@ pub async fn run(shared: Shared) {
         while let Ok(Some(())) =
             tokio::time::timeout(Duration::from_millis(20), events.next()).await
         {}
-        sync(
-            &mut firewall,
-            &policies,
-            &pods,
-            &namespaces,
-            &shared.config.node_name,
-        );
+        sync(&mut firewall, &policies, &pods, &namespaces, nodenet.name());
     }
 }
 

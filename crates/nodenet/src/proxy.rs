@@ -17,7 +17,7 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tug_network::proxy::{PortRules, Protocol, Proxy, ServiceRules};
 
-use crate::worker::Shared;
+use crate::NodeNetwork;
 
 /// The label naming an EndpointSlice's Service.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -310,9 +310,9 @@ pub fn host_port_rules(pod: &Pod) -> Option<ServiceRules> {
 
 /// Runs the proxy until the task is dropped. It starts once the node's pod network exists,
 /// which routes the Service range locally before any rule is installed.
-pub async fn run(shared: Shared) {
-    let net = crate::worker::network_when_ready(&shared).await;
-    let service_cidr = match shared.config.service_cidr.parse() {
+pub(crate) async fn run(nodenet: std::sync::Arc<NodeNetwork>) {
+    let net = nodenet.when_ready().await;
+    let service_cidr = match nodenet.config.service_cidr.parse() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "bad Service range; no Service proxy");
@@ -323,8 +323,8 @@ pub async fn run(shared: Shared) {
         tracing::error!(error = %format!("{e:#}"), "cannot route the Service range locally; no Service proxy");
         return;
     }
-    let Ok(node_ip) = shared.config.node_ip.parse::<Ipv4Addr>() else {
-        tracing::error!(node_ip = %shared.config.node_ip, "the node address is not IPv4; no Service proxy");
+    let Ok(node_ip) = nodenet.ip().parse::<Ipv4Addr>() else {
+        tracing::error!(node_ip = %nodenet.ip(), "the node address is not IPv4; no Service proxy");
         return;
     };
     let table = tug_network::proxy::table_for(net.bridge());
@@ -337,20 +337,20 @@ pub async fn run(shared: Shared) {
     };
     tracing::info!(%table, "Service proxy started");
     let services = watcher(
-        Api::<Service>::all(shared.client.clone()),
+        Api::<Service>::all(nodenet.client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .map(|e| e.map(|ev| Change::Service(Box::new(ev))));
     let slices = watcher(
-        Api::<EndpointSlice>::all(shared.client.clone()),
+        Api::<EndpointSlice>::all(nodenet.client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .map(|e| e.map(|ev| Change::Slice(Box::new(ev))));
     let pods = watcher(
-        Api::<Pod>::all(shared.client.clone()),
-        watcher::Config::default().fields(&format!("spec.nodeName={}", shared.config.node_name)),
+        Api::<Pod>::all(nodenet.client.clone()),
+        watcher::Config::default().fields(&format!("spec.nodeName={}", nodenet.name())),
     )
     .default_backoff()
     .map(|e| e.map(|ev| Change::Pod(Box::new(ev))));
@@ -358,7 +358,7 @@ pub async fn run(shared: Shared) {
         futures::stream::select(futures::stream::select(services, slices), pods).boxed();
     let mut view = View::new();
     // hostPorts are the portmap plugin's when CNI plugins give pods their network.
-    view.host_ports = shared.cni.is_none();
+    view.host_ports = nodenet.cni.is_none();
     let mut dirty: HashMap<String, Instant> = HashMap::new();
     loop {
         // Gather what arrives together, then program it in one batch.
@@ -368,7 +368,7 @@ pub async fn run(shared: Shared) {
             match tokio::time::timeout(Duration::from_millis(5), events.next()).await {
                 Ok(ev) => ev,
                 Err(_) => {
-                    sync(&mut proxy, &view, &mut dirty, &shared.config.node_name);
+                    sync(&mut proxy, &view, &mut dirty, nodenet.name());
                     continue;
                 }
             }
@@ -383,7 +383,7 @@ pub async fn run(shared: Shared) {
             None => return,
         }
         if dirty.len() >= 1000 {
-            sync(&mut proxy, &view, &mut dirty, &shared.config.node_name);
+            sync(&mut proxy, &view, &mut dirty, nodenet.name());
         }
     }
 }

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tug_network::Cidr;
 
-use crate::worker::Shared;
+use crate::NodeNetwork;
 
 /// A node's overlay device MAC address, from its annotation.
 fn overlay_mac(node: &Node) -> Option<Vec<u8>> {
@@ -40,13 +40,13 @@ fn pod_route(node: &Node) -> Option<(Cidr, Ipv4Addr)> {
 }
 
 /// Keeps the routes to other nodes' pods until the task is dropped.
-pub async fn run(shared: Shared) {
-    let net = crate::worker::network_when_ready(&shared).await;
-    let own_ip: Option<Ipv4Addr> = shared.config.node_ip.parse().ok();
+pub(crate) async fn run(nodenet: std::sync::Arc<NodeNetwork>) {
+    let net = nodenet.when_ready().await;
+    let own_ip: Option<Ipv4Addr> = nodenet.ip().parse().ok();
     let mut routed: HashMap<String, (Cidr, Ipv4Addr)> = HashMap::new();
     let mut macs: HashMap<String, Vec<u8>> = HashMap::new();
     let mut events = watcher(
-        Api::<Node>::all(shared.client.clone()),
+        Api::<Node>::all(nodenet.client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -63,13 +63,13 @@ pub async fn run(shared: Shared) {
         };
         if let Some(node) = applied {
             let name = node.metadata.name.clone().unwrap_or_default();
-            if name == shared.config.node_name {
+            if name == nodenet.name() {
                 continue;
             }
             let want = pod_route(&node).filter(|(_, ip)| Some(*ip) != own_ip && !ip.is_loopback());
             let mac = overlay_mac(&node);
             if want == routed.get(&name).copied()
-                && (!shared.config.overlay || macs.get(&name) == mac.as_ref())
+                && (!nodenet.config.overlay || macs.get(&name) == mac.as_ref())
             {
                 continue;
             }
@@ -77,7 +77,7 @@ pub async fn run(shared: Shared) {
                 let _ = net.unroute(cidr, ip).await;
             }
             if let Some((cidr, ip)) = want {
-                let done = if shared.config.overlay {
+                let done = if nodenet.config.overlay {
                     let Some(mac) = mac else {
                         // Its overlay device is not published yet.
                         continue;

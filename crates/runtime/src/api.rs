@@ -6,8 +6,37 @@ use std::time::Duration;
 
 use crate::image::Image;
 use crate::image::pull::{Credentials, PullError};
-use crate::native::{Container, StartError};
 use crate::spec::{ContainerSpec, SandboxSpec};
+use crate::state::Exit;
+
+/// What a container is doing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ContainerState {
+    /// Its process runs.
+    Running { pid: i32, started_at: String },
+    /// It ended.
+    Exited(Exit),
+    /// It was being started, or its shim died without a record.
+    Unknown,
+}
+
+/// A container the runtime knows.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub spec: ContainerSpec,
+    pub state: ContainerState,
+}
+
+/// Why a container did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its image is not in the store.
+    #[error("image {0} is not present")]
+    ImageMissing(String),
+    /// Setting it up or executing its process failed (the message says which).
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// A future returned by a runtime.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

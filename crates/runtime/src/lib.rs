@@ -14,6 +14,6 @@ pub mod shim;
 pub mod spec;
 pub mod state;
 
-pub use api::Runtime;
+pub use api::{Container, ContainerState, Runtime, StartError};
 pub use image::{Image, ImageStore, Reference};
-pub use native::{Container, ContainerState, NativeRuntime, StartError};
+pub use native::NativeRuntime;

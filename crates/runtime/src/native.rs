@@ -9,40 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 
+pub use crate::api::{Container, ContainerState, StartError};
 use crate::cgroup::{Cgroups, Usage};
 use crate::image::ImageStore;
 use crate::shim;
 use crate::spec::{ContainerSpec, SandboxSpec};
 use crate::state::{self, Exit};
-
-/// What a container is doing.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ContainerState {
-    /// Its process runs.
-    Running { pid: i32, started_at: String },
-    /// It ended.
-    Exited(Exit),
-    /// It was being started, or its shim died without a record.
-    Unknown,
-}
-
-/// A container the runtime knows.
-#[derive(Clone, Debug)]
-pub struct Container {
-    pub spec: ContainerSpec,
-    pub state: ContainerState,
-}
-
-/// Why a container did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// Its image is not in the store.
-    #[error("image {0} is not present")]
-    ImageMissing(String),
-    /// Setting it up or executing its process failed (the message says which).
-    #[error("{0}")]
-    Failed(String),
-}
 
 /// Opens a TCP connection from inside the network namespace of process `pid`.
 pub(crate) fn connect_in_netns(

@@ -46,6 +46,16 @@ pub fn kubectl_with_token(s: &TugServer, token: &str, args: &[&str]) -> Output {
         .expect("kubectl runs")
 }
 
+/// `kubectl get WHAT -o jsonpath=PATH` against `s`: its standard output, empty when kubectl
+/// fails (an object not there yet).
+pub fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let p = format!("jsonpath={path}");
+    args.extend_from_slice(&["-o", &p]);
+    String::from_utf8_lossy(&kubectl(s, &args, None).stdout).into_owned()
+}
+
 /// Runs kubectl and returns its output; the test fails if kubectl does.
 pub fn ok(s: &TugServer, args: &[&str]) -> String {
     let o = kubectl(s, args, None);

@@ -133,6 +133,43 @@ impl LocalCluster {
         );
     }
 
+    /// `kubectl get WHAT -o jsonpath=PATH`, trimmed; empty when kubectl fails (an object
+    /// not there yet).
+    pub fn jsonpath(&self, what: &[&str], path: &str) -> String {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        let p = format!("jsonpath={path}");
+        args.extend(["-o", &p]);
+        let out = self.kubectl(&args, None);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Waits up to 60 s for `pod` to be Running; fails with its description and the logs.
+    pub fn wait_running(&self, pod: &str) {
+        let start = std::time::Instant::now();
+        while self.jsonpath(&["pod", pod], "{.status.phase}") != "Running" {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "pod {pod} is not Running: {}\n{}",
+                self.ok(&["describe", "pod", pod]),
+                self.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// `kubectl exec POD -- sh -c SCRIPT`: its output, or the failure with the cluster's logs.
+    pub fn sh(&self, pod: &str, script: &str) -> String {
+        let out = self.kubectl(&["exec", pod, "--", "sh", "-c", script], None);
+        assert!(
+            out.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// The tails of the server's and nodes' logs, for failures.
     pub fn logs(&self) -> String {
         let mut s = String::new();
@@ -170,5 +207,72 @@ impl Drop for LocalCluster {
         if !self.down {
             let _ = self.down();
         }
+    }
+}
+
+/// A command on the host: its standard output; the test fails if it cannot be run.
+pub fn host(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A table on the host counting packets for the cluster's ranges that leave by the default
+/// route's device; removed when dropped.
+pub struct LeakCounter {
+    table: String,
+}
+
+impl LeakCounter {
+    /// Installs the counter for `c`'s ranges.
+    pub fn install(c: &LocalCluster) -> LeakCounter {
+        let dev = host(&["ip", "route", "show", "default"])
+            .split_whitespace()
+            .skip_while(|w| *w != "dev")
+            .nth(1)
+            .unwrap_or("eth0")
+            .to_string();
+        let table = format!("{}-leaks", c.name);
+        let ranges = format!(
+            "{{ {}, 10.96.0.0/12, {}.0/24 }}",
+            c.cluster_cidr, c.node_net
+        );
+        let script = format!(
+            "table ip {table} {{\n chain out {{ type filter hook postrouting priority 0; oifname \"{dev}\" ip daddr {ranges} counter\n }}\n}}\n"
+        );
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write");
+        assert!(child.wait().expect("nft").success());
+        LeakCounter { table }
+    }
+
+    /// Packets counted so far.
+    pub fn packets(&self) -> u64 {
+        let text = host(&["nft", "list", "table", "ip", &self.table]);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("the counter")
+    }
+}
+
+impl Drop for LeakCounter {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.table])
+            .status();
     }
 }

@@ -129,12 +129,9 @@ pub async fn run(opts: SchedulerBench) -> anyhow::Result<()> {
         zones: 10,
         ..Default::default()
     };
-    let nodes_client = api.in_process_client();
-    tokio::spawn(async move {
-        if let Err(e) = tug_kubelet::hollow::run(nodes_client, hollow).await {
-            eprintln!("hollow nodes stopped: {e:#}");
-        }
-    });
+    let _nodes = crate::control_plane::ControlPlane::builder(api.clone())
+        .hollow_nodes(hollow)
+        .start();
     let nodes_api: Api<Node> = Api::all(client.clone());
     let want_nodes = opts.nodes;
     let registered = wait_for(
@@ -197,17 +194,15 @@ pub async fn run(opts: SchedulerBench) -> anyhow::Result<()> {
     );
 
     // 3. A Deployment, with the controllers and a scheduler running.
-    let controllers_client = api.in_process_client();
-    tokio::spawn(tug_controllers::run(
-        controllers_client,
-        tug_controllers::Settings {
+    let controllers = crate::control_plane::ControlPlane::builder(api.clone())
+        .controllers(tug_controllers::Settings {
             // Room for 32,768 nodes' /24 blocks.
             pod_network: tug_controllers::PodNetwork::parse("10.128.0.0/9", 24)
                 .map_err(anyhow::Error::msg)?,
             ..Default::default()
-        },
-    ));
-    let scheduler = tokio::spawn(tug_scheduler::run(api.in_process_client()));
+        })
+        .scheduler()
+        .start();
     create_namespace(&client, "deploy").await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "deploy");
     let d: Deployment = serde_json::from_value(json!({
@@ -246,7 +241,7 @@ pub async fn run(opts: SchedulerBench) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss = rss_mib();
-    scheduler.abort();
+    drop(controllers);
     println!("| Measure | Result |");
     println!("|---|---|");
     println!(

@@ -8,6 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod bench_api;
 mod bench_scheduler;
+mod control_plane;
 mod datastore;
 mod debug;
 mod image;
@@ -291,7 +292,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
             .trim(),
-        uuid_like()
+        uuid::Uuid::new_v4()
     );
     let settings = tug_controllers::Settings {
         node_monitor_grace_period: grace,
@@ -311,37 +312,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         }),
         root_ca: Some(pki.ca_cert.clone()),
     };
-    let controllers_client = api.in_process_client();
-    let controllers_identity = identity.clone();
-    tokio::spawn(async move {
-        tug_controllers::leader::run_elected(
-            controllers_client.clone(),
-            "kube-controller-manager",
-            &controllers_identity,
-            move || tug_controllers::run(controllers_client.clone(), settings.clone()),
-        )
-        .await;
-    });
-    api.add_metrics(tug_scheduler::metrics::render);
-    let scheduler_client = api.in_process_client();
-    tokio::spawn(async move {
-        tug_controllers::leader::run_elected(
-            scheduler_client.clone(),
-            "kube-scheduler",
-            &identity,
-            move || {
-                let client = scheduler_client.clone();
-                async move {
-                    if let Err(e) = tug_scheduler::run(client).await {
-                        tracing::error!(error = %e, "scheduler stopped");
-                    }
-                }
-            },
-        )
-        .await;
-    });
+    let mut control_plane = control_plane::ControlPlane::builder(api.clone())
+        .controllers(settings)
+        .scheduler()
+        .leader_election(identity);
     if args.simulated_nodes > 0 {
-        let config = tug_kubelet::hollow::HollowConfig {
+        control_plane = control_plane.hollow_nodes(tug_kubelet::hollow::HollowConfig {
             count: args.simulated_nodes,
             // Renew well inside the grace period.
             heartbeat: (grace / 4).clamp(
@@ -350,14 +326,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             ),
             completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
             ..Default::default()
-        };
-        let client = api.in_process_client();
-        tokio::spawn(async move {
-            if let Err(e) = tug_kubelet::hollow::run(client, config).await {
-                tracing::error!(error = %e, "hollow nodes stopped");
-            }
         });
     }
+    let _control_plane = control_plane.start();
     // The API server reaches kubelets (pods/log) with a client certificate of the cluster CA.
     let kubelet_client = pki.issue(
         "kube-apiserver-kubelet-client",
@@ -549,15 +520,15 @@ impl NodeFlags {
         config.insecure_registries = self.insecure_registries.clone();
         config.eviction_hard = self.eviction_hard.clone();
         config.runtime_version = runtime.version();
-        config.bridge = self.pod_bridge.clone();
-        config.cluster_cidr = cluster_cidr.to_string();
+        config.network.bridge = self.pod_bridge.clone();
+        config.network.cluster_cidr = cluster_cidr.to_string();
         config.heartbeat = heartbeat;
-        config.cni_conf_dir = self.cni_conf_dir.clone();
-        config.overlay = self.network_backend == "vxlan";
+        config.network.cni_conf_dir = self.cni_conf_dir.clone();
+        config.network.overlay = self.network_backend == "vxlan";
         if let Some(ns) = &self.loopback_registry_netns {
             tug_runtime::image::pull::set_loopback_netns(ns);
         }
-        config.cni_bin_dirs = self.cni_bin_dirs.clone();
+        config.network.cni_bin_dirs = self.cni_bin_dirs.clone();
         config.image_gc = tug_kubelet::imagegc::Thresholds {
             high: self.image_gc_high_threshold,
             low: self.image_gc_low_threshold,
@@ -671,13 +642,4 @@ fn ca_der(pem: &[u8]) -> anyhow::Result<Vec<u8>> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("no certificate in the CA file"))??;
     Ok(cert.to_vec())
-}
-
-/// A random identifier for this process (for leader election).
-fn uuid_like() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
-        .collect()
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tug_testkit::kubectl::eventually_within as wait_until;
-use tug_testkit::up::LocalCluster;
+use tug_testkit::up::{LeakCounter, LocalCluster, host};
 
 const IMAGE: &str = "docker.io/library/busybox:test";
 
@@ -21,40 +21,6 @@ fn cluster(nodes: u8) -> (LocalCluster, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
     (LocalCluster::start(tug(), nodes, &[archive]), tmp)
-}
-
-fn jsonpath(c: &LocalCluster, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let p = format!("jsonpath={path}");
-    args.extend(["-o", &p]);
-    let out = c.kubectl(&args, None);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_running(c: &LocalCluster, pod: &str) {
-    let start = Instant::now();
-    while jsonpath(c, &["pod", pod], "{.status.phase}") != "Running" {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "pod {pod} is not Running: {}\n{}",
-            c.ok(&["describe", "pod", pod]),
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `kubectl exec POD -- sh -c SCRIPT`: its output, or the failure with the cluster's logs.
-fn sh(c: &LocalCluster, pod: &str, script: &str) -> String {
-    let out = c.kubectl(&["exec", pod, "--", "sh", "-c", script], None);
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// Runs `script` in the client pod until its output passes `check` (30 s at most). A query
@@ -79,9 +45,7 @@ fn lookup(c: &LocalCluster, script: &str, check: impl Fn(&str) -> bool) {
 
 /// How many answers each pod gave to `n` requests for `url` from `pod`.
 fn spread(c: &LocalCluster, pod: &str, url: &str, n: u32) -> BTreeMap<String, u32> {
-    let out = sh(
-        c,
-        pod,
+    let out = c.sh(pod,
         &format!(
             "i=0; while [ $i -lt {n} ]; do timeout 3 wget -q -O - {url} || echo FAILED; i=$((i+1)); done"
         ),
@@ -91,70 +55,6 @@ fn spread(c: &LocalCluster, pod: &str, url: &str, n: u32) -> BTreeMap<String, u3
         *counts.entry(l.trim().to_string()).or_insert(0) += 1;
     }
     counts
-}
-
-fn host(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A table on the host counting packets for the cluster's ranges that leave by the default
-/// route's device; removed when dropped.
-struct LeakCounter {
-    table: String,
-}
-
-impl LeakCounter {
-    fn install(c: &LocalCluster) -> LeakCounter {
-        let dev = host(&["ip", "route", "show", "default"])
-            .split_whitespace()
-            .skip_while(|w| *w != "dev")
-            .nth(1)
-            .unwrap_or("eth0")
-            .to_string();
-        let table = format!("{}-leaks", c.name);
-        let ranges = format!(
-            "{{ {}, 10.96.0.0/12, {}.0/24 }}",
-            c.cluster_cidr, c.node_net
-        );
-        let script = format!(
-            "table ip {table} {{\n chain out {{ type filter hook postrouting priority 0; oifname \"{dev}\" ip daddr {ranges} counter\n }}\n}}\n"
-        );
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(script.as_bytes())
-            .expect("write");
-        assert!(child.wait().expect("nft").success());
-        LeakCounter { table }
-    }
-
-    fn packets(&self) -> u64 {
-        let text = host(&["nft", "list", "table", "ip", &self.table]);
-        text.split_whitespace()
-            .skip_while(|w| *w != "packets")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .expect("the counter")
-    }
-}
-
-impl Drop for LeakCounter {
-    fn drop(&mut self) {
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .status();
-    }
 }
 
 #[test]
@@ -198,27 +98,25 @@ spec:
   - {{name: c, image: {IMAGE}, command: [sleep, "3600"]}}
 "#
     ));
-    wait_running(&c, "echo");
-    wait_running(&c, "client");
+    c.wait_running("echo");
+    c.wait_running("client");
     // Pods find the API server through the `kubernetes` Service and its variables.
-    let env = sh(&c, "client", "env");
+    let env = c.sh("client", "env");
     assert!(env.contains("KUBERNETES_SERVICE_HOST=10.96.0.1"), "{env}");
     assert!(env.contains("KUBERNETES_SERVICE_PORT=443"), "{env}");
     // busybox's TLS knows none of the server's cipher suites: a TLS alert from the peer
     // shows the Service led to the API server.
-    let healthz = sh(
-        &c,
-        "client",
+    let healthz = c.sh("client",
         "timeout 5 wget -q -O - --no-check-certificate https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/healthz 2>&1; true",
     );
     assert!(
         healthz.trim() == "ok" || healthz.contains("TLS error from peer"),
         "{healthz}"
     );
-    let echo_ip = jsonpath(&c, &["pod", "echo"], "{.status.podIP}");
-    let client_ip = jsonpath(&c, &["pod", "client"], "{.status.podIP}");
-    let cidr2 = jsonpath(&c, &["node", "node-2"], "{.spec.podCIDR}");
-    let cidr1 = jsonpath(&c, &["node", "node-1"], "{.spec.podCIDR}");
+    let echo_ip = c.jsonpath(&["pod", "echo"], "{.status.podIP}");
+    let client_ip = c.jsonpath(&["pod", "client"], "{.status.podIP}");
+    let cidr2 = c.jsonpath(&["node", "node-2"], "{.spec.podCIDR}");
+    let cidr1 = c.jsonpath(&["node", "node-1"], "{.spec.podCIDR}");
     assert_ne!(cidr1, cidr2);
     let prefix = |cidr: &str| cidr.rsplit_once('.').map(|x| x.0).unwrap_or("").to_string();
     assert!(
@@ -229,10 +127,9 @@ spec:
         client_ip.starts_with(&prefix(&cidr1)),
         "{client_ip} not in {cidr1}"
     );
-    sh(&c, "client", &format!("ping -c 2 -W 3 {echo_ip}"));
+    c.sh("client", &format!("ping -c 2 -W 3 {echo_ip}"));
     assert_eq!(
-        sh(
-            &c,
+        c.sh(
             "client",
             &format!("timeout 5 wget -q -O - http://{echo_ip}:8080/")
         )
@@ -241,11 +138,7 @@ spec:
     );
     // UDP: traceroute's datagrams reach the pod, whose kernel answers them (port unreachable),
     // which ends the trace at the pod's address.
-    let trace = sh(
-        &c,
-        "client",
-        &format!("traceroute -n -q 1 -w 2 -m 4 {echo_ip}"),
-    );
+    let trace = c.sh("client", &format!("traceroute -n -q 1 -w 2 -m 4 {echo_ip}"));
     assert!(
         trace.lines().last().is_some_and(|l| l.contains(&echo_ip)),
         "the UDP probes did not reach {echo_ip}:\n{trace}"
@@ -284,15 +177,15 @@ spec:
 "#
     ));
     wait_until("3 ready replicas", Duration::from_secs(90), || {
-        jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}") == "3"
+        c.jsonpath(&["deploy", "web"], "{.status.readyReplicas}") == "3"
     });
-    let nodes = jsonpath(&c, &["pods", "-l", "app=web"], "{.items[*].spec.nodeName}");
+    let nodes = c.jsonpath(&["pods", "-l", "app=web"], "{.items[*].spec.nodeName}");
     let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
     nodes.sort();
     assert_eq!(nodes, ["node-1", "node-2", "node-3"]);
-    let names = jsonpath(&c, &["pods", "-l", "app=web"], "{.items[*].metadata.name}");
+    let names = c.jsonpath(&["pods", "-l", "app=web"], "{.items[*].metadata.name}");
     let names: Vec<String> = names.split_whitespace().map(String::from).collect();
-    let vip = jsonpath(&c, &["svc", "web"], "{.spec.clusterIP}");
+    let vip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
     let counts = spread(&c, "client", &format!("http://{vip}/"), 300);
     assert_eq!(counts.values().sum::<u32>(), 300);
     assert!(!counts.contains_key("FAILED"), "{counts:?}");
@@ -316,7 +209,7 @@ spec:
   ports: [{port: 80, targetPort: http}]
 "#,
     );
-    let sticky = jsonpath(&c, &["svc", "web-sticky"], "{.spec.clusterIP}");
+    let sticky = c.jsonpath(&["svc", "web-sticky"], "{.spec.clusterIP}");
     wait_until(
         "the sticky Service to answer",
         Duration::from_secs(10),
@@ -331,7 +224,7 @@ spec:
     assert!(names.iter().any(|n| counts.contains_key(n)), "{counts:?}");
 
     // Acceptance 3: the NodePort answers on every node's address, from the host.
-    let node_port = jsonpath(&c, &["svc", "web"], "{.spec.ports[0].nodePort}");
+    let node_port = c.jsonpath(&["svc", "web"], "{.spec.ports[0].nodePort}");
     for i in 1..=3 {
         let url = format!("http://{}:{node_port}/", c.node_ip(i));
         let out = Command::new("curl")
@@ -373,8 +266,8 @@ spec:
     command: [sh, -c, "mkdir -p /tmp/www && echo hostnet > /tmp/www/index.html && exec httpd -f -p 18081 -h /tmp/www"]
 "#
     ));
-    wait_running(&c, "hostport");
-    wait_running(&c, "hostnet");
+    c.wait_running("hostport");
+    c.wait_running("hostnet");
     for (url, want) in [
         (format!("http://{}:18080/", c.node_ip(3)), "hostport"),
         (format!("http://{}:18081/", c.node_ip(1)), "hostnet"),
@@ -400,7 +293,7 @@ spec:
   ports: [{name: http, port: 8080}]
 "#,
     );
-    let resolv = sh(&c, "client", "cat /etc/resolv.conf");
+    let resolv = c.sh("client", "cat /etc/resolv.conf");
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
     assert!(
         resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
@@ -415,13 +308,12 @@ spec:
             out.contains(&format!("Address: {vip}"))
         });
     }
-    let pod_ips = jsonpath(&c, &["pods", "-l", "app=web"], "{.items[*].status.podIP}");
+    let pod_ips = c.jsonpath(&["pods", "-l", "app=web"], "{.items[*].status.podIP}");
     wait_until(
         "the headless Service to list the pods",
         Duration::from_secs(10),
         || {
-            let out = sh(
-                &c,
+            let out = c.sh(
                 "client",
                 "nslookup web-pods.default.svc.cluster.local; true",
             );
@@ -451,8 +343,7 @@ spec:
     let scaled = Instant::now();
     let mut gone = String::new();
     wait_until("a replica to terminate", Duration::from_secs(10), || {
-        gone = jsonpath(
-            &c,
+        gone = c.jsonpath(
             &["pods", "-l", "app=web"],
             "{range .items[?(@.metadata.deletionTimestamp)]}{.metadata.name}{end}",
         );
@@ -473,10 +364,9 @@ spec:
 
     // A replica failing readiness leaves the rotation within 2 s of being marked unready.
     let victim = &names[0];
-    sh(&c, victim, "rm /www/index.html");
+    c.sh(victim, "rm /www/index.html");
     wait_until("the replica to be unready", Duration::from_secs(10), || {
-        jsonpath(
-            &c,
+        c.jsonpath(
             &["pod", victim],
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "False"
@@ -572,9 +462,9 @@ fn network_policies_block_and_admit_pods_across_nodes() {
     .join("---\n");
     c.apply(&all);
     for p in ["db", "api", "api-near", "other", "other-near"] {
-        wait_running(&c, p);
+        c.wait_running(p);
     }
-    let ip = |p: &str| jsonpath(&c, &["pod", p], "{.status.podIP}");
+    let ip = |p: &str| c.jsonpath(&["pod", p], "{.status.podIP}");
     let (db, api) = (ip("db"), ip("api"));
     for from in ["api", "api-near", "other", "other-near"] {
         expect_reach(&c, from, "db", &db, true);
@@ -707,7 +597,7 @@ fn client_pod(c: &LocalCluster, node: u32) {
     c.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  nodeName: node-{node}\n  containers:\n  - {{name: c, image: {IMAGE}, command: [sleep, \"3600\"]}}\n"
     ));
-    wait_running(c, "client");
+    c.wait_running("client");
 }
 
 #[test]
@@ -716,10 +606,10 @@ fn a_rolling_update_loses_no_request_made_to_the_service() {
     client_pod(&c, 1);
     c.apply(&web_deployment(3, ""));
     wait_until("3 ready replicas", Duration::from_secs(90), || {
-        jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}") == "3"
+        c.jsonpath(&["deploy", "web"], "{.status.readyReplicas}") == "3"
     });
-    let vip = jsonpath(&c, &["svc", "web"], "{.spec.clusterIP}");
-    let before = jsonpath(&c, &["pods", "-l", "app=web"], "{.items[*].metadata.name}");
+    let vip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
+    let before = c.jsonpath(&["pods", "-l", "app=web"], "{.items[*].metadata.name}");
     let requests = request_loop(&c, "client", &format!("http://{vip}/"), 25);
     std::thread::sleep(Duration::from_secs(2));
     c.ok(&["set", "env", "deploy/web", "VERSION=2"]);
@@ -728,8 +618,7 @@ fn a_rolling_update_loses_no_request_made_to_the_service() {
         out.status.success()
     });
     let r = results(requests);
-    let after = jsonpath(
-        &c,
+    let after = c.jsonpath(
         &["pods", "-l", "app=web"],
         "{range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
     );
@@ -773,11 +662,10 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
     let spread = "      topologySpreadConstraints:\n      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 3}";
     c.apply(&web_deployment(3, spread));
     wait_until("3 ready replicas", Duration::from_secs(90), || {
-        jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}") == "3"
+        c.jsonpath(&["deploy", "web"], "{.status.readyReplicas}") == "3"
     });
     // The replicas on node-3: name and address.
-    let on_node_3 = jsonpath(
-        &c,
+    let on_node_3 = c.jsonpath(
         &[
             "pods",
             "-l",
@@ -790,14 +678,13 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
     let (doomed, doomed_ips): (Vec<&str>, Vec<&str>) =
         on_node_3.lines().filter_map(|l| l.split_once(' ')).unzip();
     assert!(!doomed.is_empty(), "no replica on node-3");
-    let vip = jsonpath(&c, &["svc", "web"], "{.spec.clusterIP}");
+    let vip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
     let requests = request_loop(&c, "client", &format!("http://{vip}/"), 30);
     std::thread::sleep(Duration::from_secs(2));
     c.set_link(3, false);
     let cut = Instant::now();
     wait_until("node-3 to be NotReady", Duration::from_secs(30), || {
-        jsonpath(
-            &c,
+        c.jsonpath(
             &["node", "node-3"],
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) != "True"
@@ -836,15 +723,15 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
         "replacements on the other nodes",
         Duration::from_secs(60),
         || {
-            let ready: u32 = jsonpath(&c, &["deploy", "web"], "{.status.readyReplicas}")
+            let ready: u32 = c
+                .jsonpath(&["deploy", "web"], "{.status.readyReplicas}")
                 .parse()
                 .unwrap_or(0);
-            let wanted: u32 = jsonpath(&c, &["deploy", "web"], "{.spec.replicas}")
+            let wanted: u32 = c
+                .jsonpath(&["deploy", "web"], "{.spec.replicas}")
                 .parse()
                 .unwrap_or(0);
-            let running = jsonpath(
-                &c,
-                &[
+            let running = c.jsonpath(&[
                     "pods",
                     "-l",
                     "app=web",
@@ -861,7 +748,7 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
         },
     );
     for p in &doomed {
-        let ts = jsonpath(&c, &["pod", p], "{.metadata.deletionTimestamp}");
+        let ts = c.jsonpath(&["pod", p], "{.metadata.deletionTimestamp}");
         assert!(
             !ts.is_empty() || !c.kubectl(&["get", "pod", p], None).status.success(),
             "{p} was not evicted"
@@ -929,9 +816,9 @@ spec:
   - {{name: c, image: {IMAGE}, command: [sleep, "3600"]}}
 "#
     ));
-    wait_running(&c, "web");
-    wait_running(&c, "client");
-    let ip = jsonpath(&c, &["pod", "web"], "{.status.podIP}");
+    c.wait_running("web");
+    c.wait_running("client");
+    let ip = c.jsonpath(&["pod", "web"], "{.status.podIP}");
     let prefix = subnet.trim_end_matches("0/24");
     assert!(
         ip.starts_with(prefix),
@@ -939,8 +826,7 @@ spec:
     );
     // The bridge plugin's network: pod to pod.
     assert_eq!(
-        sh(
-            &c,
+        c.sh(
             "client",
             &format!("timeout 5 wget -q -O - http://{ip}:8080/")
         )
@@ -991,7 +877,7 @@ fn every_node_pulls_from_a_registry_on_the_hosts_loopback() {
     for node in [1, 2] {
         let pod = format!("pull-{node}");
         let start = Instant::now();
-        while jsonpath(&c, &["pod", &pod], "{.status.phase}") != "Succeeded" {
+        while c.jsonpath(&["pod", &pod], "{.status.phase}") != "Succeeded" {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "{pod} did not run: {}\n{}",
@@ -1030,10 +916,10 @@ spec:
   - {{name: c, image: {IMAGE}, command: [sleep, "3600"]}}
 "#
     ));
-    wait_running(&c, "server");
-    wait_running(&c, "client");
-    let ip = jsonpath(&c, &["pod", "server"], "{.status.podIP}");
-    let cidr2 = jsonpath(&c, &["node", "node-2"], "{.spec.podCIDR}");
+    c.wait_running("server");
+    c.wait_running("client");
+    let ip = c.jsonpath(&["pod", "server"], "{.status.podIP}");
+    let cidr2 = c.jsonpath(&["node", "node-2"], "{.spec.podCIDR}");
     // node-1 reaches node-2's pods through the overlay device, not a route via node-2.
     let route = host(&[
         "ip",
@@ -1047,12 +933,11 @@ spec:
     ]);
     assert!(route.contains("dev tugvx0"), "{route}");
     // Pods' MTU leaves room for the encapsulation.
-    let mtu = sh(&c, "client", "cat /sys/class/net/eth0/mtu");
+    let mtu = c.sh("client", "cat /sys/class/net/eth0/mtu");
     assert_eq!(mtu.trim(), "1450");
-    sh(&c, "client", &format!("ping -c 2 -W 3 {ip}"));
+    c.sh("client", &format!("ping -c 2 -W 3 {ip}"));
     assert_eq!(
-        sh(
-            &c,
+        c.sh(
             "client",
             &format!("timeout 5 wget -q -O - http://{ip}:8080/")
         )
@@ -1060,8 +945,7 @@ spec:
         "overlay"
     );
     // Full-size packets cross too: 512 KiB byte for byte.
-    let size = sh(
-        &c,
+    let size = c.sh(
         "client",
         &format!("timeout 10 wget -q -O - http://{ip}:8080/big | wc -c"),
     );

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tug_testkit::containerd::Containerd;
-use tug_testkit::kubectl::{apply, eventually_within as wait_until, kubectl, ok};
+use tug_testkit::kubectl::{apply, eventually_within as wait_until, jsonpath, kubectl, ok};
 use tug_testkit::server::TugServer;
 
 const IMAGE: &str = "docker.io/library/busybox:test";
@@ -17,14 +17,6 @@ const PAUSE: &str = "tug.test/pause:1";
 
 fn tug() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tug"))
-}
-
-fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let template = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &template]);
-    String::from_utf8_lossy(&kubectl(s, &args, None).stdout).into_owned()
 }
 
 fn wait_phase(s: &TugServer, c: &Containerd, pod: &str, phase: &str) {

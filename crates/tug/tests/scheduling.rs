@@ -2,26 +2,11 @@
 //! can hold them and plays them Running (or Succeeded).
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tug_testkit::server::{TugServer, kubectl_path};
-
-fn kubectl(s: &TugServer, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(kubectl_path())
-        .args(args)
-        .env("KUBECONFIG", &s.kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        pipe.write_all(input.as_bytes()).expect("stdin");
-    }
-    child.wait_with_output().expect("kubectl")
-}
+use tug_testkit::kubectl::kubectl;
+use tug_testkit::server::TugServer;
 
 fn ok(s: &TugServer, args: &[&str], stdin: Option<&str>) -> String {
     let o = kubectl(s, args, stdin);

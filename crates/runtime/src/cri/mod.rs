@@ -18,15 +18,20 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use tonic::transport::Channel;
 
+use crate::api::{Container, ContainerState, StartError};
 use crate::cgroup::Usage;
 use crate::image::Image;
 use crate::image::manifest::RunConfig;
 use crate::image::pull::{Credentials, PullError};
-use crate::native::{Container, ContainerState, StartError};
 use crate::spec::{ContainerSpec, SandboxSpec};
 use crate::state::Exit;
-use proto::{ImageClient, RuntimeClient};
+
+/// A client of the CRI `runtime.v1.RuntimeService`.
+type RuntimeClient = proto::runtime_service_client::RuntimeServiceClient<Channel>;
+/// A client of the CRI `runtime.v1.ImageService`.
+type ImageClient = proto::image_service_client::ImageServiceClient<Channel>;
 
 /// The annotation holding what a sandbox or container was made from.
 const SPEC_ANNOTATION: &str = "tugboat.io/spec";
@@ -107,13 +112,13 @@ impl CriRuntime {
         Ok(cri)
     }
 
-    /// Runs one call on the gRPC runtime and waits for it.
+    /// Runs one call on the gRPC runtime and waits for its answer.
     fn call<T, F>(
         &self,
         f: impl FnOnce(RuntimeClient, ImageClient) -> F,
     ) -> Result<T, tonic::Status>
     where
-        F: Future<Output = Result<T, tonic::Status>> + Send + 'static,
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
         T: Send + 'static,
     {
         let Some(tokio) = &self.tokio else {
@@ -124,6 +129,7 @@ impl CriRuntime {
             tokio::time::timeout(CALL_TIMEOUT, fut)
                 .await
                 .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("the call timed out")))
+                .map(tonic::Response::into_inner)
         });
         wait(handle).map_err(|e| tonic::Status::internal(e.to_string()))?
     }
@@ -261,9 +267,11 @@ impl CriRuntime {
 
     fn image_status(&self, name: &str) -> Option<Image> {
         let name = name.to_string();
-        self.call(|_, images| image_status(images, name))
-            .ok()
-            .flatten()
+        self.call(
+            |_, images| async move { image_status(images, name).await.map(tonic::Response::new) },
+        )
+        .ok()
+        .flatten()
     }
 }
 
@@ -277,7 +285,8 @@ async fn image_status(
             image: Some(image_spec(&name)),
             verbose: true,
         })
-        .await?;
+        .await?
+        .into_inner();
     let Some(image) = resp.image else {
         return Ok(None);
     };
@@ -514,7 +523,7 @@ impl crate::api::Runtime for CriRuntime {
             let pulled = tokio
                 .spawn(async move {
                     let pulled = images.pull_image(request).await?;
-                    image_status(images, pulled.image_ref).await
+                    image_status(images, pulled.into_inner().image_ref).await
                 })
                 .await
                 .map_err(|e| PullError::Failed(e.to_string()))?;

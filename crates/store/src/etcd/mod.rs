@@ -587,10 +587,11 @@ fn watch_response(resp: proto::WatchResponse, prev_kv: bool) -> Result<Option<Wa
     let header_rev = header_revision(&resp.header);
     let mut events = Vec::with_capacity(resp.events.len());
     for ev in resp.events {
-        let kind = match ev.r#type {
-            proto::EVENT_PUT => EventKind::Put,
-            proto::EVENT_DELETE => EventKind::Delete,
-            other => {
+        let kind = match proto::event::EventType::try_from(ev.r#type) {
+            Ok(proto::event::EventType::Put) => EventKind::Put,
+            Ok(proto::event::EventType::Delete) => EventKind::Delete,
+            Err(_) => {
+                let other = ev.r#type;
                 return Err(Error::Etcd(format!("watch: unknown event type {other}")));
             }
         };
@@ -750,23 +751,23 @@ fn key_value(kv: proto::KeyValue) -> KeyValue {
 
 fn compare(c: &Compare) -> proto::Compare {
     use proto::compare::TargetUnion;
-    use proto::{compare_result as r, compare_target as t};
+    use proto::compare::{CompareResult as R, CompareTarget as T};
     let result = match c.op {
-        CompareOp::Equal => r::EQUAL,
-        CompareOp::Greater => r::GREATER,
-        CompareOp::Less => r::LESS,
-        CompareOp::NotEqual => r::NOT_EQUAL,
+        CompareOp::Equal => R::Equal,
+        CompareOp::Greater => R::Greater,
+        CompareOp::Less => R::Less,
+        CompareOp::NotEqual => R::NotEqual,
     };
     let (target, union) = match &c.target {
-        CompareTarget::Version(v) => (t::VERSION, TargetUnion::Version(*v)),
-        CompareTarget::CreateRevision(v) => (t::CREATE, TargetUnion::CreateRevision(*v)),
-        CompareTarget::ModRevision(v) => (t::MOD, TargetUnion::ModRevision(*v)),
-        CompareTarget::Value(v) => (t::VALUE, TargetUnion::Value(v.clone())),
-        CompareTarget::Lease(v) => (t::LEASE, TargetUnion::Lease(*v)),
+        CompareTarget::Version(v) => (T::Version, TargetUnion::Version(*v)),
+        CompareTarget::CreateRevision(v) => (T::Create, TargetUnion::CreateRevision(*v)),
+        CompareTarget::ModRevision(v) => (T::Mod, TargetUnion::ModRevision(*v)),
+        CompareTarget::Value(v) => (T::Value, TargetUnion::Value(v.clone())),
+        CompareTarget::Lease(v) => (T::Lease, TargetUnion::Lease(*v)),
     };
     proto::Compare {
-        result,
-        target,
+        result: result as i32,
+        target: target as i32,
         key: c.key.clone(),
         target_union: Some(union),
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tug_testkit::kubectl::{apply, eventually_within as wait_until, kubectl, ok};
+use tug_testkit::kubectl::{apply, eventually_within as wait_until, jsonpath, kubectl, ok};
 use tug_testkit::server::TugServer;
 
 mod images;
@@ -167,13 +167,4 @@ fn watched_reasons(kubeconfig: &Path, pod: &str, limit: Duration) -> Vec<String>
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let p = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &p]);
-    let out = kubectl(s, &args, None);
-    String::from_utf8_lossy(&out.stdout).to_string()
 }

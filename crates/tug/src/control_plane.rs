@@ -1,0 +1,127 @@
+//! The one way the control plane's in-process components are wired to an API server: the
+//! controller manager, the scheduler and hollow nodes, each an API client on the server's
+//! in-process connection. `tug server` and the benchmarks build theirs here.
+
+use std::sync::Arc;
+
+use tug_apiserver::ApiServer;
+
+/// The control plane's running components; dropping it stops them.
+pub struct ControlPlane {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What a [`ControlPlane`] runs.
+pub struct ControlPlaneBuilder {
+    api: Arc<ApiServer>,
+    controllers: Option<tug_controllers::Settings>,
+    scheduler: bool,
+    hollow: Option<tug_kubelet::hollow::HollowConfig>,
+    identity: Option<String>,
+}
+
+impl ControlPlane {
+    /// A control plane on `api` that runs nothing yet.
+    pub fn builder(api: Arc<ApiServer>) -> ControlPlaneBuilder {
+        ControlPlaneBuilder {
+            api,
+            controllers: None,
+            scheduler: false,
+            hollow: None,
+            identity: None,
+        }
+    }
+}
+
+impl ControlPlaneBuilder {
+    /// Runs the controller manager with `settings`.
+    pub fn controllers(mut self, settings: tug_controllers::Settings) -> Self {
+        self.controllers = Some(settings);
+        self
+    }
+
+    /// Runs the scheduler (and serves its metrics on the API server's `/metrics`).
+    pub fn scheduler(mut self) -> Self {
+        self.scheduler = true;
+        self
+    }
+
+    /// Runs simulated nodes.
+    pub fn hollow_nodes(mut self, config: tug_kubelet::hollow::HollowConfig) -> Self {
+        self.hollow = Some(config);
+        self
+    }
+
+    /// Runs the controllers and the scheduler only while this process, as `identity`, holds
+    /// their Leases in kube-system (several servers may share one store), as
+    /// kube-controller-manager and kube-scheduler do.
+    pub fn leader_election(mut self, identity: String) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Starts what was asked for.
+    pub fn start(self) -> ControlPlane {
+        let mut tasks = Vec::new();
+        let api = &self.api;
+        if let Some(settings) = self.controllers {
+            let client = api.in_process_client();
+            tasks.push(match self.identity.clone() {
+                Some(identity) => tokio::spawn(async move {
+                    tug_controllers::leader::run_elected(
+                        client.clone(),
+                        "kube-controller-manager",
+                        &identity,
+                        move || tug_controllers::run(client.clone(), settings.clone()),
+                    )
+                    .await
+                }),
+                None => tokio::spawn(tug_controllers::run(client, settings)),
+            });
+        }
+        if self.scheduler {
+            api.add_metrics(tug_scheduler::metrics::render);
+            let client = api.in_process_client();
+            let schedule = move || {
+                let client = client.clone();
+                async move {
+                    if let Err(e) = tug_scheduler::run(client).await {
+                        tracing::error!(error = %format!("{e:#}"), "scheduler stopped");
+                    }
+                }
+            };
+            tasks.push(match self.identity.clone() {
+                Some(identity) => {
+                    let client = api.in_process_client();
+                    tokio::spawn(async move {
+                        tug_controllers::leader::run_elected(
+                            client,
+                            "kube-scheduler",
+                            &identity,
+                            schedule,
+                        )
+                        .await
+                    })
+                }
+                None => tokio::spawn(schedule()),
+            });
+        }
+        if let Some(config) = self.hollow {
+            let client = api.in_process_client();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = tug_kubelet::hollow::run(client, config).await {
+                    tracing::error!(error = %format!("{e:#}"), "hollow nodes stopped");
+                }
+            }));
+        }
+        ControlPlane { tasks }
+    }
+}
