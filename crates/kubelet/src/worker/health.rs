@@ -86,12 +86,7 @@ pub(super) async fn run_probes(
                         outcome.kind.name().to_lowercase()
                     ),
                 );
-                let grace = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-                    .unwrap_or(30)
-                    .max(0) as u64;
+                let grace = grace_period(pod);
                 let rt = shared.runtime.clone();
                 let id = id.clone();
                 let _ = tokio::task::spawn_blocking(move || {

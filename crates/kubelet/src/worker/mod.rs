@@ -142,6 +142,15 @@ pub async fn run(shared: Shared, mut rx: watch::Receiver<Option<Pod>>) {
     }
 }
 
+/// The pod's terminationGracePeriodSeconds (30 when unset), in whole seconds.
+fn grace_period(pod: &Pod) -> u64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(0) as u64
+}
+
 /// Records an event without holding up the pod's worker.
 fn record(
     shared: &Shared,

@@ -57,14 +57,8 @@ pub(super) async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> an
         let pid = match tokio::task::spawn_blocking(move || rt2.run_sandbox(&sandbox)).await? {
             Ok(pid) => pid,
             Err(e) => {
-                record(
-                    shared,
-                    "Warning",
-                    &involved(pod),
-                    "FailedCreatePodSandBox",
-                    &format!("Failed to create pod sandbox: {e:#}"),
-                );
-                return report(shared, pod, state, &BTreeMap::new(), Some(format!("{e:#}"))).await;
+                let message = format!("Failed to create pod sandbox: {e:#}");
+                return sandbox_failed(shared, pod, state, &message, e).await;
             }
         };
         let t_sandbox = t0.elapsed();
@@ -77,15 +71,8 @@ pub(super) async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> an
             match shared.network.attach(pod, pid).await {
                 Ok(ip) => state.pod_ip = Some(ip.to_string()),
                 Err(e) => {
-                    record(
-                        shared,
-                        "Warning",
-                        &involved(pod),
-                        "FailedCreatePodSandBox",
-                        &format!("Failed to set up the pod's network: {e:#}"),
-                    );
-                    return report(shared, pod, state, &BTreeMap::new(), Some(format!("{e:#}")))
-                        .await;
+                    let message = format!("Failed to set up the pod's network: {e:#}");
+                    return sandbox_failed(shared, pod, state, &message, e).await;
                 }
             }
         }
@@ -141,12 +128,7 @@ pub(super) async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> an
         .map(|l| l.spec.id.clone())
         .collect();
     if terminal && !still_running.is_empty() {
-        let grace = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30)
-            .max(0) as u64;
+        let grace = grace_period(pod);
         stop_hooks(shared, pod, grace).await;
         let rt = shared.runtime.clone();
         tokio::task::spawn_blocking(move || {
@@ -160,6 +142,26 @@ pub(super) async fn sync(shared: &Shared, pod: &Pod, state: &mut PodState) -> an
         .await?;
     }
     Ok(())
+}
+
+/// Records why the pod's sandbox could not be made ready (FailedCreatePodSandBox) and
+/// reports the pod with the error.
+async fn sandbox_failed(
+    shared: &Shared,
+    pod: &Pod,
+    state: &mut PodState,
+    message: &str,
+    error: anyhow::Error,
+) -> anyhow::Result<()> {
+    record(
+        shared,
+        "Warning",
+        &involved(pod),
+        "FailedCreatePodSandBox",
+        message,
+    );
+    let error = format!("{error:#}");
+    report(shared, pod, state, &BTreeMap::new(), Some(error)).await
 }
 
 /// The sysctls any pod may set (Kubernetes' safe set); they are namespaced, so they are set
