@@ -12,6 +12,7 @@ mod control_plane;
 mod datastore;
 mod debug;
 mod image;
+mod node;
 mod snapshot;
 mod snapshot_socket;
 mod up;
@@ -19,6 +20,7 @@ mod up;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use node::{Node, NodeFlags};
 
 /// tugboat: a Kubernetes-compatible container orchestrator in one binary.
 #[derive(Parser)]
@@ -86,65 +88,6 @@ struct AgentArgs {
     /// masqueraded.
     #[arg(long, default_value = tug_api::cluster::POD_CIDR)]
     cluster_cidr: String,
-}
-
-/// A node agent's flags, the same for `tug server`'s built-in agent and `tug agent`.
-#[derive(clap::Args, Clone)]
-struct NodeFlags {
-    /// The node's name (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// The address the node reports and its kubelet API listens on.
-    #[arg(long, default_value = "127.0.0.1")]
-    node_ip: std::net::IpAddr,
-    /// The kubelet API port (0: any free port).
-    #[arg(long, default_value_t = 10250)]
-    kubelet_port: u16,
-    /// The pod network's bridge.
-    #[arg(long, default_value = "tug0")]
-    pod_bridge: String,
-    /// Image garbage collection starts when the image filesystem is this full (percent).
-    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
-    image_gc_high_threshold: u8,
-    /// Image garbage collection stops once the image filesystem is below this (percent).
-    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
-    image_gc_low_threshold: u8,
-    /// Seconds between image garbage collection passes (for tests).
-    #[arg(long, default_value_t = 60, hide = true)]
-    image_gc_period: u64,
-    /// Seconds an image is kept after its last use before garbage collection may remove it.
-    #[arg(long, default_value_t = 120)]
-    image_gc_min_age: u64,
-    /// A registry to pull from over plain HTTP (loopback registries always are); repeatable.
-    #[arg(long = "insecure-registry")]
-    insecure_registries: Vec<String>,
-    /// Hard eviction thresholds behind the node's MemoryPressure, DiskPressure and
-    /// PIDPressure conditions, e.g. `memory.available<100Mi,nodefs.available<10%`; signals not
-    /// named keep Kubernetes' defaults.
-    #[arg(long, default_value = "", value_parser = |s: &str| s.parse::<tug_kubelet::pressure::Thresholds>())]
-    eviction_hard: tug_kubelet::pressure::Thresholds,
-    /// A CRI v1 runtime to drive instead of the built-in one (`unix:///run/containerd/containerd.sock`);
-    /// its CNI configuration then gives pods their network.
-    #[arg(long)]
-    container_runtime_endpoint: Option<String>,
-    /// How long an exec, attach or port-forward session may pass no data before it is closed.
-    #[arg(long, default_value = "4h0m0s", value_parser = tug_kubelet::server::parse_duration)]
-    streaming_connection_idle_timeout: std::time::Duration,
-    /// A CNI network configuration here (the first `.conflist`, `.conf` or `.json`) gives pods
-    /// their network instead of the built-in bridge.
-    #[arg(long, default_value = "/etc/cni/net.d")]
-    cni_conf_dir: PathBuf,
-    /// Reach loopback registries in this network namespace (a pinned namespace file) rather
-    /// than the agent's own (set by `tug up` for its nodes).
-    #[arg(long, hide = true)]
-    loopback_registry_netns: Option<PathBuf>,
-    /// How pods reach other nodes' pods: `host-gw` (routes through the nodes' addresses; nodes
-    /// share a link) or `vxlan` (an overlay).
-    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "vxlan"])]
-    network_backend: String,
-    /// Where CNI plugins are looked for (repeatable).
-    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
-    cni_bin_dirs: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -432,118 +375,6 @@ async fn start_cluster_services(
     ));
 }
 
-impl NodeFlags {
-    /// The node's name: `--node-name`, else the host name.
-    fn node_name(&self) -> String {
-        self.node_name
-            .clone()
-            .unwrap_or_else(tug_kubelet::agent::default_node_name)
-    }
-
-    /// The names the kubelet API's serving certificate covers.
-    fn serving_sans(&self) -> Vec<String> {
-        vec![
-            self.node_ip.to_string(),
-            self.node_name(),
-            "localhost".into(),
-        ]
-    }
-
-    /// Opens the native runtime in `data_dir`, serves the kubelet API over TLS (`serving`,
-    /// client certificates from `ca_pem` required) and starts the kubelet on `client`.
-    async fn start(
-        &self,
-        data_dir: &std::path::Path,
-        client: kube::Client,
-        ca_pem: &str,
-        serving: &tug_apiserver::pki::Issued,
-        cluster_cidr: &str,
-        heartbeat: std::time::Duration,
-    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        use anyhow::Context;
-        if !nix::unistd::geteuid().is_root() {
-            anyhow::bail!(
-                "the node agent runs containers and needs root (namespaces, cgroups, mounts): \
-                 run it as root (`tug server --disable-agent` runs a control plane without one)"
-            );
-        }
-        let runtime: std::sync::Arc<dyn tug_runtime::Runtime> =
-            match &self.container_runtime_endpoint {
-                Some(endpoint) => {
-                    let endpoint = endpoint.clone();
-                    std::sync::Arc::new(
-                        tokio::task::spawn_blocking(move || {
-                            tug_runtime::cri::CriRuntime::connect(&endpoint)
-                        })
-                        .await??,
-                    )
-                }
-                None => {
-                    let exe = std::env::current_exe()
-                        .context("finding the tug binary (the container shim)")?;
-                    std::sync::Arc::new(
-                        tug_runtime::NativeRuntime::open(data_dir, &exe).with_context(|| {
-                            format!("opening the runtime in {}", data_dir.display())
-                        })?,
-                    )
-                }
-            };
-        let tls = tug_apiserver::tls::kubelet_server_config(ca_pem, serving)?;
-        let listener = tokio::net::TcpListener::bind((self.node_ip, self.kubelet_port))
-            .await
-            .with_context(|| {
-                format!(
-                    "listening on {}:{} (--kubelet-port)",
-                    self.node_ip, self.kubelet_port
-                )
-            })?;
-        let port = listener.local_addr()?.port();
-        tokio::spawn(tug_apiserver::tls::serve(
-            listener,
-            tls,
-            // Only the API server (and cluster admins) may use the kubelet API.
-            tug_apiserver::tls::only_group(
-                tug_kubelet::server::router(tug_kubelet::server::ServerState {
-                    runtime: runtime.clone(),
-                    node_name: self.node_name(),
-                    rates: Default::default(),
-                    stream_idle_timeout: self.streaming_connection_idle_timeout,
-                }),
-                "system:masters",
-                &["/healthz"],
-            ),
-        ));
-        let node_name = self.node_name();
-        let mut config = tug_kubelet::agent::AgentConfig::new(&node_name, data_dir.to_path_buf());
-        config.node_ip = self.node_ip.to_string();
-        config.kubelet_port = port;
-        config.insecure_registries = self.insecure_registries.clone();
-        config.eviction_hard = self.eviction_hard.clone();
-        config.runtime_version = runtime.version();
-        config.network.bridge = self.pod_bridge.clone();
-        config.network.cluster_cidr = cluster_cidr.to_string();
-        config.heartbeat = heartbeat;
-        config.network.cni_conf_dir = self.cni_conf_dir.clone();
-        config.network.overlay = self.network_backend == "vxlan";
-        if let Some(ns) = &self.loopback_registry_netns {
-            tug_runtime::image::pull::set_loopback_netns(ns);
-        }
-        config.network.cni_bin_dirs = self.cni_bin_dirs.clone();
-        config.image_gc = tug_kubelet::imagegc::Thresholds {
-            high: self.image_gc_high_threshold,
-            low: self.image_gc_low_threshold,
-            min_age: std::time::Duration::from_secs(self.image_gc_min_age),
-        };
-        config.image_gc_period = std::time::Duration::from_secs(self.image_gc_period.max(1));
-        tracing::info!(node = %node_name, kubelet_port = port, "node agent started");
-        Ok(tokio::spawn(async move {
-            if let Err(e) = tug_kubelet::agent::run(client, config, runtime).await {
-                tracing::error!(error = %format!("{e:#}"), "the node agent stopped");
-            }
-        }))
-    }
-}
-
 /// Starts the node agent inside the server process: the native runtime in DATA_DIR/agent, the
 /// kubelet API on --node-ip:--kubelet-port, and the kubelet itself on the in-process client.
 async fn start_agent(
@@ -558,14 +389,16 @@ async fn start_agent(
         &node.serving_sans(),
         true,
     )?;
-    node.start(
-        &args.data_dir.join("agent"),
-        api.in_process_client(),
-        &pki.ca_cert,
-        &serving,
-        &args.cluster_cidr,
-        std::time::Duration::from_secs(10),
-    )
+    Node {
+        flags: node,
+        data_dir: &args.data_dir.join("agent"),
+        client: api.in_process_client(),
+        ca_pem: &pki.ca_cert,
+        serving: &serving,
+        cluster_cidr: &args.cluster_cidr,
+        heartbeat: std::time::Duration::from_secs(10),
+    }
+    .start()
     .await?;
     Ok(())
 }
@@ -619,17 +452,17 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         cert: certs.serving.cert.clone(),
         key: certs.serving.key.clone(),
     };
-    let running = args
-        .node
-        .start(
-            &args.data_dir,
-            client,
-            &ca_pem,
-            &serving,
-            &args.cluster_cidr,
-            std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
-        )
-        .await?;
+    let running = Node {
+        flags: &args.node,
+        data_dir: &args.data_dir,
+        client,
+        ca_pem: &ca_pem,
+        serving: &serving,
+        cluster_cidr: &args.cluster_cidr,
+        heartbeat: std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
+    }
+    .start()
+    .await?;
     tokio::select! {
         _ = running => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
