@@ -49,11 +49,19 @@ pub fn kubectl_with_token(s: &TugServer, token: &str, args: &[&str]) -> Output {
 /// `kubectl get WHAT -o jsonpath=PATH` against `s`: its standard output, empty when kubectl
 /// fails (an object not there yet).
 pub fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
+    jsonpath_with_config(&s.kubeconfig, what, path)
+}
+
+/// `kubectl get WHAT -o jsonpath=PATH` with the kubeconfig at `kubeconfig`: its standard
+/// output, empty when kubectl fails.
+pub fn jsonpath_with_config(kubeconfig: &Path, what: &[&str], path: &str) -> String {
     let p = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &p]);
-    String::from_utf8_lossy(&kubectl(s, &args, None).stdout).into_owned()
+    let args: Vec<&str> = ["get"]
+        .into_iter()
+        .chain(what.iter().copied())
+        .chain(["-o", p.as_str()])
+        .collect();
+    String::from_utf8_lossy(&kubectl_with_config(kubeconfig, &args, None).stdout).into_owned()
 }
 
 /// Runs kubectl and returns its output; the test fails if kubectl does.

@@ -136,12 +136,9 @@ impl LocalCluster {
     /// `kubectl get WHAT -o jsonpath=PATH`, trimmed; empty when kubectl fails (an object
     /// not there yet).
     pub fn jsonpath(&self, what: &[&str], path: &str) -> String {
-        let mut args = vec!["get"];
-        args.extend_from_slice(what);
-        let p = format!("jsonpath={path}");
-        args.extend(["-o", &p]);
-        let out = self.kubectl(&args, None);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        crate::kubectl::jsonpath_with_config(&self.kubeconfig, what, path)
+            .trim()
+            .to_string()
     }
 
     /// Waits up to 60 s for `pod` to be Running; fails with its description and the logs.
