@@ -81,6 +81,30 @@ pub(crate) async fn link_index(handle: &Handle, name: &str) -> anyhow::Result<Op
     }
 }
 
+/// Sets bridge `index` up with its hardware address pinned. A bridge whose address was never
+/// set takes the lowest of its ports' addresses, so it changes as ports come and go, and
+/// whoever still sends to the old one (a pod's ARP entry for its gateway) is cut off until
+/// that entry expires. Setting the address, to what it is, keeps it.
+pub(crate) async fn bridge_up(handle: &Handle, index: u32) -> anyhow::Result<()> {
+    let mut links = handle.link().get().match_index(index).execute();
+    let mac = links.try_next().await?.and_then(|link| {
+        link.attributes.into_iter().find_map(|a| match a {
+            rtnetlink::packet_route::link::LinkAttribute::Address(mac) => Some(mac),
+            _ => None,
+        })
+    });
+    let mut up = LinkUnspec::new_with_index(index).up();
+    if let Some(mac) = mac {
+        up = up.address(mac);
+    }
+    handle
+        .link()
+        .set(up.build())
+        .execute()
+        .await
+        .context("setting the bridge up")
+}
+
 /// Host-side veth name of a pod: `vt` and 12 characters of its UID (interface names are at
 /// most 15 bytes).
 fn host_veth(uid: &str) -> String {
@@ -132,11 +156,7 @@ impl PodNetwork {
                 .await
                 .context("adding the gateway address to the bridge")?;
         }
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(bridge).up().build())
-            .execute()
-            .await?;
+        bridge_up(&handle, bridge).await?;
         Ok(PodNetwork {
             handle,
             ipam: Allocator::new(cidr, state_dir)?,

@@ -108,12 +108,7 @@ pub async fn create_bridge(name: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Re
         .await
         .or_else(exists_ok)
         .with_context(|| format!("adding {addr}/{prefix} to {name}"))?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await?;
-    Ok(())
+    crate::bridge_up(&handle, index).await
 }
 
 /// Joins namespace `netns` to `bridge`: a veth pair, `host_end` on the bridge and `eth0`

@@ -563,6 +563,94 @@ spec:
     )
 }
 
+/// Unix time in milliseconds.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// A record, for a failure's message, of what the cluster did while a test ran: node `i`'s
+/// Service endpoints for port 8080 each time they change, and the web pods as they change.
+struct Timeline {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rules: std::thread::JoinHandle<Vec<String>>,
+    pods: std::process::Child,
+    pod_lines: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Timeline {
+    fn start(c: &LocalCluster, node: u32) -> Timeline {
+        use std::io::BufRead;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ns = c.netns(node);
+        let flag = stop.clone();
+        let rules = std::thread::spawn(move || {
+            let mut log = Vec::new();
+            let mut last = String::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let rules = host(&["ip", "netns", "exec", &ns, "nft", "list", "ruleset"]);
+                let mut eps: Vec<&str> = rules
+                    .split_whitespace()
+                    .filter(|w| w.ends_with(":8080"))
+                    .collect();
+                eps.sort();
+                eps.dedup();
+                let now = eps.join(" ");
+                if now != last {
+                    log.push(format!("{} rules: {now}", unix_ms()));
+                    last = now;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            log
+        });
+        let columns = "custom-columns=NAME:.metadata.name,NODE:.spec.nodeName,IP:.status.podIP,READY:.status.conditions[?(@.type==\"Ready\")].status,DELETED:.metadata.deletionTimestamp";
+        let mut pods = Command::new(tug_testkit::server::kubectl_path())
+            .args([
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-w",
+                "--no-headers",
+                "-o",
+                columns,
+            ])
+            .env("KUBECONFIG", &c.kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl get -w");
+        let out = pods.stdout.take().expect("piped");
+        let pod_lines = std::thread::spawn(move || {
+            std::io::BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| format!("{} pod: {l}", unix_ms()))
+                .collect()
+        });
+        Timeline {
+            stop,
+            rules,
+            pods,
+            pod_lines,
+        }
+    }
+
+    /// Stops recording; the events in time order.
+    fn finish(mut self) -> String {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.pods.kill();
+        let _ = self.pods.wait();
+        let mut all = self.rules.join().unwrap_or_default();
+        all.extend(self.pod_lines.join().unwrap_or_default());
+        all.sort();
+        all.join("\n")
+    }
+}
+
 /// Starts `seconds` of requests to `url` from pod `from`, 20 ms apart; each output line is
 /// `<unix second the request started> ok|fail`.
 fn request_loop(c: &LocalCluster, from: &str, url: &str, seconds: u32) -> std::process::Child {
@@ -610,6 +698,21 @@ fn a_rolling_update_loses_no_request_made_to_the_service() {
     });
     let vip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
     let before = c.jsonpath(&["pods", "-l", "app=web"], "{.items[*].metadata.name}");
+    // Each node's pod bridge keeps its address as pods come and go (pods' ARP entries for
+    // their gateway stay true): it was set, not taken from a port.
+    let bridge = |node: u32, what: &str| {
+        host(&[
+            "ip",
+            "netns",
+            "exec",
+            &c.netns(node),
+            "cat",
+            &format!("/sys/class/net/tug0/{what}"),
+        ])
+        .trim()
+        .to_string()
+    };
+    let macs: Vec<String> = (1..=2).map(|n| bridge(n, "address")).collect();
     let requests = request_loop(&c, "client", &format!("http://{vip}/"), 25);
     std::thread::sleep(Duration::from_secs(2));
     c.ok(&["set", "env", "deploy/web", "VERSION=2"]);
@@ -631,6 +734,15 @@ fn a_rolling_update_loses_no_request_made_to_the_service() {
         before.split_whitespace().all(|p| !after.contains(&p)),
         "every pod was replaced: {before} -> {after:?}"
     );
+    for n in 1..=2 {
+        // NET_ADDR_SET: the address was given, so the kernel never replaces it.
+        assert_eq!(bridge(n, "addr_assign_type"), "3", "node-{n}'s bridge");
+        assert_eq!(
+            bridge(n, "address"),
+            macs[n as usize - 1],
+            "node-{n}'s bridge"
+        );
+    }
     let failed = r.iter().filter(|(_, ok)| !ok).count();
     assert!(r.len() > 50, "too few requests: {}", r.len());
     assert_eq!(
@@ -679,6 +791,7 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
         on_node_3.lines().filter_map(|l| l.split_once(' ')).unzip();
     assert!(!doomed.is_empty(), "no replica on node-3");
     let vip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
+    let timeline = Timeline::start(&c, 1);
     let requests = request_loop(&c, "client", &format!("http://{vip}/"), 30);
     std::thread::sleep(Duration::from_secs(2));
     c.set_link(3, false);
@@ -755,6 +868,21 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
         );
     }
     let r = results(requests);
+    let timeline = timeline.finish();
+    eprintln!("timeline:\n{timeline}");
+    // Connections still unanswered on node-1 show which endpoint a hung request was sent to.
+    let conntrack = host(&[
+        "ip",
+        "netns",
+        "exec",
+        &c.netns(1),
+        "cat",
+        "/proc/net/nf_conntrack",
+    ]);
+    let unanswered: Vec<&str> = conntrack
+        .lines()
+        .filter(|l| l.contains(&vip) && !l.contains("ASSURED"))
+        .collect();
     assert!(r.len() > 30, "too few requests: {}", r.len());
     // Requests are stamped with the second they started in: one started in the second the
     // rules changed may have gone to the dead replica.
@@ -768,8 +896,9 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
     );
     assert!(
         late.is_empty(),
-        "requests failed after node-1 dropped the dead replica (at {left}; node-3 NotReady at {not_ready}): {late:?}; all failures {:?}",
-        r.iter().filter(|(_, ok)| !ok).collect::<Vec<_>>()
+        "requests failed after node-1 dropped the dead replica (at {left}; node-3 NotReady at {not_ready}): {late:?}; all failures {:?}\nconnections to the Service never answered:\n{}\ntimeline:\n{timeline}",
+        r.iter().filter(|(_, ok)| !ok).collect::<Vec<_>>(),
+        unanswered.join("\n")
     );
     c.set_link(3, true);
 }
