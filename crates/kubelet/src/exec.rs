@@ -5,7 +5,6 @@
 //! command runs through the runtime's exec helper in a process group that is killed if the
 //! client goes away first.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -14,6 +13,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tug_runtime::exec::{ExecProcess, ExecStdio};
 
 /// The subprotocols served, preferred first.
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -80,15 +80,13 @@ fn frame(stream: u8, data: &[u8]) -> Message {
     Message::Binary(b.into())
 }
 
-/// Upgrades the request and runs `command` (built by the runtime, not yet spawned) over it.
-pub fn serve(
-    ws: WebSocketUpgrade,
-    command: std::process::Command,
-    params: Params,
-    idle: Duration,
-) -> Response {
+/// Starts a command in a running container, for a session (a runtime's `exec_stream`).
+pub type Starter = Box<dyn FnOnce(ExecStdio) -> anyhow::Result<ExecProcess> + Send + 'static>;
+
+/// Upgrades the request and runs the command `start` starts over it.
+pub fn serve(ws: WebSocketUpgrade, start: Starter, params: Params, idle: Duration) -> Response {
     ws.protocols(PROTOCOLS)
-        .on_upgrade(move |socket| session(socket, command, params, Idle::new(idle)))
+        .on_upgrade(move |socket| session(socket, start, params, Idle::new(idle)))
         .into_response()
 }
 
@@ -100,62 +98,6 @@ fn idle_status(idle: &Idle) -> serde_json::Value {
         "message": format!("the stream carried no data for {:?} (--streaming-connection-idle-timeout)", idle.limit())})
 }
 
-type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
-type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-
-/// How the command's stdio is wired: pipes, or a pseudo-terminal (`tty`) whose master the
-/// session reads, writes and resizes.
-enum Io {
-    Pipes,
-    Terminal(std::fs::File),
-}
-
-impl Io {
-    /// Gives `cmd` its stdio as `p` asks.
-    fn attach(cmd: &mut tokio::process::Command, p: &Params) -> std::io::Result<Io> {
-        if p.tty {
-            let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
-            let slave = pty.slave;
-            cmd.stdin(Stdio::from(slave.try_clone()?))
-                .stdout(Stdio::from(slave.try_clone()?))
-                .stderr(Stdio::from(slave));
-            return Ok(Io::Terminal(std::fs::File::from(pty.master)));
-        }
-        let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-        cmd.stdin(pipe(p.stdin))
-            .stdout(pipe(p.stdout))
-            .stderr(pipe(p.stderr));
-        Ok(Io::Pipes)
-    }
-
-    /// Where stdin goes, the outputs to pump with their streams, and the terminal to resize.
-    #[allow(clippy::type_complexity)]
-    fn streams(
-        self,
-        child: &mut tokio::process::Child,
-    ) -> std::io::Result<(Option<Writer>, Vec<(Reader, u8)>, Option<std::fs::File>)> {
-        match self {
-            Io::Pipes => {
-                let mut outputs: Vec<(Reader, u8)> = Vec::new();
-                if let Some(out) = child.stdout.take() {
-                    outputs.push((Box::new(out), STDOUT));
-                }
-                if let Some(err) = child.stderr.take() {
-                    outputs.push((Box::new(err), STDERR));
-                }
-                let stdin = child.stdin.take().map(|s| Box::new(s) as Writer);
-                Ok((stdin, outputs, None))
-            }
-            Io::Terminal(master) => {
-                let stdin: Writer = Box::new(tokio::fs::File::from_std(master.try_clone()?));
-                let resize = master.try_clone()?;
-                let out: Reader = Box::new(tokio::fs::File::from_std(master));
-                Ok((Some(stdin), vec![(out, STDOUT)], Some(resize)))
-            }
-        }
-    }
-}
-
 /// The size a resize message (`{"Width":W,"Height":H}`) gives.
 fn terminal_size(message: &[u8]) -> Option<(u16, u16)> {
     let size = serde_json::from_slice::<serde_json::Value>(message).ok()?;
@@ -164,7 +106,7 @@ fn terminal_size(message: &[u8]) -> Option<(u16, u16)> {
 }
 
 /// Copies a child's output into frames of `stream` until it ends.
-async fn pump(mut from: Reader, stream: u8, to: mpsc::Sender<Message>) {
+async fn pump(mut from: tug_runtime::exec::ExecOutput, stream: u8, to: mpsc::Sender<Message>) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buf).await {
@@ -286,7 +228,7 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
     .await;
 }
 
-async fn session(socket: WebSocket, command: std::process::Command, p: Params, mut idle: Idle) {
+async fn session(socket: WebSocket, start: Starter, p: Params, mut idle: Idle) {
     let v5 = socket.protocol().and_then(|h| h.to_str().ok()) == Some(PROTOCOLS[0]);
     let (sink, mut incoming) = socket.split();
     let sent = idle.activity().clone();
@@ -294,43 +236,30 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
         sent.touch();
         m
     });
-    let mut cmd = tokio::process::Command::from(command);
-    cmd.kill_on_drop(true);
-    let io = match Io::attach(&mut cmd, &p) {
-        Ok(io) => io,
-        Err(e) => {
-            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
-                "message": format!("setting up the command's terminal: {e}")});
-            finish(tx, writer, incoming, status).await;
-            return;
-        }
+    let stdio = ExecStdio {
+        stdin: p.stdin,
+        stdout: p.stdout,
+        stderr: p.stderr,
+        tty: p.tty,
     };
-    let spawned = cmd.spawn();
-    // Our copies of a terminal's slave end go now, so that the master reads end when the
-    // command's do.
-    drop(cmd);
-    let mut child = match spawned {
+    let started = tokio::task::spawn_blocking(move || start(stdio))
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+    let mut child = match started {
         Ok(c) => c,
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
-                "message": format!("starting the command: {e}")});
+                "message": format!("starting the command: {e:#}")});
             finish(tx, writer, incoming, status).await;
             return;
         }
     };
-    let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
-    let (stdin, outputs, terminal) = match io.streams(&mut child) {
-        Ok(s) => s,
-        Err(e) => {
-            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
-                "message": format!("reading the command's terminal: {e}")});
-            finish(tx, writer, incoming, status).await;
-            return;
-        }
-    };
+    let outputs = [(child.stdout.take(), STDOUT), (child.stderr.take(), STDERR)];
+    let stdin = child.stdin.take();
     let pumps: Vec<_> = outputs
         .into_iter()
-        .map(|(from, stream)| tokio::spawn(pump(from, stream, tx.clone())))
+        .filter_map(|(from, stream)| Some(tokio::spawn(pump(from?, stream, tx.clone()))))
         .collect();
     // Stdin is written by a task of its own, so that a command not reading it never holds up
     // the session.
@@ -347,12 +276,9 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
     }
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status.ok().and_then(|s| s.code()),
+            status = child.wait() => break status,
             () = idle.expired() => {
-                if let Some(g) = group {
-                    let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
-                }
-                let _ = child.wait().await;
+                child.kill().await;
                 return finish(tx, writer, incoming, idle_status(&idle)).await;
             }
             msg = incoming.next() => match msg {
@@ -366,8 +292,8 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
                             let _ = stdin_tx.send(None).await;
                         }
                         Some(&RESIZE) => {
-                            if let (Some(t), Some((w, h))) = (&terminal, terminal_size(&b[1..])) {
-                                tug_runtime::attach::resize(t, w, h);
+                            if let Some((w, h)) = terminal_size(&b[1..]) {
+                                child.resize(w, h);
                             }
                         }
                         _ => {}
@@ -375,10 +301,7 @@ async fn session(socket: WebSocket, command: std::process::Command, p: Params, m
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     // The client is gone: so is the command, and everything it started.
-                    if let Some(g) = group {
-                        let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
-                    }
-                    let _ = child.wait().await;
+                    child.kill().await;
                     return;
                 }
                 Some(Ok(_)) => {}

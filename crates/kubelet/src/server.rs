@@ -165,8 +165,10 @@ async fn exec(
     .await;
     match running {
         Ok(Ok(id)) => {
-            let command = state.runtime.exec_command(&id, &params.command);
-            crate::exec::serve(ws, command, params, state.stream_idle_timeout)
+            let (rt, command) = (state.runtime.clone(), params.command.clone());
+            let start: crate::exec::Starter =
+                Box::new(move |stdio| rt.exec_stream(&id, &command, stdio));
+            crate::exec::serve(ws, start, params, state.stream_idle_timeout)
         }
         Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -95,9 +95,14 @@ pub trait Runtime: Send + Sync {
     fn usage(&self, container: &Container) -> crate::cgroup::Usage;
     /// Runs a command in a running container: its exit code and output.
     fn exec(&self, id: &str, args: &[String], timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)>;
-    /// The command that runs `args` in running container `id` with whatever stdio the caller
-    /// gives it, in a process group of its own (for streaming exec sessions).
-    fn exec_command(&self, id: &str, args: &[String]) -> std::process::Command;
+    /// Starts `args` in running container `id` with the streams a streaming exec session
+    /// asked for (see [`crate::exec`]).
+    fn exec_stream(
+        &self,
+        id: &str,
+        args: &[String],
+        stdio: crate::exec::ExecStdio,
+    ) -> anyhow::Result<crate::exec::ExecProcess>;
     /// Connects to the attach socket of running container `id` (see [`crate::attach`]).
     fn attach(&self, id: &str) -> anyhow::Result<std::os::unix::net::UnixStream>;
     /// Connects to an address from inside a pod's network namespace.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod attach;
 pub mod cgroup;
 pub mod cri;
+pub mod exec;
 pub mod image;
 pub mod logs;
 pub mod native;

@@ -365,11 +365,9 @@ impl NativeRuntime {
         Ok(())
     }
 
-    /// Runs `args` in a running container and returns its exit code and output (stdout, then
-    /// stderr), killing it after `timeout`.
     /// The command that runs `args` in container `id` (the `tug __exec` helper), in a process
     /// group of its own, for the caller to give stdio to and spawn.
-    pub fn exec_command(&self, id: &str, args: &[String]) -> Command {
+    fn exec_command(&self, id: &str, args: &[String]) -> Command {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("__exec")
@@ -380,6 +378,8 @@ impl NativeRuntime {
         cmd
     }
 
+    /// Runs `args` in a running container and returns its exit code and output (stdout, then
+    /// stderr), killing it after `timeout`.
     pub fn exec(
         &self,
         id: &str,
@@ -532,8 +532,14 @@ impl crate::api::Runtime for NativeRuntime {
         NativeRuntime::exec(self, id, args, timeout)
     }
 
-    fn exec_command(&self, id: &str, args: &[String]) -> Command {
-        NativeRuntime::exec_command(self, id, args)
+    fn exec_stream(
+        &self,
+        id: &str,
+        args: &[String],
+        stdio: crate::exec::ExecStdio,
+    ) -> anyhow::Result<crate::exec::ExecProcess> {
+        crate::exec::ExecProcess::spawn(self.exec_command(id, args), stdio)
+            .context("starting the exec helper")
     }
 
     fn attach(&self, id: &str) -> anyhow::Result<std::os::unix::net::UnixStream> {

@@ -800,7 +800,12 @@ impl crate::api::Runtime for CriRuntime {
         Ok((r.exit_code, out))
     }
 
-    fn exec_command(&self, id: &str, args: &[String]) -> Command {
+    fn exec_stream(
+        &self,
+        id: &str,
+        args: &[String],
+        stdio: crate::exec::ExecStdio,
+    ) -> anyhow::Result<crate::exec::ExecProcess> {
         // Streaming exec enters the container's namespaces with nsenter (util-linux), rather
         // than proxying the runtime's own streaming server.
         let filter = proto::ContainerFilter {
@@ -821,15 +826,14 @@ impl crate::api::Runtime for CriRuntime {
                 ContainerState::Running { pid, .. } => Some(pid),
                 _ => None,
             })
-            .unwrap_or(0);
+            .with_context(|| format!("container {id} is not running"))?;
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--target={pid}"))
             .args([
                 "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd", "--",
             ])
             .args(args);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        cmd
+        crate::exec::ExecProcess::spawn(cmd, stdio).context("starting nsenter (util-linux)")
     }
 
     fn attach(&self, _id: &str) -> anyhow::Result<std::os::unix::net::UnixStream> {
