@@ -12,11 +12,17 @@ pub fn kubectl(s: &TugServer, args: &[&str], stdin: Option<&str>) -> Output {
     kubectl_with_config(&s.kubeconfig, args, stdin)
 }
 
-/// Runs kubectl with the kubeconfig at `kubeconfig` and `stdin` on its standard input.
+/// Runs kubectl with the kubeconfig at `kubeconfig` and `stdin` on its standard input. Its
+/// home (its discovery cache) is the kubeconfig's directory, so that no test sees what
+/// kubectl cached of another test's server on the same port.
 pub fn kubectl_with_config(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(kubectl_path())
         .args(args)
         .env("KUBECONFIG", kubeconfig)
+        .env(
+            "HOME",
+            kubeconfig.parent().unwrap_or(Path::new("/nonexistent")),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -52,21 +58,38 @@ pub fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {
     jsonpath_with_config(&s.kubeconfig, what, path)
 }
 
+/// `get WHAT -o OUTPUT`.
+fn get_args<'a>(what: &[&'a str], output: &'a str) -> Vec<&'a str> {
+    ["get"]
+        .into_iter()
+        .chain(what.iter().copied())
+        .chain(["-o", output])
+        .collect()
+}
+
+/// `kubectl get WHAT -o jsonpath=PATH` against `s`; the test fails if kubectl does.
+pub fn jsonpath_ok(s: &TugServer, what: &[&str], path: &str) -> String {
+    let p = format!("jsonpath={path}");
+    let args = get_args(what, &p);
+    ok(s, &args)
+}
+
 /// `kubectl get WHAT -o jsonpath=PATH` with the kubeconfig at `kubeconfig`: its standard
 /// output, empty when kubectl fails.
 pub fn jsonpath_with_config(kubeconfig: &Path, what: &[&str], path: &str) -> String {
     let p = format!("jsonpath={path}");
-    let args: Vec<&str> = ["get"]
-        .into_iter()
-        .chain(what.iter().copied())
-        .chain(["-o", p.as_str()])
-        .collect();
+    let args = get_args(what, &p);
     String::from_utf8_lossy(&kubectl_with_config(kubeconfig, &args, None).stdout).into_owned()
 }
 
 /// Runs kubectl and returns its output; the test fails if kubectl does.
 pub fn ok(s: &TugServer, args: &[&str]) -> String {
-    let o = kubectl(s, args, None);
+    ok_with_input(s, args, None)
+}
+
+/// [`ok`] with `stdin` on kubectl's standard input.
+pub fn ok_with_input(s: &TugServer, args: &[&str], stdin: Option<&str>) -> String {
+    let o = kubectl(s, args, stdin);
     assert!(
         o.status.success(),
         "kubectl {args:?}: {}{}",

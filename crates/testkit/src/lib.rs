@@ -9,3 +9,12 @@ pub mod kubectl;
 pub mod registry;
 pub mod server;
 pub mod up;
+
+/// The `tug` binary under test, as a `&Path`: for the tug package's integration tests, which
+/// Cargo tells where it built the binary (`CARGO_BIN_EXE_tug`, read where the macro is used).
+#[macro_export]
+macro_rules! tug_bin {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_tug"))
+    };
+}

@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use tug_testkit::kubectl::{eventually_within as wait_until, kubectl, ok};
 use tug_testkit::server::{TugServer, kill_agent_processes};
-
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
+use tug_testkit::tug_bin;
 
 /// A `tug agent` process, stopped with its containers when dropped.
 struct Agent {
@@ -40,13 +37,13 @@ fn get(s: &TugServer, args: &[&str]) -> String {
 fn an_agent_joins_with_the_token_and_runs_pods() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = TugServer::start_with(
-        tug(),
+        tug_bin!(),
         &dir.path().join("server"),
         &["--cluster-cidr", CLUSTER_CIDR],
     );
     let agent_dir = dir.path().join("agent");
     let archive = tug_testkit::image::busybox_archive(dir.path(), "docker.io/library/busybox:test");
-    let out = Command::new(tug())
+    let out = Command::new(tug_bin!())
         .args(["image", "import"])
         .arg(&archive)
         .arg("--data-dir")
@@ -214,7 +211,7 @@ fn an_agent_joins_with_the_token_and_runs_pods() {
 /// Starts `tug agent` for node `joined` on the server's token.
 fn spawn_agent(s: &TugServer, agent_dir: &Path, bridge: &str) -> Child {
     let token = std::fs::read_to_string(s.data_dir.join("node-token")).expect("node token");
-    Command::new(tug())
+    Command::new(tug_bin!())
         .args(["agent", "--server", &s.url, "--token", token.trim()])
         .arg("--ca-cert")
         .arg(s.data_dir.join("pki/ca.crt"))
@@ -239,8 +236,8 @@ fn spawn_agent(s: &TugServer, agent_dir: &Path, bridge: &str) -> Child {
 #[test]
 fn a_wrong_token_is_refused() {
     let dir = tempfile::tempdir().expect("tmp");
-    let s = TugServer::start_with(tug(), &dir.path().join("server"), &[]);
-    let out = Command::new(tug())
+    let s = TugServer::start_with(tug_bin!(), &dir.path().join("server"), &[]);
+    let out = Command::new(tug_bin!())
         .args(["agent", "--server", &s.url, "--token", "not-the-token"])
         .arg("--ca-cert")
         .arg(s.data_dir.join("pki/ca.crt"))

@@ -1,10 +1,10 @@
 //! Bad requests get the right code and a Status body, and the server keeps serving.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 struct Client<'a> {
     server: &'a TugServer,
@@ -56,10 +56,6 @@ impl Client<'_> {
     }
 }
 
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
-
 /// (description, method, path, content type, body, authenticated, accept, expected code, reason)
 type Case<'a> = (
     &'a str,
@@ -77,7 +73,7 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
 #[test]
 fn bad_requests_get_status_errors_and_the_server_keeps_serving() {
-    let server = TugServer::start(tug());
+    let server = TugServer::start(tug_bin!());
     let token = std::fs::read_to_string(server.data_dir.join("token")).expect("token");
     let c = Client {
         server: &server,

@@ -14,7 +14,6 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,13 +24,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use tug_testkit::kubectl::eventually_within as wait_until;
+use tug_testkit::tug_bin;
 use tug_testkit::up::LocalCluster;
 
 const IMAGE: &str = "docker.io/library/busybox:test";
-
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -78,7 +74,7 @@ fn slice(name: &str, base: u32, version: u32) -> serde_json::Value {
 #[ignore = "a benchmark: run with --ignored --nocapture"]
 async fn service_rule_programming_latency() {
     const SERVICES: u32 = 1000;
-    let c = LocalCluster::start(tug(), 1, &[]);
+    let c = LocalCluster::start(tug_bin!(), 1, &[]);
     let client = client(&c).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
@@ -274,7 +270,7 @@ fn dns_query(id: u16, name: &str) -> Vec<u8> {
 fn clusterip_against_pod_ip_and_dns_queries() {
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
-    let c = LocalCluster::start(tug(), 2, &[archive]);
+    let c = LocalCluster::start(tug_bin!(), 2, &[archive]);
     c.apply(&format!(
         r#"
 apiVersion: v1

@@ -19,12 +19,9 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 const PODS: usize = 100;
-
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -47,7 +44,7 @@ fn start(dir: &Path, agent: bool, n: u32) -> TugServer {
     let data = dir.join(format!("data{n}"));
     if agent {
         let archive = tug_testkit::image::busybox_archive(dir, "docker.io/library/busybox:bench");
-        let out = Command::new(tug())
+        let out = Command::new(tug_bin!())
             .args(["image", "import"])
             .arg(&archive)
             .arg("--data-dir")
@@ -62,7 +59,7 @@ fn start(dir: &Path, agent: bool, n: u32) -> TugServer {
     if agent {
         args.extend_from_slice(&["--kubelet-port", "0", "--node-name", "bench"]);
     }
-    TugServer::start_with(tug(), &data, &args)
+    TugServer::start_with(tug_bin!(), &data, &args)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -438,7 +435,7 @@ async fn native_and_containerd_pod_startup() {
             let endpoint = c.endpoint.clone();
             containerd = Some(c);
             TugServer::start_with(
-                tug(),
+                tug_bin!(),
                 &dir.path().join("data5"),
                 &[
                     "--pod-bridge",

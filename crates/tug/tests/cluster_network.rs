@@ -4,23 +4,19 @@
 //! it found it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tug_testkit::kubectl::eventually_within as wait_until;
+use tug_testkit::tug_bin;
 use tug_testkit::up::{LeakCounter, LocalCluster, host};
 
 const IMAGE: &str = "docker.io/library/busybox:test";
 
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
-
 fn cluster(nodes: u8) -> (LocalCluster, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
-    (LocalCluster::start(tug(), nodes, &[archive]), tmp)
+    (LocalCluster::start(tug_bin!(), nodes, &[archive]), tmp)
 }
 
 /// Runs `script` in the client pod until its output passes `check` (30 s at most). A query
@@ -758,7 +754,7 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
     let c = LocalCluster::start_with(
-        tug(),
+        tug_bin!(),
         3,
         &[archive],
         &[
@@ -924,7 +920,7 @@ fn cni_plugins_give_pods_their_network_when_configured() {
     });
     std::fs::write(conf.join("10-tugtest.conflist"), list.to_string()).expect("conflist");
     let conf_arg = conf.display().to_string();
-    let c = LocalCluster::start_with(tug(), 1, &[archive], &["--cni-conf-dir", &conf_arg]);
+    let c = LocalCluster::start_with(tug_bin!(), 1, &[archive], &["--cni-conf-dir", &conf_arg]);
     c.apply(&format!(
         r#"
 apiVersion: v1
@@ -996,7 +992,7 @@ fn every_node_pulls_from_a_registry_on_the_hosts_loopback() {
     let image = tug_testkit::image::busybox(&["sh", "-c", "echo pulled"]);
     registry.push("test/busybox", "v1", &image);
     // No image imported: each node must pull.
-    let c = LocalCluster::start(tug(), 2, &[]);
+    let c = LocalCluster::start(tug_bin!(), 2, &[]);
     for node in [1, 2] {
         c.apply(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: pull-{node}}}\nspec:\n  nodeName: node-{node}\n  restartPolicy: Never\n  containers:\n  - {{name: app, image: \"{}/test/busybox:v1\"}}\n",
@@ -1023,7 +1019,7 @@ fn every_node_pulls_from_a_registry_on_the_hosts_loopback() {
 fn the_vxlan_overlay_carries_pods_across_nodes() {
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
-    let c = LocalCluster::start_with(tug(), 2, &[archive], &["--backend", "vxlan"]);
+    let c = LocalCluster::start_with(tug_bin!(), 2, &[archive], &["--backend", "vxlan"]);
     c.apply(&format!(
         r#"
 apiVersion: v1

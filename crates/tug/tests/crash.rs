@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use tug_store::{KeyRange, LocalOptions, LocalStore, RangeOptions, Store};
+use tug_testkit::tug_bin;
 
 const ROUNDS: usize = 20;
 
@@ -24,7 +25,7 @@ async fn acknowledged_writes_survive_sigkill() {
         } else {
             "1073741824"
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tug"))
+        let mut child = Command::new(tug_bin!())
             .args([
                 "debug",
                 "ack-writer",
@@ -98,7 +99,7 @@ async fn acknowledged_writes_survive_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_write_ahead_log_fails_the_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tug"))
+    let mut child = Command::new(tug_bin!())
         .args(["debug", "ack-writer", "--writers", "4"])
         .args(["--checkpoint-bytes", "1073741824", "--data-dir"])
         .arg(dir.path())

@@ -11,13 +11,10 @@ use std::time::{Duration, Instant};
 use tug_testkit::containerd::Containerd;
 use tug_testkit::kubectl::{apply, eventually_within as wait_until, jsonpath, kubectl, ok};
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 const IMAGE: &str = "docker.io/library/busybox:test";
 const PAUSE: &str = "tug.test/pause:1";
-
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
 
 fn wait_phase(s: &TugServer, c: &Containerd, pod: &str, phase: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -78,7 +75,7 @@ fn cluster(dir: &Path) -> (TugServer, Containerd) {
     tug_testkit::image::write_oci_archive(&pause, PAUSE, &["sleep", "2147483647"]);
     c.import(&pause);
     let s = TugServer::start_with(
-        tug(),
+        tug_bin!(),
         &dir.join("data"),
         &[
             "--kubelet-port",
@@ -526,7 +523,7 @@ fn a_runtime_endpoint_that_does_not_answer_stops_the_agent_with_a_clear_error() 
         ),
         ("tcp://127.0.0.1:1".to_string(), "must be unix:///"),
     ] {
-        let out = std::process::Command::new(tug())
+        let out = std::process::Command::new(tug_bin!())
             .args(["server", "--listen", "127.0.0.1:0", "--kubelet-port", "0"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))

@@ -1,9 +1,8 @@
 //! PodDisruptionBudgets and the eviction API, driven by `kubectl drain`.
 
-use std::path::Path;
-
 use tug_testkit::kubectl::{apply, eventually, kubectl, ok};
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 fn nodes_of_web(s: &TugServer) -> Vec<String> {
     ok(
@@ -26,7 +25,7 @@ fn nodes_of_web(s: &TugServer) -> Vec<String> {
 fn drain_evicts_within_the_disruption_budget_and_stops_at_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );

@@ -4,6 +4,7 @@ use std::process::Command;
 
 use tug_store::{EtcdStore, KeyRange, PutRequest, RangeOptions, Store};
 use tug_testkit::etcd::{EtcdProcess, etcdctl_snapshot_restore};
+use tug_testkit::tug_bin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_save_streams_etcds_own_snapshot() {
@@ -20,7 +21,7 @@ async fn snapshot_save_streams_etcds_own_snapshot() {
     let work = tempfile::tempdir().expect("tempdir");
     let snap = work.path().join("etcd.snap");
     let host_port = etcd.endpoint.trim_start_matches("http://");
-    let out = Command::new(env!("CARGO_BIN_EXE_tug"))
+    let out = Command::new(tug_bin!())
         .args(["snapshot", "save"])
         .arg(&snap)
         .args(["--datastore", &format!("etcd://{host_port}")])
@@ -46,7 +47,7 @@ async fn snapshot_save_streams_etcds_own_snapshot() {
     assert_eq!(r.kvs.len(), 25);
 
     // Restoring into etcd through tug says how to do it instead.
-    let restore = Command::new(env!("CARGO_BIN_EXE_tug"))
+    let restore = Command::new(tug_bin!())
         .args(["snapshot", "restore"])
         .arg(&snap)
         .args(["--datastore", &format!("etcd://{host_port}")])
@@ -56,7 +57,7 @@ async fn snapshot_save_streams_etcds_own_snapshot() {
     assert!(String::from_utf8_lossy(&restore.stderr).contains("etcdctl snapshot restore"));
 
     // An unreachable etcd is a clear error, not a hang.
-    let dead = Command::new(env!("CARGO_BIN_EXE_tug"))
+    let dead = Command::new(tug_bin!())
         .args(["snapshot", "save"])
         .arg(work.path().join("x.snap"))
         .args(["--datastore", "etcd://127.0.0.1:1"])
@@ -78,7 +79,7 @@ fn the_api_server_runs_on_etcd() {
     let host_port = etcd.endpoint.trim_start_matches("http://").to_string();
     let datastore = format!("etcd://{host_port}");
     let server = tug_testkit::server::TugServer::start_with(
-        std::path::Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &work.path().join("data"),
         &["--datastore", &datastore],
     );
@@ -154,7 +155,7 @@ fn killing_the_leader_hands_scheduling_to_the_other_server() {
     let etcd = EtcdProcess::start();
     let work = tempfile::tempdir().expect("tempdir");
     let datastore = format!("etcd://{}", etcd.endpoint.trim_start_matches("http://"));
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_tug"));
+    let bin = tug_bin!();
     let mut first = tug_testkit::server::TugServer::start_with(
         bin,
         &work.path().join("a"),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tug_testkit::server::{TugServer, kubectl_path};
+use tug_testkit::tug_bin;
 
 fn helm_path() -> PathBuf {
     let p = std::env::var_os("TUG_HELM")
@@ -43,7 +44,7 @@ fn ok(bin: &Path, s: &TugServer, args: &[&str]) -> String {
 
 #[test]
 fn install_upgrade_rollback_uninstall() {
-    let s = TugServer::start(Path::new(env!("CARGO_BIN_EXE_tug")));
+    let s = TugServer::start(tug_bin!());
     let (helm, kubectl) = (helm_path(), kubectl_path());
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts/demo");
     let chart = chart.to_str().expect("utf-8 path");

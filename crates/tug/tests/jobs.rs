@@ -1,15 +1,14 @@
 //! Job deadlines and clean-up on hollow nodes (which finish a run-to-completion pod after 1 s).
 
-use std::path::Path;
-
 use tug_testkit::kubectl::{apply, eventually, kubectl, ok};
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 #[test]
 fn jobs_fail_past_their_deadline_and_are_deleted_after_their_ttl() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "2"],
     );
@@ -65,7 +64,7 @@ fn jobs_fail_past_their_deadline_and_are_deleted_after_their_ttl() {
 fn an_indexed_job_runs_each_index_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "2"],
     );
@@ -138,7 +137,7 @@ fn fail_pod(s: &TugServer, pod: &str, code: i32) {
 fn a_pod_failure_policy_ignores_some_exit_codes_and_fails_the_job_on_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "2", "--simulated-pod-seconds", "600"],
     );

@@ -1,7 +1,6 @@
 //! kube-rs (the Rust client) against `tug server`: a reflector stays in sync across a server
 //! restart.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -11,6 +10,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Config};
 use tug_testkit::server::{TugServer, free_port};
+use tug_testkit::tug_bin;
 
 async fn client(server: &TugServer) -> Client {
     let kc = Kubeconfig::read_from(&server.kubeconfig).expect("read kubeconfig");
@@ -55,7 +55,7 @@ async fn until(store: &reflector::Store<ConfigMap>, what: &str, pred: impl Fn(&[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reflector_stays_in_sync_across_a_server_restart() {
-    let bin = Path::new(env!("CARGO_BIN_EXE_tug"));
+    let bin = tug_bin!();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let listen = format!("127.0.0.1:{}", free_port());

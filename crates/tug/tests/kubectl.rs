@@ -1,35 +1,16 @@
 //! The real kubectl 1.37 against a running `tug server`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use tug_testkit::kubectl::ok_with_input as ok;
 use tug_testkit::server::{TugServer, kubectl_path};
-
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
+use tug_testkit::tug_bin;
 
 /// Runs kubectl against `server`, feeding `stdin` when given.
 fn kubectl(server: &TugServer, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(kubectl_path())
-        .args(args)
-        .env("KUBECONFIG", &server.kubeconfig)
-        .env("HOME", server.data_dir.parent().unwrap_or(&server.data_dir))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).expect("write stdin");
-    }
-    child.wait_with_output().expect("kubectl output")
+    tug_testkit::kubectl::kubectl(server, args, stdin)
 }
 
 fn out(o: &Output) -> String {
@@ -38,13 +19,6 @@ fn out(o: &Output) -> String {
 
 fn all(o: &Output) -> String {
     format!("{}{}", out(o), String::from_utf8_lossy(&o.stderr))
-}
-
-/// Runs kubectl and requires success; returns stdout.
-fn ok(server: &TugServer, args: &[&str], stdin: Option<&str>) -> String {
-    let o = kubectl(server, args, stdin);
-    assert!(o.status.success(), "kubectl {args:?} failed: {}", all(&o));
-    out(&o)
 }
 
 /// Runs kubectl and requires failure; returns stdout and stderr.
@@ -108,7 +82,7 @@ spec:
 
 #[test]
 fn version_discovery_and_apply() {
-    let s = TugServer::start(tug());
+    let s = TugServer::start(tug_bin!());
     let v = ok(&s, &["version"], None);
     assert!(v.contains("Server Version: v1.37"), "{v}");
     let res = ok(&s, &["api-resources"], None);
@@ -224,7 +198,7 @@ fn version_discovery_and_apply() {
 
 #[test]
 fn label_annotate_patch_replace_and_delete() {
-    let s = TugServer::start(tug());
+    let s = TugServer::start(tug_bin!());
     ok(&s, &["apply", "-f", "-"], Some(APP));
     ok(&s, &["label", "cm", "web-config", "tier=front"], None);
     ok(&s, &["annotate", "cm", "web-config", "note=hi"], None);
@@ -347,7 +321,7 @@ fn label_annotate_patch_replace_and_delete() {
 
 #[test]
 fn chunked_list_is_paged_and_watch_sees_changes() {
-    let s = TugServer::start(tug());
+    let s = TugServer::start(tug_bin!());
     let many: String = (0..120)
         .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i:03}\n---\n"))
         .collect();
@@ -421,7 +395,7 @@ fn chunked_list_is_paged_and_watch_sees_changes() {
 fn deleting_a_namespace_removes_everything_in_it_and_restart_keeps_objects() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut s = TugServer::start_in(tug(), &data);
+    let mut s = TugServer::start_in(tug_bin!(), &data);
     ok(
         &s,
         &["apply", "-f", "-"],
@@ -463,7 +437,7 @@ fn deleting_a_namespace_removes_everything_in_it_and_restart_keeps_objects() {
 
     // A restart keeps every object.
     s.kill();
-    let s = TugServer::start_in(tug(), &data);
+    let s = TugServer::start_in(tug_bin!(), &data);
     let kept = ok(&s, &["get", "cm", "keeper", "-o", "name"], None);
     assert_eq!(kept.trim(), "configmap/keeper");
     let namespaces = ok(&s, &["get", "ns", "-o", "name"], None);
@@ -477,7 +451,7 @@ fn deleting_a_namespace_removes_everything_in_it_and_restart_keeps_objects() {
 
 #[test]
 fn explain_and_server_side_field_validation() {
-    let s = TugServer::start(tug());
+    let s = TugServer::start(tug_bin!());
     let explain = ok(&s, &["explain", "deployment.spec.replicas"], None);
     assert!(explain.contains("FIELD: replicas <integer>"), "{explain}");
     assert!(explain.contains("Number of desired pods"), "{explain}");
@@ -509,7 +483,7 @@ fn explain_and_server_side_field_validation() {
 
 #[test]
 fn create_subcommands_and_auth_send_protobuf() {
-    let s = TugServer::start(tug());
+    let s = TugServer::start(tug_bin!());
     ok(&s, &["create", "namespace", "made"], None);
     ok(
         &s,
@@ -615,7 +589,7 @@ fn create_subcommands_and_auth_send_protobuf() {
 
 #[test]
 fn scale_and_diff() {
-    let s = TugServer::start(tug());
+    let s = TugServer::start(tug_bin!());
     ok(&s, &["apply", "-f", "-"], Some(APP));
     let scaled = ok(&s, &["scale", "deploy", "web", "--replicas=5"], None);
     assert!(scaled.contains("scaled"), "{scaled}");
@@ -677,7 +651,7 @@ fn scale_and_diff() {
 
 #[test]
 fn server_side_apply_owns_fields_conflicts_and_forces() {
-    let s = TugServer::start(tug());
+    let s = TugServer::start(tug_bin!());
     let full = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\n  labels:\n    app: ssa\n    extra: \"yes\"\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: ssa\n  template:\n    metadata:\n      labels:\n        app: ssa\n    spec:\n      containers:\n      - name: web\n        image: nginx:1\n      - name: side\n        image: busybox\n";
     let trimmed = full
         .replace("    extra: \"yes\"\n", "")
@@ -760,7 +734,7 @@ fn one_request_cannot_destroy_what_the_cluster_needs() {
     let dir = tempfile::tempdir().expect("tempdir");
     // An advertise address: the server publishes the kubernetes Service.
     let s = TugServer::start_with(
-        tug(),
+        tug_bin!(),
         &dir.path().join("data"),
         &[
             "--advertise-address",

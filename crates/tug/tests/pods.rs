@@ -4,10 +4,9 @@
 //! confirmed deletion. Updates: only images, the active deadline, new tolerations (and the
 //! ephemeral containers subresource) may change a pod's spec.
 
-use std::path::Path;
-
 use tug_testkit::kubectl::{apply, kubectl, ok};
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 fn pod(name: &str, node: Option<&str>, extra_meta: &str) -> String {
     let node = node
@@ -38,10 +37,7 @@ fn exists(s: &TugServer, name: &str) -> bool {
 #[test]
 fn pods_on_nodes_are_marked_for_their_kubelet_and_others_go_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = TugServer::start_in(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
-        &dir.path().join("data"),
-    );
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
     // No kubelet serves node "away": its pods stay marked until deleted for good.
     apply(&s, &pod("placed", Some("away"), ""));
     ok(&s, &["delete", "pod", "placed", "--wait=false"]);
@@ -151,10 +147,7 @@ fn pods_on_nodes_are_marked_for_their_kubelet_and_others_go_at_once() {
 #[test]
 fn pod_updates_change_only_what_kubernetes_lets_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = TugServer::start_in(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
-        &dir.path().join("data"),
-    );
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
     apply(&s, &pod("steady", None, ""));
     let patch = |p: &str| kubectl(&s, &["patch", "pod", "steady", "-p", p], None);
     let o = patch(

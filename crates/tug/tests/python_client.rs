@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 fn python() -> PathBuf {
     let p = std::env::var_os("TUG_PYTHON")
@@ -21,7 +22,7 @@ fn python() -> PathBuf {
 fn python_client_pages_watches_and_relists_after_410() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--etcd-compaction-interval", "1"],
     );

@@ -1,9 +1,8 @@
 //! ResourceQuota: creates past a namespace's limits are refused; status.used follows.
 
-use std::path::Path;
-
 use tug_testkit::kubectl::{apply, eventually, kubectl, ok};
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 fn pod(name: &str, cpu: Option<&str>) -> String {
     let resources = cpu
@@ -23,10 +22,7 @@ fn refused(s: &TugServer, yaml: &str) -> String {
 #[test]
 fn creates_past_a_quota_are_refused_and_usage_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = TugServer::start_in(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
-        &dir.path().join("data"),
-    );
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
     ok(&s, &["create", "namespace", "q"]);
     apply(
         &s,

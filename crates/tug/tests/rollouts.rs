@@ -1,11 +1,11 @@
 //! Rollouts watched pod by pod on hollow nodes: Recreate, maxSurge and maxUnavailable, a
 //! DaemonSet's node-by-node update, and a Deployment resized mid-rollout.
 
-use std::path::Path;
 use std::process::Command;
 
 use tug_testkit::kubectl::{apply, eventually, ok};
 use tug_testkit::server::{TugServer, kubectl_path};
+use tug_testkit::tug_bin;
 
 /// With `strategy: Recreate` no pod of the new template is created while a pod of the old one
 /// still exists, even a terminating one: a finalizer holds the old pods until the test lifts it.
@@ -299,7 +299,7 @@ fn a_rolling_update_keeps_max_unavailable() {
 fn rolled_out(name: &str, manifest: &str) -> (tempfile::TempDir, TugServer) {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "5"],
     );
@@ -322,7 +322,7 @@ fn rolled_out(name: &str, manifest: &str) -> (tempfile::TempDir, TugServer) {
 fn a_daemonset_rolls_updates_one_node_at_a_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "4"],
     );
@@ -347,7 +347,7 @@ fn a_daemonset_rolls_updates_one_node_at_a_time() {
 fn a_deployment_resized_mid_rollout_scales_proportionally_and_pauses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 use std::process::Command;
-
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
+use tug_testkit::tug_bin;
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(tug()).args(args).output().expect("run tug");
+    let out = Command::new(tug_bin!())
+        .args(args)
+        .output()
+        .expect("run tug");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),

@@ -1,22 +1,12 @@
 //! The scheduler and hollow nodes: `tug server --simulated-nodes 3` places pods on nodes that
 //! can hold them and plays them Running (or Succeeded).
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tug_testkit::kubectl::kubectl;
+use tug_testkit::kubectl::{kubectl, ok_with_input as ok};
 use tug_testkit::server::TugServer;
-
-fn ok(s: &TugServer, args: &[&str], stdin: Option<&str>) -> String {
-    let o = kubectl(s, args, stdin);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use tug_testkit::tug_bin;
 
 fn pod(name: &str, cpu: &str, restart: &str) -> String {
     format!(
@@ -54,7 +44,7 @@ fn until(s: &TugServer, what: &str, jsonpath: &str, want: &str) {
 fn pods_are_scheduled_on_hollow_nodes_that_fit_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
@@ -151,7 +141,12 @@ fn pods_are_scheduled_on_hollow_nodes_that_fit_them() {
         &["apply", "-f", "-"],
         Some(&pod("huge", "1000", "Always")),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // Once the scheduler has tried it (and said why it could not place it).
+    tug_testkit::kubectl::eventually("a FailedScheduling event for huge", || {
+        ok(&s, &["get", "events", "-o", "wide"], None)
+            .lines()
+            .any(|l| l.contains("FailedScheduling") && l.contains("pod/huge"))
+    });
     assert_eq!(
         ok(
             &s,
@@ -194,7 +189,7 @@ fn pods_are_scheduled_on_hollow_nodes_that_fit_them() {
 fn unschedulable_pods_say_why_and_selectors_and_taints_are_honoured() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
@@ -299,7 +294,7 @@ fn losing_an_agent_makes_its_nodes_not_ready_and_its_pods_move() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &data,
         &["--simulated-nodes", "2", "--node-monitor-grace-period", "3"],
     );
@@ -478,7 +473,7 @@ fn deployment(ns: &str, name: &str, replicas: u32, cpu: &str, extra_spec: &str) 
 fn anti_affinity_spread_and_preemption_place_pods_as_promised() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "4"],
     );
@@ -660,7 +655,7 @@ fn a_node_reporting_not_ready_is_tainted_until_it_is_ready_again() {
     use tug_testkit::kubectl::eventually;
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "1"],
     );
@@ -714,7 +709,7 @@ fn nodes_get_distinct_pod_cidrs_and_pods_their_addresses_from_them() {
     use tug_testkit::kubectl::eventually;
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3", "--cluster-cidr", "10.50.0.0/16"],
     );
@@ -767,7 +762,7 @@ fn pods_follow_the_node_affinity_of_their_bound_volumes() {
     use tug_testkit::kubectl::{apply, eventually};
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );

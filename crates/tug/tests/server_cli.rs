@@ -4,13 +4,14 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tug_testkit::tug_bin;
 
 #[test]
 fn server_starts_serves_a_snapshot_and_stops_on_sigint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let started = Instant::now();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tug"))
+    let mut server = Command::new(tug_bin!())
         .args(["server", "--data-dir"])
         .arg(&data)
         .stderr(Stdio::piped())
@@ -27,7 +28,7 @@ fn server_starts_serves_a_snapshot_and_stops_on_sigint() {
     assert!(started.elapsed() < Duration::from_secs(10));
     // The store is locked by the server; the snapshot goes through its socket.
     let snap = dir.path().join("s.snap");
-    let save = Command::new(env!("CARGO_BIN_EXE_tug"))
+    let save = Command::new(tug_bin!())
         .args(["snapshot", "save"])
         .arg(&snap)
         .arg("--data-dir")
@@ -61,7 +62,7 @@ fn server_starts_serves_a_snapshot_and_stops_on_sigint() {
 #[test]
 fn unknown_datastore_is_refused_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_tug"))
+    let out = Command::new(tug_bin!())
         .args(["server", "--datastore", "postgres://x", "--data-dir"])
         .arg(dir.path())
         .output()

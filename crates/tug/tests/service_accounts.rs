@@ -2,19 +2,15 @@
 //! to pods, for an audience, forbidden beyond discovery), ServiceAccount admission of pods,
 //! the `kube-root-ca.crt` publisher and OIDC discovery, through the real kubectl.
 
-use std::path::Path;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use tug_testkit::kubectl::{apply, eventually, kubectl, kubectl_with_token, ok};
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 fn server(dir: &tempfile::TempDir) -> TugServer {
-    TugServer::start_in(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
-        &dir.path().join("data"),
-    )
+    TugServer::start_in(tug_bin!(), &dir.path().join("data"))
 }
 
 /// `kubectl auth whoami` as `token`: the userInfo, or the error kubectl printed.

@@ -1,25 +1,12 @@
 //! Services and what comes with namespaces: ClusterIP and nodePort allocation at create,
 //! Endpoints and EndpointSlices following pod readiness, default ServiceAccounts, pod GC.
 
-use std::path::Path;
-
-use tug_testkit::kubectl::{apply, eventually, kubectl, ok};
+use tug_testkit::kubectl::{apply, eventually, jsonpath_ok as jsonpath, kubectl, ok};
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 fn server(dir: &tempfile::TempDir, extra: &[&str]) -> TugServer {
-    TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
-        &dir.path().join("data"),
-        extra,
-    )
-}
-
-fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let path = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &path]);
-    ok(s, &args)
+    TugServer::start_with(tug_bin!(), &dir.path().join("data"), extra)
 }
 
 #[test]

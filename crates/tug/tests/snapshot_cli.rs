@@ -4,9 +4,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tug_store::{KeyRange, LocalOptions, LocalStore, PutRequest, RangeOptions, Store};
+use tug_testkit::tug_bin;
 
 fn tug(args: &[&str], data_dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tug"))
+    Command::new(tug_bin!())
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
@@ -86,7 +87,7 @@ async fn save_works_while_another_process_is_writing() {
 
     let work = tempfile::tempdir().expect("tempdir");
     let data = work.path().join("data");
-    let mut writer = Command::new(env!("CARGO_BIN_EXE_tug"))
+    let mut writer = Command::new(tug_bin!())
         .args(["debug", "ack-writer", "--writers", "4", "--data-dir"])
         .arg(&data)
         .stdout(Stdio::piped())

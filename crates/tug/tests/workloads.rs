@@ -1,16 +1,16 @@
 //! Deployments and ReplicaSets on hollow nodes: `tug server --simulated-nodes 20`.
 
-use std::path::Path;
 use std::process::Command;
 
 use tug_testkit::kubectl::{apply, eventually, ok};
 use tug_testkit::server::{TugServer, kubectl_path};
+use tug_testkit::tug_bin;
 
 #[test]
 fn a_deployment_rolls_out_updates_rolls_back_and_scales() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "20"],
     );
@@ -106,7 +106,7 @@ fn a_deployment_rolls_out_updates_rolls_back_and_scales() {
 fn deleting_a_deployment_collects_its_replicasets_and_pods_unless_orphaned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
@@ -176,7 +176,7 @@ fn a_statefulset_creates_pods_in_order_and_removes_them_in_reverse() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
@@ -187,12 +187,16 @@ fn a_statefulset_creates_pods_in_order_and_removes_them_in_reverse() {
         .spawn()
         .expect("kubectl get -w");
     let stdout = watch.stdout.take().expect("stdout");
-    let lines = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(mut v) = sink.lock() {
+                v.push(line);
+            }
+        }
     });
+    let watched = || seen.lock().map(|v| v.clone()).unwrap_or_default();
     let sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  serviceName: web\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: c\n        image: busybox\n";
     apply(&s, sts);
     ok(
@@ -218,10 +222,17 @@ fn a_statefulset_creates_pods_in_order_and_removes_them_in_reverse() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    tug_testkit::kubectl::eventually("the watch to see the three deletions", || {
+        watched()
+            .iter()
+            .filter(|l| l.starts_with("DELETED"))
+            .count()
+            >= 3
+    });
     let _ = watch.kill();
     let _ = watch.wait();
-    let events = lines.join().expect("watch lines");
+    let _ = reader.join();
+    let events = watched();
     let order = |kind: &str| -> Vec<String> {
         let mut seen: Vec<String> = Vec::new();
         for l in &events {
@@ -243,7 +254,7 @@ fn a_statefulset_creates_pods_in_order_and_removes_them_in_reverse() {
 fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
@@ -320,7 +331,7 @@ fn a_daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
 fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
@@ -386,7 +397,7 @@ fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
 fn a_cronjob_creates_jobs_on_schedule() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "2"],
     );
@@ -458,7 +469,7 @@ fn a_cronjob_creates_jobs_on_schedule() {
 fn a_statefulset_rolls_updates_down_to_its_partition_with_claims_per_pod() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );
@@ -559,7 +570,7 @@ fn a_statefulset_rolls_updates_down_to_its_partition_with_claims_per_pod() {
 fn a_rollout_that_makes_no_progress_fails_after_its_deadline() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "2"],
     );
@@ -594,7 +605,7 @@ fn a_rollout_that_makes_no_progress_fails_after_its_deadline() {
 fn a_replication_controller_keeps_its_replicas() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "2"],
     );
@@ -651,7 +662,7 @@ fn a_replication_controller_keeps_its_replicas() {
 fn controllers_record_events_within_the_spam_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(
-        Path::new(env!("CARGO_BIN_EXE_tug")),
+        tug_bin!(),
         &dir.path().join("data"),
         &["--simulated-nodes", "3"],
     );

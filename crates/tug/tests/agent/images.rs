@@ -99,7 +99,7 @@ fn image_garbage_collection_removes_unused_images_only() {
     for (name, cmd) in [(IMAGE, "sh"), ("docker.io/library/spare:1", "true")] {
         let archive = dir.path().join("image.tar");
         tug_testkit::image::write_oci_archive(&archive, name, &[cmd]);
-        let out = Command::new(tug())
+        let out = Command::new(tug_bin!())
             .args(["image", "import"])
             .arg(&archive)
             .arg("--name")
@@ -129,14 +129,14 @@ fn image_garbage_collection_removes_unused_images_only() {
         args.push(a.to_string());
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let s = TugServer::start_with(tug(), &data, &argv);
+    let s = TugServer::start_with(tug_bin!(), &data, &argv);
     apply(
         &s,
         "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\nspec:\n  containers:\n  - {name: c, image: busybox:test, imagePullPolicy: Never, command: [sleep, \"3600\"]}\n",
     );
     wait_phase(&s, "user", "Running", Duration::from_secs(60));
     let images = || {
-        let out = Command::new(tug())
+        let out = Command::new(tug_bin!())
             .args(["image", "ls", "--data-dir"])
             .arg(&agent_dir)
             .output()

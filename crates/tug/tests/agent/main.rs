@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tug_testkit::kubectl::{apply, eventually_within as wait_until, jsonpath, kubectl, ok};
 use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
 
 mod images;
 mod lifecycle;
@@ -19,10 +20,6 @@ mod stress;
 mod volumes;
 
 const IMAGE: &str = "docker.io/library/busybox:test";
-
-fn tug() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tug"))
-}
 
 /// A server with its agent, and the busybox test image imported into the agent's store.
 fn cluster() -> (TugServer, ClusterDir) {
@@ -58,7 +55,7 @@ fn cluster_with(extra: &[&str]) -> (TugServer, ClusterDir, Vec<String>) {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     let archive = tug_testkit::image::busybox_archive(dir.path(), IMAGE);
-    let out = Command::new(tug())
+    let out = Command::new(tug_bin!())
         .args(["image", "import"])
         .arg(&archive)
         .arg("--data-dir")
@@ -73,7 +70,7 @@ fn cluster_with(extra: &[&str]) -> (TugServer, ClusterDir, Vec<String>) {
     let mut args = agent_args();
     args.extend(extra.iter().map(|a| a.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let s = TugServer::start_with(tug(), &data, &argv);
+    let s = TugServer::start_with(tug_bin!(), &data, &argv);
     // The node may not be registered yet: a failed get is a "not yet".
     wait_until("the node is Ready", Duration::from_secs(60), || {
         jsonpath(

@@ -43,7 +43,7 @@ spec:
     );
     let data = dir.path().join("data");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let s2 = TugServer::start_with(tug(), &data, &argv);
+    let s2 = TugServer::start_with(tug_bin!(), &data, &argv);
     wait_until(
         "the node to be Ready again",
         Duration::from_secs(60),

@@ -283,6 +283,27 @@ impl Terminal {
         }
     }
 
+    /// Types `line` until `answer` shows, a second apart: for what takes effect at some point
+    /// (a resize passed on, a shell not yet reading).
+    fn ask_until(&mut self, line: &str, answer: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.type_line(line);
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(1) {
+                if self.screen().contains(answer) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {answer:?} for {line:?} on the terminal:\n{}",
+                self.screen()
+            );
+        }
+    }
+
     /// The terminal changes size (kubectl passes it on).
     fn resize(&self, rows: u16, cols: u16) {
         use std::os::fd::AsRawFd;
@@ -330,13 +351,9 @@ fn an_interactive_exec_through_a_terminal_runs_commands_and_sees_resizes() {
     );
     wait_phase(&s, "term", "Running", Duration::from_secs(60));
     let mut t = Terminal::spawn(&s, &["exec", "-it", "term", "--", "sh"]);
-    std::thread::sleep(Duration::from_secs(1));
-    t.type_line("echo answer-$((6*7))");
-    t.wait_for("answer-42");
+    t.ask_until("echo answer-$((6*7))", "answer-42");
     t.resize(33, 101);
-    std::thread::sleep(Duration::from_secs(1));
-    t.type_line("stty size");
-    t.wait_for("33 101");
+    t.ask_until("stty size", "33 101");
     t.type_line("exit 5");
     assert_eq!(t.wait_exit().code(), Some(5));
 }
@@ -371,9 +388,7 @@ fn kubectl_debug_it_runs_a_shell_in_an_ephemeral_container_that_sees_its_target(
     t.type_line("[ -t 0 ] && pidof tail >/dev/null && echo target-$((40+2))");
     t.wait_for("target-42");
     t.resize(40, 120);
-    std::thread::sleep(Duration::from_secs(1));
-    t.type_line("stty size");
-    t.wait_for("40 120");
+    t.ask_until("stty size", "40 120");
     t.type_line("exit 3");
     t.wait_exit();
     wait_until("the debug shell's exit", Duration::from_secs(30), || {
