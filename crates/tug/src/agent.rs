@@ -1,0 +1,117 @@
+//! `tug agent`: a node agent joined to a server with its node token (TLS bootstrap, then the
+//! node's own certificate), or hollow nodes.
+
+use std::path::PathBuf;
+
+use crate::image;
+use crate::node::{Node, NodeFlags};
+
+/// `tug agent`'s flags.
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The API server, e.g. https://127.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// The server's node token (`DATA_DIR/node-token` on the server).
+    #[arg(long, env = "TUG_NODE_TOKEN")]
+    token: String,
+    /// The cluster CA to verify the server with (`DATA_DIR/pki/ca.crt` on the server).
+    #[arg(long)]
+    ca_cert: PathBuf,
+    /// Where the agent keeps images, containers, pod files, logs and its certificates.
+    #[arg(long, default_value = image::DEFAULT_AGENT_DIR, env = "TUG_AGENT_DATA_DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeFlags,
+    /// Instead of a real node, run this many hollow (simulated) nodes.
+    #[arg(long, default_value_t = 0)]
+    simulate: usize,
+    /// Names of the simulated nodes: `<prefix>-<i>`.
+    #[arg(long, default_value = "hollow")]
+    node_prefix: String,
+    /// Seconds between Lease renewals.
+    #[arg(long, default_value_t = 10.0)]
+    heartbeat_interval: f64,
+    /// Seconds a pod that runs to completion (restartPolicy Never or OnFailure) runs.
+    #[arg(long, default_value_t = 1.0)]
+    simulated_pod_seconds: f64,
+    /// The cluster's pod range (the server's --cluster-cidr): pod traffic leaving it is
+    /// masqueraded.
+    #[arg(long, default_value = tug_api::cluster::POD_CIDR)]
+    cluster_cidr: String,
+}
+
+/// Runs the node agent until Ctrl-C.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use base64::Engine;
+    let ca = std::fs::read(&args.ca_cert)
+        .with_context(|| format!("reading {}", args.ca_cert.display()))?;
+    let url: http::Uri = args
+        .server
+        .parse()
+        .with_context(|| format!("--server {:?} is not a URL", args.server))?;
+    let mut config = kube::Config::new(url.clone());
+    config.root_cert = Some(vec![ca_der(&ca)?]);
+    config.auth_info.token = Some(args.token.clone().into());
+    config.default_namespace = "default".into();
+    let token_client = kube::Client::try_from(config).context("building the API client")?;
+    if args.simulate > 0 {
+        let hollow = tug_kubelet::hollow::HollowConfig {
+            count: args.simulate,
+            prefix: args.node_prefix.clone(),
+            heartbeat: std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
+            completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
+            ..Default::default()
+        };
+        tracing::info!(nodes = args.simulate, prefix = %args.node_prefix, server = %args.server, "starting hollow nodes");
+        return tokio::select! {
+            r = tug_kubelet::hollow::run(token_client, hollow) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+    }
+    // A real node: TLS bootstrap with the token, then the node's own certificate.
+    let certs = tug_kubelet::bootstrap::node_certs(
+        &token_client,
+        &args.node.node_name(),
+        &args.node.serving_sans(),
+        &args.data_dir.join("pki"),
+    )
+    .await
+    .context("bootstrapping the node's certificates")?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(vec![ca_der(&ca)?]);
+    config.auth_info.client_certificate_data = Some(b64(&certs.client.cert));
+    config.auth_info.client_key_data = Some(b64(&certs.client.key).into());
+    config.default_namespace = "default".into();
+    let client = kube::Client::try_from(config).context("building the node's API client")?;
+    let ca_pem = String::from_utf8_lossy(&ca).to_string();
+    let serving = tug_apiserver::pki::Issued {
+        cert: certs.serving.cert.clone(),
+        key: certs.serving.key.clone(),
+    };
+    let running = Node {
+        flags: &args.node,
+        data_dir: &args.data_dir,
+        client,
+        ca_pem: &ca_pem,
+        serving: &serving,
+        cluster_cidr: &args.cluster_cidr,
+        heartbeat: std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
+    }
+    .start()
+    .await?;
+    tokio::select! {
+        _ = running => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// The DER bytes of the first certificate in a PEM file.
+fn ca_der(pem: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let cert = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no certificate in the CA file"))??;
+    Ok(cert.to_vec())
+}

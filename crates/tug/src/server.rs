@@ -1,0 +1,266 @@
+//! `tug server`: the store, the API server (TLS), the controllers and the scheduler, the
+//! cluster DNS, and (unless disabled) a node agent, in one process.
+
+use std::path::PathBuf;
+
+use crate::node::{Node, NodeFlags};
+use crate::{control_plane, datastore, snapshot_socket};
+
+/// `tug server`'s flags.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Directory holding the cluster's state.
+    #[arg(long, default_value = "/var/lib/tugboat", env = "TUG_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Where state is stored: `embedded` (a file in --data-dir) or `etcd://host:port,host:port`.
+    #[arg(long, default_value = "embedded")]
+    datastore: String,
+    /// Address the API server listens on (HTTPS).
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: std::net::SocketAddr,
+    /// How often the store's history is compacted, in seconds; watches and lists older than
+    /// one interval get 410 Gone. 0 turns it off.
+    #[arg(long, default_value_t = 300)]
+    etcd_compaction_interval: u64,
+    /// Seconds a node may go without renewing its Lease before it is NotReady and its pods are
+    /// evicted (after their tolerationSeconds).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
+    /// Finished pods kept before the oldest are deleted.
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
+    /// The pod network; each node gets a block of it as its podCIDR.
+    #[arg(long, default_value = tug_api::cluster::POD_CIDR)]
+    cluster_cidr: String,
+    /// The prefix length of each node's block of the cluster CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Run this many simulated (hollow) nodes in the server process, for tests and scale runs.
+    #[arg(long, default_value_t = 0)]
+    simulated_nodes: usize,
+    /// Seconds a pod that runs to completion runs on a simulated node.
+    #[arg(long, default_value_t = 1.0)]
+    simulated_pod_seconds: f64,
+    /// Run without the built-in node agent (a control plane only; the agent needs root).
+    #[arg(long)]
+    disable_agent: bool,
+    /// The address nodes and pods reach the control plane at, published as the `kubernetes`
+    /// and `kube-dns` Services' endpoints (default: the --listen address, when it names one).
+    #[arg(long)]
+    advertise_address: Option<std::net::Ipv4Addr>,
+    /// The cluster DNS server's port on the advertise address (0: any free port).
+    #[arg(long, default_value_t = 53)]
+    cluster_dns_port: u16,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = tug_api::cluster::CLUSTER_DOMAIN)]
+    cluster_domain: String,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+/// Runs the cluster until Ctrl-C.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let started = std::time::Instant::now();
+    let ds = datastore::Datastore::parse(&args.datastore, &args.data_dir)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store = ds.open().await?;
+    let revision = store.current_revision().await?;
+    let _socket = match &ds {
+        datastore::Datastore::Embedded(dir) => Some(snapshot_socket::serve(store.clone(), dir)?),
+        datastore::Datastore::Etcd(_) => None,
+    };
+    let listen_host = args.listen.ip().to_string();
+    let pki = tug_apiserver::pki::Pki::load_or_create(&args.data_dir, &[listen_host])?;
+    let api = tug_apiserver::ApiServer::with_node_token(
+        store.clone(),
+        pki.token.clone(),
+        Some(pki.node_token.clone()),
+    );
+    api.set_token_issuer(tug_apiserver::tokens::TokenIssuer::load_or_create(
+        &pki.dir,
+    )?);
+    api.bootstrap().await?;
+    if args.etcd_compaction_interval > 0 {
+        api.start_compaction(std::time::Duration::from_secs(
+            args.etcd_compaction_interval,
+        ));
+    }
+    // The controllers, the scheduler and the hollow nodes are API clients like any other,
+    // wired in-process.
+    let grace = std::time::Duration::from_secs(args.node_monitor_grace_period);
+    // Several servers may share one etcd: the controllers and the scheduler run where this
+    // process holds their Leases.
+    let identity = format!(
+        "{}_{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim(),
+        uuid::Uuid::new_v4()
+    );
+    let settings = tug_controllers::Settings {
+        node_monitor_grace_period: grace,
+        terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+        pod_network: tug_controllers::PodNetwork::parse(
+            &args.cluster_cidr,
+            args.node_cidr_mask_size,
+        )
+        .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+        // The local-path provisioner serves the built-in agent's node.
+        local_path_dir: (!args.disable_agent).then(|| args.data_dir.join("local-path")),
+        csr_signer: Some({
+            let pki = pki.clone();
+            std::sync::Arc::new(move |pem: &str, server: bool| {
+                pki.sign_node_csr(pem, server).map_err(|e| format!("{e:#}"))
+            })
+        }),
+        root_ca: Some(pki.ca_cert.clone()),
+    };
+    let mut control_plane = control_plane::ControlPlane::builder(api.clone())
+        .controllers(settings)
+        .scheduler()
+        .leader_election(identity);
+    if args.simulated_nodes > 0 {
+        control_plane = control_plane.hollow_nodes(tug_kubelet::hollow::HollowConfig {
+            count: args.simulated_nodes,
+            // Renew well inside the grace period.
+            heartbeat: (grace / 4).clamp(
+                std::time::Duration::from_millis(250),
+                std::time::Duration::from_secs(10),
+            ),
+            completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
+            ..Default::default()
+        });
+    }
+    let _control_plane = control_plane.start();
+    // The API server reaches kubelets (pods/log) with a client certificate of the cluster CA.
+    let kubelet_client = pki.issue(
+        "kube-apiserver-kubelet-client",
+        &["system:masters"],
+        &[],
+        false,
+    )?;
+    api.set_kubelet_tls(tug_apiserver::tls::client_config(
+        &pki.ca_cert,
+        &kubelet_client,
+    )?);
+    if !args.disable_agent {
+        start_agent(&args, &pki, &api).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        local.ip().to_string()
+    };
+    let url = format!("https://{host}:{}", local.port());
+    let kubeconfig = pki.write_kubeconfig(&args.data_dir, &url)?;
+    let tls = tug_apiserver::tls::server_config(&pki)?;
+    let serving = tokio::spawn(tug_apiserver::tls::serve(listener, tls, api.router()));
+    start_cluster_services(&args, &api, local).await;
+    tracing::info!(
+        datastore = %ds,
+        revision,
+        url = %url,
+        kubeconfig = %kubeconfig.display(),
+        agent = !args.disable_agent,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store ready; API server ready; press Ctrl-C to stop"
+    );
+    tokio::signal::ctrl_c().await?;
+    serving.abort();
+    tracing::info!("stopping");
+    Ok(())
+}
+
+/// Starts the cluster DNS server on the advertise address and publishes the `kubernetes` and
+/// `kube-dns` Services there. Without an advertise address, pods have neither.
+async fn start_cluster_services(
+    args: &ServerArgs,
+    api: &std::sync::Arc<tug_apiserver::ApiServer>,
+    local: std::net::SocketAddr,
+) {
+    let advertise = args.advertise_address.or(match local.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+        _ => None,
+    });
+    let Some(address) = advertise else {
+        tracing::info!(
+            "no --advertise-address: the kubernetes and kube-dns Services are not published"
+        );
+        return;
+    };
+    let dns_ip: std::net::Ipv4Addr = tug_controllers::clusterdns::DNS_IP
+        .parse()
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    let upstream = tug_network::dns::nameservers(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        &[dns_ip],
+    );
+    let dns = tug_network::dns::DnsServer::new(&args.cluster_domain, upstream);
+    let bind = std::net::SocketAddr::from((address, args.cluster_dns_port));
+    let dns_port = match tokio::net::UdpSocket::bind(bind).await {
+        Ok(udp) => {
+            let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+            match tokio::net::TcpListener::bind((address, port)).await {
+                Ok(tcp) => {
+                    tokio::spawn(dns.clone().serve_tcp(tcp));
+                    tokio::spawn(dns.clone().serve_udp(udp));
+                    tokio::spawn(tug_controllers::clusterdns::serve_zone(
+                        api.in_process_client(),
+                        dns,
+                        args.cluster_domain.clone(),
+                    ));
+                    tracing::info!(address = %format!("{address}:{port}"), "cluster DNS ready");
+                    Some(port)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no cluster DNS: cannot listen on TCP {address}:{port}");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %bind, "no cluster DNS: cannot listen (--cluster-dns-port)");
+            None
+        }
+    };
+    tokio::spawn(tug_controllers::clusterdns::publish(
+        api.in_process_client(),
+        address,
+        local.port(),
+        dns_port,
+    ));
+}
+
+/// Starts the node agent inside the server process: the native runtime in DATA_DIR/agent, the
+/// kubelet API on --node-ip:--kubelet-port, and the kubelet itself on the in-process client.
+async fn start_agent(
+    args: &ServerArgs,
+    pki: &tug_apiserver::pki::Pki,
+    api: &std::sync::Arc<tug_apiserver::ApiServer>,
+) -> anyhow::Result<()> {
+    let node = &args.node;
+    let serving = pki.issue(
+        &format!("system:node:{}", node.node_name()),
+        &["system:nodes"],
+        &node.serving_sans(),
+        true,
+    )?;
+    Node {
+        flags: node,
+        data_dir: &args.data_dir.join("agent"),
+        client: api.in_process_client(),
+        ca_pem: &pki.ca_cert,
+        serving: &serving,
+        cluster_cidr: &args.cluster_cidr,
+        heartbeat: std::time::Duration::from_secs(10),
+    }
+    .start()
+    .await?;
+    Ok(())
+}
