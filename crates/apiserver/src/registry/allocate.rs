@@ -12,16 +12,10 @@ use tug_api::{ApiError, Cause, catalog, meta};
 
 use super::{ListOptions, Registry};
 
-/// The Service range: [`tug_api::cluster::SERVICE_CIDR`], parsed.
-pub const SERVICE_NET: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 96, 0, 0), 12);
+use tug_api::cluster::SERVICE_NET;
+
 /// The nodePort range, inclusive.
 pub const NODE_PORTS: (i64, i64) = (30000, 32767);
-
-fn in_range(ip: Ipv4Addr) -> bool {
-    let (net, bits) = SERVICE_NET;
-    let mask = u32::MAX << (32 - bits);
-    u32::from(ip) & mask == u32::from(net)
-}
 
 fn random() -> u64 {
     let b = uuid::Uuid::new_v4().into_bytes();
@@ -89,14 +83,13 @@ impl Registry {
         let ip = if asked == "None" {
             "None".to_string()
         } else if asked.is_empty() {
-            let (net, bits) = SERVICE_NET;
-            let size = 1u64 << (32 - bits);
+            let size = SERVICE_NET.size();
             // Skip the network address, the first 16 (for well-known static addresses such as
             // the DNS Service) and the broadcast address.
             let span = size - 17;
             let start = random() % span;
             (0..span)
-                .map(|i| Ipv4Addr::from(u32::from(net) + 16 + ((start + i) % span) as u32))
+                .filter_map(|i| SERVICE_NET.nth(16 + (start + i) % span))
                 .find(|ip| !ips.contains(ip))
                 .ok_or_else(|| {
                     ApiError::internal("failed to allocate a ClusterIP: the Service range is full")
@@ -110,13 +103,12 @@ impl Registry {
                     format!("{asked}: must be a valid IP address"),
                 )
             })?;
-            if !in_range(parsed) {
+            if !SERVICE_NET.contains(parsed) {
                 return Err(invalid(
                     obj,
                     "spec.clusterIPs",
                     format!(
-                        "failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {}/{}",
-                        SERVICE_NET.0, SERVICE_NET.1
+                        "failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {SERVICE_NET}",
                     ),
                 ));
             }
@@ -186,29 +178,5 @@ impl Registry {
             port["nodePort"] = json!(n);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_service_range() {
-        assert!(in_range("10.96.0.10".parse().expect("ip")));
-        assert!(in_range("10.111.255.254".parse().expect("ip")));
-        assert!(!in_range("10.112.0.1".parse().expect("ip")));
-        assert!(!in_range("192.168.0.1".parse().expect("ip")));
-        // The same range every other component takes from tug_api::cluster.
-        assert_eq!(
-            format!("{}/{}", SERVICE_NET.0, SERVICE_NET.1),
-            tug_api::cluster::SERVICE_CIDR
-        );
-        for ip in [
-            tug_api::cluster::KUBERNETES_SERVICE_IP,
-            tug_api::cluster::DNS_SERVICE_IP,
-        ] {
-            assert!(in_range(ip.parse().expect("ip")), "{ip}");
-        }
     }
 }
