@@ -25,53 +25,29 @@ pub(super) fn error_response(e: &ApiError) -> Response {
     json_response(code, &e.to_status(), "application/json")
 }
 
-/// What the client accepts.
-pub(super) struct Accept {
-    pub table: bool,
-}
-
-pub(super) fn accept(headers: &HeaderMap) -> Result<Accept, ApiError> {
+/// The shape the client's Accept header asks for: its first clause this server can answer.
+pub(super) fn accept(headers: &HeaderMap) -> Result<super::shape::Form, ApiError> {
     let raw = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("*/*");
-    let mut table = false;
-    let mut any = false;
     for part in raw.split(',') {
-        let p = part.replace(' ', "");
-        let base = p.split(';').next().unwrap_or("");
-        let as_table = p.contains("as=Table") && p.contains("g=meta.k8s.io");
-        match base {
-            "application/json" | "application/*" | "*/*" | "application/yaml" => {
-                any = true;
-                if as_table && table_order_first(raw, &p) {
-                    table = true;
-                }
-            }
-            // Protobuf responses are not offered; clients that accept JSON too get JSON.
-            _ => {}
+        let clause = part.trim();
+        let base = clause.split(';').next().unwrap_or("").trim();
+        // Protobuf responses are not offered; clients that accept JSON too get JSON.
+        if !matches!(
+            base,
+            "application/json" | "application/*" | "*/*" | "application/yaml"
+        ) {
+            continue;
+        }
+        if let Some(form) = super::shape::Form::of_clause(clause) {
+            return Ok(form);
         }
     }
-    if !any {
-        return Err(ApiError::not_acceptable(format!(
-            "only application/json responses are served, not {raw:?}"
-        )));
-    }
-    Ok(Accept { table })
-}
-
-/// Whether the Table entry comes before any plain JSON entry (clients list preferences first).
-pub(super) fn table_order_first(raw: &str, table_part: &str) -> bool {
-    for part in raw.split(',') {
-        let p = part.replace(' ', "");
-        if p == table_part {
-            return true;
-        }
-        if !p.contains("as=") && (p.starts_with("application/json") || p.starts_with("*/*")) {
-            return false;
-        }
-    }
-    false
+    Err(ApiError::not_acceptable(format!(
+        "only application/json responses are served, not {raw:?}"
+    )))
 }
 
 /// Decodes a request body: JSON, YAML or Kubernetes protobuf.

@@ -4,6 +4,7 @@
 mod io;
 mod params;
 mod resource;
+mod shape;
 mod watch;
 
 use std::sync::Arc;

@@ -45,7 +45,7 @@ pub(super) async fn resource(
     let r: &'static Resource = t.resource;
     let q = query(&req);
     let manager = default_manager(req.headers());
-    let acc = accept(req.headers())?;
+    let shape = super::shape::Shape::new(accept(req.headers())?, &q)?;
     let ns = t.namespace.as_deref();
     let reg = &server.registry;
     let method = req.method().clone();
@@ -145,11 +145,7 @@ pub(super) async fn resource(
         ));
     }
     let respond = |code: StatusCode, obj: Value| {
-        let body = if acc.table {
-            registry::to_table(r, &obj)
-        } else {
-            obj
-        };
+        let body = shape.answer(r, obj)?;
         Ok(json_response(code, &body, "application/json"))
     };
     // Reviews are answered, never stored.
@@ -170,7 +166,8 @@ pub(super) async fn resource(
     match (method.clone(), t.name.as_deref()) {
         (Method::GET, Some(name)) => respond(StatusCode::OK, reg.get(r, ns, name).await?),
         (Method::GET, None) if flag(&q, "watch") => {
-            super::watch::watch(server, r, t.namespace.clone(), &q, acc.table).await
+            shape.check_watch(r)?;
+            super::watch::watch(server, r, t.namespace.clone(), &q, shape).await
         }
         (Method::GET, None) => {
             let opts = ListOptions {
@@ -186,7 +183,8 @@ pub(super) async fn resource(
                 resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
                 resource_version_match: q.get("resourceVersionMatch").cloned().unwrap_or_default(),
             };
-            list_response(reg, r, ns, &opts, acc.table).await
+            shape.check_list(r)?;
+            list_response(reg, r, ns, &opts, &shape).await
         }
         (Method::POST, None) => {
             let opts = write_options(&q, &manager)?;
@@ -219,8 +217,13 @@ pub(super) async fn resource(
             } else {
                 check_fields(r, &q, &mut body)?
             };
-            let patched = reg.patch(r, ns, name, kind, &body, sub, &opts).await?;
-            respond(StatusCode::OK, patched).map(|resp| with_warnings(resp, &warnings))
+            let (patched, created) = reg.patch(r, ns, name, kind, &body, sub, &opts).await?;
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            respond(code, patched).map(|resp| with_warnings(resp, &warnings))
         }
         (Method::DELETE, Some(name)) => {
             let (headers, bytes) = read_body(req).await?;
@@ -231,7 +234,7 @@ pub(super) async fn resource(
             };
             let opts = delete_options(&q, &body)?;
             let out = reg.delete(r, ns, name, &opts).await?;
-            Ok(json_response(StatusCode::OK, &out, "application/json"))
+            respond(StatusCode::OK, out)
         }
         (Method::DELETE, None) if !r.allows("deletecollection") => {
             Err(ApiError::method_not_allowed(
@@ -290,17 +293,17 @@ pub(super) async fn list_response(
     r: &'static Resource,
     ns: Option<&str>,
     opts: &ListOptions,
-    table: bool,
+    shape: &super::shape::Shape,
 ) -> Result<Response, ApiError> {
-    if table {
-        let mut rows = Vec::new();
+    if shape.form != super::shape::Form::Object {
+        let mut items = Vec::new();
         let list = reg
             .list_each(r, ns, opts, |item| {
-                rows.push(registry::row(r, &item.into_value()));
+                items.push(shape.item(r, &item.into_value()));
                 Ok(())
             })
             .await?;
-        let t = registry::table_of(r, rows, list.get("metadata"));
+        let t = shape.list(r, items, &list);
         return Ok(json_response(StatusCode::OK, &t, "application/json"));
     }
     let mut buf: Vec<u8> = b"{\"items\":[".to_vec();

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::response::Response;
 use http::{HeaderValue, header};
-use serde_json::Value;
 use tug_api::{ApiError, Resource};
 
 use std::time::Duration;
@@ -15,7 +14,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::ApiServer;
-use crate::registry::{self, WatchOptions};
+use crate::registry::WatchOptions;
 
 use super::params::*;
 
@@ -24,7 +23,7 @@ pub(super) async fn watch(
     r: &'static Resource,
     namespace: Option<String>,
     q: &HashMap<String, String>,
-    table: bool,
+    mut shape: super::shape::Shape,
 ) -> Result<Response, ApiError> {
     let timeout = match q.get("timeoutSeconds") {
         Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| {
@@ -41,19 +40,16 @@ pub(super) async fn watch(
         timeout,
     };
     let rx = server.registry.watch(r, namespace, opts).await?;
+    let transform = shape.form != super::shape::Form::Object;
     let stream = ReceiverStream::new(rx).map(move |ev| {
-        let line = if table && matches!(ev.kind(), "ADDED" | "MODIFIED" | "DELETED") {
-            let mut ev = ev.into_value();
-            let mut t = registry::to_table(r, &ev["object"]);
-            if let Some(m) = ev["object"].get("metadata") {
-                t["metadata"]["resourceVersion"] =
-                    m.get("resourceVersion").cloned().unwrap_or(Value::Null);
-            }
-            ev["object"] = t;
-            format!("{ev}\n")
-        } else {
-            ev.to_line()
-        };
+        let line =
+            if transform && matches!(ev.kind(), "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK") {
+                let mut ev = ev.into_value();
+                ev["object"] = shape.event_object(r, &ev["object"]);
+                format!("{ev}\n")
+            } else {
+                ev.to_line()
+            };
         Ok::<_, std::convert::Infallible>(Bytes::from(line))
     });
     let mut resp = Response::new(Body::from_stream(stream));

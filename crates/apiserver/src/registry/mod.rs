@@ -30,7 +30,7 @@ use tug_api::{ApiError, Resource, meta};
 use tug_store::{Error as StoreError, KeyRange, KeyValue, RangeOptions, Store};
 
 pub use automount::TOKEN_MOUNT_PATH;
-pub use table::{row, table_of, to_table};
+pub use table::{IncludeObject, TableOptions, row, table_of, to_table};
 pub use watch::{WatchEvent, WatchOptions};
 pub use write::{DeleteOptions, PatchType, WriteOptions};
 

@@ -534,7 +534,8 @@ impl Registry {
     }
 
     /// PATCH: applies the patch to the current object and writes it, retrying on conflicts
-    /// (a patch is not conditional unless it carries a resourceVersion).
+    /// (a patch is not conditional unless it carries a resourceVersion). Returns the object
+    /// and whether the patch created it (server-side apply of an object not there yet).
     #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
@@ -545,7 +546,7 @@ impl Registry {
         body: &Value,
         subresource: Option<&str>,
         opts: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<(Value, bool), ApiError> {
         // Each conflict means another write landed, so the loop makes progress; the bound only
         // guards against an object rewritten without pause for the whole run.
         for _ in 0..1000 {
@@ -565,7 +566,10 @@ impl Registry {
                         manager: String::new(),
                         ..opts.clone()
                     };
-                    return self.create(r, namespace, applied.object, &recorded).await;
+                    return Ok((
+                        self.create(r, namespace, applied.object, &recorded).await?,
+                        true,
+                    ));
                 }
                 return Err(ApiError::not_found(r.group, r.plural, name));
             };
@@ -638,7 +642,7 @@ impl Registry {
                 .await
             {
                 Err(e) if e.reason == "Conflict" && !conditional => continue,
-                other => return other,
+                other => return other.map(|o| (o, false)),
             }
         }
         Err(ApiError::conflict(

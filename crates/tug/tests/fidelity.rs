@@ -1,0 +1,347 @@
+//! Answers a client could tell from kube-apiserver's: Tables with the wide columns and the
+//! rows' objects as `includeObject` asks, metadata-only objects for metadata clients, and the
+//! status code of a server-side apply that creates. Driven by kubectl and kube-rs.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+use tug_testkit::kubectl::{apply, eventually, jsonpath, ok};
+use tug_testkit::server::TugServer;
+use tug_testkit::tug_bin;
+
+fn server(dir: &tempfile::TempDir) -> TugServer {
+    TugServer::start_with(
+        tug_bin!(),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "1"],
+    )
+}
+
+/// The header line of kubectl's output, split into its column names.
+fn header(out: &str) -> Vec<String> {
+    let first = out.lines().next().unwrap_or("");
+    first
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn kubectl_sorts_tables_by_object_fields_and_shows_the_wide_columns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server(&dir);
+    // Two events, the later one created first: --sort-by needs each row's whole object
+    // (includeObject=Object), not its metadata.
+    for (name, reason, last) in [
+        ("second", "SecondThing", "2026-01-02T00:00:00Z"),
+        ("first", "FirstThing", "2026-01-01T00:00:00Z"),
+    ] {
+        apply(
+            &s,
+            &format!(
+                "apiVersion: v1\nkind: Event\nmetadata: {{name: {name}}}\ninvolvedObject: {{kind: Pod, name: p, namespace: default}}\nreason: {reason}\nmessage: m\ntype: Normal\nfirstTimestamp: \"{last}\"\nlastTimestamp: \"{last}\"\ncount: 1\nsource: {{component: tester}}\n"
+            ),
+        );
+    }
+    let sorted = ok(&s, &["get", "events", "--sort-by=.lastTimestamp"]);
+    let first = sorted.find("FirstThing");
+    let second = sorted.find("SecondThing");
+    assert!(
+        first.is_some() && second.is_some() && first < second,
+        "{sorted}"
+    );
+    let wide = ok(&s, &["get", "events", "-o", "wide"]);
+    assert_eq!(
+        header(&wide),
+        [
+            "LAST SEEN",
+            "TYPE",
+            "REASON",
+            "OBJECT",
+            "SUBOBJECT",
+            "SOURCE",
+            "MESSAGE",
+            "FIRST SEEN",
+            "COUNT",
+            "NAME"
+        ],
+        "{wide}"
+    );
+
+    // Pods: IP, node, nominated node and readiness gates.
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: httpd, image: busybox}\n      - {name: side, image: nginx}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+    );
+    eventually("the pod to run", || {
+        !jsonpath(&s, &["pods", "-l", "app=web"], "{.items[0].status.podIP}").is_empty()
+    });
+    let pods = ok(&s, &["get", "pods", "-o", "wide"]);
+    assert_eq!(
+        header(&pods),
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED NODE",
+            "READINESS GATES"
+        ],
+        "{pods}"
+    );
+    let ip = jsonpath(&s, &["pods", "-l", "app=web"], "{.items[0].status.podIP}");
+    let node = jsonpath(&s, &["pods", "-l", "app=web"], "{.items[0].spec.nodeName}");
+    let row = pods.lines().nth(1).unwrap_or("");
+    assert!(
+        row.contains(&ip) && row.contains(&node) && row.contains("<none>"),
+        "{pods}"
+    );
+
+    let deploy = ok(&s, &["get", "deploy", "-o", "wide"]);
+    assert_eq!(
+        header(&deploy),
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ],
+        "{deploy}"
+    );
+    assert!(
+        deploy.contains("httpd,side")
+            && deploy.contains("busybox,nginx")
+            && deploy.contains("app=web"),
+        "{deploy}"
+    );
+    let rs = ok(&s, &["get", "rs", "-o", "wide"]);
+    assert!(
+        header(&rs).ends_with(&["CONTAINERS".into(), "IMAGES".into(), "SELECTOR".into()]),
+        "{rs}"
+    );
+    assert!(rs.contains("app=web,pod-template-hash="), "{rs}");
+    let svc = ok(&s, &["get", "svc", "web", "-o", "wide"]);
+    assert_eq!(
+        header(&svc).last().map(String::as_str),
+        Some("SELECTOR"),
+        "{svc}"
+    );
+    assert!(svc.contains("app=web"), "{svc}");
+    let nodes = ok(&s, &["get", "nodes", "-o", "wide"]);
+    assert_eq!(
+        header(&nodes),
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ],
+        "{nodes}"
+    );
+    assert!(nodes.contains("v1.37.0-tugboat-hollow"), "{nodes}");
+}
+
+async fn client(server: &TugServer) -> Client {
+    let kc = Kubeconfig::read_from(&server.kubeconfig).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    Client::try_from(config).expect("kube client")
+}
+
+/// A raw request: its status code and JSON body.
+async fn send(
+    client: &Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body).expect("request");
+    let resp = client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .expect("send");
+    let code = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect_bytes()
+        .await
+        .expect("read the body");
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_clients_get_metadata_and_tables_carry_what_they_ask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server(&dir);
+    let c = client(&s).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("meta".into());
+    cm.metadata.labels = Some([("app".to_string(), "x".to_string())].into());
+    cm.data = Some([("secret".to_string(), "value".to_string())].into());
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+
+    // kube-rs' metadata API: get, list and watch of PartialObjectMetadata.
+    let got = cms.get_metadata("meta").await.expect("get_metadata");
+    let types = got.types.clone().expect("types");
+    assert_eq!(types.kind, "PartialObjectMetadata");
+    assert_eq!(types.api_version, "meta.k8s.io/v1");
+    assert_eq!(got.metadata.labels, cm.metadata.labels);
+    let listed = cms
+        .list_metadata(&ListParams::default().labels("app=x"))
+        .await
+        .expect("list_metadata");
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0].types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    let rv = listed.metadata.resource_version.clone().unwrap_or_default();
+    let mut watch = cms
+        .watch_metadata(&WatchParams::default().labels("app=x").timeout(10), &rv)
+        .await
+        .expect("watch_metadata")
+        .boxed();
+    let mut changed = cm.clone();
+    changed.data = Some([("secret".to_string(), "other".to_string())].into());
+    cms.replace("meta", &PostParams::default(), &{
+        let mut c = changed;
+        c.metadata.resource_version = got.metadata.resource_version.clone();
+        c
+    })
+    .await
+    .expect("replace");
+    let ev = tokio::time::timeout(Duration::from_secs(10), watch.try_next())
+        .await
+        .expect("an event in time")
+        .expect("a watch event")
+        .expect("not the end");
+    match ev {
+        WatchEvent::Modified(p) => {
+            assert_eq!(
+                p.types.map(|t| t.kind),
+                Some("PartialObjectMetadata".to_string())
+            )
+        }
+        other => panic!("wanted a modification after {rv:?}, got {other:?}"),
+    }
+
+    // What the bytes say: metadata only, no data.
+    let path = "/api/v1/namespaces/default/configmaps";
+    let (code, one) = send(
+        &c,
+        "GET",
+        &format!("{path}/meta"),
+        &[(
+            "Accept",
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1",
+        )],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(code, 200, "{one}");
+    assert_eq!(one["apiVersion"], "meta.k8s.io/v1beta1");
+    assert!(one.get("data").is_none(), "{one}");
+    // The wrong shape for the endpoint is a 406, as kube-apiserver words it.
+    let (code, status) = send(
+        &c,
+        "GET",
+        path,
+        &[(
+            "Accept",
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+        )],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(code, 406, "{status}");
+    assert_eq!(status["reason"], "NotAcceptable");
+    assert_eq!(
+        status["message"],
+        "you requested PartialObjectMetadata, but the requested object is a list (*core.ConfigMapList)"
+    );
+
+    // Tables: the rows' objects as includeObject asks; a bad value is a 400.
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    for (include, check) in [
+        ("", json!("PartialObjectMetadata")),
+        ("&includeObject=Metadata", json!("PartialObjectMetadata")),
+        ("&includeObject=Object", json!("ConfigMap")),
+        ("&includeObject=None", Value::Null),
+    ] {
+        let (code, t) = send(
+            &c,
+            "GET",
+            &format!("{path}?labelSelector=app%3Dx{include}"),
+            &[("Accept", table)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(code, 200, "{t}");
+        let object = &t["rows"][0]["object"];
+        if check.is_null() {
+            assert!(object.is_null(), "{include}: {t}");
+        } else {
+            assert_eq!(object["kind"], check, "{include}: {t}");
+        }
+        if include.ends_with("Object") {
+            assert_eq!(object["data"]["secret"], "other", "{t}");
+        }
+    }
+    let (code, status) = send(
+        &c,
+        "GET",
+        &format!("{path}?includeObject=All"),
+        &[("Accept", table)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "Unable to convert to Table as requested: includeObject: Invalid value: \"All\": must be 'Metadata', 'Object', 'None', or empty"
+    );
+
+    // Server-side apply: 201 when it creates the object, 200 after.
+    let applied = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}"#;
+    for want in [201, 200] {
+        let (code, body) = send(
+            &c,
+            "PATCH",
+            &format!("{path}/applied?fieldManager=fidelity"),
+            &[("Content-Type", "application/apply-patch+yaml")],
+            applied.to_vec(),
+        )
+        .await;
+        assert_eq!(code, want, "{body}");
+        assert_eq!(body["data"]["a"], "1");
+    }
+}
