@@ -40,3 +40,22 @@ fn python_client_pages_watches_and_relists_after_410() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("python client: ok"));
 }
+
+#[test]
+fn python_typed_models_decode_what_create_and_delete_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(tug_bin!(), &dir.path().join("data"), &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/typed.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .env("KUBECONFIG", &s.kubeconfig)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python typed models: ok"));
+}

@@ -191,6 +191,9 @@ pub(super) async fn resource(
             let (headers, bytes) = read_body(req).await?;
             let mut body = decode_body(&headers, &bytes)?;
             let warnings = check_fields(r, &q, &mut body)?;
+            if r.kind == "CertificateSigningRequest" {
+                stamp_requester(&mut body, identity.as_ref());
+            }
             let created = reg.create(r, ns, body, &opts).await?;
             respond(StatusCode::CREATED, created).map(|resp| with_warnings(resp, &warnings))
         }
@@ -409,6 +412,28 @@ async fn token_review(server: &ApiServer, r: &Resource, mut body: Value) -> Valu
         None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
     };
     body
+}
+
+/// A CSR records who asked for it, whatever its body says: the requester's name, groups and
+/// extra attributes (kube-apiserver's CSR strategy).
+fn stamp_requester(csr: &mut Value, identity: Option<&Identity>) {
+    if !csr["spec"].is_object() {
+        return;
+    }
+    let spec = &mut csr["spec"];
+    for f in ["username", "uid", "groups", "extra"] {
+        if let Some(m) = spec.as_object_mut() {
+            m.remove(f);
+        }
+    }
+    let Some(id) = identity else { return };
+    spec["username"] = json!(id.user);
+    if !id.groups.is_empty() {
+        spec["groups"] = json!(id.groups);
+    }
+    if !id.extra.is_empty() {
+        spec["extra"] = json!(id.extra);
+    }
 }
 
 /// Answers SelfSubjectAccessReview and SelfSubjectReview for the caller.

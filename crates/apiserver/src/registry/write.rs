@@ -147,8 +147,37 @@ fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
 }
 
 /// Defaults Kubernetes applies on create.
+/// The status kube-apiserver gives a new object of a kind whose status only controllers
+/// write: what the body said is dropped, and the zero status is what Go's encoder writes of
+/// the empty struct (fields without omitempty appear as zeros, nested structs as `{}`).
+fn created_status(r: &Resource) -> Option<Value> {
+    Some(match (r.group, r.kind) {
+        ("", "Service") | ("networking.k8s.io", "Ingress") => json!({"loadBalancer": {}}),
+        ("apps", "Deployment") | ("batch", "Job" | "CronJob") => json!({}),
+        ("", "ResourceQuota") | ("certificates.k8s.io", "CertificateSigningRequest") => json!({}),
+        ("apps", "ReplicaSet") | ("", "ReplicationController") => json!({"replicas": 0}),
+        ("apps", "StatefulSet") => json!({"replicas": 0, "availableReplicas": 0}),
+        ("apps", "DaemonSet") => json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+            "desiredNumberScheduled": 0, "numberReady": 0}),
+        ("policy", "PodDisruptionBudget") => json!({"disruptionsAllowed": 0, "currentHealthy": 0,
+            "desiredHealthy": 0, "expectedPods": 0}),
+        ("autoscaling", "HorizontalPodAutoscaler") if r.version == "v1" => {
+            json!({"currentReplicas": 0, "desiredReplicas": 0})
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            json!({"desiredReplicas": 0, "currentMetrics": null})
+        }
+        ("", "PersistentVolumeClaim") => json!({"phase": "Pending"}),
+        ("", "PersistentVolume") => json!({"phase": "Pending", "lastPhaseTransitionTime": now()}),
+        _ => return None,
+    })
+}
+
 fn default_on_create(r: &Resource, obj: &mut Value) {
     tug_api::defaults::apply(r.kind, obj);
+    if let Some(status) = created_status(r) {
+        obj["status"] = status;
+    }
     if r.kind == "Pod" {
         let qos = tug_api::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null));
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
@@ -166,6 +195,28 @@ fn default_on_create(r: &Resource, obj: &mut Value) {
             l.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
     }
+}
+
+/// Whether a DELETE that removes an object answers with the object rather than a Success
+/// Status: the kinds whose kube-apiserver registry sets ReturnDeletedObject.
+fn returns_deleted_object(r: &Resource) -> bool {
+    matches!(
+        (r.group, r.plural),
+        (
+            "",
+            "pods" | "services" | "namespaces" | "persistentvolumes" | "persistentvolumeclaims"
+        ) | (
+            "storage.k8s.io",
+            "storageclasses"
+                | "csidrivers"
+                | "csinodes"
+                | "volumeattachments"
+                | "volumeattributesclasses"
+        ) | (
+            "resource.k8s.io",
+            "resourceclaims" | "resourceclaimtemplates" | "resourceslices" | "deviceclasses"
+        )
+    )
 }
 
 /// Finalizers that hold an object's deletion (Namespace keeps its own in spec).
@@ -768,22 +819,15 @@ impl Registry {
             }
             return Ok(obj);
         }
-        if opts.dry_run {
-            return Ok(tug_api::status::success(
-                r.group,
-                r.plural,
-                name,
-                meta::uid(&obj),
-            ));
+        if !opts.dry_run {
+            self.write_if_unchanged(r, name, k, kv.mod_revision, Guarded::Delete)
+                .await?;
         }
-        self.write_if_unchanged(r, name, k, kv.mod_revision, Guarded::Delete)
-            .await?;
-        Ok(tug_api::status::success(
-            r.group,
-            r.plural,
-            name,
-            meta::uid(&obj),
-        ))
+        Ok(if returns_deleted_object(r) {
+            obj
+        } else {
+            tug_api::status::success(r.group, r.plural, name, meta::uid(&obj))
+        })
     }
 }
 
