@@ -478,8 +478,10 @@ impl Scheduler {
         let client = self.client.clone();
         let tx = self.tx.clone();
         let permits = self.binds.clone();
+        let recorder = self.recorder.clone();
+        let uid = state.pod.metadata.uid.clone();
         self.runtime.spawn(async move {
-            let _permit = permits.acquire_owned().await;
+            let permit = permits.acquire_owned().await;
             let api: Api<Pod> = Api::namespaced(client, &ns);
             let binding = json!({
                 "apiVersion": "v1", "kind": "Binding",
@@ -494,6 +496,7 @@ impl Scheduler {
                     &binding,
                 )
                 .await;
+            drop(permit);
             match &result {
                 Ok(_) => {
                     BOUND.fetch_add(1, Ordering::Relaxed);
@@ -504,10 +507,18 @@ impl Scheduler {
                     tracing::debug!(pod = %pod_name, node = %name, error = %e, "binding failed; retrying")
                 }
             }
+            let ok = result.is_ok();
             let _ = tx.send(Msg::Bound {
-                key: (ns, pod_name),
-                ok: result.is_ok(),
+                key: (ns.clone(), pod_name.clone()),
+                ok,
             });
+            if ok {
+                // As kube-scheduler tells of every binding.
+                let message = format!("Successfully assigned {ns}/{pod_name} to {name}");
+                recorder
+                    .pod_event(&ns, &pod_name, uid.as_deref(), "Normal", "Scheduled", &message)
+                    .await;
+            }
         });
     }
 

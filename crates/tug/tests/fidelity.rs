@@ -107,6 +107,15 @@ fn kubectl_sorts_tables_by_object_fields_and_shows_the_wide_columns() {
         "{pods}"
     );
 
+    // The scheduler tells of the binding, as kube-scheduler does.
+    let pod = jsonpath(&s, &["pods", "-l", "app=web"], "{.items[0].metadata.name}");
+    let assigned = format!("Successfully assigned default/{pod} to {node}");
+    eventually("the Scheduled event", || {
+        ok(&s, &["get", "events", "-o", "wide"]).lines().any(|l| {
+            l.contains("Scheduled") && l.contains(&assigned) && l.contains("default-scheduler")
+        })
+    });
+
     let deploy = ok(&s, &["get", "deploy", "-o", "wide"]);
     assert_eq!(
         header(&deploy),
