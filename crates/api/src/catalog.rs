@@ -568,6 +568,17 @@ pub static BUILTIN: &[Resource] = &[
         ""
     ),
     // apiextensions.k8s.io/v1
+    // apiregistration.k8s.io/v1 (the objects; aggregation itself is not served yet)
+    res!(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        Cluster,
+        NONE,
+        &["api-extensions"],
+        STATUS
+    ),
     res!(
         "apiextensions.k8s.io",
         "v1",

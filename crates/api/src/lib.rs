@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cidr;
 pub mod cluster;
 pub mod defaults;
+pub mod duplicates;
 pub mod meta;
 pub mod patch;
 pub mod protobuf;

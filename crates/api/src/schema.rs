@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use k8s_openapi::api;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
@@ -73,6 +74,7 @@ kinds! {
     "authentication.k8s.io" "v1" "SelfSubjectReview" => api::authentication::v1::SelfSubjectReview,
     "authentication.k8s.io" "v1" "TokenReview" => api::authentication::v1::TokenReview,
     "apiextensions.k8s.io" "v1" "CustomResourceDefinition" => apiextensions::CustomResourceDefinition,
+    "apiregistration.k8s.io" "v1" "APIService" => apiregistration::APIService,
 }
 
 /// The schemas of the kinds that subresources take and give (TokenRequest, Binding, Eviction,

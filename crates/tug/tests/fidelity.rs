@@ -168,6 +168,23 @@ fn kubectl_sorts_tables_by_object_fields_and_shows_the_wide_columns() {
         "{nodes}"
     );
     assert!(nodes.contains("v1.37.0-tugboat-hollow"), "{nodes}");
+
+    // APIService objects exist (aggregation itself is not served yet).
+    apply(
+        &s,
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\nspec:\n  group: metrics.k8s.io\n  version: v1beta1\n  groupPriorityMinimum: 100\n  versionPriority: 100\n  insecureSkipTLSVerify: true\n  service: {name: metrics-server, namespace: kube-system}\n",
+    );
+    let services = ok(&s, &["get", "apiservices"]);
+    assert_eq!(
+        header(&services),
+        ["NAME", "SERVICE", "AVAILABLE", "AGE"],
+        "{services}"
+    );
+    assert!(
+        services.contains("v1beta1.metrics.k8s.io")
+            && services.contains("kube-system/metrics-server"),
+        "{services}"
+    );
 }
 
 async fn client(server: &TugServer) -> Client {
@@ -338,6 +355,35 @@ async fn metadata_clients_get_metadata_and_tables_carry_what_they_ask() {
         status["message"],
         "Unable to convert to Table as requested: includeObject: Invalid value: \"All\": must be 'Metadata', 'Object', 'None', or empty"
     );
+
+    // Strict field validation refuses a field named twice, as it refuses unknown ones.
+    let twice = br#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "twice"},
+        "spec": {"replicas": 1, "replicas": 2, "selector": {"matchLabels": {"app": "t"}},
+        "template": {"metadata": {"labels": {"app": "t"}}, "spec": {"containers": [{"name": "c", "image": "busybox", "bogus": 1}]}}}}"#;
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let (code, status) = send(
+        &c,
+        "POST",
+        &format!("{deployments}?fieldValidation=Strict"),
+        &[("Content-Type", "application/json")],
+        twice.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: duplicate field \"spec.replicas\", unknown field \"spec.template.spec.containers[0].bogus\""
+    );
+    let (code, created) = send(
+        &c,
+        "POST",
+        &format!("{deployments}?fieldValidation=Warn"),
+        &[("Content-Type", "application/json")],
+        twice.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["replicas"], 2, "the last one counts");
 
     // Server-side apply: 201 when it creates the object, 200 after.
     let applied = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}"#;

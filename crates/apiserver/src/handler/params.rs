@@ -37,12 +37,16 @@ pub(super) fn field_validation(q: &HashMap<String, String>) -> FieldValidation {
     }
 }
 
-/// Checks a body for fields its kind does not have: an error with Strict, else they are
-/// dropped (as decoding into the typed object does) and, with Warn, reported as warnings.
+/// Checks a body for fields its kind does not have, and (in the JSON text `raw`) fields named
+/// twice: an error with Strict, else unknown fields are dropped (as decoding into the typed
+/// object does) and, with Warn, both are reported as warnings. `whole` says the body is an
+/// object being created or replaced, whose strict error kube-apiserver words as a decoding one.
 pub(super) fn check_fields(
     r: &Resource,
     q: &HashMap<String, String>,
     body: &mut Value,
+    raw: &[u8],
+    whole: bool,
 ) -> Result<Vec<String>, ApiError> {
     let mode = field_validation(q);
     let unknown = tug_api::schema::unknown_fields(
@@ -52,14 +56,26 @@ pub(super) fn check_fields(
         body,
         mode != FieldValidation::Strict,
     );
-    if unknown.is_empty() {
+    let duplicates = if mode == FieldValidation::Ignore {
+        Vec::new()
+    } else {
+        tug_api::duplicates::duplicate_fields(raw)
+    };
+    let list: Vec<String> = duplicates
+        .iter()
+        .map(|f| format!("duplicate field \"{f}\""))
+        .chain(unknown.iter().map(|f| format!("unknown field \"{f}\"")))
+        .collect();
+    if list.is_empty() {
         return Ok(Vec::new());
     }
-    let list = unknown
-        .iter()
-        .map(|f| format!("unknown field \"{f}\""))
-        .collect::<Vec<_>>();
     match mode {
+        FieldValidation::Strict if whole => Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            list.join(", "),
+            kind = r.kind,
+            version = r.version,
+        ))),
         FieldValidation::Strict => Err(ApiError::bad_request(format!(
             "strict decoding error: {}",
             list.join(", ")

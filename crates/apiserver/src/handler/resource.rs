@@ -190,7 +190,7 @@ pub(super) async fn resource(
             let opts = write_options(&q, &manager)?;
             let (headers, bytes) = read_body(req).await?;
             let mut body = decode_body(&headers, &bytes)?;
-            let warnings = check_fields(r, &q, &mut body)?;
+            let warnings = check_fields(r, &q, &mut body, &bytes, true)?;
             if r.kind == "CertificateSigningRequest" {
                 stamp_requester(&mut body, identity.as_ref());
             }
@@ -201,7 +201,7 @@ pub(super) async fn resource(
             let opts = write_options(&q, &manager)?;
             let (headers, bytes) = read_body(req).await?;
             let mut body = decode_body(&headers, &bytes)?;
-            let warnings = check_fields(r, &q, &mut body)?;
+            let warnings = check_fields(r, &q, &mut body, &bytes, true)?;
             let updated = reg.update(r, ns, name, body, sub, &opts).await?;
             respond(StatusCode::OK, updated).map(|resp| with_warnings(resp, &warnings))
         }
@@ -218,7 +218,7 @@ pub(super) async fn resource(
             let warnings = if kind == PatchType::Json {
                 Vec::new()
             } else {
-                check_fields(r, &q, &mut body)?
+                check_fields(r, &q, &mut body, &bytes, false)?
             };
             let (patched, created) = reg.patch(r, ns, name, kind, &body, sub, &opts).await?;
             let code = if created {

@@ -574,3 +574,22 @@ pub fn pod_status(pod: &Value) -> String {
     }
     reason
 }
+
+/// An APIService's Available column: its Available condition's status, with the reason when
+/// it is not True; `Unknown` without one.
+pub fn api_service_available(o: &Value) -> String {
+    let Some(c) = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Available"))
+    else {
+        return "Unknown".into();
+    };
+    let status = text(c, "/status");
+    let reason = text(c, "/reason");
+    if status == "True" || reason.is_empty() {
+        status
+    } else {
+        format!("{status} ({reason})")
+    }
+}

@@ -592,6 +592,15 @@ fn main_columns(kind: &str) -> Vec<Column> {
             }),
             col("Revision", "string", |o| json!(num(o, "/revision"))),
         ],
+        "APIService" => vec![
+            col("Service", "string", |o| {
+                json!(match o.pointer("/spec/service").filter(|s| !s.is_null()) {
+                    Some(svc) => format!("{}/{}", text(svc, "/namespace"), text(svc, "/name")),
+                    None => "Local".to_string(),
+                })
+            }),
+            col("Available", "string", |o| json!(api_service_available(o))),
+        ],
         _ => Vec::new(),
     }
 }
