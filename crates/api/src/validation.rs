@@ -131,6 +131,39 @@ pub fn validate_label_value(value: &str, field: &str) -> Option<Cause> {
     ))
 }
 
+/// Checks a ConfigMap or Secret key (a file name in a volume), as Kubernetes' IsConfigMapKey:
+/// at most 253 characters of `[-._a-zA-Z0-9]`, and not `.`, `..` or anything starting `..`.
+pub fn validate_config_key(key: &str, field: &str) -> Vec<Cause> {
+    let mut messages = Vec::new();
+    if key.len() > 253 {
+        messages.push("must be no more than 253 characters".to_string());
+    }
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        messages.push("a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')".to_string());
+    }
+    if key == "." {
+        messages.push("must not be '.'".to_string());
+    } else if key == ".." {
+        messages.push("must not be '..'".to_string());
+    } else if key.starts_with("..") {
+        messages.push("must not start with '..'".to_string());
+    }
+    messages
+        .into_iter()
+        .map(|m| {
+            Cause::new(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {key:?}: {m}"),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +193,12 @@ mod tests {
         assert!(validate_label_value("v1.2_3", "v").is_none());
         assert!(validate_label_value("has space", "v").is_some());
         assert!(validate_label_value(&"a".repeat(64), "v").is_some());
+        assert!(validate_config_key("app.properties", "data[app.properties]").is_empty());
+        for bad in ["", ".", "..", "..data", "a b", "a/b"] {
+            assert_eq!(validate_config_key(bad, "data").len(), 1, "{bad:?}");
+        }
+        let c = validate_config_key("..", "data[..]");
+        assert_eq!(c[0].message, "Invalid value: \"..\": must not be '..'");
     }
 }
 

@@ -385,6 +385,43 @@ async fn metadata_clients_get_metadata_and_tables_carry_what_they_ask() {
     assert_eq!(code, 201, "{created}");
     assert_eq!(created["spec"]["replicas"], 2, "the last one counts");
 
+    // ConfigMap keys name files: Kubernetes' rules, paths and words; label values too.
+    let bad = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "badkeys", "labels": {"app": "a b"}},
+        "data": {"..": "x", "ok.key": "y"}}"#;
+    let (code, status) = send(
+        &c,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        bad.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 422, "{status}");
+    let causes: Vec<(String, String)> = status["details"]["causes"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    (
+                        c["field"].as_str().unwrap_or("").to_string(),
+                        c["message"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        causes.contains(&(
+            "data[..]".into(),
+            "Invalid value: \"..\": must not be '..'".into()
+        )),
+        "{status}"
+    );
+    assert!(
+        causes.contains(&("metadata.labels".into(), "Invalid value: \"a b\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".into())),
+        "{status}"
+    );
+
     // Server-side apply: 201 when it creates the object, 200 after.
     let applied = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}"#;
     for want in [201, 200] {

@@ -128,7 +128,7 @@ fn validate(r: &Resource, obj: &Value) -> Vec<Cause> {
         if let Some(c) = validate_qualified_name(k, "metadata.labels") {
             causes.push(c);
         }
-        if let Some(c) = validate_label_value(v, &format!("metadata.labels[{k}]")) {
+        if let Some(c) = validate_label_value(v, "metadata.labels") {
             causes.push(c);
         }
     }
@@ -139,6 +139,22 @@ fn validate(r: &Resource, obj: &Value) -> Vec<Cause> {
             }
         }
     }
+    // The keys of a ConfigMap's or Secret's data name files in a volume.
+    let maps: &[&str] = match (r.group, r.kind) {
+        ("", "ConfigMap") => &["data", "binaryData"],
+        ("", "Secret") => &["data", "stringData"],
+        _ => &[],
+    };
+    for m in maps {
+        for key in obj[*m].as_object().into_iter().flat_map(|o| o.keys()) {
+            // stringData is merged into data before Kubernetes validates it.
+            let at = if *m == "stringData" { "data" } else { m };
+            causes.extend(tug_api::validation::validate_config_key(
+                key,
+                &format!("{at}[{key}]"),
+            ));
+        }
+    }
     causes
 }
 
@@ -146,7 +162,6 @@ fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
     ApiError::invalid(r.group, r.kind, meta::name(obj), causes)
 }
 
-/// Defaults Kubernetes applies on create.
 /// The status kube-apiserver gives a new object of a kind whose status only controllers
 /// write: what the body said is dropped, and the zero status is what Go's encoder writes of
 /// the empty struct (fields without omitempty appear as zeros, nested structs as `{}`).
@@ -173,6 +188,7 @@ fn created_status(r: &Resource) -> Option<Value> {
     })
 }
 
+/// Defaults Kubernetes applies on create.
 fn default_on_create(r: &Resource, obj: &mut Value) {
     tug_api::defaults::apply(r.kind, obj);
     if let Some(status) = created_status(r) {
