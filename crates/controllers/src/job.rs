@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::{Job, PodFailurePolicy};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_params};
 
@@ -248,9 +248,22 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
         })
         .count() as i32;
     let now = tug_api::time::now();
+    // A suspended Job runs nothing; resumed, its clock (activeDeadlineSeconds) starts again.
+    let suspended = spec.suspend == Some(true);
+    let was_suspended = has_condition(&job, "Suspended");
+    let started = job
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .map(|t| json!(t));
+    let start_time = match started {
+        _ if !suspended && was_suspended => json!(now),
+        Some(t) => t,
+        None if suspended => Value::Null,
+        None => json!(now),
+    };
     let mut status = json!({
-        "active": active, "succeeded": succeeded, "failed": failed,
-        "startTime": job.status.as_ref().and_then(|s| s.start_time.clone()).map(|t| json!(t)).unwrap_or(json!(now)),
+        "active": active, "succeeded": succeeded, "failed": failed, "startTime": start_time,
     });
     if indexed {
         status["completedIndexes"] = json!(index_ranges(&done_indexes));
@@ -276,7 +289,24 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
             {"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy", "message": message, "lastProbeTime": now, "lastTransitionTime": now},
             {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": message, "lastProbeTime": now, "lastTransitionTime": now},
         ]);
+    } else if suspended {
+        stop_active(&client, &ns, &owned).await;
+        status["active"] = json!(0);
+        if !was_suspended {
+            status["conditions"] = json!([{"type": "Suspended", "status": "True",
+                "reason": "JobSuspended", "message": "Job suspended",
+                "lastProbeTime": now, "lastTransitionTime": now}]);
+            ctx.recorder("job-controller")
+                .event(
+                    &tug_events::Involved::of(job.as_ref()),
+                    "Normal",
+                    "Suspended",
+                    "Job suspended",
+                )
+                .await;
+        }
     } else if let Some(limit) = spec.active_deadline_seconds
+        && !was_suspended
         && job
             .status
             .as_ref()
@@ -297,7 +327,20 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
              "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now},
         ]);
-    } else if spec.suspend != Some(true) && ctx.expectations.satisfied(&uid, &names) {
+    } else if ctx.expectations.satisfied(&uid, &names) {
+        if was_suspended {
+            status["conditions"] = json!([{"type": "Suspended", "status": "False",
+                "reason": "JobResumed", "message": "Job resumed",
+                "lastProbeTime": now, "lastTransitionTime": now}]);
+            ctx.recorder("job-controller")
+                .event(
+                    &tug_events::Involved::of(job.as_ref()),
+                    "Normal",
+                    "Resumed",
+                    "Job resumed",
+                )
+                .await;
+        }
         let want = parallelism.min(completions - succeeded) - active;
         let mut free_indexes =
             (0..completions).filter(|i| !done_indexes.contains(i) && !busy_indexes.contains(i));

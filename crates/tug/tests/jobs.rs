@@ -210,3 +210,115 @@ fn a_pod_failure_policy_ignores_some_exit_codes_and_fails_the_job_on_others() {
         "{message}"
     );
 }
+
+#[test]
+fn a_suspended_job_runs_nothing_until_resumed_and_suspending_stops_its_pods() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Pods run for a minute: long enough to be running when the Job is suspended again.
+    let s = TugServer::start_with(
+        tug_bin!(),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2", "--simulated-pod-seconds", "60"],
+    );
+    apply(
+        &s,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: later}\nspec:\n  suspend: true\n  completions: 4\n  parallelism: 2\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    let condition = |field: &str| {
+        ok(
+            &s,
+            &[
+                "get",
+                "job",
+                "later",
+                "-o",
+                &format!("jsonpath={{.status.conditions[?(@.type==\"Suspended\")].{field}}}"),
+            ],
+        )
+    };
+    let pods = || {
+        ok(
+            &s,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "job-name=later",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+            ],
+        )
+    };
+    let live = || {
+        pods()
+            .lines()
+            .filter(|l| l.split_whitespace().count() == 1)
+            .count()
+    };
+    eventually("the Suspended condition", || {
+        condition("status") == "True" && condition("reason") == "JobSuspended"
+    });
+    assert_eq!(pods(), "", "a suspended Job created pods");
+    assert_eq!(
+        ok(
+            &s,
+            &["get", "job", "later", "-o", "jsonpath={.status.startTime}"]
+        ),
+        "",
+        "a Job suspended from the start has not started"
+    );
+    ok(
+        &s,
+        &[
+            "patch",
+            "job",
+            "later",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":false}}"#,
+        ],
+    );
+    eventually("two pods once resumed", || live() == 2);
+    eventually("the Resumed condition", || {
+        condition("status") == "False" && condition("reason") == "JobResumed"
+    });
+    assert!(
+        !ok(
+            &s,
+            &["get", "job", "later", "-o", "jsonpath={.status.startTime}"]
+        )
+        .is_empty()
+    );
+    ok(
+        &s,
+        &[
+            "patch",
+            "job",
+            "later",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+    );
+    eventually("its pods stopped when suspended again", || live() == 0);
+    eventually("suspended again", || {
+        condition("status") == "True"
+            && ok(
+                &s,
+                &["get", "job", "later", "-o", "jsonpath={.status.active}"],
+            ) == "0"
+    });
+    let events = ok(
+        &s,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=later",
+        ],
+    );
+    assert!(
+        events.contains("Job suspended") && events.contains("Job resumed"),
+        "{events}"
+    );
+}
