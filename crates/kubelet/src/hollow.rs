@@ -27,6 +27,9 @@ pub struct HollowConfig {
     /// When more than 0, nodes are spread over this many zones
     /// (`topology.kubernetes.io/zone: zone-<i % zones>`).
     pub zones: usize,
+    /// Who runs these nodes (see [`crate::claim`]): another live agent holding the prefix
+    /// makes this one refuse to start.
+    pub identity: String,
 }
 
 /// Requests a hollow node process keeps in flight at once.
@@ -43,6 +46,7 @@ impl Default for HollowConfig {
             completion: Duration::from_secs(1),
             heartbeat: Duration::from_secs(10),
             zones: 0,
+            identity: format!("hollow:{}", std::process::id()),
         }
     }
 }
@@ -53,6 +57,11 @@ pub async fn run(client: kube::Client, cfg: HollowConfig) -> anyhow::Result<()> 
     let names: Vec<String> = (0..cfg.count)
         .map(|i| format!("{}-{i}", cfg.prefix))
         .collect();
+    if let Some(first) = names.first() {
+        crate::claim::check(&client, first, &cfg.identity)
+            .await
+            .map_err(|e| anyhow::anyhow!("hollow prefix {}: {e}", cfg.prefix))?;
+    }
     futures::stream::iter(names.clone().into_iter().enumerate())
         .map(|(i, name)| {
             let (nodes, cfg) = (nodes.clone(), cfg.clone());
@@ -84,7 +93,8 @@ async fn register(
     }
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": labels,
+            "annotations": {crate::claim::AGENT_ANNOTATION: cfg.identity}},
     });
     let pp = PatchParams::apply("tug-hollow-kubelet").force();
     nodes.patch(name, &pp, &Patch::Apply(&node)).await?;

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod bootstrap;
+pub mod claim;
 pub mod containers;
 pub mod deletion;
 pub mod exec;

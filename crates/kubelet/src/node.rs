@@ -119,12 +119,15 @@ fn status(cfg: &AgentConfig, cap: &Capacity) -> serde_json::Value {
 /// Registers the node (creating or updating it) and posts its first status.
 pub async fn register(client: &kube::Client, cfg: &AgentConfig) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
+    let identity = crate::claim::agent_identity(&cfg.data_dir);
+    crate::claim::check(client, &cfg.node_name, &identity).await?;
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.node_name, "labels": {
             "kubernetes.io/hostname": cfg.node_name, "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
-            "beta.kubernetes.io/arch": "amd64"}},
+            "beta.kubernetes.io/arch": "amd64"},
+            "annotations": {crate::claim::AGENT_ANNOTATION: identity}},
     });
     let pp = PatchParams::apply("tug-kubelet").force();
     nodes

@@ -62,6 +62,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             prefix: args.node_prefix.clone(),
             heartbeat: std::time::Duration::from_secs_f64(args.heartbeat_interval.max(0.1)),
             completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
+            identity: tug_kubelet::claim::agent_identity(&args.data_dir),
             ..Default::default()
         };
         tracing::info!(nodes = args.simulate, prefix = %args.node_prefix, server = %args.server, "starting hollow nodes");

@@ -130,6 +130,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(10),
             ),
             completion: std::time::Duration::from_secs_f64(args.simulated_pod_seconds.max(0.0)),
+            identity: tug_kubelet::claim::agent_identity(&args.data_dir),
             ..Default::default()
         });
     }

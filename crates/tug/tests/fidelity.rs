@@ -437,3 +437,36 @@ async fn metadata_clients_get_metadata_and_tables_carry_what_they_ask() {
         assert_eq!(body["data"]["a"], "1");
     }
 }
+
+#[test]
+fn an_agent_refuses_a_node_name_another_live_agent_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(tug_bin!(), &dir.path().join("data"), &[]);
+    let token = std::fs::read_to_string(s.data_dir.join("node-token")).expect("node token");
+    let agent = |data: &str| {
+        let mut cmd = std::process::Command::new(tug_bin!());
+        cmd.args(["agent", "--simulate", "2", "--node-prefix", "twin"])
+            .args(["--heartbeat-interval", "1", "--server", &s.url])
+            .args(["--token", token.trim(), "--ca-cert"])
+            .arg(s.data_dir.join("pki/ca.crt"))
+            .arg("--data-dir")
+            .arg(dir.path().join(data))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut first = agent("first").spawn().expect("tug agent");
+    eventually("the first agent's nodes", || {
+        ok(&s, &["get", "nodes"]).matches(" Ready ").count() == 2
+    });
+    let second = agent("second").output().expect("tug agent");
+    let _ = first.kill();
+    let _ = first.wait();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second agent started: {err}");
+    assert!(
+        err.contains("hollow prefix twin: node name twin-0 is held by another agent")
+            && err.contains("first"),
+        "{err}"
+    );
+}
