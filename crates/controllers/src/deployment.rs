@@ -189,6 +189,14 @@ async fn reconcile(
     let max_revision = owned.iter().map(|rs| revision(rs)).max().unwrap_or(0);
     let new_rs = match owned.iter().find(|rs| is_new(rs)) {
         Some(rs) => (**rs).clone(),
+        // Paused: a changed template starts no rollout until resumed (the change is seen).
+        None if spec.paused == Some(true) => {
+            let seen = json!({"status": {"observedGeneration": d.metadata.generation}});
+            Api::<Deployment>::namespaced(client.clone(), &ns)
+                .patch_status(&name, &crate::common::patch_params(), &Patch::Merge(&seen))
+                .await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
         None => {
             let mut labels = spec
                 .template
@@ -377,6 +385,9 @@ async fn reconcile(
             "25%",
         );
     let complete = updated == desired && replicas == desired && available == desired;
+    if complete || spec.paused == Some(true) {
+        prune_history(&api, &olds, spec.revision_history_limit.unwrap_or(10)).await?;
+    }
     let now = tug_api::time::now();
     // Progress: any change in the counts renews the Progressing condition's lastUpdateTime; a
     // rollout that makes none for progressDeadlineSeconds (600 by default) has failed.
@@ -475,6 +486,42 @@ async fn reconcile(
     } else {
         Duration::from_millis(500)
     }))
+}
+
+/// Deletes the oldest of the old ReplicaSets beyond the Deployment's revisionHistoryLimit, as
+/// Kubernetes does once a rollout is complete (or while paused): only sets scaled to zero, with
+/// no pods left and their latest spec seen.
+async fn prune_history(
+    api: &Api<ReplicaSet>,
+    olds: &[&Arc<ReplicaSet>],
+    limit: i32,
+) -> Result<(), Error> {
+    let mut alive: Vec<&Arc<ReplicaSet>> = olds
+        .iter()
+        .copied()
+        .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+        .collect();
+    let excess = alive.len() as i64 - i64::from(limit.max(0));
+    if excess <= 0 {
+        return Ok(());
+    }
+    alive.sort_by_key(|rs| revision(rs));
+    for rs in alive.into_iter().take(excess as usize) {
+        let status = rs.status.clone().unwrap_or_default();
+        let seen = rs.metadata.generation.unwrap_or(0) <= status.observed_generation.unwrap_or(0);
+        if status.replicas != 0 || spec_replicas(rs) != 0 || !seen {
+            continue;
+        }
+        let Some(name) = rs.metadata.name.as_deref() else {
+            continue;
+        };
+        match api.delete(name, &Default::default()).await {
+            Ok(_) => tracing::info!(replicaset = %name, "pruned beyond revisionHistoryLimit"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -699,3 +699,84 @@ fn controllers_record_events_within_the_spam_limit() {
         "{n} SuccessfulCreate events for 40 pods"
     );
 }
+
+#[test]
+fn a_deployment_keeps_its_revision_history_limit_and_rolls_out_nothing_while_paused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        tug_bin!(),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2"],
+    );
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: kept}\nspec:\n  replicas: 2\n  revisionHistoryLimit: 2\n  selector: {matchLabels: {app: kept}}\n  template:\n    metadata: {labels: {app: kept}}\n    spec:\n      containers:\n      - {name: c, image: busybox, env: [{name: V, value: \"0\"}]}\n",
+    );
+    ok(&s, &["rollout", "status", "deploy/kept", "--timeout=60s"]);
+    let sets = || {
+        ok(
+            &s,
+            &[
+                "get",
+                "rs",
+                "-l",
+                "app=kept",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+        )
+        .split_whitespace()
+        .count()
+    };
+    for v in 1..=4 {
+        ok(&s, &["set", "env", "deploy/kept", &format!("V={v}")]);
+        ok(&s, &["rollout", "status", "deploy/kept", "--timeout=60s"]);
+    }
+    // Five revisions: the current one and the two newest old ones are kept.
+    eventually("old ReplicaSets pruned to the limit", || sets() == 3);
+    let revision = || {
+        ok(
+            &s,
+            &[
+                "get",
+                "deploy",
+                "kept",
+                "-o",
+                "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+            ],
+        )
+    };
+    assert_eq!(revision(), "5");
+    ok(&s, &["rollout", "pause", "deploy/kept"]);
+    ok(&s, &["set", "env", "deploy/kept", "V=paused"]);
+    // The controller has seen the change (observedGeneration) and started nothing.
+    let generation = ok(
+        &s,
+        &[
+            "get",
+            "deploy",
+            "kept",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ],
+    );
+    eventually("the paused change observed", || {
+        ok(
+            &s,
+            &[
+                "get",
+                "deploy",
+                "kept",
+                "-o",
+                "jsonpath={.status.observedGeneration}",
+            ],
+        ) == generation
+            || sets() != 3
+    });
+    assert_eq!(sets(), 3, "a paused Deployment created a ReplicaSet");
+    assert_eq!(revision(), "5");
+    ok(&s, &["rollout", "resume", "deploy/kept"]);
+    ok(&s, &["rollout", "status", "deploy/kept", "--timeout=60s"]);
+    assert_eq!(revision(), "6");
+    eventually("still three ReplicaSets", || sets() == 3);
+}
