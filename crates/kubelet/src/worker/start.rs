@@ -113,6 +113,30 @@ pub(super) async fn run_containers(
     Ok(())
 }
 
+/// `pod` with its IP (from its sandbox) and its node's IP in its status, where the status
+/// does not carry them yet.
+fn with_addresses(pod: &Pod, pod_ip: Option<&str>, host_ip: &str) -> Pod {
+    let mut pod = pod.clone();
+    let status = pod.status.get_or_insert_with(Default::default);
+    if let Some(ip) = pod_ip.filter(|ip| !ip.is_empty()) {
+        if status.pod_ip.as_deref().is_none_or(str::is_empty) {
+            status.pod_ip = Some(ip.to_string());
+        }
+        if status.pod_ips.as_ref().is_none_or(Vec::is_empty) {
+            status.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
+                ip: ip.to_string(),
+            }]);
+        }
+    }
+    if status.host_ip.as_deref().is_none_or(str::is_empty) && !host_ip.is_empty() {
+        status.host_ip = Some(host_ip.to_string());
+        status.host_ips = Some(vec![k8s_openapi::api::core::v1::HostIP {
+            ip: host_ip.to_string(),
+        }]);
+    }
+    pod
+}
+
 async fn start_container(
     shared: &Shared,
     pod: &Pod,
@@ -144,9 +168,11 @@ async fn start_container(
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         crate::node::Capacity::of_host(&shared.config.data_dir).memory_bytes,
     );
+    // The pod's addresses are known before its status says them: the Downward API sees them.
+    let addressed = with_addresses(pod, state.pod_ip.as_deref(), &shared.config.node_ip);
     let spec = match containers::build(
         &shared.client,
-        pod,
+        &addressed,
         c,
         &image,
         shared.runtime.as_ref(),

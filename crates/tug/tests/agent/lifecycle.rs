@@ -69,6 +69,39 @@ spec:
 }
 
 #[test]
+fn the_downward_api_gives_the_first_container_its_pods_addresses() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: addressed}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: busybox:test
+    command: [sh, -c, 'echo "$IP|$IPS|$HOST|$NODE|$SA"']
+    env:
+    - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: IPS, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}
+    - {name: HOST, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
+    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    - {name: SA, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}
+"#,
+    );
+    wait_phase(&s, "addressed", "Succeeded", Duration::from_secs(60));
+    let want = jsonpath(
+        &s,
+        &["pod", "addressed"],
+        "{.status.podIP}|{.status.podIP}|{.status.hostIP}|{.spec.nodeName}|default",
+    );
+    assert!(!want.starts_with('|'), "no pod IP: {want}");
+    assert_eq!(ok(&s, &["logs", "addressed"]).trim(), want);
+}
+
+#[test]
 fn a_failing_container_restarts_with_growing_delays_and_previous_logs() {
     let (s, _dir) = cluster();
     apply(
