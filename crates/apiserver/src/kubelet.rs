@@ -158,6 +158,7 @@ pub async fn pod_log(
     name: &str,
     query: &std::collections::HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    check_log_options(query)?;
     let (container, node) = container_and_node(
         registry,
         pods,
@@ -177,6 +178,46 @@ pub async fn pod_log(
         params.join("&")
     );
     forward(client, &uri).await
+}
+
+/// Refuses log options Kubernetes refuses: numbers that are not numbers, a negative
+/// `tailLines`, a `sinceSeconds` or `limitBytes` below 1, both `sinceSeconds` and `sinceTime`.
+fn check_log_options(query: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
+    let mut problems = Vec::new();
+    for (name, least, rule) in [
+        ("tailLines", 0, "must be greater than or equal to 0"),
+        ("sinceSeconds", 1, "must be greater than 0"),
+        ("limitBytes", 1, "must be greater than 0"),
+    ] {
+        let Some(raw) = query.get(name) else { continue };
+        match raw.parse::<i64>() {
+            Ok(n) if n >= least => {}
+            Ok(n) => problems.push(format!("{name}: Invalid value: {n}: {rule}")),
+            Err(_) => problems.push(format!(
+                "{name}: Invalid value: {raw:?}: must be an integer"
+            )),
+        }
+    }
+    if query.contains_key("sinceSeconds") && query.contains_key("sinceTime") {
+        problems.push(
+            "sinceSeconds: Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified"
+                .to_string(),
+        );
+    }
+    if let Some(t) = query.get("sinceTime")
+        && t.parse::<jiff::Timestamp>().is_err()
+    {
+        problems.push(format!(
+            "sinceTime: Invalid value: {t:?}: must be an RFC 3339 time"
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "PodLogOptions is invalid: {}",
+        problems.join(", ")
+    )))
 }
 
 /// The answer when no kubelet client is configured.
@@ -404,6 +445,33 @@ pub type Shared = Arc<std::sync::OnceLock<KubeletClient>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_options_kubernetes_refuses_are_400s() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        assert!(check_log_options(&q(&[("tailLines", "0"), ("limitBytes", "10")])).is_ok());
+        for bad in [
+            q(&[("tailLines", "-1")]),
+            q(&[("tailLines", "ten")]),
+            q(&[("sinceSeconds", "0")]),
+            q(&[("limitBytes", "0")]),
+            q(&[("sinceSeconds", "5"), ("sinceTime", "2026-01-01T00:00:00Z")]),
+            q(&[("sinceTime", "yesterday")]),
+        ] {
+            let e = check_log_options(&bad).expect_err("refused");
+            assert_eq!(e.code, 400, "{bad:?}");
+        }
+        let e = check_log_options(&q(&[("tailLines", "-1")])).expect_err("refused");
+        assert!(
+            e.message
+                .ends_with("tailLines: Invalid value: -1: must be greater than or equal to 0")
+        );
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A kubelet that sends 4 MiB and hangs up while the client, reading slowly, still writes

@@ -422,6 +422,23 @@ async fn metadata_clients_get_metadata_and_tables_carry_what_they_ask() {
         "{status}"
     );
 
+    // Log options Kubernetes refuses are 400s, not ignored.
+    let (code, status) = send(
+        &c,
+        "GET",
+        "/api/v1/namespaces/default/pods/nobody/log?tailLines=-1",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"].as_str().is_some_and(
+            |m| m.contains("tailLines: Invalid value: -1: must be greater than or equal to 0")
+        ),
+        "{status}"
+    );
+
     // Server-side apply: 201 when it creates the object, 200 after.
     let applied = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}"#;
     for want in [201, 200] {
