@@ -98,6 +98,16 @@ fn idle_status(idle: &Idle) -> serde_json::Value {
         "message": format!("the stream carried no data for {:?} (--streaming-connection-idle-timeout)", idle.limit())})
 }
 
+/// A client message's bytes: its stream byte, then the data. Text frames count as binary
+/// ones, as in Kubernetes (the Python client writes stdin as text).
+fn channel_bytes(m: Message) -> bytes::Bytes {
+    match m {
+        Message::Binary(b) => b,
+        Message::Text(t) => bytes::Bytes::copy_from_slice(t.as_str().as_bytes()),
+        _ => bytes::Bytes::new(),
+    }
+}
+
 /// The size a resize message (`{"Width":W,"Height":H}`) gives.
 fn terminal_size(message: &[u8]) -> Option<(u16, u16)> {
     let size = serde_json::from_slice::<serde_json::Value>(message).ok()?;
@@ -194,7 +204,9 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
                     idle.activity().touch();
                 }
                 let to_send = match msg {
-                    Some(Ok(Message::Binary(b))) => match b.first() {
+                    Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => {
+                        let b = channel_bytes(m);
+                        match b.first() {
                         Some(&STDIN) => Some(attach::frame(attach::STDIN, &b[1..])),
                         Some(&CLOSE) if v5 && b.get(1) == Some(&STDIN) => {
                             Some(attach::frame(attach::CLOSE_STDIN, &[]))
@@ -205,7 +217,8 @@ async fn attach_session(socket: WebSocket, shim: std::os::unix::net::UnixStream,
                             attach::frame(attach::RESIZE, &size)
                         }),
                         _ => None,
-                    },
+                        }
+                    }
                     // The client went: leaving the socket detaches (and, for stdinOnce,
                     // closes the container's stdin).
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
@@ -282,7 +295,8 @@ async fn session(socket: WebSocket, start: Starter, p: Params, mut idle: Idle) {
                 return finish(tx, writer, incoming, idle_status(&idle)).await;
             }
             msg = incoming.next() => match msg {
-                Some(Ok(Message::Binary(b))) => {
+                Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => {
+                    let b = channel_bytes(m);
                     idle.activity().touch();
                     match b.first() {
                         Some(&STDIN) => {

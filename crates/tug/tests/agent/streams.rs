@@ -729,3 +729,32 @@ spec:
     }
     assert!(said.contains("error forwarding port 9999"), "{said}");
 }
+
+#[test]
+fn the_python_clients_interactive_exec_carries_stdin_and_both_outputs() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pyexec}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {IMAGE}, command: [sleep, \"3600\"]}}\n"
+        ),
+    );
+    wait_phase(&s, "pyexec", "Running", Duration::from_secs(60));
+    let python = std::env::var_os("TUG_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/tug-clients/bin/python".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/exec.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg("pyexec")
+        .env("KUBECONFIG", &s.kubeconfig)
+        .output()
+        .expect("run python (scripts/test.sh installs the client)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python exec: ok"));
+}
