@@ -8,6 +8,7 @@ pub mod image;
 pub mod kubectl;
 pub mod registry;
 pub mod server;
+pub mod timeline;
 pub mod up;
 
 /// The `tug` binary under test, as a `&Path`: for the tug package's integration tests, which

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tug_testkit::kubectl::eventually_within as wait_until;
+use tug_testkit::timeline::Timeline;
 use tug_testkit::tug_bin;
 use tug_testkit::up::{LeakCounter, LocalCluster, host};
 
@@ -559,94 +560,6 @@ spec:
     )
 }
 
-/// Unix time in milliseconds.
-fn unix_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
-/// A record, for a failure's message, of what the cluster did while a test ran: node `i`'s
-/// Service endpoints for port 8080 each time they change, and the web pods as they change.
-struct Timeline {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    rules: std::thread::JoinHandle<Vec<String>>,
-    pods: std::process::Child,
-    pod_lines: std::thread::JoinHandle<Vec<String>>,
-}
-
-impl Timeline {
-    fn start(c: &LocalCluster, node: u32) -> Timeline {
-        use std::io::BufRead;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ns = c.netns(node);
-        let flag = stop.clone();
-        let rules = std::thread::spawn(move || {
-            let mut log = Vec::new();
-            let mut last = String::new();
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let rules = host(&["ip", "netns", "exec", &ns, "nft", "list", "ruleset"]);
-                let mut eps: Vec<&str> = rules
-                    .split_whitespace()
-                    .filter(|w| w.ends_with(":8080"))
-                    .collect();
-                eps.sort();
-                eps.dedup();
-                let now = eps.join(" ");
-                if now != last {
-                    log.push(format!("{} rules: {now}", unix_ms()));
-                    last = now;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            log
-        });
-        let columns = "custom-columns=NAME:.metadata.name,NODE:.spec.nodeName,IP:.status.podIP,READY:.status.conditions[?(@.type==\"Ready\")].status,DELETED:.metadata.deletionTimestamp";
-        let mut pods = Command::new(tug_testkit::server::kubectl_path())
-            .args([
-                "get",
-                "pods",
-                "-l",
-                "app=web",
-                "-w",
-                "--no-headers",
-                "-o",
-                columns,
-            ])
-            .env("KUBECONFIG", &c.kubeconfig)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("kubectl get -w");
-        let out = pods.stdout.take().expect("piped");
-        let pod_lines = std::thread::spawn(move || {
-            std::io::BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .map(|l| format!("{} pod: {l}", unix_ms()))
-                .collect()
-        });
-        Timeline {
-            stop,
-            rules,
-            pods,
-            pod_lines,
-        }
-    }
-
-    /// Stops recording; the events in time order.
-    fn finish(mut self) -> String {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.pods.kill();
-        let _ = self.pods.wait();
-        let mut all = self.rules.join().unwrap_or_default();
-        all.extend(self.pod_lines.join().unwrap_or_default());
-        all.sort();
-        all.join("\n")
-    }
-}
-
 /// Starts `seconds` of requests to `url` from pod `from`, 20 ms apart; each output line is
 /// `<unix second the request started> ok|fail`.
 fn request_loop(c: &LocalCluster, from: &str, url: &str, seconds: u32) -> std::process::Child {
@@ -787,7 +700,7 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
         on_node_3.lines().filter_map(|l| l.split_once(' ')).unzip();
     assert!(!doomed.is_empty(), "no replica on node-3");
     let vip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
-    let timeline = Timeline::start(&c, 1);
+    let timeline = Timeline::start(&c, 1, "app=web");
     let requests = request_loop(&c, "client", &format!("http://{vip}/"), 30);
     std::thread::sleep(Duration::from_secs(2));
     c.set_link(3, false);
