@@ -172,6 +172,20 @@ fn index_ranges(indexes: &std::collections::BTreeSet<i32>) -> String {
     parts.join(",")
 }
 
+/// A Job suspended (or resumed): its Suspended condition, and the event Kubernetes records.
+async fn suspension(ctx: &Shared, job: &Job, suspended: bool, now: &str) -> Value {
+    let (status, reason, event, message) = if suspended {
+        ("True", "JobSuspended", "Suspended", "Job suspended")
+    } else {
+        ("False", "JobResumed", "Resumed", "Job resumed")
+    };
+    ctx.recorder("job-controller")
+        .event(&tug_events::Involved::of(job), "Normal", event, message)
+        .await;
+    json!([{"type": "Suspended", "status": status, "reason": reason, "message": message,
+        "lastProbeTime": now, "lastTransitionTime": now}])
+}
+
 fn has_condition(job: &Job, t: &str) -> bool {
     job.status
         .as_ref()
@@ -293,17 +307,7 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
         stop_active(&client, &ns, &owned).await;
         status["active"] = json!(0);
         if !was_suspended {
-            status["conditions"] = json!([{"type": "Suspended", "status": "True",
-                "reason": "JobSuspended", "message": "Job suspended",
-                "lastProbeTime": now, "lastTransitionTime": now}]);
-            ctx.recorder("job-controller")
-                .event(
-                    &tug_events::Involved::of(job.as_ref()),
-                    "Normal",
-                    "Suspended",
-                    "Job suspended",
-                )
-                .await;
+            status["conditions"] = suspension(&ctx, &job, true, &now).await;
         }
     } else if let Some(limit) = spec.active_deadline_seconds
         && !was_suspended
@@ -329,17 +333,7 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
         ]);
     } else if ctx.expectations.satisfied(&uid, &names) {
         if was_suspended {
-            status["conditions"] = json!([{"type": "Suspended", "status": "False",
-                "reason": "JobResumed", "message": "Job resumed",
-                "lastProbeTime": now, "lastTransitionTime": now}]);
-            ctx.recorder("job-controller")
-                .event(
-                    &tug_events::Involved::of(job.as_ref()),
-                    "Normal",
-                    "Resumed",
-                    "Job resumed",
-                )
-                .await;
+            status["conditions"] = suspension(&ctx, &job, false, &now).await;
         }
         let want = parallelism.min(completions - succeeded) - active;
         let mut free_indexes =
