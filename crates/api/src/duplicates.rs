@@ -111,6 +111,38 @@ impl<'de> Visitor<'de> for Finder<'_> {
 mod tests {
     use super::*;
 
+    /// What the scan costs per write body: a pod as the scheduler benchmark writes them.
+    #[test]
+    #[ignore = "a benchmark: run with --ignored --nocapture (in release)"]
+    fn scan_cost_per_pod_body() {
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-5d8f7c9b4-abcde", "namespace": "plain", "labels": {"app": "web", "pod-template-hash": "5d8f7c9b4"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f7c9b4", "uid": "0b6c6a1e-1f2d-4c3b-9a8e-7d6c5b4a3f21", "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File", "imagePullPolicy": "Always"}],
+                "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst", "serviceAccountName": "default",
+                "schedulerName": "default-scheduler", "enableServiceLinks": true, "priority": 0, "preemptionPolicy": "PreemptLowerPriority",
+                "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]}});
+        let body = serde_json::to_vec(&pod).unwrap_or_default();
+        let n = 20_000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(duplicate_fields(&body).is_empty());
+        }
+        let scan = start.elapsed() / n;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            assert!(v.is_object());
+        }
+        let parse = start.elapsed() / n;
+        println!(
+            "{} bytes: duplicate scan {scan:?}, a plain parse to Value {parse:?}",
+            body.len()
+        );
+    }
+
     #[test]
     fn repeated_keys_are_found_by_path() {
         let body = br#"{"kind": "Deployment", "spec": {"replicas": 1, "replicas": 2,
