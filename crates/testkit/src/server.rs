@@ -227,3 +227,27 @@ pub fn kubectl_path() -> PathBuf {
     );
     p
 }
+
+/// The Python that has the official Kubernetes client (`TUG_PYTHON`, or the one
+/// scripts/test.sh installs).
+pub fn python_path() -> PathBuf {
+    let p = std::env::var_os("TUG_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/tug-clients/bin/python"));
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/test.sh, which installs the Python client",
+        p.display()
+    );
+    p
+}
+
+/// Runs a Python client script with `args` against the cluster `kubeconfig` names.
+pub fn run_python(script: &Path, kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(python_path())
+        .arg(script)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("run python")
+}

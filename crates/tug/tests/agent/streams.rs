@@ -646,15 +646,11 @@ spec:
     );
 
     // The Python client forwards over the WebSocket channel protocol instead.
-    let python = std::env::var_os("TUG_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/var/tmp/tug-clients/bin/python".into());
-    let o = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/portforward.py"))
-        .args(["web", "8080"])
-        .env("KUBECONFIG", &s.kubeconfig)
-        .output()
-        .expect("python");
+    let o = tug_testkit::server::run_python(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/portforward.py"),
+        &s.kubeconfig,
+        &["web", "8080"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from web\n");
 
@@ -740,16 +736,8 @@ fn the_python_clients_interactive_exec_carries_stdin_and_both_outputs() {
         ),
     );
     wait_phase(&s, "pyexec", "Running", Duration::from_secs(60));
-    let python = std::env::var_os("TUG_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/var/tmp/tug-clients/bin/python".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/exec.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .arg("pyexec")
-        .env("KUBECONFIG", &s.kubeconfig)
-        .output()
-        .expect("run python (scripts/test.sh installs the client)");
+    let out = tug_testkit::server::run_python(&script, &s.kubeconfig, &["pyexec"]);
     assert!(
         out.status.success(),
         "{}{}",
