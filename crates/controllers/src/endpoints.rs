@@ -109,7 +109,18 @@ async fn reconcile(
         let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
         let target =
             json!({"kind": "Pod", "namespace": ns, "name": p.metadata.name, "uid": p.metadata.uid});
-        let address = json!({"ip": ip, "nodeName": node, "targetRef": target});
+        // A pod whose subdomain names this Service is known by its hostname here (its DNS
+        // record `HOSTNAME.SERVICE.NS.svc.DOMAIN`).
+        let hostname = p
+            .spec
+            .as_ref()
+            .filter(|s| s.subdomain.as_deref() == Some(name.as_str()))
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty());
+        let mut address = json!({"ip": ip, "nodeName": node, "targetRef": target});
+        if let Some(h) = &hostname {
+            address["hostname"] = json!(h);
+        }
         let terminating = p.metadata.deletion_timestamp.is_some();
         let ready = pod_ready(p) && !terminating;
         let entry = subsets.entry(resolved).or_default();
@@ -118,10 +129,14 @@ async fn reconcile(
         } else if !terminating {
             entry.1.push(address);
         }
-        slice_endpoints.push(json!({
+        let mut endpoint = json!({
             "addresses": [ip], "nodeName": node, "targetRef": target,
             "conditions": {"ready": ready, "serving": pod_ready(p), "terminating": terminating},
-        }));
+        });
+        if let Some(h) = hostname {
+            endpoint["hostname"] = json!(h);
+        }
+        slice_endpoints.push(endpoint);
     }
     let subsets: Vec<Value> = subsets
         .into_iter()

@@ -324,6 +324,40 @@ spec:
         "nslookup -type=SRV _http._tcp.web.default.svc.cluster.local",
         |srv| srv.contains("web.default.svc.cluster.local") && srv.contains(" 80 "),
     );
+    // A pod with a hostname and a subdomain naming a headless Service has a name of its own,
+    // in DNS and in its /etc/hosts.
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: named}}
+spec:
+  clusterIP: None
+  selector: {{app: named}}
+  ports: [{{port: 80}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: named-pod, labels: {{app: named}}}}
+spec:
+  hostname: box
+  subdomain: named
+  hostAliases: [{{ip: 10.1.2.3, hostnames: [foo.remote, bar.remote]}}]
+  containers:
+  - {{name: c, image: {IMAGE}, command: [sleep, "3600"]}}
+"#
+    ));
+    c.wait_running("named-pod");
+    let named_ip = c.jsonpath(&["pod", "named-pod"], "{.status.podIP}");
+    assert_eq!(
+        c.sh("named-pod", "cat /etc/hosts; hostname"),
+        format!(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{named_ip}\tbox.named.default.svc.cluster.local\tbox\n\n# Entries added by HostAliases.\n10.1.2.3\tfoo.remote\tbar.remote\nbox\n"
+        )
+    );
+    lookup(&c, "nslookup box.named.default.svc.cluster.local", |out| {
+        out.contains(&format!("Address: {named_ip}"))
+    });
     lookup(&c, "nslookup nope.default.svc.cluster.local", |missing| {
         missing.contains("NXDOMAIN") && !missing.contains("Name:")
     });
@@ -564,7 +598,7 @@ spec:
 /// `<unix second the request started> ok|fail`.
 fn request_loop(c: &LocalCluster, from: &str, url: &str, seconds: u32) -> std::process::Child {
     let script = format!(
-        "end=$(($(date +%s)+{seconds})); while [ $(date +%s) -lt $end ]; do s=$(date +%s); if e=$(timeout 5 wget -O /dev/null {url} 2>&1); then echo \"$s ok\"; else echo \"$s fail (exit $?) $e\" | tr '\\n' ' '; echo; fi; usleep 20000; done"
+        "end=$(($(date +%s)+{seconds})); while [ $(date +%s) -lt $end ]; do s=$(date +%s); if e=$(timeout 5 wget -O /dev/null {url} 2>&1); then echo \"$s ok\"; else echo \"$s fail (exit $?) $e; neighbours: $(ip neigh 2>&1)\" | tr '\\n' ' '; echo; fi; usleep 20000; done"
     );
     Command::new(tug_testkit::server::kubectl_path())
         .args(["exec", from, "--", "sh", "-c", &script])
@@ -700,6 +734,17 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
         on_node_3.lines().filter_map(|l| l.split_once(' ')).unzip();
     assert!(!doomed.is_empty(), "no replica on node-3");
     let vip = c.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
+    // Node-1's connections carry their start time, so a hung request's connection can be
+    // found among them afterwards.
+    host(&[
+        "ip",
+        "netns",
+        "exec",
+        &c.netns(1),
+        "sysctl",
+        "-qw",
+        "net.netfilter.nf_conntrack_timestamp=1",
+    ]);
     let timeline = Timeline::start(&c, 1, "app=web");
     let requests = request_loop(&c, "client", &format!("http://{vip}/"), 30);
     std::thread::sleep(Duration::from_secs(2));
@@ -792,6 +837,25 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
         .lines()
         .filter(|l| l.contains(&vip) && !l.contains("ASSURED"))
         .collect();
+    let dumped = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Every connection to the Service, stamped with the second it started.
+    let connections: Vec<String> = conntrack
+        .lines()
+        .filter(|l| l.contains(&vip))
+        .filter_map(|l| {
+            let delta: u64 = l
+                .split_once("delta-time=")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(format!("{} {l}", dumped.saturating_sub(delta)))
+        })
+        .collect();
     assert!(r.len() > 30, "too few requests: {}", r.len());
     // Requests are stamped with the second they started in: one started in the second the
     // rules changed may have gone to the dead replica.
@@ -805,9 +869,18 @@ fn a_node_cut_off_is_replaced_and_the_service_keeps_answering() {
     );
     assert!(
         late.is_empty(),
-        "requests failed after node-1 dropped the dead replica (at {left}; node-3 NotReady at {not_ready}): {late:?}; all failures {:?}\nconnections to the Service never answered:\n{}\ntimeline:\n{timeline}",
+        "requests failed after node-1 dropped the dead replica (at {left}; node-3 NotReady at {not_ready}): {late:?}; all failures {:?}\nconnections to the Service never answered:\n{}\nconnections to the Service started in a failed request's seconds:\n{}\ntimeline:\n{timeline}",
         r.iter().filter(|(_, ok)| !ok).collect::<Vec<_>>(),
-        unanswered.join("\n")
+        unanswered.join("\n"),
+        connections
+            .iter()
+            .filter(|l| late
+                .iter()
+                .any(|(t, _)| l.starts_with(&format!("{t} "))
+                    || l.starts_with(&format!("{} ", t + 1))))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     c.set_link(3, true);
 }

@@ -20,17 +20,13 @@ pub(super) fn write_pod_files(
             String::new()
         }
     });
-    let mut hosts = String::from(
-        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
-    );
-    if !ip.is_empty() {
-        hosts.push_str(&format!("{ip}\t{hostname}\n"));
-    }
-    for alias in spec.host_aliases.unwrap_or_default() {
-        if let Some(names) = alias.hostnames {
-            hosts.push_str(&format!("{}\t{}\n", alias.ip, names.join("\t")));
-        }
-    }
+    let hosts = if host_network {
+        // hostNetwork pods see the node's own hosts file, with their aliases added.
+        let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        format!("{node_hosts}{}", host_aliases(&spec))
+    } else {
+        hosts_file(pod, &ip, &cfg.cluster_domain)
+    };
     std::fs::write(dir.join("etc-hosts"), hosts)?;
     std::fs::write(dir.join("etc-hostname"), format!("{hostname}\n"))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -107,20 +103,101 @@ pub fn resolv_conf(cfg: &AgentConfig, pod: &Pod, host_resolv: &str) -> String {
     out
 }
 
+/// The /etc/hosts of a pod with its own network, as the kubelet writes it: the fixed entries,
+/// the pod's address under its name (`HOSTNAME.SUBDOMAIN.NS.svc.DOMAIN HOSTNAME` when it has a
+/// subdomain), then its hostAliases.
+fn hosts_file(pod: &Pod, ip: &str, cluster_domain: &str) -> String {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let hostname = hostname_of(pod);
+    let mut hosts = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    if !ip.is_empty() {
+        match spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                hosts.push_str(&format!(
+                    "{ip}\t{hostname}.{sub}.{ns}.svc.{cluster_domain}\t{hostname}\n"
+                ));
+            }
+            None => hosts.push_str(&format!("{ip}\t{hostname}\n")),
+        }
+    }
+    hosts.push_str(&host_aliases(&spec));
+    hosts
+}
+
+/// The hostAliases section of a hosts file: one line per alias, its names tab-separated.
+fn host_aliases(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
+    let aliases = spec.host_aliases.as_deref().unwrap_or_default();
+    if aliases.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n# Entries added by HostAliases.\n");
+    for alias in aliases {
+        let names = alias.hostnames.as_deref().unwrap_or_default();
+        if !names.is_empty() {
+            out.push_str(&format!("{}\t{}\n", alias.ip, names.join("\t")));
+        }
+    }
+    out
+}
+
+/// The pod's hostname: `spec.hostname`, or its name cut to 63 characters without a trailing
+/// `-` or `.` (a DNS label), as the kubelet does.
 pub(super) fn hostname_of(pod: &Pod) -> String {
     let spec = pod.spec.clone().unwrap_or_default();
-    spec.hostname
+    let name: String = spec
+        .hostname
         .filter(|h| !h.is_empty())
         .or_else(|| pod.metadata.name.clone())
-        .unwrap_or_default()
-        .chars()
+        .unwrap_or_default();
+    if name.len() <= 63 {
+        return name;
+    }
+    name.chars()
         .take(63)
-        .collect()
+        .collect::<String>()
+        .trim_end_matches(['-', '.'])
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "web-0", "namespace": "team"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hosts_files_name_the_pod_by_its_subdomain_and_list_aliases_after_a_header() {
+        let fixed = "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n";
+        let plain = hosts_file(&pod(json!({"containers": []})), "10.1.0.5", "cluster.local");
+        assert_eq!(plain, format!("{fixed}10.1.0.5\tweb-0\n"));
+        let named = hosts_file(
+            &pod(
+                json!({"containers": [], "hostname": "db", "subdomain": "dbs",
+                "hostAliases": [{"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]},
+                                {"ip": "10.1.2.3", "hostnames": ["foo.remote"]}]}),
+            ),
+            "10.1.0.5",
+            "example.org",
+        );
+        assert_eq!(
+            named,
+            format!(
+                "{fixed}10.1.0.5\tdb.dbs.team.svc.example.org\tdb\n\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tfoo.remote\n"
+            )
+        );
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        let mut p = pod(json!({"containers": []}));
+        p.metadata.name = Some(long);
+        assert_eq!(hostname_of(&p), "a".repeat(62));
+    }
 
     #[test]
     fn resolv_conf_follows_dns_policy_and_dns_config() {
