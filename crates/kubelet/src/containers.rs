@@ -528,7 +528,12 @@ pub async fn build(
     if let Some(p) = term_file.parent() {
         let _ = std::fs::create_dir_all(p);
     }
+    // Writable by whatever user the container runs as.
     let _ = std::fs::write(&term_file, b"");
+    let _ = std::fs::set_permissions(
+        &term_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    );
     mounts.push(Mount {
         source: term_file,
         destination: term_path,

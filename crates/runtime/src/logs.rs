@@ -96,13 +96,14 @@ impl LineSplitter {
         Ok(())
     }
 
-    /// Emits what is left at end of stream.
+    /// Emits what is left at end of stream: a last line with no newline, kept partial (`P`)
+    /// so that readers give it back without one, as containerd writes it.
     pub fn finish(
         &mut self,
         mut emit: impl FnMut(bool, &[u8]) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         if !self.buf.is_empty() {
-            emit(false, &self.buf)?;
+            emit(true, &self.buf)?;
             self.buf.clear();
         }
         Ok(())
@@ -195,19 +196,8 @@ pub fn read(path: &Path, opts: &ReadOptions) -> std::io::Result<Vec<u8>> {
         }
     }
     if let Some(n) = opts.tail {
-        // Count whole lines: a line is its partial records plus the final one.
-        let mut lines = 0;
-        let mut cut = records.len();
-        for (i, r) in records.iter().enumerate().rev() {
-            if !r.partial {
-                if lines == n {
-                    break;
-                }
-                lines += 1;
-            }
-            cut = i;
-        }
-        records.drain(..cut);
+        // The last n records, partial or not, as the kubelet counts the file's lines.
+        records.drain(..records.len().saturating_sub(n));
     }
     let mut out = Vec::new();
     for r in &records {
@@ -236,7 +226,10 @@ mod tests {
             .expect("feed");
         s.finish(|p, l| w.record("stderr", p, l)).expect("finish");
         let all = read(&path, &ReadOptions::default()).expect("read");
-        assert_eq!(all, b"one\ntwo\nthree\n");
+        // The last line had no newline: it stays partial and comes back without one.
+        assert_eq!(all, b"one\ntwo\nthree");
+        let file = std::fs::read_to_string(&path).expect("log");
+        assert!(file.ends_with(" stderr P three\n"), "{file}");
         let tail = read(
             &path,
             &ReadOptions {
@@ -245,7 +238,7 @@ mod tests {
             },
         )
         .expect("read");
-        assert_eq!(tail, b"two\nthree\n");
+        assert_eq!(tail, b"two\nthree");
         let stamped = read(
             &path,
             &ReadOptions {
@@ -258,7 +251,7 @@ mod tests {
         let text = String::from_utf8(stamped).expect("utf8");
         let (time, rest) = text.split_once(' ').expect("a timestamp");
         assert!(time.parse::<jiff::Timestamp>().is_ok(), "{time}");
-        assert_eq!(rest, "three\n");
+        assert_eq!(rest, "three");
     }
 
     #[test]

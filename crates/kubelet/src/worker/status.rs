@@ -3,10 +3,10 @@
 
 use super::*;
 
-/// The status of one container.
-/// A finished run's termination message: the file the container wrote at its
-/// terminationMessagePath (at most 4096 bytes), else with FallbackToLogsOnError and a failure
-/// the end of its log (at most 80 lines and 2048 bytes), else the runtime's message.
+/// A finished run's termination message: the end of the file the container wrote at its
+/// terminationMessagePath (its last 4096 bytes), else with FallbackToLogsOnError and a failure
+/// the end of its log as written (its last 80 lines, at most 2048 bytes), else the runtime's
+/// message.
 fn termination_message(
     c: &Container,
     run: &tug_runtime::Container,
@@ -15,10 +15,7 @@ fn termination_message(
 ) -> String {
     let file = containers::termination_file(pod_dir, &run.spec.name, run.spec.attempt);
     let mut msg = std::fs::read(&file)
-        .map(|mut b| {
-            b.truncate(4096);
-            String::from_utf8_lossy(&b).to_string()
-        })
+        .map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(4096)..]).to_string())
         .unwrap_or_default();
     if msg.is_empty()
         && exit.exit_code != 0

@@ -490,21 +490,42 @@ spec:
   restartPolicy: Never
   containers:
   - {name: file, image: busybox:test, command: [sh, -c, "echo -n bye > /dev/termination-log; exit 2"]}
-  - {name: custom, image: busybox:test, terminationMessagePath: /tmp/why, command: [sh, -c, "echo -n custom > /tmp/why"]}
-  - {name: logs, image: busybox:test, terminationMessagePolicy: FallbackToLogsOnError, command: [sh, -c, "echo oops; exit 1"]}
+  - {name: custom, image: busybox:test, terminationMessagePath: /tmp/why, securityContext: {runAsUser: 1000}, command: [sh, -c, "echo -n custom > /tmp/why"]}
+  - {name: logs, image: busybox:test, terminationMessagePolicy: FallbackToLogsOnError, command: [sh, -c, "echo -n DONE; exit 1"]}
+  - {name: lines, image: busybox:test, terminationMessagePolicy: FallbackToLogsOnError, command: [sh, -c, "for i in $(seq 1 100); do echo line-$i; done; exit 1"]}
+  - {name: bytes, image: busybox:test, terminationMessagePolicy: FallbackToLogsOnError, command: [sh, -c, "for i in $(seq 1 30); do printf '%0100d\\n' $i; done; exit 1"]}
 "#,
     );
     wait_phase(&s, "farewell", "Failed", Duration::from_secs(60));
-    let message = |c: &str| {
-        jsonpath(
-            &s,
-            &["pod", "farewell"],
-            &format!("{{.status.containerStatuses[?(@.name==\"{c}\")].state.terminated.message}}"),
-        )
+    let pod: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["get", "pod", "farewell", "-o", "json"])).expect("json");
+    let message = |c: &str| -> String {
+        pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == c)
+            .and_then(|s| s["state"]["terminated"]["message"].as_str())
+            .unwrap_or_default()
+            .to_string()
     };
     assert_eq!(message("file"), "bye");
+    // A user other than root can write the file at its own path.
     assert_eq!(message("custom"), "custom");
-    assert_eq!(message("logs").trim(), "oops");
+    // The log's end as written: no newline added to a last line that had none.
+    assert_eq!(message("logs"), "DONE");
+    // kubectl logs gives the output byte for byte: the partial last line stays partial.
+    assert_eq!(ok(&s, &["logs", "farewell", "-c", "logs"]), "DONE");
+    let mut stamped = ok(&s, &["logs", "farewell", "-c", "lines", "--tail", "2"]);
+    assert_eq!(stamped, "line-99\nline-100\n");
+    stamped = ok(&s, &["logs", "farewell", "-c", "logs", "--timestamps"]);
+    assert!(stamped.ends_with("Z DONE"), "{stamped:?}");
+    // At most the last 80 lines ...
+    let lines: String = (21..=100).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(message("lines"), lines);
+    // ... and at most their last 2048 bytes.
+    let all: String = (1..=30).map(|i| format!("{i:0100}\n")).collect();
+    assert_eq!(message("bytes"), all[all.len() - 2048..]);
 }
 
 #[test]
