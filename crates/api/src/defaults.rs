@@ -186,6 +186,45 @@ fn default_job_spec(obj: &mut Value, path: &[&str]) {
     }
 }
 
+/// A new Job's generated selector, as kube-apiserver makes it unless `manualSelector` is
+/// true: the template gets `job-name` and `controller-uid` labels (both the legacy and the
+/// `batch.kubernetes.io/` forms, where not set) and the selector matches
+/// `batch.kubernetes.io/controller-uid`. A Job with no labels of its own takes its template's.
+/// Needs the Job's uid, so it runs once the uid is set.
+pub fn generate_job_selector(obj: &mut Value) {
+    let name = obj.pointer("/metadata/name").cloned().unwrap_or(json!(""));
+    let uid = obj.pointer("/metadata/uid").cloned().unwrap_or(json!(""));
+    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    if let Some(labels) = object_at(obj, &["spec", "template", "metadata", "labels"]) {
+        for (key, value) in [
+            ("job-name", &name),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("batch.kubernetes.io/controller-uid", &uid),
+        ] {
+            default(labels, key, value.clone());
+        }
+    }
+    if let Some(selector) = object_at(obj, &["spec", "selector", "matchLabels"]) {
+        default(selector, "batch.kubernetes.io/controller-uid", uid);
+    }
+    let template_labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    if let Some(meta) = object_at(obj, &["metadata"]) {
+        let has_labels = meta
+            .get("labels")
+            .and_then(Value::as_object)
+            .is_some_and(|l| !l.is_empty());
+        if !has_labels {
+            meta.insert("labels".into(), template_labels);
+        }
+    }
+}
+
 fn default_service(obj: &mut Value) {
     let Some(spec) = object_at(obj, &["spec"]) else {
         return;
@@ -267,6 +306,26 @@ pub fn qos_class(spec: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_get_a_selector_on_their_uid_unless_manual() {
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u1"},
+            "spec": {"template": {"metadata": {"labels": {"job-name": "mine"}}, "spec": {}}}});
+        generate_job_selector(&mut job);
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
+        );
+        let labels = json!({"job-name": "mine", "batch.kubernetes.io/job-name": "pi",
+            "controller-uid": "u1", "batch.kubernetes.io/controller-uid": "u1"});
+        assert_eq!(job["spec"]["template"]["metadata"]["labels"], labels);
+        assert_eq!(job["metadata"]["labels"], labels);
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u2", "labels": {"a": "b"}},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}, "template": {}}});
+        let before = manual.clone();
+        generate_job_selector(&mut manual);
+        assert_eq!(manual, before);
+    }
 
     #[test]
     fn deployment_and_containers_get_kubernetes_defaults() {

@@ -392,7 +392,7 @@ pub fn revision_of(p: &Pod) -> String {
 }
 
 /// The error policy every controller uses: retry after a short pause.
-pub fn retry<K>(_: Arc<K>, e: &Error, _: Arc<Shared>) -> kube::runtime::controller::Action {
+pub(crate) fn retry<K>(_: Arc<K>, e: &Error, _: Arc<Shared>) -> kube::runtime::controller::Action {
     tracing::debug!(error = %e, "reconcile failed; retrying");
     kube::runtime::controller::Action::requeue(Duration::from_secs(1))
 }

@@ -16,8 +16,8 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{
-    Error, REVISION_LABEL, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready,
-    post_params, record_revision, revision_of, template_hash,
+    Error, REVISION_LABEL, Shared, owner_ref, patch_params, pod_active, pod_ready, post_params,
+    record_revision, revision_of, template_hash,
 };
 
 /// Tolerations every DaemonSet pod gets, as Kubernetes adds them.
@@ -44,8 +44,7 @@ fn default_tolerations() -> Vec<Toleration> {
 
 /// Runs the controller. Nodes joining or changing are picked up by a short requeue.
 pub async fn run(client: kube::Client, shared: Shared) {
-    let children = shared.pod_changes();
-    crate::common::run_owning::<DaemonSet, Pod, _, _>(client, shared, children, reconcile).await;
+    crate::claim::run_claiming::<DaemonSet, _, _>(client, shared, reconcile).await;
 }
 
 fn eligible(ds: &DaemonSet, node: &Node, tolerations: &[Toleration]) -> bool {
@@ -94,22 +93,18 @@ async fn reconcile(
     )
     .await?;
     let nodes = ctx.nodes.state();
+    let owned = crate::claim::claim_pods(&client, ds.as_ref(), ctx.pods.state()).await;
     let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
-    for p in ctx.pods.state() {
-        if p.metadata.namespace.as_deref() == Some(ns.as_str())
-            && controlled_by(p.metadata.owner_references.as_ref(), &uid)
-            && pod_active(&p)
+    for p in &owned {
+        if pod_active(p)
             && let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone())
         {
-            by_node.entry(node).or_default().push(p);
+            by_node.entry(node).or_default().push(p.clone());
         }
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let existing: std::collections::HashSet<String> = ctx
-        .pods
-        .state()
+    let existing: std::collections::HashSet<String> = owned
         .iter()
-        .filter(|p| controlled_by(p.metadata.owner_references.as_ref(), &uid))
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     // Until our last creations show up in the watch, count but don't act.

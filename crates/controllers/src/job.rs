@@ -10,12 +10,11 @@ use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use crate::common::{Error, Shared, controlled_by, owner_ref, patch_params, post_params};
+use crate::common::{Error, Shared, owner_ref, patch_params, post_params};
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    let children = shared.pod_changes();
-    crate::common::run_owning::<Job, Pod, _, _>(client, shared, children, reconcile).await;
+    crate::claim::run_claiming::<Job, _, _>(client, shared, reconcile).await;
 }
 
 fn phase(p: &Pod) -> &str {
@@ -207,13 +206,8 @@ async fn reconcile(client: kube::Client, job: Arc<Job>, ctx: Arc<Shared>) -> Res
     let completions = spec.completions.unwrap_or(1);
     let parallelism = spec.parallelism.unwrap_or(1);
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let owned: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|p| controlled_by(p.metadata.owner_references.as_ref(), &uid))
-        .collect();
+    let owned: Vec<Arc<Pod>> =
+        crate::claim::claim_pods(&client, job.as_ref(), ctx.pods.state()).await;
     let names: std::collections::HashSet<String> = owned
         .iter()
         .filter_map(|p| p.metadata.name.clone())

@@ -1,6 +1,7 @@
 //! The controller manager. Every controller is the same pattern — kube-rs' `Controller`
 //! (watch, queue, reconcile, requeue) around a reconcile function — and talks to the API only.
 
+pub mod claim;
 pub mod clusterdns;
 mod common;
 mod cronjob;

@@ -16,9 +16,7 @@ use crate::common::{Error, Shared, controlled_by, owner_ref, pod_active, pod_rea
 
 /// What differs between a ReplicaSet and a ReplicationController: where the count, the
 /// template and the reported status live.
-pub trait Replicated:
-    crate::common::Object + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-{
+pub trait Replicated: crate::claim::PodOwner {
     /// `spec.replicas` (1 when unset).
     fn replicas(&self) -> i32;
     /// `spec.template`.
@@ -76,17 +74,12 @@ impl Replicated for ReplicationController {
 
 /// Runs the ReplicaSet controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    let children = shared.pod_changes();
-    crate::common::run_owning::<ReplicaSet, Pod, _, _>(client, shared, children, reconcile).await;
+    crate::claim::run_claiming::<ReplicaSet, _, _>(client, shared, reconcile).await;
 }
 
 /// Runs the ReplicationController controller.
 pub async fn run_replication_controllers(client: kube::Client, shared: Shared) {
-    let children = shared.pod_changes();
-    crate::common::run_owning::<ReplicationController, Pod, _, _>(
-        client, shared, children, reconcile,
-    )
-    .await;
+    crate::claim::run_claiming::<ReplicationController, _, _>(client, shared, reconcile).await;
 }
 
 async fn reconcile<K: Replicated>(
@@ -100,13 +93,16 @@ async fn reconcile<K: Replicated>(
     if rs.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let owned: Vec<Arc<Pod>> = ctx
+    // Active pods are claimed (adopted or released); finished ones it controls still count
+    // for its expectations.
+    let candidates: Vec<Arc<Pod>> = ctx
         .pods
         .state()
         .into_iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|p| controlled_by(p.metadata.owner_references.as_ref(), &uid))
+        .filter(|p| pod_active(p) || controlled_by(p.metadata.owner_references.as_ref(), &uid))
         .collect();
+    let owned = crate::claim::claim_pods(&client, rs.as_ref(), candidates).await;
     let names: HashSet<String> = owned
         .iter()
         .filter_map(|p| p.metadata.name.clone())

@@ -16,14 +16,13 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::common::{
-    Error, REVISION_LABEL, Shared, controlled_by, owner_ref, patch_params, pod_active, pod_ready,
-    post_params, record_revision, revision_of, template_hash,
+    Error, REVISION_LABEL, Shared, owner_ref, patch_params, pod_active, pod_ready, post_params,
+    record_revision, revision_of, template_hash,
 };
 
 /// Runs the controller.
 pub async fn run(client: kube::Client, shared: Shared) {
-    let children = shared.pod_changes();
-    crate::common::run_owning::<StatefulSet, Pod, _, _>(client, shared, children, reconcile).await;
+    crate::claim::run_claiming::<StatefulSet, _, _>(client, shared, reconcile).await;
 }
 
 /// The ordinal of a pod named `<set>-<n>`.
@@ -38,21 +37,18 @@ async fn reconcile(
 ) -> Result<Action, Error> {
     let ns = sts.metadata.namespace.clone().unwrap_or_default();
     let name = sts.metadata.name.clone().unwrap_or_default();
-    let uid = sts.metadata.uid.clone().unwrap_or_default();
     if sts.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let spec = &sts.spec;
     let want = spec.replicas.unwrap_or(1).max(0);
     let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
-    let mut owned: Vec<(i32, Arc<Pod>)> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|p| controlled_by(p.metadata.owner_references.as_ref(), &uid))
-        .filter_map(|p| Some((ordinal(&name, p.metadata.name.as_deref()?)?, p)))
-        .collect();
+    let mut owned: Vec<(i32, Arc<Pod>)> =
+        crate::claim::claim_pods(&client, sts.as_ref(), ctx.pods.state())
+            .await
+            .into_iter()
+            .filter_map(|p| Some((ordinal(&name, p.metadata.name.as_deref()?)?, p)))
+            .collect();
     owned.sort_by_key(|(i, _)| *i);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let healthy = |p: &Pod| pod_active(p) && pod_ready(p);

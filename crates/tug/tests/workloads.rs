@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use tug_testkit::kubectl::{apply, eventually, ok};
+use tug_testkit::kubectl::{apply, eventually, jsonpath, ok};
 use tug_testkit::server::{TugServer, kubectl_path};
 use tug_testkit::tug_bin;
 
@@ -779,4 +779,79 @@ fn a_deployment_keeps_its_revision_history_limit_and_rolls_out_nothing_while_pau
     ok(&s, &["rollout", "status", "deploy/kept", "--timeout=60s"]);
     assert_eq!(revision(), "6");
     eventually("still three ReplicaSets", || sets() == 3);
+}
+
+/// ControllerRef: owners adopt the orphans they select and release the pods they stop
+/// selecting (then replace them); a Job's selector is generated from its uid.
+#[test]
+fn owners_adopt_orphans_they_select_and_release_pods_they_stop_selecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_with(
+        tug_bin!(),
+        &dir.path().join("data"),
+        &["--simulated-nodes", "2"],
+    );
+    let controller = |pod: &str| {
+        jsonpath(
+            &s,
+            &["pod", pod],
+            "{.metadata.ownerReferences[?(@.controller==true)].kind}/{.metadata.ownerReferences[?(@.controller==true)].name}",
+        )
+    };
+    // Orphans made first: a pod the ReplicaSet selects, one named and labelled like the
+    // StatefulSet's first pod, and one the ReplicaSet does not select.
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: orphan, labels: {app: adopt}}\nspec: {containers: [{name: c, image: busybox}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-0, labels: {app: db}}\nspec: {containers: [{name: c, image: busybox}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: stranger, labels: {app: other}}\nspec: {containers: [{name: c, image: busybox}]}\n",
+    );
+    apply(
+        &s,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: adopt}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: adopt}}\n  template:\n    metadata: {labels: {app: adopt}}\n    spec: {containers: [{name: c, image: busybox}]}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  replicas: 1\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    );
+    eventually("the orphans adopted", || {
+        controller("orphan") == "ReplicaSet/adopt" && controller("db-0") == "StatefulSet/db"
+    });
+    let members = || {
+        ok(&s, &["get", "pods", "-l", "app=adopt", "-o", "name"])
+            .lines()
+            .count()
+    };
+    eventually("two replicas, the orphan one of them", || {
+        members() == 2 && jsonpath(&s, &["rs", "adopt"], "{.status.replicas}") == "2"
+    });
+    assert_eq!(
+        controller("stranger"),
+        "/",
+        "a pod it does not select is left alone"
+    );
+    let adopted_uid = jsonpath(&s, &["rs", "adopt"], "{.metadata.uid}");
+    assert!(
+        jsonpath(&s, &["pod", "orphan"], "{.metadata.ownerReferences[0]}")
+            .contains(&format!("\"uid\":\"{adopted_uid}\"")),
+        "the owner reference names the ReplicaSet's uid"
+    );
+    // Relabelled out of the selector: released, and replaced.
+    ok(&s, &["label", "pod", "orphan", "app=gone", "--overwrite"]);
+    eventually("the pod released and replaced", || {
+        controller("orphan") == "/" && members() == 2
+    });
+    // Jobs select their pods by the uid the API server generates a selector from.
+    ok(&s, &["create", "job", "pi", "--image=busybox"]);
+    let uid = jsonpath(&s, &["job", "pi"], "{.metadata.uid}");
+    assert_eq!(
+        jsonpath(
+            &s,
+            &["job", "pi"],
+            "{.spec.selector.matchLabels.batch\\.kubernetes\\.io/controller-uid}"
+        ),
+        uid
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            &["job", "pi"],
+            "{.spec.template.metadata.labels.job-name} {.metadata.labels.batch\\.kubernetes\\.io/job-name}"
+        ),
+        "pi pi"
+    );
 }

@@ -191,6 +191,9 @@ fn created_status(r: &Resource) -> Option<Value> {
 /// Defaults Kubernetes applies on create.
 fn default_on_create(r: &Resource, obj: &mut Value) {
     tug_api::defaults::apply(r.kind, obj);
+    if (r.group, r.kind) == ("batch", "Job") {
+        tug_api::defaults::generate_job_selector(obj);
+    }
     if let Some(status) = created_status(r) {
         obj["status"] = status;
     }
