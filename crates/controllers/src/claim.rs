@@ -76,7 +76,19 @@ impl PodOwner for DaemonSet {
 
 impl PodOwner for Job {
     fn claims(&self, pod: &Pod) -> bool {
-        selects(self.spec.as_ref().and_then(|s| s.selector.as_ref()), pod)
+        match self.spec.as_ref().and_then(|s| s.selector.as_ref()) {
+            Some(selector) => selects(Some(selector), pod),
+            // Stored before selectors were generated: the uid label its pods carry.
+            None => {
+                let uid = self.metadata.uid.as_deref();
+                let labels = pod.metadata.labels.as_ref();
+                uid.is_some()
+                    && labels
+                        .and_then(|l| l.get("batch.kubernetes.io/controller-uid"))
+                        .map(String::as_str)
+                        == uid
+            }
+        }
     }
 }
 
@@ -243,5 +255,11 @@ mod tests {
             !job.claims(&pod("j-1", json!({"app": "j"}))),
             "no selector, no claim"
         );
+        let mut old_job = job.clone();
+        old_job.metadata.uid = Some("u1".into());
+        assert!(old_job.claims(&pod(
+            "j-1",
+            json!({"batch.kubernetes.io/controller-uid": "u1"})
+        )));
     }
 }
