@@ -487,3 +487,74 @@ fn an_agent_refuses_a_node_name_another_live_agent_holds() {
         "{err}"
     );
 }
+
+/// A deleted namespace waits for what finalizers hold, saying so in its conditions as the
+/// namespace controller writes them, and goes once they are released.
+#[test]
+fn a_namespace_waits_for_finalizers_and_says_so_in_its_conditions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server(&dir);
+    ok(&s, &["create", "namespace", "held"]);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, namespace: held, finalizers: [example.com/block]}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain, namespace: held}\n",
+    );
+    ok(&s, &["delete", "namespace", "held", "--wait=false"]);
+    let condition = |t: &str| {
+        jsonpath(
+            &s,
+            &["namespace", "held"],
+            &format!(
+                "{{.status.conditions[?(@.type==\"{t}\")].status}}|{{.status.conditions[?(@.type==\"{t}\")].reason}}|{{.status.conditions[?(@.type==\"{t}\")].message}}"
+            ),
+        )
+    };
+    eventually("the conditions to name what is left", || {
+        condition("NamespaceFinalizersRemaining")
+            == "True|SomeFinalizersRemain|Some content in the namespace has finalizers remaining: example.com/block in 1 resource instances"
+    });
+    assert_eq!(
+        condition("NamespaceContentRemaining"),
+        "True|SomeResourcesRemain|Some resources are remaining: configmaps. has 1 resource instances"
+    );
+    assert_eq!(
+        condition("NamespaceDeletionContentFailure"),
+        "False|ContentDeleted|All content successfully deleted, may be waiting on finalization"
+    );
+    let types = jsonpath(
+        &s,
+        &["namespace", "held"],
+        "{.status.phase} {.status.conditions[*].type}",
+    );
+    assert_eq!(
+        types,
+        "Terminating NamespaceDeletionDiscoveryFailure NamespaceDeletionGroupVersionParsingFailure NamespaceDeletionContentFailure NamespaceContentRemaining NamespaceFinalizersRemaining"
+    );
+    // The held object was deleted (it waits on its finalizer); the other one is gone.
+    assert!(
+        !jsonpath(
+            &s,
+            &["cm", "kept", "-n", "held"],
+            "{.metadata.deletionTimestamp}"
+        )
+        .is_empty()
+    );
+    ok(
+        &s,
+        &[
+            "patch",
+            "cm",
+            "kept",
+            "-n",
+            "held",
+            "--type=merge",
+            "-p",
+            "{\"metadata\":{\"finalizers\":null}}",
+        ],
+    );
+    eventually("the namespace to go", || {
+        ok(&s, &["get", "namespaces", "-o", "name"])
+            .lines()
+            .all(|l| l != "namespace/held")
+    });
+}
