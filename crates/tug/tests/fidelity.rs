@@ -558,3 +558,87 @@ fn a_namespace_waits_for_finalizers_and_says_so_in_its_conditions() {
             .all(|l| l != "namespace/held")
     });
 }
+
+/// One Event, two APIs: written through events.k8s.io/v1 it reads back through core/v1 with
+/// core's field names and the other way round, as kube-apiserver converts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_read_the_same_through_both_event_apis() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server(&dir);
+    let c = client(&s).await;
+    let new_api: Api<Event> = Api::namespaced(c.clone(), "default");
+    let core_api: Api<CoreEvent> = Api::namespaced(c, "default");
+    let written: Event = serde_json::from_value(json!({
+        "metadata": {"name": "from-new"},
+        "eventTime": "2026-01-02T03:04:05.000000Z",
+        "reportingController": "example.com/ctl", "reportingInstance": "ctl-1",
+        "action": "Reconcile", "reason": "Synced", "note": "all good", "type": "Normal",
+        "regarding": {"kind": "ConfigMap", "namespace": "default", "name": "cfg"},
+        "series": {"count": 2, "lastObservedTime": "2026-01-02T03:04:06.000000Z"}
+    }))
+    .expect("event");
+    let created = new_api
+        .create(&PostParams::default(), &written)
+        .await
+        .expect("create through events.k8s.io");
+    assert_eq!(created.note.as_deref(), Some("all good"));
+    let core = core_api.get("from-new").await.expect("get through core");
+    assert_eq!(core.message.as_deref(), Some("all good"));
+    assert_eq!(core.involved_object.name.as_deref(), Some("cfg"));
+    assert_eq!(core.reporting_component.as_deref(), Some("example.com/ctl"));
+    assert_eq!(core.action.as_deref(), Some("Reconcile"));
+    assert_eq!(core.series.and_then(|s| s.count), Some(2));
+
+    let old: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "from-core"},
+        "involvedObject": {"kind": "Pod", "namespace": "default", "name": "p"},
+        "reason": "Started", "message": "Started container c", "type": "Normal",
+        "source": {"component": "kubelet", "host": "node-1"},
+        "firstTimestamp": "2026-01-02T03:04:05Z", "lastTimestamp": "2026-01-02T03:05:05Z",
+        "count": 4
+    }))
+    .expect("core event");
+    core_api
+        .create(&PostParams::default(), &old)
+        .await
+        .expect("create through core");
+    let seen = new_api
+        .get("from-core")
+        .await
+        .expect("get through events.k8s.io");
+    assert_eq!(seen.note.as_deref(), Some("Started container c"));
+    assert_eq!(seen.regarding.and_then(|r| r.name).as_deref(), Some("p"));
+    assert_eq!(seen.deprecated_count, Some(4));
+    assert_eq!(
+        seen.deprecated_source.and_then(|s| s.component).as_deref(),
+        Some("kubelet")
+    );
+    assert!(seen.deprecated_last_timestamp.is_some());
+    // Lists and patches go through the same conversion.
+    let listed = new_api.list(&ListParams::default()).await.expect("list");
+    let notes: Vec<_> = listed.items.iter().filter_map(|e| e.note.clone()).collect();
+    assert!(
+        notes.contains(&"Started container c".to_string()),
+        "{notes:?}"
+    );
+    let patched = new_api
+        .patch(
+            "from-core",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"note": "changed"})),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(patched.note.as_deref(), Some("changed"));
+    let core = core_api.get("from-core").await.expect("get");
+    assert_eq!(core.message.as_deref(), Some("changed"));
+    assert_eq!(core.count, Some(4));
+    // kubectl prints either API's events with the same columns.
+    let table = ok(&s, &["get", "events.v1.events.k8s.io", "from-core"]);
+    assert!(
+        table.contains("pod/p") && table.contains("changed"),
+        "{table}"
+    );
+}

@@ -95,7 +95,7 @@ impl Caches {
         {
             return Ok(c.clone());
         }
-        let cache = WatchCache::start(store.clone(), r, &p).await?;
+        let cache = WatchCache::start(store.clone(), super::convert::stored_as(r), &p).await?;
         let mut all = self.by_prefix.lock().map_err(|_| lock_err())?;
         // Another request may have started one meanwhile; keep the first.
         let kept = all.entry(p).or_insert_with(|| cache.clone()).clone();
@@ -229,7 +229,9 @@ impl WatchCache {
     /// Whether the cached text carries `r`'s apiVersion and kind (versions of one resource
     /// share a cache).
     pub fn stamped_for(&self, r: &Resource) -> bool {
-        self.stamped.0 == r.api_version() && self.stamped.1 == r.kind
+        self.stamped.0 == r.api_version()
+            && self.stamped.1 == r.kind
+            && !super::convert::converts(r)
     }
 
     /// The objects under `prefix` (a namespace's, or all) and the revision they are at.
@@ -253,10 +255,7 @@ pub(crate) fn parse(text: &str) -> Value {
 /// An object as served for `r` (its apiVersion and kind).
 fn served(r: &Resource, o: &str) -> Value {
     let mut o = parse(o);
-    if let Value::Object(m) = &mut o {
-        m.insert("apiVersion".into(), json!(r.api_version()));
-        m.insert("kind".into(), json!(r.kind));
-    }
+    super::convert::to_served(r, &mut o);
     o
 }
 
@@ -270,10 +269,10 @@ fn event_for(cache: &WatchCache, r: &Resource, sel: &Selectors, c: &Change) -> O
         (
             c.previous
                 .as_deref()
-                .is_some_and(|o| sel.matches(r, &parse(o))),
+                .is_some_and(|o| sel.matches(r, &served(r, o))),
             c.object
                 .as_deref()
-                .is_some_and(|o| sel.matches(r, &parse(o))),
+                .is_some_and(|o| sel.matches(r, &served(r, o))),
         )
     };
     let kind = match (before, now) {

@@ -7,6 +7,7 @@ mod allocate;
 mod automount;
 mod binding;
 mod cache;
+mod convert;
 mod ephemeral;
 mod eviction;
 mod fields;
@@ -127,10 +128,7 @@ pub(crate) fn key(r: &Resource, namespace: Option<&str>, name: &str) -> String {
 pub(crate) fn decode(r: &Resource, kv: &KeyValue, revision: i64) -> Result<Value, ApiError> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))?;
-    if let Value::Object(m) = &mut obj {
-        m.insert("apiVersion".into(), json!(r.api_version()));
-        m.insert("kind".into(), json!(r.kind));
-    }
+    convert::to_served(r, &mut obj);
     meta::set(&mut obj, "resourceVersion", revision.to_string());
     Ok(obj)
 }
@@ -260,11 +258,8 @@ impl Registry {
                     continue;
                 }
                 let mut obj = cache::parse(&text);
+                convert::to_served(r, &mut obj);
                 if labels.matches(&meta::labels(&obj)) && fields::matches(r, &fields, &obj) {
-                    if let Value::Object(m) = &mut obj {
-                        m.insert("apiVersion".into(), json!(r.api_version()));
-                        m.insert("kind".into(), json!(r.kind));
-                    }
                     each(ListItem::Value(obj))?;
                 }
             }

@@ -412,7 +412,8 @@ impl Registry {
             return Ok(obj);
         }
         let k = key(r, namespace, &name);
-        let stored = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        let stored = serde_json::to_vec(&*super::convert::to_stored(r, &obj))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let resp = self
             .store
             .txn(Txn {
@@ -594,7 +595,10 @@ impl Registry {
         let op = if deleting {
             Guarded::Delete
         } else {
-            Guarded::Put(serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?)
+            Guarded::Put(
+                serde_json::to_vec(&*super::convert::to_stored(r, &new))
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            )
         };
         let revision = self
             .write_if_unchanged(r, name, k, mod_revision, op)
@@ -897,7 +901,8 @@ impl Registry {
         obj: &mut Value,
     ) -> Result<(), ApiError> {
         meta::remove(obj, "resourceVersion");
-        let stored = serde_json::to_vec(&*obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        let stored = serde_json::to_vec(&*super::convert::to_stored(r, obj))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let revision = self
             .write_if_unchanged(r, name, k, mod_revision, Guarded::Put(stored))
             .await?;

@@ -110,9 +110,11 @@ fn description(column: &str) -> &'static str {
 
 /// One Table row for an object.
 pub fn row(r: &Resource, item: &Value, opts: &TableOptions) -> Value {
+    // Columns read the stored shape (events.k8s.io Events print as core ones do).
+    let stored = super::convert::to_stored(r, item);
     let cells: Vec<Value> = columns::columns(r.kind)
         .iter()
-        .map(|c| (c.cell)(item))
+        .map(|c| (c.cell)(&stored))
         .collect();
     let object = match opts.include {
         IncludeObject::None => Value::Null,
