@@ -642,3 +642,72 @@ async fn events_read_the_same_through_both_event_apis() {
         "{table}"
     );
 }
+
+/// Bodies are written as kube-apiserver's Go encoder writes them: `kind`, `apiVersion`, then
+/// each struct's fields in Go's order, map keys sorted, and a closing newline; watch events
+/// as `{"type":…,"object":…}` lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_written_in_go_field_order_with_a_closing_newline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server(&dir);
+    apply(
+        &s,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ordered, labels: {z: '1', a: '2'}}\ndata: {k: v}\n",
+    );
+    let one = ok(
+        &s,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps/ordered",
+        ],
+    );
+    assert!(
+        one.starts_with("{\"kind\":\"ConfigMap\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"ordered\",\"namespace\":\"default\",\"uid\":"),
+        "{one}"
+    );
+    assert!(
+        one.contains("\"labels\":{\"a\":\"2\",\"z\":\"1\"}"),
+        "{one}"
+    );
+    assert!(one.ends_with("},\"data\":{\"k\":\"v\"}}\n"), "{one}");
+    let list = ok(
+        &s,
+        &["get", "--raw", "/api/v1/namespaces/default/configmaps"],
+    );
+    assert!(
+        list.starts_with(
+            "{\"kind\":\"ConfigMapList\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":"
+        ),
+        "{list}"
+    );
+    assert!(list.ends_with("]}\n"), "{list}");
+    let watch = ok(
+        &s,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dordered",
+        ],
+    );
+    assert!(
+        watch.starts_with("{\"type\":\"ADDED\",\"object\":{\"kind\":\"ConfigMap\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"ordered\""),
+        "{watch}"
+    );
+    // A Status: kind, apiVersion, metadata, status, message, reason, details, code.
+    let c = client(&s).await;
+    let req = http::Request::get("/api/v1/namespaces/default/configmaps/missing")
+        .body(Vec::new())
+        .expect("request");
+    let resp = c
+        .send(req.map(kube::client::Body::from))
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 404);
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"missing\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"missing\",\"kind\":\"configmaps\"},\"code\":404}\n"
+    );
+}

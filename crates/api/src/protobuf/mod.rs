@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 
 use crate::ApiError;
 
+pub mod gojson;
+
 /// The magic prefix of a Kubernetes protobuf body.
 pub const MAGIC: &[u8] = b"k8s\0";
 

@@ -13,7 +13,8 @@ use crate::MAX_BODY_BYTES;
 
 /// An answer: JSON with a status code.
 pub(super) fn json_response(code: StatusCode, body: &Value, content_type: &str) -> Response {
-    let mut resp = (code, body.to_string()).into_response();
+    // Go's field order and closing newline, as kube-apiserver writes bodies.
+    let mut resp = (code, tug_api::protobuf::gojson::to_vec(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }

@@ -309,23 +309,46 @@ pub(super) async fn list_response(
         let t = shape.list(r, items, &list);
         return Ok(json_response(StatusCode::OK, &t, "application/json"));
     }
-    let mut buf: Vec<u8> = b"{\"items\":[".to_vec();
+    let mut items: Vec<u8> = Vec::new();
     let mut first = true;
     let list = reg
         .list_each(r, ns, opts, |item| {
             if !first {
+                items.push(b',');
+            }
+            first = false;
+            item.write_json(&mut items)
+        })
+        .await?;
+    // Go's order: kind, apiVersion, metadata (its fields in ListMeta's order), items.
+    let mut buf: Vec<u8> = Vec::with_capacity(items.len() + 256);
+    let text = |v: &serde_json::Value| v.to_string();
+    buf.extend_from_slice(
+        format!(
+            "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{{",
+            text(&list["kind"]),
+            text(&list["apiVersion"])
+        )
+        .as_bytes(),
+    );
+    let mut first = true;
+    for k in [
+        "selfLink",
+        "resourceVersion",
+        "continue",
+        "remainingItemCount",
+    ] {
+        if let Some(v) = list["metadata"].get(k) {
+            if !first {
                 buf.push(b',');
             }
             first = false;
-            item.write_json(&mut buf)
-        })
-        .await?;
-    buf.extend_from_slice(b"]");
-    for k in ["kind", "apiVersion", "metadata"] {
-        buf.extend_from_slice(format!(",\"{k}\":").as_bytes());
-        serde_json::to_writer(&mut buf, &list[k]).map_err(|e| ApiError::internal(e.to_string()))?;
+            buf.extend_from_slice(format!("\"{k}\":{}", text(v)).as_bytes());
+        }
     }
-    buf.push(b'}');
+    buf.extend_from_slice(b"},\"items\":[");
+    buf.extend_from_slice(&items);
+    buf.extend_from_slice(b"]}\n");
     let mut resp = Response::new(Body::from(buf));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

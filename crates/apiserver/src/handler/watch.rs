@@ -46,7 +46,7 @@ pub(super) async fn watch(
             if transform && matches!(ev.kind(), "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK") {
                 let mut ev = ev.into_value();
                 ev["object"] = shape.event_object(r, &ev["object"]);
-                format!("{ev}\n")
+                crate::registry::WatchEvent::Json(ev).to_line()
             } else {
                 ev.to_line()
             };

@@ -120,7 +120,7 @@ impl WatchCache {
         for kv in &resp.kvs {
             state.objects.insert(
                 String::from_utf8_lossy(&kv.key).into_owned(),
-                Arc::from(decode(r, kv, kv.mod_revision)?.to_string()),
+                Arc::from(go_text(&decode(r, kv, kv.mod_revision)?)),
             );
         }
         let mut stream = store
@@ -175,7 +175,7 @@ impl WatchCache {
             let previous = s.objects.get(&key).cloned();
             let object: Option<Arc<str>> = match ev.kind {
                 EventKind::Put => match decode(r, &ev.kv, ev.kv.mod_revision) {
-                    Ok(o) => Some(Arc::from(o.to_string())),
+                    Ok(o) => Some(Arc::from(go_text(&o))),
                     Err(_) => continue,
                 },
                 EventKind::Delete => None,
@@ -245,6 +245,14 @@ impl WatchCache {
             .collect();
         Ok((items, s.revision))
     }
+}
+
+/// An object's text as kube-apiserver writes it (Go's field order): cached once, written to
+/// every reader as is.
+fn go_text(o: &Value) -> String {
+    let mut out = Vec::new();
+    tug_api::protobuf::gojson::write(&mut out, o);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Parses cached text.

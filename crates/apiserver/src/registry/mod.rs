@@ -67,7 +67,8 @@ impl ListItem {
     pub fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), ApiError> {
         match self {
             ListItem::Value(v) => {
-                serde_json::to_writer(buf, v).map_err(|e| ApiError::internal(e.to_string()))
+                tug_api::protobuf::gojson::write(buf, v);
+                Ok(())
             }
             ListItem::Raw(t) => {
                 buf.extend_from_slice(t.as_bytes());

@@ -56,7 +56,16 @@ impl WatchEvent {
     /// The event as one line of a watch stream.
     pub fn to_line(&self) -> String {
         match self {
-            WatchEvent::Json(v) => format!("{v}\n"),
+            WatchEvent::Json(v) => {
+                // Go's order: the type, then the object.
+                let mut object = Vec::new();
+                tug_api::protobuf::gojson::write(&mut object, &v["object"]);
+                format!(
+                    "{{\"type\":{},\"object\":{}}}\n",
+                    v["type"],
+                    String::from_utf8_lossy(&object)
+                )
+            }
             WatchEvent::Raw { kind, object } => {
                 format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n")
             }
