@@ -156,6 +156,7 @@ impl ApiServer {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .fallback(handler::handle)
+            .layer(axum::middleware::from_fn(handler::protobuf::responses))
             .with_state(self.clone())
     }
 }

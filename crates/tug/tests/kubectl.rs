@@ -585,6 +585,50 @@ fn create_subcommands_and_auth_send_protobuf() {
         whoami.contains("admin") && whoami.contains("system:masters"),
         "{whoami}"
     );
+    // kubectl prefers protobuf answers, and decodes ours: the object it prints from the
+    // create response is the one the server stored.
+    let traced = kubectl(
+        &s,
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "pb",
+            "--tcp=80:8080",
+            "-o",
+            "json",
+            "-v=8",
+        ],
+        None,
+    );
+    assert!(traced.status.success(), "{traced:?}");
+    let trace = String::from_utf8_lossy(&traced.stderr);
+    assert!(
+        trace.contains("Content-Type: application/vnd.kubernetes.protobuf")
+            && trace.contains("status=\"201 Created\""),
+        "{trace}"
+    );
+    let created: serde_json::Value =
+        serde_json::from_slice(&traced.stdout).expect("created service");
+    let stored: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["get", "svc", "pb", "-o", "json"], None)).expect("json");
+    assert_eq!(created["spec"], stored["spec"]);
+    assert_eq!(created["metadata"]["uid"], stored["metadata"]["uid"]);
+    assert!(
+        created["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10."))
+    );
+    // Errors come back as protobuf Statuses, which kubectl reads as well.
+    let again = fails(
+        &s,
+        &["create", "service", "clusterip", "pb", "--tcp=80:8080"],
+        None,
+    );
+    assert!(
+        again.contains("failed to create ClusterIP service: services \"pb\" already exists"),
+        "{again}"
+    );
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn ordered() -> &'static Ordered {
 type Messages = Mutex<HashMap<(String, String), Option<&'static str>>>;
 
 /// The message a top-level object of this apiVersion and kind is.
-fn message_of(api_version: &str, kind: &str) -> Option<&'static str> {
+pub(super) fn message_of(api_version: &str, kind: &str) -> Option<&'static str> {
     static CACHE: OnceLock<Messages> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (api_version.to_string(), kind.to_string());

@@ -15,7 +15,10 @@ use serde_json::{Map, Value, json};
 
 use crate::ApiError;
 
+mod encode;
 pub mod gojson;
+
+pub use encode::encode;
 
 /// The magic prefix of a Kubernetes protobuf body.
 pub const MAGIC: &[u8] = b"k8s\0";
@@ -312,7 +315,12 @@ fn message(name: &str, buf: &[u8], depth: usize) -> Result<Value, String> {
         };
         match json_name(name, f.name) {
             Some(json) => {
-                if !is_zero(&value) || KEEP_ZERO.contains(&json.as_str()) && !value.is_null() {
+                // A message on the wire was set, even if empty (`emptyDir: {}`).
+                let set_message = f.kind == "message" && value.is_object();
+                if set_message
+                    || !is_zero(&value)
+                    || KEEP_ZERO.contains(&json.as_str()) && !value.is_null()
+                {
                     out.insert(json, value);
                 }
             }

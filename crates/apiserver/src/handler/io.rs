@@ -35,7 +35,11 @@ pub(super) fn accept(headers: &HeaderMap) -> Result<super::shape::Form, ApiError
     for part in raw.split(',') {
         let clause = part.trim();
         let base = clause.split(';').next().unwrap_or("").trim();
-        // Protobuf responses are not offered; clients that accept JSON too get JSON.
+        // Plain protobuf is the object form (the protobuf layer encodes it); Tables and
+        // metadata-only forms are answered in JSON.
+        if base == "application/vnd.kubernetes.protobuf" && !clause.contains("as=") {
+            return Ok(super::shape::Form::Object);
+        }
         if !matches!(
             base,
             "application/json" | "application/*" | "*/*" | "application/yaml"
@@ -46,9 +50,9 @@ pub(super) fn accept(headers: &HeaderMap) -> Result<super::shape::Form, ApiError
             return Ok(form);
         }
     }
-    Err(ApiError::not_acceptable(format!(
-        "only application/json responses are served, not {raw:?}"
-    )))
+    Err(ApiError::not_acceptable(
+        "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+    ))
 }
 
 /// Decodes a request body: JSON, YAML or Kubernetes protobuf.

@@ -3,6 +3,7 @@
 
 mod io;
 mod params;
+pub mod protobuf;
 mod resource;
 mod shape;
 mod watch;
