@@ -49,7 +49,9 @@ impl NameRule {
         match kind {
             "Namespace" => NameRule::Label,
             "Service" => NameRule::Dns1035,
-            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => NameRule::PathSegment,
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "APIService" => {
+                NameRule::PathSegment
+            }
             _ => NameRule::Subdomain,
         }
     }
@@ -231,6 +233,21 @@ pub fn validate_object(kind: &str, obj: &serde_json::Value) -> Vec<Cause> {
     };
     match kind {
         "Pod" => check_pod_spec(&mut causes, obj.get("spec"), "spec"),
+        // An APIService is named `version.group` (`v1.` for the core group).
+        "APIService" => {
+            let text = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
+            let wanted = format!("{}.{}", text("/spec/version"), text("/spec/group"));
+            let name = text("/metadata/name");
+            if name != wanted {
+                causes.push(Cause::new(
+                    "FieldValueInvalid",
+                    "metadata.name",
+                    format!(
+                        "Invalid value: \"{name}\": must be `spec.version+\".\"+spec.group`: \"{wanted}\""
+                    ),
+                ));
+            }
+        }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
             let selector = obj.pointer("/spec/selector");
             if selector.is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())) {

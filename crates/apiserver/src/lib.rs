@@ -2,6 +2,7 @@
 //! to kubectl, helm and client libraries. One generic registry serves every resource; discovery
 //! is generated from the resource catalog.
 
+mod apiservices;
 pub mod auth;
 mod discovery;
 mod handler;
@@ -79,11 +80,12 @@ impl ApiServer {
         &self.registry
     }
 
-    /// Creates the namespaces and priority classes every cluster has and starts the
-    /// namespace finalizer, which empties and then removes namespaces being deleted.
+    /// Creates the namespaces, priority classes and local APIServices every cluster has, and
+    /// starts the namespace finalizer, which empties and then removes namespaces being deleted.
     pub async fn bootstrap(self: &Arc<Self>) -> anyhow::Result<()> {
         namespaces::ensure_defaults(&self.registry).await?;
         self.registry.ensure_priority_classes().await?;
+        apiservices::ensure_local(&self.registry).await?;
         tokio::spawn(namespaces::finalize_loop(self.registry.clone()));
         Ok(())
     }

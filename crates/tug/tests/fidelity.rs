@@ -185,6 +185,46 @@ fn kubectl_sorts_tables_by_object_fields_and_shows_the_wide_columns() {
             && services.contains("kube-system/metrics-server"),
         "{services}"
     );
+    // Every built-in group-version has its local APIService, available, as kube-apiserver
+    // registers them.
+    for name in [
+        "v1.",
+        "v1.apps",
+        "v2.autoscaling",
+        "v1.apiregistration.k8s.io",
+    ] {
+        let row = services
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells.get(1..3),
+            Some(&["Local", "True"][..]),
+            "{name}: {services}"
+        );
+    }
+    assert_eq!(
+        jsonpath(
+            &s,
+            &["apiservice", "v1.apps"],
+            "{.spec.group} {.spec.groupPriorityMinimum} {.spec.versionPriority} {.status.conditions[0].reason}"
+        ),
+        "apps 17800 15 Local"
+    );
+    // An APIService is named after its version and group.
+    let wrong = tug_testkit::kubectl::kubectl(
+        &s,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: wrong}\nspec: {group: x.io, version: v1, groupPriorityMinimum: 1, versionPriority: 1}\n",
+        ),
+    );
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("metadata.name: Invalid value: \"wrong\": must be `spec.version+\".\"+spec.group`: \"v1.x.io\""),
+        "{err}"
+    );
 }
 
 async fn client(server: &TugServer) -> Client {

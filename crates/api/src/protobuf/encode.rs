@@ -4,6 +4,9 @@
 //! typed clients, kubelets and controllers). Fields follow their number order, as Go's
 //! generated marshallers write them; map entries are sorted by key.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -162,16 +165,34 @@ fn go_duration_nanos(s: &str) -> Option<i64> {
     Some((sign * total) as i64)
 }
 
+/// Every message's fields by number, with their JSON names (`None`: inlined), worked out once.
+type ByTag = HashMap<&'static str, Vec<(u32, Option<String>, &'static Field)>>;
+
+fn by_tag() -> &'static ByTag {
+    static T: OnceLock<ByTag> = OnceLock::new();
+    T.get_or_init(|| {
+        table()
+            .iter()
+            .map(|(message, fields)| {
+                let mut list: Vec<(u32, Option<String>, &'static Field)> = fields
+                    .iter()
+                    .map(|(tag, f)| (*tag, json_name(message, f.name), f))
+                    .collect();
+                list.sort_by_key(|(tag, _, _)| *tag);
+                (*message, list)
+            })
+            .collect()
+    })
+}
+
 fn encode_message(message: &str, m: &Map<String, Value>, depth: usize) -> Option<Vec<u8>> {
     if depth > 64 {
         return None;
     }
-    let fields = table().get(message)?;
-    let mut tags: Vec<(&u32, &Field)> = fields.iter().collect();
-    tags.sort_by_key(|(t, _)| **t);
+    let fields = by_tag().get(message)?;
     let mut out = Vec::new();
-    for (tag, f) in tags {
-        let Some(name) = json_name(message, f.name) else {
+    for (tag, name, f) in fields {
+        let Some(name) = name else {
             // A struct Go inlines: its fields come from this same object.
             if f.kind == "message" {
                 let inner = encode_message(f.message, m, depth + 1)?;
@@ -179,7 +200,7 @@ fn encode_message(message: &str, m: &Map<String, Value>, depth: usize) -> Option
             }
             continue;
         };
-        let Some(v) = m.get(&name).filter(|v| !v.is_null()) else {
+        let Some(v) = m.get(name.as_str()).filter(|v| !v.is_null()) else {
             continue;
         };
         encode_field(&mut out, *tag, f, v, depth)?;
