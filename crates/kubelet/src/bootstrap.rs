@@ -111,11 +111,20 @@ async fn obtain(
                  "signerName": signer, "usages": usages},
     }))?;
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    api.create(&PostParams::default(), &csr).await?;
+    let post = PostParams::default();
+    match retry_unreachable(|| api.create(&post, &csr)).await {
+        // A retry of a create the server had taken.
+        Err(e)
+            if e.downcast_ref::<kube::Error>()
+                .is_some_and(|e| matches!(e, kube::Error::Api(s) if s.code == 409)) => {}
+        r => {
+            r?;
+        }
+    }
     tracing::info!(csr = %name, signer, "requested a node certificate; waiting for approval");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let got = api.get(&name).await?;
+        let got = retry_unreachable(|| api.get(&name)).await?;
         let status = got.status.unwrap_or_default();
         if let Some(c) = status
             .conditions
@@ -143,6 +152,38 @@ async fn obtain(
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How long a node keeps trying to reach an API server it cannot connect to before giving up.
+const UNREACHABLE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `call` until the server answers (a success or an API error), retrying with backoff
+/// while it cannot be reached, as the kubelet keeps trying its bootstrap: a node may start
+/// before its server, or while the link to it is still coming up.
+async fn retry_unreachable<T, F, Fut>(mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e @ kube::Error::Api(_)) => return Err(e.into()),
+            Err(e) if start.elapsed() < UNREACHABLE_LIMIT => {
+                tracing::warn!(error = %e, retry_in = ?pause, "cannot reach the API server yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the API server could not be reached for {UNREACHABLE_LIMIT:?}: check --server \
+                     and that this node can connect to it"
+                )));
+            }
+        }
     }
 }
 

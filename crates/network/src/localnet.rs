@@ -197,6 +197,66 @@ pub async fn remove_blackhole(range: Cidr, metric: u32) -> anyhow::Result<()> {
     netlink::delete_route(&netlink::connect()?, netlink::blackhole(range, metric)).await
 }
 
+/// The host's addresses inside `range`, with the names of the links holding them: a range
+/// `tug up` is about to use must hold none.
+pub async fn addresses_in(range: Cidr) -> anyhow::Result<Vec<(String, Ipv4Addr)>> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let handle = netlink::connect()?;
+    let mut found = Vec::new();
+    let mut addrs = handle.address().get().execute();
+    while let Some(a) = addrs.try_next().await? {
+        for attr in &a.attributes {
+            if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr
+                && range.contains(*ip)
+            {
+                found.push((a.header.index, *ip));
+            }
+        }
+    }
+    let mut named = Vec::new();
+    for (index, ip) in found {
+        let mut links = handle.link().get().match_index(index).execute();
+        let name = links
+            .try_next()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| {
+                l.attributes.into_iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n),
+                    _ => None,
+                })
+            })
+            .unwrap_or_else(|| format!("link {index}"));
+        named.push((name, ip));
+    }
+    Ok(named)
+}
+
+/// Opens (and closes) a TCP connection to `addr` from inside namespace `netns`: whether a
+/// node can reach the API server, for `tug up`'s diagnosis when nodes do not become Ready.
+pub fn probe_from(
+    netns: &str,
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let ns = std::fs::File::open(netns_path(netns))
+        .with_context(|| format!("opening namespace {netns}"))?;
+    // A thread of its own joins the namespace.
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<()> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("joining the namespace")?;
+            std::net::TcpStream::connect_timeout(&addr, timeout)
+                .with_context(|| format!("connecting to {addr}"))?;
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the probing thread panicked"))?
+    })
+}
+
 fn exists_ok(e: rtnetlink::Error) -> Result<(), rtnetlink::Error> {
     if netlink::failed_with(&e, nix::errno::Errno::EEXIST) {
         Ok(())

@@ -31,7 +31,12 @@ impl LocalCluster {
     /// [`LocalCluster::start`] with more `tug up` flags.
     pub fn start_with(bin: &Path, nodes: u8, images: &[PathBuf], extra: &[&str]) -> LocalCluster {
         static CLUSTERS: AtomicU32 = AtomicU32::new(0);
-        let k = (std::process::id() + CLUSTERS.fetch_add(1, Ordering::Relaxed)) % 20;
+        // A node range no link on this host holds (a cluster of another test process, or one
+        // a killed run left behind).
+        let k = (0..20)
+            .map(|_| (std::process::id() + CLUSTERS.fetch_add(1, Ordering::Relaxed)) % 20)
+            .find(|k| range_free(&format!("10.245.{k}.0/24")))
+            .expect("every test node range 10.245.0-19.0/24 is in use on this host");
         let name = format!("tk{}x{k}", std::process::id() % 1000);
         let node_net = format!("10.245.{k}");
         let cluster_cidr = format!("10.{}.0.0/16", 160 + k);
@@ -272,4 +277,12 @@ impl Drop for LeakCounter {
             .args(["delete", "table", "ip", &self.table])
             .status();
     }
+}
+
+/// Whether no address of `range` is on a link of this host.
+fn range_free(range: &str) -> bool {
+    Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "to", range])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
 }

@@ -189,6 +189,22 @@ async fn start(
     }
     let bridge = format!("{}0", args.name);
     let host_ip = nth(node_cidr, 1);
+    // Another link holding addresses of the node range would take the nodes' traffic.
+    let taken: Vec<String> = localnet::addresses_in(node_cidr)
+        .await?
+        .into_iter()
+        .filter(|(link, _)| *link != bridge)
+        .map(|(link, ip)| format!("{ip} on {link}"))
+        .collect();
+    if !taken.is_empty() {
+        bail!(
+            "--node-cidr {}/{} is in use on this host ({}): pick another range, or take down \
+             the cluster that holds it",
+            node_cidr.base,
+            node_cidr.prefix,
+            taken.join(", ")
+        );
+    }
     state.bridge = Some(bridge.clone());
     state.save(dir)?;
     localnet::create_bridge(&bridge, host_ip, node_cidr.prefix).await?;
@@ -287,13 +303,64 @@ async fn start(
         state.save(dir)?;
         eprintln!("{node} starting in namespace {netns} at {ip}");
     }
-    wait_ready(
+    if let Err(e) = wait_ready(
         &kubeconfig,
         args.nodes.into(),
         Duration::from_secs(args.timeout),
     )
-    .await?;
+    .await
+    {
+        bail!("{e:#}\n{}", diagnose(node_cidr, &url, state));
+    }
     Ok(())
+}
+
+/// What stands between the nodes and the API server, for when they do not become Ready: for
+/// each node whether its agent still runs and whether its namespace reaches the server, with
+/// the host's route back to it and the node's neighbour entry for the host.
+fn diagnose(node_cidr: Cidr, url: &str, state: &State) -> String {
+    let server = url
+        .trim_start_matches("https://")
+        .parse::<std::net::SocketAddr>();
+    let mut out = vec!["what the nodes see:".to_string()];
+    for (i, netns) in state.netns.iter().enumerate() {
+        // The agents follow the server in `pids`.
+        let agent = state.pids.get(i + 1).copied().unwrap_or(0);
+        let alive = agent != 0 && Path::new(&format!("/proc/{agent}")).exists();
+        let reach = match &server {
+            Ok(addr) => match localnet::probe_from(netns, *addr, Duration::from_secs(3)) {
+                Ok(()) => format!("reaches {addr}"),
+                Err(e) => format!("cannot reach {addr}: {e:#}"),
+            },
+            Err(_) => format!("(no address in {url})"),
+        };
+        let neigh = command_line("ip", &["-n", netns, "neigh", "show"]);
+        out.push(format!(
+            "  {netns}: agent {}; {reach}; neighbours: {neigh}",
+            if alive { "running" } else { "exited" }
+        ));
+    }
+    let range = format!("{}/{}", node_cidr.base, node_cidr.prefix);
+    out.push(format!(
+        "  host links in {range}: {}; route to node-1: {}",
+        command_line("ip", &["-br", "addr", "show", "to", &range]),
+        command_line("ip", &["route", "get", &nth(node_cidr, 2).to_string()])
+    ));
+    out.join("\n")
+}
+
+/// A command's output on one line, or why it could not run (diagnostics only).
+fn command_line(program: &str, args: &[&str]) -> String {
+    match Command::new(program).args(args).output() {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if text.is_empty() { "none".into() } else { text }
+        }
+        Err(e) => format!("({program}: {e})"),
+    }
 }
 
 /// The metric of a cluster's host routes: from its name, so that clusters differ.
@@ -359,6 +426,7 @@ async fn wait_ready(kubeconfig: &Path, count: usize, limit: Duration) -> anyhow:
     let nodes: kube::Api<Node> = kube::Api::all(client);
     let start = Instant::now();
     let mut last = usize::MAX;
+    let mut error = String::new();
     loop {
         let ready = match nodes.list(&Default::default()).await {
             Ok(list) => list
@@ -371,7 +439,10 @@ async fn wait_ready(kubeconfig: &Path, count: usize, limit: Duration) -> anyhow:
                         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
                 })
                 .count(),
-            Err(_) => 0,
+            Err(e) => {
+                error = format!(" (listing nodes: {e})");
+                0
+            }
         };
         if ready != last {
             eprintln!("{ready}/{count} nodes Ready");
@@ -382,7 +453,7 @@ async fn wait_ready(kubeconfig: &Path, count: usize, limit: Duration) -> anyhow:
         }
         if start.elapsed() > limit {
             bail!(
-                "only {ready} of {count} nodes became Ready within {limit:?}; see the node-*.log files"
+                "only {ready} of {count} nodes became Ready within {limit:?}{error}; see the node-*.log files"
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

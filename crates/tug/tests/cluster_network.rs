@@ -1062,3 +1062,45 @@ spec:
     );
     assert_eq!(size.trim(), "524288");
 }
+
+/// `tug up` refuses a node range that a link on the host already holds (the nodes' traffic
+/// would go to that link), names the link, and leaves nothing behind.
+#[test]
+fn up_refuses_a_node_range_already_on_the_host() {
+    let link = format!("tkbusy{}", std::process::id() % 10000);
+    let range = format!("10.245.{}", 200 + std::process::id() % 50);
+    let st = Command::new("ip")
+        .args(["link", "add", &link, "type", "bridge"])
+        .status()
+        .expect("ip");
+    assert!(st.success(), "ip link add {link}");
+    struct Removed(String);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _removed = Removed(link.clone());
+    host(&["ip", "addr", "add", &format!("{range}.9/24"), "dev", &link]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(tug_bin!())
+        .arg("up")
+        .args(["--nodes", "1", "--name", "tkbusy"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--node-cidr", &format!("{range}.0/24")])
+        .output()
+        .expect("tug up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "tug up took a range in use: {err}");
+    assert!(
+        err.contains(&format!("{range}.9 on {link}")) && err.contains("is in use on this host"),
+        "{err}"
+    );
+    assert!(
+        host(&["ip", "-br", "link"])
+            .lines()
+            .all(|l| !l.starts_with("tkbusy0")),
+        "the bridge was left behind"
+    );
+}
