@@ -60,6 +60,17 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
             cs.iter_mut().for_each(default_container);
         }
     }
+    // A volume that names no source is an emptyDir.
+    if let Some(Value::Array(volumes)) = spec.get_mut("volumes") {
+        for v in volumes.iter_mut().filter_map(Value::as_object_mut) {
+            let sourced = crate::validation::pod::VOLUME_SOURCES
+                .iter()
+                .any(|s| v.get(*s).is_some_and(|s| !s.is_null()));
+            if !sourced {
+                v.insert("emptyDir".into(), json!({}));
+            }
+        }
+    }
 }
 
 fn default_template(obj: &mut Value, path: &[&str]) {

@@ -29,9 +29,58 @@ pub fn parse(q: &str) -> Option<f64> {
     Some(n * mult)
 }
 
+/// Checks a quantity's text as apimachinery's `ParseQuantity` does (after trimming spaces),
+/// with its error texts: the shape, then the numeric part, then the suffix.
+pub fn check(q: &str) -> Result<(), &'static str> {
+    const FORMAT: &str = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+    let q = q.trim();
+    let unsigned = q.strip_prefix(['+', '-']).unwrap_or(q);
+    let split = unsigned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(split);
+    let letters = suffix
+        .find(|c: char| !"eEinumkKMGTP".contains(c))
+        .unwrap_or(suffix.len());
+    let (unit, exponent) = suffix.split_at(letters);
+    let exponent_digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+    if number.is_empty() || !exponent_digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FORMAT);
+    }
+    if number == "." || number.matches('.').count() > 1 {
+        return Err("unable to parse numeric part of quantity");
+    }
+    let known = matches!(
+        unit,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) && exponent.is_empty();
+    let exponential = matches!(unit, "e" | "E") && !exponent_digits.is_empty();
+    if known || exponential {
+        Ok(())
+    } else {
+        Err("unable to parse quantity's suffix")
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{check, parse};
+
+    #[test]
+    fn quantities_are_checked_as_apimachinery_does() {
+        for ok in [
+            "1", "100m", "1.5Gi", "1e3", "-2", "+1k", " 64Mi ", "1E-2", ".5",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        assert!(check("abc").is_err_and(|e| e.starts_with("quantities must match")));
+        assert!(check("").is_err_and(|e| e.starts_with("quantities must match")));
+        assert_eq!(check("1ii"), Err("unable to parse quantity's suffix"));
+        assert_eq!(
+            check("1.2.3"),
+            Err("unable to parse numeric part of quantity")
+        );
+    }
 
     #[test]
     fn quantities() {

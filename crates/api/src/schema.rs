@@ -207,6 +207,15 @@ fn resolve<'a>(
     out.push(schema);
 }
 
+/// What decoding a body into its kind's typed object finds.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Fields the kind does not have, as `spec.template.foo` paths.
+    pub unknown: Vec<String>,
+    /// The first quantity that does not parse: decoding fails with this error.
+    pub bad_quantity: Option<&'static str>,
+}
+
 /// Finds the fields of `obj` its schema does not know, as `spec.template.foo` paths; with
 /// `prune`, removes them (as decoding into the typed object would).
 pub fn unknown_fields(
@@ -216,17 +225,23 @@ pub fn unknown_fields(
     obj: &mut Value,
     prune: bool,
 ) -> Vec<String> {
+    inspect(group, version, kind, obj, prune).unknown
+}
+
+/// Reads `obj` against its kind's schema as decoding it would: fields the kind does not have
+/// (removed with `prune`), and quantities that do not parse.
+pub fn inspect(group: &str, version: &str, kind: &str, obj: &mut Value, prune: bool) -> Findings {
     let defs = components(group, version);
-    let Some(name) = kind_schema(group, version, kind) else {
-        return Vec::new();
+    let mut found = Findings::default();
+    let Some(root) = kind_schema(group, version, kind).and_then(|name| defs.get(&name)) else {
+        return found;
     };
-    let Some(root) = defs.get(&name) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
     walk(root, defs, obj, String::new(), prune, &mut found);
     found
 }
+
+/// The component name of resource quantities.
+const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 
 fn walk(
     schema: &Value,
@@ -234,8 +249,17 @@ fn walk(
     obj: &mut Value,
     path: String,
     prune: bool,
-    found: &mut Vec<String>,
+    found: &mut Findings,
 ) {
+    if found.bad_quantity.is_none()
+        && let Value::String(q) = obj
+        && schema
+            .get("$ref")
+            .and_then(Value::as_str)
+            .is_some_and(|r| r.ends_with(QUANTITY))
+    {
+        found.bad_quantity = crate::quantity::check(q).err();
+    }
     let mut schemas = Vec::new();
     resolve(schema, defs, &mut schemas, 0);
     if schemas
@@ -276,7 +300,7 @@ fn walk(
                     }
                     None if additional == Some(&Value::Bool(true)) => {}
                     None => {
-                        found.push(child_path);
+                        found.unknown.push(child_path);
                         if prune {
                             map.remove(&k);
                         }
@@ -350,5 +374,23 @@ mod tests {
         );
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "v"}});
         assert!(unknown_fields("", "v1", "ConfigMap", &mut cm, false).is_empty());
+    }
+
+    #[test]
+    fn quantities_that_do_not_parse_are_found() {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+            "spec": {"containers": [{"name": "c", "image": "i",
+                "resources": {"limits": {"cpu": "1", "memory": "lots"}}}]}});
+        let found = inspect("", "v1", "Pod", &mut pod, false);
+        assert_eq!(
+            found
+                .bad_quantity
+                .map(|e| e.starts_with("quantities must match")),
+            Some(true)
+        );
+        let mut ok = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+            "spec": {"containers": [{"name": "c", "image": "i",
+                "resources": {"limits": {"cpu": 1, "memory": "64Mi"}}}]}});
+        assert_eq!(inspect("", "v1", "Pod", &mut ok, false).bad_quantity, None);
     }
 }

@@ -41,6 +41,7 @@ pub(super) fn field_validation(q: &HashMap<String, String>) -> FieldValidation {
 /// twice: an error with Strict, else unknown fields are dropped (as decoding into the typed
 /// object does) and, with Warn, both are reported as warnings. `whole` says the body is an
 /// object being created or replaced, whose strict error kube-apiserver words as a decoding one.
+/// A quantity that does not parse is a decoding error (400) in every mode.
 pub(super) fn check_fields(
     r: &Resource,
     q: &HashMap<String, String>,
@@ -49,13 +50,22 @@ pub(super) fn check_fields(
     whole: bool,
 ) -> Result<Vec<String>, ApiError> {
     let mode = field_validation(q);
-    let unknown = tug_api::schema::unknown_fields(
+    let found = tug_api::schema::inspect(
         r.group,
         r.version,
         r.kind,
         body,
         mode != FieldValidation::Strict,
     );
+    // A quantity that does not parse fails decoding, whatever the field validation.
+    if let Some(e) = found.bad_quantity {
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
+            kind = r.kind,
+            version = r.version,
+        )));
+    }
+    let unknown = found.unknown;
     let duplicates = if mode == FieldValidation::Ignore {
         Vec::new()
     } else {
