@@ -722,6 +722,22 @@ async fn bodies_are_written_in_go_field_order_with_a_closing_newline() {
         "{list}"
     );
     assert!(list.ends_with("]}\n"), "{list}");
+    // Items of a typed list carry no kind and apiVersion, from the store or the watch cache.
+    for rv in ["", "?resourceVersion=0"] {
+        let list = ok(
+            &s,
+            &[
+                "get",
+                "--raw",
+                &format!("/api/v1/namespaces/default/configmaps{rv}"),
+            ],
+        );
+        assert!(
+            list.contains("\"items\":[{\"metadata\":{\"name\":"),
+            "{list}"
+        );
+        assert!(!list.contains("\"kind\":\"ConfigMap\""), "{list}");
+    }
     let watch = ok(
         &s,
         &[
@@ -752,98 +768,83 @@ async fn bodies_are_written_in_go_field_order_with_a_closing_newline() {
     );
 }
 
-/// What kubectl prints when the server refuses `yaml`.
-fn refused(s: &TugServer, yaml: &str) -> String {
-    let out = tug_testkit::kubectl::kubectl(s, &["create", "-f", "-"], Some(yaml));
-    assert!(!out.status.success(), "the server took:\n{yaml}");
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
+/// A watch asked for in protobuf (as client-go's typed clients ask) is answered with
+/// `application/vnd.kubernetes.protobuf;stream=watch`: length-delimited `metav1.WatchEvent`
+/// frames whose objects are whole protobuf bodies, read here with kube-rs' protobuf structs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_clients_watch_in_protobuf_frames() {
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use k8s_pb::apimachinery::pkg::runtime::Unknown;
+    use prost::Message;
 
-/// Field checks of the main kinds answer with kube-apiserver's paths and words, as kubectl
-/// prints them; a quantity that does not parse is a decoding error (400).
-#[test]
-fn field_checks_are_worded_as_kube_apiserver_words_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = server(&dir);
-    let cases: &[(&str, &[&str])] = &[
-        (
-            r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-              "spec": {"replicas": -1, "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
-                  {"name": "c", "image": "busybox", "ports": [{"containerPort": 70000, "name": "web_port"}],
-                   "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}]}}}}"#,
-            &[
-                "The Deployment \"web\" is invalid: ",
-                "* spec.replicas: Invalid value: -1: must be greater than or equal to 0",
-                "* spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
-                "* spec.template.spec.containers[0].ports[0].name: Invalid value: \"web_port\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
-                "* spec.template.spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
-            ],
-        ),
-        (
-            r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
-              "spec": {"type": "Funnel", "ports": [{"port": 80}, {"port": 81, "protocol": "HTTP"}]}}"#,
-            &[
-                "* spec.ports[0].name: Required value",
-                "* spec.ports[1].name: Required value",
-                "* spec.ports[1].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
-                "* spec.type: Unsupported value: \"Funnel\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
-            ],
-        ),
-        (
-            r#"{"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
-              "spec": {"schedule": "61 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
-                "restartPolicy": "Always", "containers": [{"name": "c", "image": "busybox"}]}}}}}}"#,
-            &[
-                "* spec.schedule: Invalid value: \"61 * * * *\": end of range (61) above maximum (59): 61",
-                "* spec.jobTemplate.spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\"",
-            ],
-        ),
-        (
-            r#"{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-              "spec": {"resources": {"requests": {"storage": "0"}}}}"#,
-            &[
-                "* spec.accessModes: Required value: at least 1 access mode is required",
-                "* spec.resources[storage]: Invalid value: \"0\": must be greater than zero",
-            ],
-        ),
-        (
-            r#"{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ing"},
-              "spec": {"rules": [{"host": "example.com", "http": {"paths": [{"path": "api",
-                "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"number": 80}}}}]}}]}}"#,
-            &[
-                "The Ingress \"ing\" is invalid: spec.rules[0].http.paths[0].path: Invalid value: \"api\": must be an absolute path",
-            ],
-        ),
-        (
-            r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "np"},
-              "spec": {"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP"}]}]}}"#,
-            &[
-                "The NetworkPolicy \"np\" is invalid: spec.ingress[0].ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"TCP\", \"UDP\", \"SCTP\"",
-            ],
-        ),
-        (
-            r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-              "spec": {"containers": [{"name": "c", "image": "busybox",
-                "resources": {"limits": {"memory": "lots"}}}]}}"#,
-            &[
-                "Error from server (BadRequest): error when creating \"STDIN\": Pod in version \"v1\" cannot be handled as a Pod: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
-            ],
-        ),
-    ];
-    for (yaml, lines) in cases {
-        let err = refused(&s, yaml);
-        for line in *lines {
-            assert!(
-                err.lines().any(|l| l == *line || l.ends_with(line)),
-                "missing {line:?} in:\n{err}"
-            );
-        }
+    let c = client(&s).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "watched"},
+        "data": {"k": "v"}}))
+    .expect("configmap");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    let req = http::Request::builder()
+        .uri("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=0&timeoutSeconds=2&fieldSelector=metadata.name%3Dwatched")
+        .header(
+            "Accept",
+            "application/vnd.kubernetes.protobuf, application/json",
+        )
+        .body(Vec::new())
+        .expect("request");
+    let resp = c
+        .send(req.map(kube::client::Body::from))
+        .await
+        .expect("watch");
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/vnd.kubernetes.protobuf;stream=watch")
+    );
+    // A change while the watch is open arrives as a second frame.
+    let update = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let patch = kube::api::Patch::Merge(json!({"data": {"k": "w"}}));
+        cms.patch("watched", &Default::default(), &patch)
+            .await
+            .expect("patch");
+    });
+    let body = resp.into_body().collect_bytes().await.expect("body");
+    update.await.expect("update");
+    let mut events = Vec::new();
+    let mut rest = &body[..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        assert!(rest.len() >= 4 + len, "a frame cut short");
+        let event = meta::WatchEvent::decode(&rest[4..4 + len]).expect("a WatchEvent");
+        rest = &rest[4 + len..];
+        let kind = event.r#type().to_string();
+        let raw = event
+            .object
+            .and_then(|o| o.raw)
+            .expect("the event's object");
+        let unknown =
+            Unknown::decode(raw.strip_prefix(b"k8s\0").expect("the envelope")).expect("an Unknown");
+        let type_meta = unknown.type_meta.clone().expect("typeMeta");
+        assert_eq!(
+            (type_meta.api_version(), type_meta.kind()),
+            ("v1", "ConfigMap")
+        );
+        let object = core::ConfigMap::decode(unknown.raw()).expect("a ConfigMap");
+        let name = object.metadata.as_ref().map(|m| m.name().to_string());
+        events.push((kind, name, object.data.get("k").cloned()));
     }
-    // A valid object of each kind still goes in.
-    apply(
-        &s,
-        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fine"},
-          "spec": {"ports": [{"name": "web", "port": 80, "targetPort": "http"}, {"name": "dns", "port": 53, "protocol": "UDP"}]}}"#,
+    assert!(rest.is_empty(), "bytes after the last frame");
+    assert_eq!(
+        events,
+        [
+            ("ADDED".into(), Some("watched".into()), Some("v".into())),
+            ("MODIFIED".into(), Some("watched".into()), Some("w".into())),
+        ]
     );
 }

@@ -32,6 +32,29 @@ pub fn encode(obj: &Value) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether objects of `kind` in `api_version` have a protobuf form here (a watch of them can
+/// be answered in protobuf).
+pub fn has_protobuf(api_version: &str, kind: &str) -> bool {
+    message_of(api_version, kind).is_some()
+}
+
+/// One frame of a protobuf watch stream (`application/vnd.kubernetes.protobuf;stream=watch`):
+/// the event's length (4 bytes, big-endian), then a `metav1.WatchEvent` (type = 1, object =
+/// 2, a RawExtension whose raw = 1 is the object's whole protobuf body, envelope and all), as
+/// client-go's length-delimited framer reads it. `None` when the object has no protobuf form.
+pub fn watch_frame(event_type: &str, object: &Value) -> Option<Vec<u8>> {
+    let raw = encode(object)?;
+    let mut extension = Vec::new();
+    put_bytes(&mut extension, 1, &raw);
+    let mut event = Vec::new();
+    put_bytes(&mut event, 1, event_type.as_bytes());
+    put_bytes(&mut event, 2, &extension);
+    let len = u32::try_from(event.len()).ok()?;
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(&event);
+    Some(frame)
+}
+
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);

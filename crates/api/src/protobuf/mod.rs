@@ -18,7 +18,7 @@ use crate::ApiError;
 mod encode;
 pub mod gojson;
 
-pub use encode::encode;
+pub use encode::{encode, has_protobuf, watch_frame};
 
 /// The magic prefix of a Kubernetes protobuf body.
 pub const MAGIC: &[u8] = b"k8s\0";

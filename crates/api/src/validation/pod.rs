@@ -118,21 +118,28 @@ pub fn validate_pod_spec(spec: Option<&Value>, at: &Path, owner: Owner, e: &mut 
     }
 }
 
+/// Checks the `name` of a volume or container at `at`: required, an RFC 1123 label, and not
+/// one already `seen` (valid names are added to it).
+fn unique_name(item: &Value, at: &Path, seen: &mut HashSet<String>, e: &mut Errors) {
+    let name = text(item, "name");
+    let path = at.child("name");
+    if name.is_empty() {
+        e.required(&path, "");
+    } else if !is_dns1123_label(name) {
+        for m in label_messages(name) {
+            e.invalid(&path, &Value::from(name), &m);
+        }
+    } else if !seen.insert(name.to_string()) {
+        e.duplicate(&path, &Value::from(name));
+    }
+}
+
 /// Checks the volumes; returns their names.
 fn validate_volumes(volumes: &[Value], at: &Path, e: &mut Errors) -> HashSet<String> {
     let mut names = HashSet::new();
     for (i, v) in volumes.iter().enumerate() {
         let path = at.index(i);
-        let name = text(v, "name");
-        if name.is_empty() {
-            e.required(&path.child("name"), "");
-        } else if !is_dns1123_label(name) {
-            for m in label_messages(name) {
-                e.invalid(&path.child("name"), &Value::from(name), &m);
-            }
-        } else if !names.insert(name.to_string()) {
-            e.duplicate(&path.child("name"), &Value::from(name));
-        }
+        unique_name(v, &path, &mut names, e);
         let sources: Vec<&str> = VOLUME_SOURCES
             .iter()
             .copied()
@@ -159,16 +166,7 @@ fn validate_container(
     owner: Owner,
     e: &mut Errors,
 ) {
-    let name = text(c, "name");
-    if name.is_empty() {
-        e.required(&at.child("name"), "");
-    } else if !is_dns1123_label(name) {
-        for m in label_messages(name) {
-            e.invalid(&at.child("name"), &Value::from(name), &m);
-        }
-    } else if !names.insert(name.to_string()) {
-        e.duplicate(&at.child("name"), &Value::from(name));
-    }
+    unique_name(c, at, names, e);
     let image = text(c, "image");
     if image.is_empty() {
         e.required(&at.child("image"), "");

@@ -28,6 +28,17 @@ pub(super) fn error_response(e: &ApiError) -> Response {
 
 /// The shape the client's Accept header asks for: its first clause this server can answer.
 pub(super) fn accept(headers: &HeaderMap) -> Result<super::shape::Form, ApiError> {
+    negotiate(headers).map(|(form, _)| form)
+}
+
+/// Whether the first clause of the client's Accept header this server can answer is plain
+/// protobuf (streams such as watches are then framed protobuf).
+pub(super) fn accepts_protobuf(headers: &HeaderMap) -> bool {
+    negotiate(headers).is_ok_and(|(_, protobuf)| protobuf)
+}
+
+/// The form the Accept header asks for, and whether it asks for it in protobuf.
+fn negotiate(headers: &HeaderMap) -> Result<(super::shape::Form, bool), ApiError> {
     let raw = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -38,7 +49,7 @@ pub(super) fn accept(headers: &HeaderMap) -> Result<super::shape::Form, ApiError
         // Plain protobuf is the object form (the protobuf layer encodes it); Tables and
         // metadata-only forms are answered in JSON.
         if base == "application/vnd.kubernetes.protobuf" && !clause.contains("as=") {
-            return Ok(super::shape::Form::Object);
+            return Ok((super::shape::Form::Object, true));
         }
         if !matches!(
             base,
@@ -47,7 +58,7 @@ pub(super) fn accept(headers: &HeaderMap) -> Result<super::shape::Form, ApiError
             continue;
         }
         if let Some(form) = super::shape::Form::of_clause(clause) {
-            return Ok(form);
+            return Ok((form, false));
         }
     }
     Err(ApiError::not_acceptable(

@@ -46,6 +46,7 @@ pub(super) async fn resource(
     let q = query(&req);
     let manager = default_manager(req.headers());
     let shape = super::shape::Shape::new(accept(req.headers())?, &q)?;
+    let protobuf = accepts_protobuf(req.headers());
     let ns = t.namespace.as_deref();
     let reg = &server.registry;
     let method = req.method().clone();
@@ -167,7 +168,7 @@ pub(super) async fn resource(
         (Method::GET, Some(name)) => respond(StatusCode::OK, reg.get(r, ns, name).await?),
         (Method::GET, None) if flag(&q, "watch") => {
             shape.check_watch(r)?;
-            super::watch::watch(server, r, t.namespace.clone(), &q, shape).await
+            super::watch::watch(server, r, t.namespace.clone(), &q, shape, protobuf).await
         }
         (Method::GET, None) => {
             let opts = ListOptions {
@@ -289,6 +290,39 @@ pub(super) async fn resource(
     }
 }
 
+/// Removes the leading `"kind":"…","apiVersion":"…"` of the object written at `start` of
+/// `buf` (Go's field order puts them first); anything else is left as it is.
+fn strip_type_meta(buf: &mut Vec<u8>, start: usize) {
+    let text = &buf[start..];
+    let quoted_end = |from: usize| {
+        text.get(from..)
+            .and_then(|t| t.iter().position(|b| *b == b'"'))
+            .map(|i| from + i)
+    };
+    let Some(rest) = text.strip_prefix(b"{\"kind\":\"") else {
+        return;
+    };
+    let kind_end = text.len() - rest.len();
+    let Some(kind_close) = quoted_end(kind_end) else {
+        return;
+    };
+    let version_key = b",\"apiVersion\":\"";
+    if !text[kind_close + 1..].starts_with(version_key) {
+        return;
+    }
+    let Some(version_close) = quoted_end(kind_close + 1 + version_key.len()) else {
+        return;
+    };
+    // Drop through the comma that follows, or up to the closing brace of an object that
+    // had nothing else.
+    let end = match text.get(version_close + 1) {
+        Some(b',') => version_close + 2,
+        Some(b'}') => version_close + 1,
+        _ => return,
+    };
+    buf.drain(start + 1..start + end);
+}
+
 /// A list, encoded item by item as the store is read: the JSON text (or Table rows) is all
 /// that is held, never the whole list as values.
 pub(super) async fn list_response(
@@ -311,13 +345,23 @@ pub(super) async fn list_response(
     }
     let mut items: Vec<u8> = Vec::new();
     let mut first = true;
+    // Items of built-in kinds' lists carry no kind and apiVersion, as kube-apiserver writes
+    // them (typed lists); custom resources' items keep theirs.
+    let typed = tug_api::catalog::BUILTIN
+        .iter()
+        .any(|b| b.group == r.group && b.kind == r.kind);
     let list = reg
         .list_each(r, ns, opts, |item| {
             if !first {
                 items.push(b',');
             }
             first = false;
-            item.write_json(&mut items)
+            let start = items.len();
+            item.write_json(&mut items)?;
+            if typed {
+                strip_type_meta(&mut items, start);
+            }
+            Ok(())
         })
         .await?;
     // Go's order: kind, apiVersion, metadata (its fields in ListMeta's order), items.
@@ -493,4 +537,23 @@ pub(super) fn review(r: &Resource, mut body: Value, identity: Option<&Identity>)
         }
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_type_meta;
+
+    #[test]
+    fn list_items_lose_kind_and_api_version_only() {
+        let mut buf =
+            b"[{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"a\"}}".to_vec();
+        strip_type_meta(&mut buf, 1);
+        assert_eq!(buf, b"[{\"metadata\":{\"name\":\"a\"}}");
+        let mut bare = b"{\"kind\":\"Pod\",\"apiVersion\":\"v1\"}".to_vec();
+        strip_type_meta(&mut bare, 0);
+        assert_eq!(bare, b"{}");
+        let mut other = b"{\"metadata\":{}}".to_vec();
+        strip_type_meta(&mut other, 0);
+        assert_eq!(other, b"{\"metadata\":{}}");
+    }
 }
