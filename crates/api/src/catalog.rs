@@ -25,6 +25,8 @@ pub struct Resource {
     pub verbs: &'static [&'static str],
     /// Where objects are stored; versions of one resource share it.
     pub storage: &'static str,
+    /// For a custom resource, what its definition says of this version.
+    pub custom: Option<&'static crate::crd::Custom>,
 }
 
 impl Resource {
@@ -39,7 +41,10 @@ impl Resource {
 
     /// The lower-case singular name.
     pub fn singular(&self) -> String {
-        self.kind.to_ascii_lowercase()
+        match self.custom {
+            Some(c) => c.singular.clone(),
+            None => self.kind.to_ascii_lowercase(),
+        }
     }
 
     /// Whether objects live in namespaces.
@@ -59,7 +64,10 @@ impl Resource {
 
     /// The kind of its lists.
     pub fn list_kind(&self) -> String {
-        format!("{}List", self.kind)
+        match self.custom {
+            Some(c) => c.list_kind.clone(),
+            None => format!("{}List", self.kind),
+        }
     }
 }
 
@@ -113,6 +121,7 @@ macro_rules! res {
             subresources: $sub,
             verbs: $verbs,
             storage: $storage,
+            custom: None,
         }
     };
 }
@@ -607,18 +616,7 @@ pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resou
 
 /// The groups in discovery order, each with its versions (preferred first).
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
-    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for r in BUILTIN {
-        match out.iter_mut().find(|(g, _)| *g == r.group) {
-            Some((_, versions)) => {
-                if !versions.contains(&r.version) {
-                    versions.push(r.version);
-                }
-            }
-            None => out.push((r.group, vec![r.version])),
-        }
-    }
-    out
+    Catalog::default().groups()
 }
 
 /// The resources of one group/version.
@@ -630,9 +628,133 @@ pub fn resources(group: &str, version: &str) -> impl Iterator<Item = &'static Re
         .filter(move |r| r.group == group && r.version == version)
 }
 
+/// Every resource a server serves: the built-in ones and those its custom resource
+/// definitions add.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    custom: Vec<&'static Resource>,
+}
+
+impl Catalog {
+    /// The built-in resources and `custom`, whose groups discovery lists after the built-in
+    /// ones in name order, each group's versions in Kubernetes' version priority
+    /// (`v2` before `v1` before `v1beta1`).
+    pub fn with_custom(mut custom: Vec<&'static Resource>) -> Self {
+        custom.sort_by(|a, b| {
+            a.group
+                .cmp(b.group)
+                .then_with(|| version_priority(a.version).cmp(&version_priority(b.version)))
+                .then_with(|| a.plural.cmp(b.plural))
+        });
+        Self { custom }
+    }
+
+    /// The resources custom resource definitions add.
+    pub fn custom(&self) -> &[&'static Resource] {
+        &self.custom
+    }
+
+    /// Every resource, built-in ones first.
+    pub fn all(&self) -> impl Iterator<Item = &'static Resource> + '_ {
+        BUILTIN.iter().chain(self.custom.iter().copied())
+    }
+
+    /// The resource `plural` of `group` at `version`.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+        self.all()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    /// The preferred version of `plural` in `group`.
+    pub fn lookup_any_version(&self, group: &str, plural: &str) -> Option<&'static Resource> {
+        self.all().find(|r| r.group == group && r.plural == plural)
+    }
+
+    /// The groups in discovery order, each with its versions (preferred first).
+    pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for r in self.all() {
+            match out.iter_mut().find(|(g, _)| *g == r.group) {
+                Some((_, versions)) => {
+                    if !versions.contains(&r.version) {
+                        versions.push(r.version);
+                    }
+                }
+                None => out.push((r.group, vec![r.version])),
+            }
+        }
+        out
+    }
+
+    /// The resources of one group/version.
+    pub fn resources<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'static Resource> + 'a {
+        self.all()
+            .filter(move |r| r.group == group && r.version == version)
+    }
+}
+
+/// Sort key of a version in Kubernetes' order: GA before beta before alpha, higher numbers
+/// first, versions that do not look like Kubernetes versions last, by name.
+pub fn version_priority(v: &str) -> (u8, i64, i64, String) {
+    let parse = || -> Option<(u8, i64, i64)> {
+        let rest = v.strip_prefix('v')?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major: i64 = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        if tail.is_empty() {
+            return Some((0, -major, 0));
+        }
+        let (level, num) = if let Some(n) = tail.strip_prefix("beta") {
+            (1, n)
+        } else if let Some(n) = tail.strip_prefix("alpha") {
+            (2, n)
+        } else {
+            return None;
+        };
+        let minor: i64 = num.parse().ok()?;
+        Some((level, -major, -minor))
+    };
+    match parse() {
+        Some((level, major, minor)) => (level, major, minor, String::new()),
+        None => (3, 0, 0, v.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_sort_as_kubernetes_sorts_them() {
+        let mut v = vec![
+            "v1alpha1",
+            "foo",
+            "v1",
+            "v2beta1",
+            "v1beta2",
+            "v2",
+            "v11alpha2",
+            "v1beta1",
+        ];
+        v.sort_by_key(|v| version_priority(v));
+        assert_eq!(
+            v,
+            [
+                "v2",
+                "v1",
+                "v2beta1",
+                "v1beta2",
+                "v1beta1",
+                "v11alpha2",
+                "v1alpha1",
+                "foo"
+            ]
+        );
+    }
 
     #[test]
     fn catalog_is_consistent() {

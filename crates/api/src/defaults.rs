@@ -79,82 +79,111 @@ fn default_template(obj: &mut Value, path: &[&str]) {
     }
 }
 
-/// Applies the defaults of `kind` to `obj`.
-pub fn apply(kind: &str, obj: &mut Value) {
-    match kind {
-        "Pod" => {
-            if let Some(spec) = object_at(obj, &["spec"]) {
-                default_pod_spec(spec);
-                default(spec, "serviceAccountName", json!("default"));
-                default(spec, "priority", json!(0));
-                default_toleration_seconds(spec);
-            }
-        }
-        "PodTemplate" => default_template(obj, &["template", "spec"]),
-        "Deployment" => {
-            if let Some(spec) = object_at(obj, &["spec"]) {
-                default(spec, "replicas", json!(1));
-                default(spec, "revisionHistoryLimit", json!(10));
-                default(spec, "progressDeadlineSeconds", json!(600));
-                default(
-                    spec,
-                    "strategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-                );
-            }
-            default_template(obj, &["spec", "template", "spec"]);
-        }
-        "ReplicaSet" | "ReplicationController" => {
-            if let Some(spec) = object_at(obj, &["spec"]) {
-                default(spec, "replicas", json!(1));
-            }
-            default_template(obj, &["spec", "template", "spec"]);
-        }
-        "StatefulSet" => {
-            if let Some(spec) = object_at(obj, &["spec"]) {
-                default(spec, "replicas", json!(1));
-                default(spec, "podManagementPolicy", json!("OrderedReady"));
-                default(spec, "revisionHistoryLimit", json!(10));
-                default(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                );
-                default(
-                    spec,
-                    "persistentVolumeClaimRetentionPolicy",
-                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-                );
-            }
-            default_template(obj, &["spec", "template", "spec"]);
-        }
-        "DaemonSet" => {
-            if let Some(spec) = object_at(obj, &["spec"]) {
-                default(spec, "revisionHistoryLimit", json!(10));
-                default(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-                );
-            }
-            default_template(obj, &["spec", "template", "spec"]);
-        }
-        "Job" => {
-            default_job_spec(obj, &["spec"]);
-        }
-        "CronJob" => {
-            if let Some(spec) = object_at(obj, &["spec"]) {
-                default(spec, "concurrencyPolicy", json!("Allow"));
-                default(spec, "suspend", json!(false));
-                default(spec, "successfulJobsHistoryLimit", json!(3));
-                default(spec, "failedJobsHistoryLimit", json!(1));
-            }
-            default_job_spec(obj, &["spec", "jobTemplate", "spec"]);
-        }
-        "Service" => default_service(obj),
-        "Secret" => default_secret(obj),
-        _ => {}
+/// Pods: the pod spec's defaults, the `default` service account, priority 0, and the
+/// DefaultTolerationSeconds admission plugin's tolerations.
+pub fn pod(obj: &mut Value) {
+    if let Some(spec) = object_at(obj, &["spec"]) {
+        default_pod_spec(spec);
+        default(spec, "serviceAccountName", json!("default"));
+        default(spec, "priority", json!(0));
+        default_toleration_seconds(spec);
     }
+}
+
+/// PodTemplates: their template's pod spec.
+pub fn pod_template(obj: &mut Value) {
+    default_template(obj, &["template", "spec"]);
+}
+
+/// Deployments.
+pub fn deployment(obj: &mut Value) {
+    if let Some(spec) = object_at(obj, &["spec"]) {
+        default(spec, "replicas", json!(1));
+        default(spec, "revisionHistoryLimit", json!(10));
+        default(spec, "progressDeadlineSeconds", json!(600));
+        default(
+            spec,
+            "strategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+        );
+    }
+    default_template(obj, &["spec", "template", "spec"]);
+}
+
+/// ReplicaSets and ReplicationControllers.
+pub fn replica_set(obj: &mut Value) {
+    if let Some(spec) = object_at(obj, &["spec"]) {
+        default(spec, "replicas", json!(1));
+    }
+    default_template(obj, &["spec", "template", "spec"]);
+}
+
+/// StatefulSets.
+pub fn stateful_set(obj: &mut Value) {
+    if let Some(spec) = object_at(obj, &["spec"]) {
+        default(spec, "replicas", json!(1));
+        default(spec, "podManagementPolicy", json!("OrderedReady"));
+        default(spec, "revisionHistoryLimit", json!(10));
+        default(
+            spec,
+            "updateStrategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+        );
+        default(
+            spec,
+            "persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
+    }
+    default_template(obj, &["spec", "template", "spec"]);
+}
+
+/// DaemonSets.
+pub fn daemon_set(obj: &mut Value) {
+    if let Some(spec) = object_at(obj, &["spec"]) {
+        default(spec, "revisionHistoryLimit", json!(10));
+        default(
+            spec,
+            "updateStrategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+        );
+    }
+    default_template(obj, &["spec", "template", "spec"]);
+}
+
+/// Jobs.
+pub fn job(obj: &mut Value) {
+    default_job_spec(obj, &["spec"]);
+}
+
+/// CronJobs, and the Job template they hold.
+pub fn cron_job(obj: &mut Value) {
+    if let Some(spec) = object_at(obj, &["spec"]) {
+        default(spec, "concurrencyPolicy", json!("Allow"));
+        default(spec, "suspend", json!(false));
+        default(spec, "successfulJobsHistoryLimit", json!(3));
+        default(spec, "failedJobsHistoryLimit", json!(1));
+    }
+    default_job_spec(obj, &["spec", "jobTemplate", "spec"]);
+}
+
+/// The defaults of `kind`, for callers that hold only its name (tests, tools); the API
+/// server applies each kind's through its registry strategy.
+pub fn apply(kind: &str, obj: &mut Value) {
+    let by_kind: fn(&mut Value) = match kind {
+        "Pod" => pod,
+        "PodTemplate" => pod_template,
+        "Deployment" => deployment,
+        "ReplicaSet" | "ReplicationController" => replica_set,
+        "StatefulSet" => stateful_set,
+        "DaemonSet" => daemon_set,
+        "Job" => job,
+        "CronJob" => cron_job,
+        "Service" => service,
+        "Secret" => secret,
+        _ => return,
+    };
+    by_kind(obj);
 }
 
 /// Pods tolerate a not-ready or unreachable node for 300 s unless they say otherwise (the
@@ -236,7 +265,8 @@ pub fn generate_job_selector(obj: &mut Value) {
     }
 }
 
-fn default_service(obj: &mut Value) {
+/// Services: type, session affinity, IP families, port protocols and target ports.
+pub fn service(obj: &mut Value) {
     let Some(spec) = object_at(obj, &["spec"]) else {
         return;
     };
@@ -259,7 +289,7 @@ fn default_service(obj: &mut Value) {
 }
 
 /// Secrets: type Opaque, and `stringData` folded into `data` (base64), as the API server does.
-fn default_secret(obj: &mut Value) {
+pub fn secret(obj: &mut Value) {
     let Some(root) = obj.as_object_mut() else {
         return;
     };

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod catalog;
 pub mod cidr;
 pub mod cluster;
+pub mod crd;
 pub mod defaults;
 pub mod duplicates;
 pub mod meta;

@@ -2,7 +2,7 @@
 //! (apidiscovery.k8s.io/v2), all generated from the resource catalog.
 
 use serde_json::{Value, json};
-use tug_api::catalog::{self, Resource};
+use tug_api::catalog::{Catalog, Resource};
 
 /// The media type of aggregated discovery documents.
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -62,8 +62,9 @@ fn group_entry(group: &str, versions: &[&str]) -> Value {
 }
 
 /// `GET /apis`.
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = catalog::groups()
+pub fn group_list(catalog: &Catalog) -> Value {
+    let groups: Vec<Value> = catalog
+        .groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| group_entry(g, &vs))
@@ -72,8 +73,9 @@ pub fn group_list() -> Value {
 }
 
 /// `GET /apis/{group}`.
-pub fn group(group: &str) -> Option<Value> {
-    let (_, versions) = catalog::groups()
+pub fn group(catalog: &Catalog, group: &str) -> Option<Value> {
+    let (_, versions) = catalog
+        .groups()
         .into_iter()
         .find(|(g, _)| *g == group && !g.is_empty())?;
     let mut g = group_entry(group, &versions);
@@ -83,9 +85,9 @@ pub fn group(group: &str) -> Option<Value> {
 }
 
 /// `GET /api/v1` or `GET /apis/{group}/{version}`.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn resource_list(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in catalog::resources(group, version) {
+    for r in catalog.resources(group, version) {
         let mut entry = json!({
             "name": r.plural,
             "singularName": r.singular(),
@@ -132,11 +134,12 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
-fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+fn aggregated_group(catalog: &Catalog, group: &str, versions: &[&str]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = catalog::resources(group, v)
+            let resources: Vec<Value> = catalog
+                .resources(group, v)
                 .map(|r| {
                     let subs: Vec<Value> = r
                         .subresources
@@ -181,11 +184,12 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
 }
 
 /// Aggregated discovery: `GET /api` (core only) or `GET /apis` (every named group).
-pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = catalog::groups()
+pub fn aggregated(catalog: &Catalog, core: bool) -> Value {
+    let items: Vec<Value> = catalog
+        .groups()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
-        .map(|(g, vs)| aggregated_group(g, &vs))
+        .map(|(g, vs)| aggregated_group(catalog, g, &vs))
         .collect();
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -201,6 +205,10 @@ mod tests {
 
     #[test]
     fn discovery_documents_list_the_catalog() {
+        let c = Catalog::default();
+        let resource_list = |g, v| super::resource_list(&c, g, v);
+        let group_list = || super::group_list(&c);
+        let aggregated = |core| super::aggregated(&c, core);
         let apps = resource_list("apps", "v1").expect("apps/v1");
         let deploy = apps["resources"]
             .as_array()

@@ -4,6 +4,7 @@
 
 mod apiservices;
 pub mod auth;
+mod crds;
 mod discovery;
 mod handler;
 pub mod kubelet;
@@ -80,12 +81,15 @@ impl ApiServer {
         &self.registry
     }
 
-    /// Creates the namespaces, priority classes and local APIServices every cluster has, and
-    /// starts the namespace finalizer, which empties and then removes namespaces being deleted.
+    /// Creates the namespaces, priority classes and local APIServices every cluster has,
+    /// serves the custom resources of the stored definitions (and follows them as they
+    /// change), and starts the namespace finalizer, which empties and then removes namespaces
+    /// being deleted.
     pub async fn bootstrap(self: &Arc<Self>) -> anyhow::Result<()> {
         namespaces::ensure_defaults(&self.registry).await?;
         self.registry.ensure_priority_classes().await?;
         apiservices::ensure_local(&self.registry).await?;
+        crds::start(&self.registry).await?;
         tokio::spawn(namespaces::finalize_loop(self.registry.clone()));
         Ok(())
     }

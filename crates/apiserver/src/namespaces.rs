@@ -122,8 +122,9 @@ struct Content {
 async fn delete_content(registry: &Registry, ns: &str) -> Content {
     let mut content = Content::default();
     let mut seen = BTreeSet::new();
-    let kinds = catalog::BUILTIN
-        .iter()
+    let catalog = registry.catalog();
+    let kinds = catalog
+        .all()
         .filter(|r| r.namespaced() && !r.storage.is_empty());
     for r in kinds {
         // One resource per storage location (events live under two groups).

@@ -5,11 +5,30 @@
 //! server-side). The components hold every object schema, generated from the types.
 
 use serde_json::{Map, Value, json};
-use tug_api::catalog::{self, Resource};
+use tug_api::catalog::{self, Catalog, Resource};
 
-/// Changes whenever the documents would: clients cache by it.
-fn hash() -> String {
-    format!("tugboat-{}", env!("CARGO_PKG_VERSION").replace('.', "-"))
+/// Changes whenever the documents would: clients cache by it. Custom resources' documents
+/// change with their definitions.
+fn hash(catalog: &Catalog, group: &str, version: &str) -> String {
+    let base = format!("tugboat-{}", env!("CARGO_PKG_VERSION").replace('.', "-"));
+    let custom: Vec<&Resource> = catalog
+        .resources(group, version)
+        .filter(|r| r.custom.is_some())
+        .collect();
+    if custom.is_empty() {
+        return base;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in custom {
+        (
+            r.kind,
+            r.plural,
+            r.custom.map(|c| c.schema.as_ref().map(|s| s.to_string())),
+        )
+            .hash(&mut h);
+    }
+    format!("{base}-{:016x}", h.finish())
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -21,14 +40,14 @@ fn gv_path(group: &str, version: &str) -> String {
 }
 
 /// `GET /openapi/v3`.
-pub fn index() -> Value {
+pub fn index(catalog: &Catalog) -> Value {
     let mut paths = Map::new();
-    for (g, versions) in catalog::groups() {
+    for (g, versions) in catalog.groups() {
         for v in versions {
             let p = gv_path(g, v);
             paths.insert(
                 p.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash())}),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(catalog, g, v))}),
             );
         }
     }
@@ -62,10 +81,14 @@ fn write_params() -> Vec<Value> {
 }
 
 /// `GET /openapi/v3/api/v1`, `GET /openapi/v3/apis/{group}/{version}`.
-pub fn document(group: &str, version: &str) -> Option<Value> {
+pub fn document(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
     let mut paths = Map::new();
     let mut any = false;
-    for r in catalog::resources(group, version) {
+    let mut components = Map::new();
+    for r in catalog.resources(group, version) {
+        if let Some(c) = r.custom {
+            custom_components(r, c, &mut components);
+        }
         any = true;
         let base = format!("/{}", gv_path(group, version));
         let collection = if r.namespaced() {
@@ -155,8 +178,56 @@ pub fn document(group: &str, version: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::KUBE_VERSION.0, crate::KUBE_VERSION.1)},
         "paths": paths,
-        "components": {"schemas": tug_api::schema::components(group, version)},
+        "components": {"schemas": if components.is_empty() { tug_api::schema::components(group, version).clone() } else { components }},
     }))
+}
+
+/// The name of a custom kind's schema: the group reversed, then version and kind
+/// (`com.example.v1.Widget`), as the apiextensions server names it.
+fn custom_schema_name(r: &Resource) -> String {
+    let group: Vec<&str> = r.group.split('.').rev().collect();
+    format!("{}.{}.{}", group.join("."), r.version, r.kind)
+}
+
+/// A custom kind's schema and its list's, with the metadata types they refer to.
+fn custom_components(r: &Resource, c: &tug_api::crd::Custom, out: &mut Map<String, Value>) {
+    const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+    const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+    let gvk = |kind: &str| json!([{"group": r.group, "version": r.version, "kind": kind}]);
+    let mut schema = c
+        .schema
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    let props = schema
+        .as_object_mut()
+        .map(|m| m.entry("properties").or_insert_with(|| json!({})));
+    if let Some(Value::Object(p)) = props {
+        p.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+        p.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+        p.insert("metadata".into(), json!({"allOf": [{"$ref": format!("#/components/schemas/{META}")}], "description": "Standard object's metadata."}));
+    }
+    schema["x-kubernetes-group-version-kind"] = gvk(r.kind);
+    let name = custom_schema_name(r);
+    out.insert(
+        format!("{name}List"),
+        json!({
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}},
+                "kind": {"type": "string"},
+                "metadata": {"allOf": [{"$ref": format!("#/components/schemas/{LIST_META}")}]},
+            },
+            "x-kubernetes-group-version-kind": gvk(&r.list_kind()),
+        }),
+    );
+    out.insert(name, schema);
+    for (k, v) in tug_api::schema::components("", "v1") {
+        if k.starts_with("io.k8s.apimachinery.pkg.apis.meta.v1.") {
+            out.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
 }
 
 /// `GET /openapi/v2`: one Swagger 2.0 document for every group-version, built once.
@@ -165,9 +236,10 @@ pub fn v2() -> &'static str {
     DOC.get_or_init(|| {
         let mut paths = Map::new();
         let mut definitions = Map::new();
+        let builtin = Catalog::default();
         for (g, versions) in catalog::groups() {
             for v in versions {
-                if let Some(doc) = document(g, v)
+                if let Some(doc) = document(&builtin, g, v)
                     && let Some(p) = doc["paths"].as_object()
                 {
                     for (path, ops) in p {
@@ -211,7 +283,9 @@ mod tests {
 
     #[test]
     fn patch_operations_offer_field_validation() {
-        let idx = index();
+        let c = Catalog::default();
+        let document = |g, v| super::document(&c, g, v);
+        let idx = index(&c);
         assert!(
             idx["paths"]["apis/apps/v1"]["serverRelativeURL"]
                 .as_str()

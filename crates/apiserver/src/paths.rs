@@ -2,7 +2,7 @@
 //! namespace, name and subresource they address.
 
 use tug_api::ApiError;
-use tug_api::catalog::{self, Resource};
+use tug_api::catalog::{Catalog, Resource};
 
 /// What a resource URL addresses.
 #[derive(Clone, Debug)]
@@ -16,9 +16,9 @@ pub struct Target {
     pub proxy_path: String,
 }
 
-/// Parses a path under `/api` or `/apis`; `None` when it is not a resource path at all (the
+/// Parses a path under `/api` or `/apis` against what `catalog` serves; `None` when it is not a resource path at all (the
 /// caller answers discovery or 404).
-pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
+pub fn parse(catalog: &Catalog, path: &str) -> Result<Option<Target>, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", version, rest @ ..] if !rest.is_empty() => ("", *version, rest),
@@ -26,12 +26,14 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
         _ => return Ok(None),
     };
     let find = |plural: &str| {
-        catalog::lookup(group, version, plural).ok_or_else(|| ApiError::no_route(path))
+        catalog
+            .lookup(group, version, plural)
+            .ok_or_else(|| ApiError::no_route(path))
     };
     // namespaces/{ns}/{plural}[/{name}[/{sub}]] addresses namespaced resources; anything
     // else is {plural}[/{name}[/{sub}]].
     if let ["namespaces", ns, plural, tail @ ..] = rest
-        && let Some(r) = catalog::lookup(group, version, plural)
+        && let Some(r) = catalog.lookup(group, version, plural)
         && r.namespaced()
     {
         return target(path, r, Some(ns), tail).map(Some);
@@ -72,6 +74,10 @@ fn target(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(path: &str) -> Result<Option<Target>, ApiError> {
+        super::parse(&Catalog::default(), path)
+    }
 
     fn t(path: &str) -> Target {
         match parse(path) {

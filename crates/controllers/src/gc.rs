@@ -1,7 +1,9 @@
 //! The garbage collector: dependents whose owners are all gone are deleted (Background);
 //! owners deleted with Foreground wait for their dependents to go; owners deleted with Orphan
 //! release their dependents first. Owners and dependents are matched by uid through
-//! `metadata.ownerReferences`, across the kinds that own things.
+//! `metadata.ownerReferences`, across the kinds that own things; an owner of another kind (a
+//! custom resource, a ConfigMap) is looked up before its dependent is taken for an orphan,
+//! as Kubernetes' collector confirms absence with a live read.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -83,6 +85,7 @@ async fn collect(client: &kube::Client) -> Result<(), kube::Error> {
         }
     }
     let dp = DeleteParams::background();
+    let mut kinds = HashMap::new();
     for f in &all {
         let ns = f.obj.metadata.namespace.as_deref();
         let name = f.obj.metadata.name.clone().unwrap_or_default();
@@ -97,6 +100,7 @@ async fn collect(client: &kube::Client) -> Result<(), kube::Error> {
         if !owners.is_empty()
             && owners.iter().all(|o| !uids.contains(&o.uid))
             && f.obj.metadata.deletion_timestamp.is_none()
+            && all_absent(client, &mut kinds, ns, owners).await
         {
             let _ = api(client, &f.api, ns).delete(&name, &dp).await;
             continue;
@@ -139,6 +143,45 @@ async fn collect(client: &kube::Client) -> Result<(), kube::Error> {
         }
     }
     Ok(())
+}
+
+/// Whether every owner is gone: not found by a live read (or found with another uid, a
+/// namesake). An owner whose kind the server does not serve, or a read that fails, counts
+/// as present: a dependent is deleted only on proof.
+async fn all_absent(
+    client: &kube::Client,
+    kinds: &mut HashMap<(String, String), Option<(ApiResource, bool)>>,
+    ns: Option<&str>,
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+) -> bool {
+    for o in owners {
+        let key = (o.api_version.clone(), o.kind.clone());
+        if !kinds.contains_key(&key) {
+            let (group, version) = match o.api_version.split_once('/') {
+                Some((g, v)) => (g, v),
+                None => ("", o.api_version.as_str()),
+            };
+            let gvk = GroupVersionKind::gvk(group, version, &o.kind);
+            let found = kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .ok()
+                .map(|(ar, caps)| (ar, caps.scope == kube::discovery::Scope::Namespaced));
+            kinds.insert(key.clone(), found);
+        }
+        let Some(Some((ar, namespaced))) = kinds.get(&key) else {
+            return false;
+        };
+        if *namespaced && ns.is_none() {
+            return false;
+        }
+        let owner_ns = if *namespaced { ns } else { None };
+        match api(client, ar, owner_ns).get_opt(&o.name).await {
+            Ok(None) => {}
+            Ok(Some(live)) if live.metadata.uid.as_deref() != Some(o.uid.as_str()) => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 async fn remove_finalizer(

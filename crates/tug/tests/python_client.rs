@@ -37,3 +37,9 @@ fn python_typed_models_decode_what_create_and_delete_answer() {
     let s = TugServer::start_with(tug_bin!(), &dir.path().join("data"), &[]);
     script_passes(&s, "typed.py", "python typed models: ok");
 }
+
+#[test]
+fn python_dynamic_client_works_with_a_custom_resource() {
+    let s = TugServer::start(tug_bin!());
+    script_passes(&s, "dynamic.py", "python dynamic client: ok");
+}

@@ -78,6 +78,16 @@ impl Errors {
             .push(Cause::new("FieldValueInvalid", path.as_str(), message));
     }
 
+    /// `Invalid value: SHOWN: DETAIL`, the value already printed (as Go's encoder writes a
+    /// struct, its fields in declaration order).
+    pub fn invalid_shown(&mut self, path: &Path, shown: &str, detail: &str) {
+        self.0.push(Cause::new(
+            "FieldValueInvalid",
+            path.as_str(),
+            format!("Invalid value: {shown}: {detail}"),
+        ));
+    }
+
     /// `Unsupported value: VALUE: supported values: "a", "b"`.
     pub fn not_supported(&mut self, path: &Path, value: &Value, supported: &[&str]) {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();

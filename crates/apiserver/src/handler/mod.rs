@@ -61,7 +61,8 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
     } else {
         req
     };
-    let resource = paths::parse(&path)
+    let catalog = server.registry.catalog();
+    let resource = paths::parse(&catalog, &path)
         .ok()
         .flatten()
         .map(|t| t.resource.plural)
@@ -147,26 +148,28 @@ async fn route(
         .unwrap_or("")
         .to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let catalog = server.registry.catalog();
+    let catalog = catalog.as_ref();
     let discovery_doc = match segs.as_slice() {
         ["api"] if discovery::wants_aggregated(&accept_raw) => {
             return Ok(json_response(
                 StatusCode::OK,
-                &discovery::aggregated(true),
+                &discovery::aggregated(catalog, true),
                 discovery::AGGREGATED,
             ));
         }
         ["apis"] if discovery::wants_aggregated(&accept_raw) => {
             return Ok(json_response(
                 StatusCode::OK,
-                &discovery::aggregated(false),
+                &discovery::aggregated(catalog, false),
                 discovery::AGGREGATED,
             ));
         }
         ["api"] => Some(discovery::core_versions()),
-        ["apis"] => Some(discovery::group_list()),
-        ["api", v] => discovery::resource_list("", v),
-        ["apis", g] => discovery::group(g),
-        ["apis", g, v] => discovery::resource_list(g, v),
+        ["apis"] => Some(discovery::group_list(catalog)),
+        ["api", v] => discovery::resource_list(catalog, "", v),
+        ["apis", g] => discovery::group(catalog, g),
+        ["apis", g, v] => discovery::resource_list(catalog, g, v),
         _ => None,
     };
     let openapi_doc = match segs.as_slice() {
@@ -178,9 +181,9 @@ async fn route(
             )
                 .into_response());
         }
-        ["openapi", "v3"] => Some(crate::openapi::index()),
-        ["openapi", "v3", "api", v] => crate::openapi::document("", v),
-        ["openapi", "v3", "apis", g, v] => crate::openapi::document(g, v),
+        ["openapi", "v3"] => Some(crate::openapi::index(catalog)),
+        ["openapi", "v3", "api", v] => crate::openapi::document(catalog, "", v),
+        ["openapi", "v3", "apis", g, v] => crate::openapi::document(catalog, g, v),
         ["openapi", ..] => return Err(ApiError::no_route(&path)),
         _ => None,
     };
@@ -196,8 +199,17 @@ async fn route(
         return ok(doc);
     }
     if matches!(segs.as_slice(), ["api", ..] | ["apis", ..]) {
-        let target = paths::parse(&path)?.ok_or_else(|| ApiError::no_route(&path))?;
-        return resource::resource(server, identity, target, req).await;
+        let target = paths::parse(catalog, &path)?.ok_or_else(|| ApiError::no_route(&path))?;
+        let deprecated = target
+            .resource
+            .custom
+            .and_then(|c| c.deprecation_warning.clone());
+        let resp = resource::resource(server, identity, target, req).await?;
+        // Every answer of a deprecated custom resource version carries its warning.
+        return Ok(match deprecated {
+            Some(w) => with_warnings(resp, &[w]),
+            None => resp,
+        });
     }
     Err(ApiError::no_route(&path))
 }

@@ -50,6 +50,14 @@ pub(super) fn check_fields(
     whole: bool,
 ) -> Result<Vec<String>, ApiError> {
     let mode = field_validation(q);
+    if let Some(custom) = r.custom {
+        // Custom resources: the fields the schema would prune are the unknown ones.
+        let unknown = match (&custom.schema, whole) {
+            (Some(schema), true) => tug_api::crd::schema::prune(&mut body.clone(), schema),
+            _ => Vec::new(),
+        };
+        return report(r, mode, raw, unknown, whole);
+    }
     let found = tug_api::schema::inspect(
         r.group,
         r.version,
@@ -65,7 +73,18 @@ pub(super) fn check_fields(
             version = r.version,
         )));
     }
-    let unknown = found.unknown;
+    report(r, mode, raw, found.unknown, whole)
+}
+
+/// What the field validation mode makes of unknown and duplicate fields: an error, warnings
+/// or nothing.
+fn report(
+    r: &Resource,
+    mode: FieldValidation,
+    raw: &[u8],
+    unknown: Vec<String>,
+    whole: bool,
+) -> Result<Vec<String>, ApiError> {
     let duplicates = if mode == FieldValidation::Ignore {
         Vec::new()
     } else {

@@ -209,6 +209,15 @@ pub(super) async fn resource(
         (Method::PATCH, Some(name)) => {
             let opts = write_options(&q, &manager)?;
             let kind = patch_type(req.headers())?;
+            if kind == PatchType::Strategic && r.custom.is_some() {
+                // Custom resources have no patch strategies: kube-apiserver does not take
+                // strategic merge patches for them.
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
             if kind == PatchType::Apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
                 return Err(ApiError::bad_request(
                     "PATCH requests with apply content type require a fieldManager",
@@ -347,9 +356,7 @@ pub(super) async fn list_response(
     let mut first = true;
     // Items of built-in kinds' lists carry no kind and apiVersion, as kube-apiserver writes
     // them (typed lists); custom resources' items keep theirs.
-    let typed = tug_api::catalog::BUILTIN
-        .iter()
-        .any(|b| b.group == r.group && b.kind == r.kind);
+    let typed = r.custom.is_none();
     let list = reg
         .list_each(r, ns, opts, |item| {
             if !first {

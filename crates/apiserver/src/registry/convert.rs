@@ -35,10 +35,20 @@ pub(crate) fn to_served(r: &Resource, obj: &mut Value) {
     }
 }
 
-/// The stored form of an object written through `r`.
+/// The stored form of an object written through `r`: a custom resource is stored in its
+/// definition's storage version (without a conversion webhook, only apiVersion differs).
 pub(crate) fn to_stored<'a>(r: &Resource, obj: &'a Value) -> Cow<'a, Value> {
     match obj {
         Value::Object(m) if converts(r) => Cow::Owned(Value::Object(core_from_event(m.clone()))),
+        Value::Object(m) if r.custom.is_some_and(|c| c.storage_version != r.version) => {
+            let mut m = m.clone();
+            let storage = r
+                .custom
+                .map(|c| c.storage_version.as_str())
+                .unwrap_or_default();
+            m.insert("apiVersion".into(), json!(format!("{}/{storage}", r.group)));
+            Cow::Owned(Value::Object(m))
+        }
         _ => Cow::Borrowed(obj),
     }
 }

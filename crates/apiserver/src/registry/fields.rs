@@ -60,7 +60,13 @@ pub fn parse(resource: &Resource, selector: &str) -> Result<FieldSelector, ApiEr
     for f in sel.fields() {
         let known = f == "metadata.name"
             || f == "metadata.namespace"
-            || kind_fields(resource.kind).iter().any(|(n, _)| *n == f);
+            || match resource.custom {
+                Some(c) => c
+                    .selectable_fields
+                    .iter()
+                    .any(|p| p.trim_start_matches('.') == f),
+                None => kind_fields(resource.kind).iter().any(|(n, _)| *n == f),
+            };
         if !known {
             return Err(ApiError::bad_request(format!(
                 "field label not supported: {f}"
@@ -75,6 +81,11 @@ pub fn matches(resource: &Resource, sel: &FieldSelector, obj: &Value) -> bool {
     sel.matches(|field| match field {
         "metadata.name" => tug_api::meta::name(obj).to_string(),
         "metadata.namespace" => tug_api::meta::namespace(obj).to_string(),
+        other if resource.custom.is_some() => {
+            // A custom resource's selectable fields are JSONPaths of its definition.
+            let found = tug_api::crd::jsonpath::select(obj, &format!(".{other}"));
+            as_text(found.first().copied(), "")
+        }
         other => {
             let pointer = kind_fields(resource.kind)
                 .iter()

@@ -17,6 +17,7 @@ mod priority;
 mod protected;
 mod quota;
 mod scale;
+mod strategy;
 mod table;
 mod token;
 mod watch;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::{Value, json};
+use tug_api::catalog::Catalog;
 use tug_api::selector::{FieldSelector, LabelSelector};
 use tug_api::{ApiError, Resource, meta};
 use tug_store::{Error as StoreError, KeyRange, KeyValue, RangeOptions, Store};
@@ -46,6 +48,9 @@ pub struct Registry {
     quota_lock: Arc<tokio::sync::Mutex<()>>,
     /// Whether pods get ServiceAccount admission (on once the server signs tokens).
     service_accounts: Arc<std::sync::atomic::AtomicBool>,
+    /// What is served: the built-in resources and those of established custom resource
+    /// definitions, swapped whole when a definition changes.
+    catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
 }
 
 /// One object of a list: a value, or JSON text straight from the watch cache.
@@ -161,6 +166,24 @@ impl Registry {
             service_lock: Arc::default(),
             quota_lock: Arc::default(),
             service_accounts: Arc::default(),
+            catalog: Arc::default(),
+        }
+    }
+
+    /// What is served now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces what is served.
+    pub(crate) fn set_catalog(&self, catalog: Catalog) {
+        let catalog = Arc::new(catalog);
+        match self.catalog.write() {
+            Ok(mut c) => *c = catalog,
+            Err(poisoned) => *poisoned.into_inner() = catalog,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The scale subresource (autoscaling/v1 Scale) of Deployments, ReplicaSets, StatefulSets and
-//! ReplicationControllers: reads and writes the parent's `spec.replicas`.
+//! ReplicationControllers, which reads and writes the parent's `spec.replicas`, and of custom
+//! resources, which read and write the paths their definition names.
 
 use serde_json::{Value, json};
+use tug_api::crd::jsonpath;
 use tug_api::{ApiError, Resource, meta, patch, strategic};
 
 use super::{PatchType, Registry, WriteOptions};
@@ -23,9 +25,34 @@ fn selector(obj: &Value) -> String {
     parts.join(",")
 }
 
-fn to_scale(obj: &Value) -> Value {
+fn to_scale(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
     let m = obj.get("metadata").cloned().unwrap_or(json!({}));
-    json!({
+    let (spec, status, selector) = match r.custom.and_then(|c| c.scale.as_ref()) {
+        Some(paths) => {
+            let at = |p: &str| jsonpath::select(obj, p).first().map(|v| (*v).clone());
+            (
+                at(&paths.spec_replicas).ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "Internal error occurred: the spec replicas field {:?} does not exist",
+                        paths.spec_replicas
+                    ))
+                })?,
+                at(&paths.status_replicas).unwrap_or(json!(0)),
+                paths
+                    .label_selector
+                    .as_deref()
+                    .and_then(at)
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            )
+        }
+        None => (
+            obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1)),
+            obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            selector(obj),
+        ),
+    };
+    let mut scale = json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {
@@ -35,12 +62,17 @@ fn to_scale(obj: &Value) -> Value {
             "resourceVersion": m.get("resourceVersion"),
             "creationTimestamp": m.get("creationTimestamp"),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
-        "status": {
-            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
-            "selector": selector(obj),
-        },
-    })
+        "spec": {"replicas": spec},
+        "status": {"replicas": status, "selector": selector},
+    });
+    // ScaleStatus.selector is omitempty.
+    if r.custom.is_some()
+        && scale["status"]["selector"] == ""
+        && let Some(st) = scale["status"].as_object_mut()
+    {
+        st.remove("selector");
+    }
+    Ok(scale)
 }
 
 impl Registry {
@@ -51,7 +83,7 @@ impl Registry {
         ns: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
-        Ok(to_scale(&self.get(r, ns, name).await?))
+        to_scale(r, &self.get(r, ns, name).await?)
     }
 
     /// PUT of the scale subresource: sets the parent's replicas.
@@ -78,7 +110,7 @@ impl Registry {
                     )],
                 )
             })?;
-        if replicas < 0 {
+        if replicas < 0 && r.custom.is_none() {
             return Err(ApiError::invalid(
                 "autoscaling",
                 "Scale",
@@ -101,11 +133,14 @@ impl Registry {
             if !rv.is_empty() && rv != kv.mod_revision.to_string() {
                 return Err(stale(r, name));
             }
-            obj["spec"]["replicas"] = json!(replicas);
+            match r.custom.and_then(|c| c.scale.as_ref()) {
+                Some(paths) => jsonpath::set(&mut obj, &paths.spec_replicas, json!(replicas)),
+                None => obj["spec"]["replicas"] = json!(replicas),
+            }
             meta::set(&mut obj, "resourceVersion", kv.mod_revision.to_string());
             match self.update(r, ns, name, obj, None, opts).await {
                 Err(e) if e.reason == "Conflict" && rv.is_empty() => continue,
-                other => return other.map(|updated| to_scale(&updated)),
+                other => return other.and_then(|updated| to_scale(r, &updated)),
             }
         }
         Err(stale(r, name))

@@ -3,14 +3,14 @@
 
 use serde_json::{Map, Value, json};
 use tug_api::time::now;
-use tug_api::validation::{NameRule, validate_label_value, validate_name, validate_qualified_name};
+use tug_api::validation::{validate_label_value, validate_name, validate_qualified_name};
 use tug_api::{ApiError, Cause, Resource, apply, catalog, meta, patch, strategic};
 use tug_store::{
     Compare, CompareOp, CompareTarget, DeleteRequest, KeyRange, PutRequest, Txn, TxnOp,
 };
 
 use super::{Registry, key, store_error};
-use super::{ephemeral, graceful, pod_update};
+use super::{ephemeral, graceful, pod_update, strategy};
 
 /// Options of a write.
 #[derive(Clone, Debug, Default)]
@@ -118,10 +118,11 @@ fn same_storage(r: &Resource, api_version: &str) -> bool {
         .any(|o| o.storage == r.storage && o.api_version() == api_version)
 }
 
-/// Validates metadata; returns the causes.
+/// Validates metadata (and what the kind checks with it); returns the causes.
 fn validate(r: &Resource, obj: &Value) -> Vec<Cause> {
+    let strategy = strategy::of(r);
     let mut causes = Vec::new();
-    if let Some(c) = validate_name(NameRule::for_kind(r.kind), meta::name(obj), "metadata.name") {
+    if let Some(c) = validate_name(strategy.name_rule(), meta::name(obj), "metadata.name") {
         causes.push(c);
     }
     for (k, v) in meta::labels(obj) {
@@ -139,22 +140,7 @@ fn validate(r: &Resource, obj: &Value) -> Vec<Cause> {
             }
         }
     }
-    // The keys of a ConfigMap's or Secret's data name files in a volume.
-    let maps: &[&str] = match (r.group, r.kind) {
-        ("", "ConfigMap") => &["data", "binaryData"],
-        ("", "Secret") => &["data", "stringData"],
-        _ => &[],
-    };
-    for m in maps {
-        for key in obj[*m].as_object().into_iter().flat_map(|o| o.keys()) {
-            // stringData is merged into data before Kubernetes validates it.
-            let at = if *m == "stringData" { "data" } else { m };
-            causes.extend(tug_api::validation::validate_config_key(
-                key,
-                &format!("{at}[{key}]"),
-            ));
-        }
-    }
+    causes.extend(strategy.validate_keys(obj));
     causes
 }
 
@@ -162,98 +148,11 @@ fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
     ApiError::invalid(r.group, r.kind, meta::name(obj), causes)
 }
 
-/// The status kube-apiserver gives a new object of a kind whose status only controllers
-/// write: what the body said is dropped, and the zero status is what Go's encoder writes of
-/// the empty struct (fields without omitempty appear as zeros, nested structs as `{}`).
-fn created_status(r: &Resource) -> Option<Value> {
-    Some(match (r.group, r.kind) {
-        ("", "Service") | ("networking.k8s.io", "Ingress") => json!({"loadBalancer": {}}),
-        ("apps", "Deployment") | ("batch", "Job" | "CronJob") => json!({}),
-        ("", "ResourceQuota") | ("certificates.k8s.io", "CertificateSigningRequest") => json!({}),
-        ("apps", "ReplicaSet") | ("", "ReplicationController") => json!({"replicas": 0}),
-        ("apps", "StatefulSet") => json!({"replicas": 0, "availableReplicas": 0}),
-        ("apps", "DaemonSet") => json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
-            "desiredNumberScheduled": 0, "numberReady": 0}),
-        ("policy", "PodDisruptionBudget") => json!({"disruptionsAllowed": 0, "currentHealthy": 0,
-            "desiredHealthy": 0, "expectedPods": 0}),
-        ("autoscaling", "HorizontalPodAutoscaler") if r.version == "v1" => {
-            json!({"currentReplicas": 0, "desiredReplicas": 0})
-        }
-        ("autoscaling", "HorizontalPodAutoscaler") => {
-            json!({"desiredReplicas": 0, "currentMetrics": null})
-        }
-        ("", "PersistentVolumeClaim") => json!({"phase": "Pending"}),
-        ("", "PersistentVolume") => json!({"phase": "Pending", "lastPhaseTransitionTime": now()}),
-        _ => return None,
-    })
-}
-
-/// Defaults Kubernetes applies on create.
+/// What a new object gets: its kind's defaults, then what its kind prepares for creation.
 fn default_on_create(r: &Resource, obj: &mut Value) {
-    tug_api::defaults::apply(r.kind, obj);
-    if (r.group, r.kind) == ("batch", "Job") {
-        tug_api::defaults::generate_job_selector(obj);
-    }
-    if let Some(status) = created_status(r) {
-        obj["status"] = status;
-    }
-    if r.kind == "Pod" {
-        let qos = tug_api::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null));
-        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
-    }
-    if r.kind == "Namespace" {
-        if obj.pointer("/spec/finalizers").is_none() {
-            obj["spec"] = json!({"finalizers": ["kubernetes"]});
-        }
-        obj["status"] = json!({"phase": "Active"});
-        let name = meta::name(obj).to_string();
-        let labels = meta::metadata_mut(obj)
-            .entry("labels")
-            .or_insert_with(|| json!({}));
-        if let Value::Object(l) = labels {
-            l.insert("kubernetes.io/metadata.name".into(), json!(name));
-        }
-    }
-}
-
-/// Whether a DELETE that removes an object answers with the object rather than a Success
-/// Status: the kinds whose kube-apiserver registry sets ReturnDeletedObject.
-fn returns_deleted_object(r: &Resource) -> bool {
-    matches!(
-        (r.group, r.plural),
-        (
-            "",
-            "pods" | "services" | "namespaces" | "persistentvolumes" | "persistentvolumeclaims"
-        ) | (
-            "storage.k8s.io",
-            "storageclasses"
-                | "csidrivers"
-                | "csinodes"
-                | "volumeattachments"
-                | "volumeattributesclasses"
-        ) | (
-            "resource.k8s.io",
-            "resourceclaims" | "resourceclaimtemplates" | "resourceslices" | "deviceclasses"
-        )
-    )
-}
-
-/// Finalizers that hold an object's deletion (Namespace keeps its own in spec).
-fn finalizers(r: &Resource, obj: &Value) -> Vec<Value> {
-    let mut f: Vec<Value> = obj
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if r.kind == "Namespace" {
-        f.extend(
-            obj.pointer("/spec/finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        );
-    }
-    f
+    let strategy = strategy::of(r);
+    strategy.defaults(obj);
+    strategy.prepare_for_create(obj);
 }
 
 /// What a guarded write does to the key.
@@ -331,6 +230,15 @@ impl Registry {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         check_type(r, &mut obj)?;
+        if r.custom.is_some_and(|c| c.terminating) {
+            return Err(ApiError::forbidden(format!(
+                "{}.{} {:?} is forbidden: create not allowed while custom resource definition is terminating",
+                r.plural,
+                r.group,
+                meta::name(&obj)
+            ))
+            .with_details(r.group, r.plural, meta::name(&obj)));
+        }
         if r.namespaced() {
             let Some(ns) = namespace else {
                 return Err(ApiError::method_not_allowed(format!(
@@ -393,7 +301,7 @@ impl Registry {
         } else {
             None
         };
-        let causes = tug_api::validation::validate_object(r.kind, &obj);
+        let causes = strategy::of(r).validate(&obj);
         if !causes.is_empty() {
             return Err(invalid(r, &obj, causes));
         }
@@ -524,7 +432,7 @@ impl Registry {
                 }
             }
         }
-        tug_api::defaults::apply(r.kind, &mut new);
+        strategy::of(r).defaults(&mut new);
         // Fields the client cannot change.
         for f in [
             "uid",
@@ -561,8 +469,8 @@ impl Registry {
             pod_update::check(&old, &new, name)?;
         }
         let mut causes = validate(r, &new);
-        causes.extend(tug_api::validation::validate_object(r.kind, &new));
-        causes.extend(tug_api::validation::validate_update(r.kind, &old, &new));
+        causes.extend(strategy::of(r).validate(&new));
+        causes.extend(strategy::of(r).validate_update(&old, &new));
         if !causes.is_empty() {
             return Err(invalid(r, &new, causes));
         }
@@ -590,7 +498,7 @@ impl Registry {
         // The last finalizer gone ends a deletion, unless it is a graceful one still running
         // (a pod whose kubelet has not confirmed yet).
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some()
-            && finalizers(r, &new).is_empty()
+            && strategy::of(r).finalizers(&new).is_empty()
             && graceful::grace_of(&new) == 0;
         let op = if deleting {
             Guarded::Delete
@@ -787,7 +695,8 @@ impl Registry {
             ));
         }
         let k = key(r, namespace, name);
-        if r.kind == "Pod" && r.group.is_empty() {
+        let strategy = strategy::of(r);
+        if strategy.graceful() {
             let grace = graceful::pod_grace(&obj, opts.grace_period_seconds);
             if grace > 0 {
                 return self
@@ -798,13 +707,14 @@ impl Registry {
                 // A graceful deletion confirmed (or forced): what remains is the finalizers'.
                 meta::metadata_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), json!(0));
                 meta::set(&mut obj, "deletionTimestamp", now());
-                if !finalizers(r, &obj).is_empty() && !opts.dry_run {
+                if !strategy.finalizers(&obj).is_empty() && !opts.dry_run {
                     self.put_marked(r, name, k, kv.mod_revision, &mut obj)
                         .await?;
                     return Ok(obj);
                 }
             }
         }
+        strategy.on_delete(&mut obj);
         // Orphan and Foreground deletions wait for the garbage collector, through finalizers.
         let gc_finalizer = match opts.propagation.as_str() {
             "Orphan" => Some("orphan"),
@@ -823,7 +733,7 @@ impl Registry {
                 l.push(json!(f));
             }
         }
-        if !finalizers(r, &obj).is_empty() {
+        if !strategy.finalizers(&obj).is_empty() {
             // Deletion waits for the finalizers: mark it and keep the object.
             if obj.pointer("/metadata/deletionTimestamp").is_none() {
                 meta::set(&mut obj, "deletionTimestamp", now());
@@ -831,9 +741,7 @@ impl Registry {
                     "deletionGracePeriodSeconds".into(),
                     json!(opts.grace_period_seconds.unwrap_or(0)),
                 );
-                if r.kind == "Namespace" {
-                    obj["status"]["phase"] = json!("Terminating");
-                }
+                strategy.mark_deleting(&mut obj);
                 if opts.dry_run {
                     return Ok(obj);
                 }
@@ -846,7 +754,7 @@ impl Registry {
             self.write_if_unchanged(r, name, k, kv.mod_revision, Guarded::Delete)
                 .await?;
         }
-        Ok(if returns_deleted_object(r) {
+        Ok(if strategy.returns_deleted_object() {
             obj
         } else {
             tug_api::status::success(r.group, r.plural, name, meta::uid(&obj))

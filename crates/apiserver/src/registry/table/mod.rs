@@ -4,6 +4,7 @@
 
 mod cells;
 mod columns;
+mod custom;
 
 use serde_json::{Value, json};
 use tug_api::{ApiError, Resource};
@@ -89,6 +90,9 @@ impl Default for TableOptions {
 
 /// The column definitions of a kind's Table.
 pub fn column_definitions(r: &Resource) -> Vec<Value> {
+    if let Some(c) = r.custom {
+        return custom::definitions(c);
+    }
     columns::columns(r.kind)
         .iter()
         .map(|c| {
@@ -112,10 +116,13 @@ fn description(column: &str) -> &'static str {
 pub fn row(r: &Resource, item: &Value, opts: &TableOptions) -> Value {
     // Columns read the stored shape (events.k8s.io Events print as core ones do).
     let stored = super::convert::to_stored(r, item);
-    let cells: Vec<Value> = columns::columns(r.kind)
-        .iter()
-        .map(|c| (c.cell)(&stored))
-        .collect();
+    let cells: Vec<Value> = match r.custom {
+        Some(c) => custom::cells(c, item),
+        None => columns::columns(r.kind)
+            .iter()
+            .map(|c| (c.cell)(&stored))
+            .collect(),
+    };
     let object = match opts.include {
         IncludeObject::None => Value::Null,
         IncludeObject::Object => item.clone(),
