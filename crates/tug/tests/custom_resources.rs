@@ -333,3 +333,96 @@ fn a_restarted_server_serves_the_kinds_it_served() {
     let s = TugServer::start_in(tug_bin!(), &data);
     assert_eq!(jsonpath_ok(&s, &["widgets", "w1"], "{.spec.color}"), "red");
 }
+
+const RULED: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: autoscalers.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names:
+    plural: autoscalers
+    kind: Autoscaler
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: self.minReplicas <= self.maxReplicas
+              message: minReplicas must not exceed maxReplicas
+            - rule: "!has(oldSelf.target) || self.target == oldSelf.target"
+              message: target is immutable
+              fieldPath: .target
+              reason: FieldValueForbidden
+            properties:
+              target: {type: string}
+              minReplicas: {type: integer}
+              maxReplicas:
+                type: integer
+                x-kubernetes-validations:
+                - rule: self <= 100
+                  messageExpression: "'at most 100 replicas, not ' + string(self)"
+"#;
+
+#[test]
+fn validation_rules_refuse_what_they_refuse_with_their_messages() {
+    let s = TugServer::start(tug_bin!());
+    // A rule that does not compile refuses the definition.
+    let broken = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&RULED.replace("self <= 100", "self <=")),
+    );
+    let said = text(&broken);
+    assert!(
+        !broken.status.success()
+            && said.contains("spec.validation.openAPIV3Schema.properties[spec].properties[maxReplicas].x-kubernetes-validations[0].rule: Invalid value: ")
+            && said.contains("compilation error"),
+        "{said}"
+    );
+    ok_with_input(&s, &["create", "-f", "-"], Some(RULED));
+    ok(
+        &s,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=20s",
+            "crd/autoscalers.example.com",
+        ],
+    );
+    let object = |min: i64, max: i64, target: &str| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Autoscaler\nmetadata:\n  name: a\nspec:\n  target: {target}\n  minReplicas: {min}\n  maxReplicas: {max}\n"
+        )
+    };
+    let refused = kubectl(&s, &["create", "-f", "-"], Some(&object(150, 120, "web")));
+    let said = text(&refused);
+    assert!(!refused.status.success(), "{said}");
+    for want in [
+        "The Autoscaler \"a\" is invalid",
+        "spec: Invalid value: minReplicas must not exceed maxReplicas",
+        "spec.maxReplicas: Invalid value: 120: at most 100 replicas, not 120",
+    ] {
+        assert!(said.contains(want), "missing {want:?} in {said}");
+    }
+    ok_with_input(&s, &["create", "-f", "-"], Some(&object(1, 3, "web")));
+    // A transition rule: the target may not change.
+    let changed = kubectl(&s, &["apply", "-f", "-"], Some(&object(1, 4, "api")));
+    let said = text(&changed);
+    assert!(
+        !changed.status.success() && said.contains("spec.target: Forbidden: target is immutable"),
+        "{said}"
+    );
+    ok_with_input(&s, &["apply", "-f", "-"], Some(&object(2, 4, "web")));
+    assert_eq!(
+        jsonpath_ok(&s, &["autoscaler", "a"], "{.spec.minReplicas}"),
+        "2"
+    );
+}

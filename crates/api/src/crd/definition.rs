@@ -379,6 +379,7 @@ fn structural_node(s: &Value, at: &Path, place: Place, errs: &mut Errors) {
     if s["type"] == "array" && s.get("items").is_none() {
         errs.required(&at.child("items"), "must be specified");
     }
+    super::cel::check_rules(s, at, errs);
     if let Some(Value::Object(props)) = s.get("properties") {
         for (k, child) in props {
             if place == Place::Root && k == "metadata" {

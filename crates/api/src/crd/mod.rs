@@ -2,6 +2,7 @@
 //! version, each carrying its [`Custom`] description), the checks a definition must pass, and
 //! its schema's validation, pruning and defaulting of custom objects.
 
+pub mod cel;
 pub mod definition;
 pub mod jsonpath;
 pub mod schema;

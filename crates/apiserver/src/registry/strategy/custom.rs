@@ -2,7 +2,7 @@
 //! defaults and validates them), and the strategy of the definitions themselves.
 
 use serde_json::{Value, json};
-use tug_api::crd::{self, Custom, schema};
+use tug_api::crd::{self, Custom, cel, schema};
 use tug_api::{Cause, meta};
 
 use super::Strategy;
@@ -32,17 +32,46 @@ impl Strategy for CustomResource {
     }
 
     fn validate(&self, obj: &Value) -> Vec<Cause> {
-        let mut causes = self
-            .custom
-            .schema
-            .as_ref()
-            .map(|s| schema::validate(obj, s))
-            .unwrap_or_default();
+        let Some(s) = &self.custom.schema else {
+            return Vec::new();
+        };
+        let mut causes = schema::validate(obj, s);
         if let Some(scale) = &self.custom.scale {
             causes.extend(crd::scale_replicas(obj, &scale.spec_replicas));
         }
+        // Rules run on objects the schema accepts; kube-apiserver says when it skipped them.
+        if blocking(&causes) {
+            if cel::has_rules(s) {
+                causes.push(cel::not_checked());
+            }
+        } else {
+            causes.extend(cel::validate(obj, None, s, cel::Pass::Plain));
+        }
         causes
     }
+
+    fn validate_update(&self, old: &Value, new: &Value) -> Vec<Cause> {
+        match &self.custom.schema {
+            Some(s) if !blocking(&schema::validate(new, s)) => {
+                cel::validate(new, Some(old), s, cel::Pass::Transition)
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Whether schema errors keep the rules from running (kube-apiserver's list: unsupported,
+/// required, too long, too many, wrong type).
+fn blocking(causes: &[Cause]) -> bool {
+    causes.iter().any(|c| {
+        matches!(
+            c.reason.as_str(),
+            "FieldValueNotSupported"
+                | "FieldValueRequired"
+                | "FieldValueTooLong"
+                | "FieldValueTooMany"
+        ) || c.message.contains(" in body must be of type ")
+    })
 }
 
 /// CustomResourceDefinitions: checked and defaulted as the apiextensions server does; their

@@ -1,0 +1,655 @@
+//! `x-kubernetes-validations`: a custom resource's CEL rules, compiled once and cached, and
+//! evaluated where the schema places them with `self` (and `oldSelf` for transition rules on
+//! update), reported as the apiextensions server reports them (Kubernetes 1.35 and later:
+//! objects and lists are not printed, scalars are).
+//!
+//! The environment is CEL's standard library with cel-go's string, list, math and encoder
+//! extensions, plus the Kubernetes libraries real definitions use: lists (`isSorted`, `sum`,
+//! `min`, `max`), regex (`find`, `findAll`), and the `isURL`, `isIP`, `isCIDR` and
+//! `isQuantity` checks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cel::extractors::This;
+use cel::{Context, Env, ExecutionError, Program, Value as Cel};
+use serde_json::Value;
+
+use crate::Cause;
+use crate::validation::field::{Errors, Path};
+
+/// The environment every rule compiles and runs in.
+fn env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        for ext in [
+            cel::extensions::strings as fn(&mut Env) -> Result<(), cel::DeclarationError>,
+            cel::extensions::lists,
+            cel::extensions::math,
+            cel::extensions::encoders,
+        ] {
+            // The standard environment declares none of the extensions' names (the library
+            // test below evaluates each of them).
+            let _ = env.add_extension(ext);
+        }
+        Arc::new(env)
+    })
+    .clone()
+}
+
+/// Compiles `source`, once per distinct source.
+pub fn compile(source: &str) -> Result<Arc<Program>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Program>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Ok(c) = cache.lock()
+        && let Some(p) = c.get(source)
+    {
+        return Ok(p.clone());
+    }
+    let program = Arc::new(env().compile(source).map_err(|e| e.to_string())?);
+    if let Ok(mut c) = cache.lock() {
+        // A bound on what is kept: definitions' rules are few; anything else recompiles.
+        if c.len() > 10_000 {
+            c.clear();
+        }
+        c.insert(source.to_string(), program.clone());
+    }
+    Ok(program)
+}
+
+/// A JSON value as CEL sees it: integers as `int`, other numbers as `double`, objects as
+/// maps with string keys.
+pub fn to_cel(v: &Value) -> Cel {
+    match v {
+        Value::Null => Cel::Null,
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Cel::Int(i),
+            None => match n.as_u64() {
+                Some(u) => Cel::UInt(u),
+                None => Cel::Float(n.as_f64().unwrap_or_default()),
+            },
+        },
+        Value::String(s) => Cel::String(Arc::new(s.clone())),
+        Value::Array(a) => Cel::List(Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(m) => {
+            let map: HashMap<String, Cel> = m.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+            Cel::Map(map.into())
+        }
+    }
+}
+
+fn list_values(list: &Arc<Vec<Cel>>) -> &[Cel] {
+    list.as_slice()
+}
+
+/// A context with the Kubernetes library functions and the rule's variables.
+fn context(self_: &Value, old: Option<&Value>) -> Context<'static, 'static> {
+    let mut ctx = Context::with_env(env());
+    // None of these names is declared by the environment (the library test below calls
+    // each of them), so adding them does not fail.
+    let add = |_name: &str, _added: Result<(), cel::DeclarationError>| {};
+    add(
+        "isSorted",
+        ctx.add_function("isSorted", |This(list): This<Arc<Vec<Cel>>>| {
+            list_values(&list).windows(2).all(|w| w[0] <= w[1])
+        }),
+    );
+    add(
+        "sum",
+        ctx.add_function(
+            "sum",
+            |This(list): This<Arc<Vec<Cel>>>| -> Result<Cel, ExecutionError> {
+                let items = list_values(&list);
+                if items.iter().all(|v| matches!(v, Cel::Int(_))) {
+                    let mut total: i64 = 0;
+                    for v in items {
+                        if let Cel::Int(i) = v {
+                            total = total.checked_add(*i).ok_or_else(|| {
+                                ExecutionError::function_error("sum", "integer overflow")
+                            })?;
+                        }
+                    }
+                    return Ok(Cel::Int(total));
+                }
+                let mut total = 0.0;
+                for v in items {
+                    match v {
+                        Cel::Int(i) => total += *i as f64,
+                        Cel::UInt(u) => total += *u as f64,
+                        Cel::Float(f) => total += f,
+                        other => {
+                            return Err(ExecutionError::function_error(
+                                "sum",
+                                format!("cannot sum {other:?}"),
+                            ));
+                        }
+                    }
+                }
+                Ok(Cel::Float(total))
+            },
+        ),
+    );
+    for (name, want_max) in [("min", false), ("max", true)] {
+        add(
+            name,
+            ctx.add_function(
+                name,
+                move |This(list): This<Arc<Vec<Cel>>>| -> Result<Cel, ExecutionError> {
+                    let mut best: Option<&Cel> = None;
+                    for v in list_values(&list) {
+                        best = match best {
+                            None => Some(v),
+                            Some(b) if (v > b) == want_max && v != b => Some(v),
+                            keep => keep,
+                        };
+                    }
+                    best.cloned().ok_or_else(|| {
+                        ExecutionError::function_error(
+                            if want_max { "max" } else { "min" },
+                            "list is empty",
+                        )
+                    })
+                },
+            ),
+        );
+    }
+    add(
+        "find",
+        ctx.add_function(
+            "find",
+            |This(s): This<Arc<String>>, re: Arc<String>| -> Result<Cel, ExecutionError> {
+                let re = regex::Regex::new(&re)
+                    .map_err(|e| ExecutionError::function_error("find", e.to_string()))?;
+                Ok(Cel::String(Arc::new(
+                    re.find(&s)
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default(),
+                )))
+            },
+        ),
+    );
+    add(
+        "findAll",
+        ctx.add_function(
+            "findAll",
+            |This(s): This<Arc<String>>, re: Arc<String>| -> Result<Cel, ExecutionError> {
+                let re = regex::Regex::new(&re)
+                    .map_err(|e| ExecutionError::function_error("findAll", e.to_string()))?;
+                let all: Vec<Cel> = re
+                    .find_iter(&s)
+                    .map(|m| Cel::String(Arc::new(m.as_str().to_string())))
+                    .collect();
+                Ok(Cel::List(Arc::new(all)))
+            },
+        ),
+    );
+    add(
+        "isURL",
+        ctx.add_function("isURL", |s: Arc<String>| is_url(&s)),
+    );
+    add(
+        "isIP",
+        ctx.add_function("isIP", |s: Arc<String>| {
+            s.parse::<std::net::IpAddr>().is_ok()
+        }),
+    );
+    add(
+        "isCIDR",
+        ctx.add_function("isCIDR", |s: Arc<String>| is_cidr(&s)),
+    );
+    add(
+        "isQuantity",
+        ctx.add_function("isQuantity", |s: Arc<String>| {
+            crate::quantity::check(&s).is_ok()
+        }),
+    );
+    ctx.add_variable_from_value("self", to_cel(self_));
+    if let Some(old) = old {
+        ctx.add_variable_from_value("oldSelf", to_cel(old));
+    }
+    ctx
+}
+
+fn is_url(s: &str) -> bool {
+    match s.split_once("://") {
+        Some((scheme, rest)) => {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && !rest.contains(' ')
+        }
+        None => s.starts_with('/') && !s.contains(' '),
+    }
+}
+
+fn is_cidr(s: &str) -> bool {
+    s.split_once('/').is_some_and(|(ip, bits)| {
+        match (ip.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
+            (Ok(std::net::IpAddr::V4(_)), Ok(b)) => b <= 32,
+            (Ok(std::net::IpAddr::V6(_)), Ok(b)) => b <= 128,
+            _ => false,
+        }
+    })
+}
+
+/// One rule as the schema writes it.
+struct Rule<'a> {
+    rule: &'a str,
+    message: &'a str,
+    message_expression: &'a str,
+    reason: &'a str,
+    field_path: &'a str,
+    optional_old_self: bool,
+}
+
+impl<'a> Rule<'a> {
+    fn of(v: &'a Value) -> Rule<'a> {
+        let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
+        Rule {
+            rule: text("rule"),
+            message: text("message"),
+            message_expression: text("messageExpression"),
+            reason: text("reason"),
+            field_path: text("fieldPath"),
+            optional_old_self: v["optionalOldSelf"] == true,
+        }
+    }
+
+    /// The rule as Go's encoder writes the internal ValidationRule (no JSON tags).
+    fn go_json(v: &Value) -> String {
+        let r = Rule::of(v);
+        let opt = |k: &str| {
+            v.get(k)
+                .map(Value::to_string)
+                .unwrap_or_else(|| "null".into())
+        };
+        format!(
+            "{{\"Rule\":{},\"Message\":{},\"MessageExpression\":{},\"Reason\":{},\"FieldPath\":{},\"OptionalOldSelf\":{}}}",
+            Value::from(r.rule),
+            Value::from(r.message),
+            Value::from(r.message_expression),
+            opt("reason"),
+            Value::from(r.field_path),
+            opt("optionalOldSelf"),
+        )
+    }
+}
+
+/// Whether a rule compares with the old object (a transition rule).
+fn uses_old_self(program: &Program) -> bool {
+    program.references().has_variable("oldSelf")
+}
+
+/// Which rules an evaluation runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Rules that do not read `oldSelf` (on create and update).
+    Plain,
+    /// Rules that read `oldSelf`, on update, where the old value exists (or the rule says
+    /// `optionalOldSelf`).
+    Transition,
+}
+
+/// Evaluates the rules `schema` holds for `obj` (and `old`, for transition rules).
+pub fn validate(obj: &Value, old: Option<&Value>, schema: &Value, pass: Pass) -> Vec<Cause> {
+    let mut errs = Errors::default();
+    walk(obj, old, schema, &Path::new(""), pass, &mut errs);
+    errs.0
+}
+
+/// Whether a schema holds rules anywhere.
+pub fn has_rules(schema: &Value) -> bool {
+    if schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty())
+    {
+        return true;
+    }
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|p| p.values().any(has_rules))
+        || schema.get("items").is_some_and(has_rules)
+        || schema
+            .get("additionalProperties")
+            .filter(|a| a.is_object())
+            .is_some_and(has_rules)
+}
+
+/// The cause appended when schema errors stop the rules from running.
+pub fn not_checked() -> Cause {
+    Cause::new(
+        "FieldValueInvalid",
+        "<nil>",
+        "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+    )
+}
+
+fn walk(
+    v: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    path: &Path,
+    pass: Pass,
+    errs: &mut Errors,
+) {
+    for rule in schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        check(v, old, rule, path, pass, errs);
+    }
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(props)) = schema.get("properties") {
+                for (k, s) in props {
+                    if let Some(child) = m.get(k) {
+                        let old_child = old.and_then(|o| o.get(k));
+                        walk(child, old_child, s, &path.child(k), pass, errs);
+                    }
+                }
+            } else if let Some(s) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for (k, child) in m {
+                    let old_child = old.and_then(|o| o.get(k));
+                    walk(child, old_child, s, &path.key(k), pass, errs);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+                    .as_array()
+                    .map(|k| k.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                for (i, item) in items.iter().enumerate() {
+                    // Old items correlate for map lists (by key) and sets (by value) only.
+                    let old_item = match schema["x-kubernetes-list-type"].as_str() {
+                        Some("map") if !keys.is_empty() => {
+                            old.and_then(Value::as_array).and_then(|o| {
+                                o.iter()
+                                    .find(|x| keys.iter().all(|k| x.get(*k) == item.get(*k)))
+                            })
+                        }
+                        Some("set") => old
+                            .and_then(Value::as_array)
+                            .and_then(|o| o.iter().find(|x| *x == item)),
+                        _ => None,
+                    };
+                    walk(item, old_item, s, &path.index(i), pass, errs);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check(v: &Value, old: Option<&Value>, raw: &Value, path: &Path, pass: Pass, errs: &mut Errors) {
+    let rule = Rule::of(raw);
+    let Ok(program) = compile(rule.rule) else {
+        // Refused when the definition was written; nothing to run.
+        return;
+    };
+    let transition = uses_old_self(&program);
+    match pass {
+        Pass::Plain if transition => return,
+        Pass::Transition if !transition => return,
+        Pass::Transition if old.is_none() && !rule.optional_old_self => return,
+        _ => {}
+    }
+    let ctx = context(v, old);
+    let at = match rule.field_path.trim_start_matches('.') {
+        "" => path.clone(),
+        f => path.child(f),
+    };
+    let at = if at.as_str().is_empty() {
+        Path::new("<nil>")
+    } else {
+        at
+    };
+    let detail = match program.execute(&ctx) {
+        Ok(Cel::Bool(true)) => return,
+        Ok(Cel::Bool(false)) => message(&rule, &ctx),
+        Ok(other) => format!("rule did not evaluate to a boolean: {other:?}"),
+        Err(e) => {
+            let what = if rule.message.is_empty() {
+                rule.rule
+            } else {
+                rule.message
+            };
+            format!("{e} evaluating rule: {what}")
+        }
+    };
+    match rule.reason {
+        "FieldValueForbidden" => errs.forbidden(&at, &detail),
+        "FieldValueRequired" => errs.required(&at, &detail),
+        "FieldValueDuplicate" => errs.duplicate(&at, v),
+        _ => match v {
+            Value::Object(_) | Value::Array(_) => errs.0.push(Cause::new(
+                "FieldValueInvalid",
+                at.as_str(),
+                format!("Invalid value: {detail}"),
+            )),
+            scalar => errs.invalid(&at, scalar, &detail),
+        },
+    }
+}
+
+/// The failure's words: what `messageExpression` makes (when it gives a non-empty string of
+/// one line), else `message`, else `failed rule: RULE`.
+fn message(rule: &Rule, ctx: &Context) -> String {
+    if !rule.message_expression.is_empty()
+        && let Ok(p) = compile(rule.message_expression)
+        && let Ok(Cel::String(s)) = p.execute(ctx)
+    {
+        let s = s.trim();
+        if !s.is_empty() && !s.contains('\n') {
+            return s.to_string();
+        }
+    }
+    if !rule.message.is_empty() {
+        return rule.message.trim().to_string();
+    }
+    format!("failed rule: {}", rule.rule.trim())
+}
+
+/// The definition-time checks of the rules a schema node holds: each compiles, messages are
+/// one line, reasons are known.
+pub fn check_rules(schema: &Value, at: &Path, errs: &mut Errors) {
+    let Some(rules) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    for (i, raw) in rules.iter().enumerate() {
+        let p = at.child("x-kubernetes-validations").index(i);
+        let rule = Rule::of(raw);
+        if rule.rule.trim().is_empty() {
+            errs.required(&p.child("rule"), "rule is not specified");
+            continue;
+        }
+        if raw.get("message").is_some() && rule.message.trim().is_empty() {
+            errs.invalid(
+                &p.child("message"),
+                &Value::from(rule.message),
+                "must be non-empty if specified",
+            );
+        } else if rule.message.contains('\n') {
+            errs.invalid(
+                &p.child("message"),
+                &Value::from(rule.message),
+                "must not contain line breaks",
+            );
+        } else if rule.message.is_empty() && rule.rule.contains('\n') {
+            errs.required(
+                &p.child("message"),
+                "message must be specified if rule contains line breaks",
+            );
+        }
+        if raw.get("messageExpression").is_some() && rule.message_expression.trim().is_empty() {
+            errs.required(
+                &p.child("messageExpression"),
+                "messageExpression must be non-empty if specified",
+            );
+        }
+        if !rule.reason.is_empty()
+            && ![
+                "FieldValueDuplicate",
+                "FieldValueForbidden",
+                "FieldValueInvalid",
+                "FieldValueRequired",
+            ]
+            .contains(&rule.reason)
+        {
+            errs.not_supported(
+                &p.child("reason"),
+                &Value::from(rule.reason),
+                &[
+                    "FieldValueDuplicate",
+                    "FieldValueForbidden",
+                    "FieldValueInvalid",
+                    "FieldValueRequired",
+                ],
+            );
+        }
+        if let Err(e) = compile(rule.rule) {
+            errs.0.push(Cause::new(
+                "FieldValueInvalid",
+                p.child("rule").as_str(),
+                format!(
+                    "Invalid value: {}: compilation error: {e}",
+                    Rule::go_json(raw)
+                ),
+            ));
+        }
+        if !rule.message_expression.trim().is_empty()
+            && let Err(e) = compile(rule.message_expression)
+        {
+            errs.invalid(
+                &p.child("messageExpression"),
+                &Value::from(rule.message_expression),
+                &format!("messageExpression compilation failed: {e}"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {"spec": {
+        "type": "object",
+        "x-kubernetes-validations": [
+            {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"},
+            {"rule": "!has(self.mode) || self.mode == oldSelf.mode", "message": "mode is immutable", "reason": "FieldValueForbidden", "fieldPath": ".mode"},
+            {"rule": "self.tags.isSorted() && self.tags.all(t, t.matches('^[a-z]+$'))", "messageExpression": "'tags must be sorted, got ' + string(size(self.tags))"},
+        ],
+        "properties": {
+            "minReplicas": {"type": "integer"},
+            "maxReplicas": {"type": "integer", "x-kubernetes-validations": [{"rule": "self <= 100"}]},
+            "mode": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        }}}})
+    }
+
+    fn messages(obj: Value, old: Option<Value>, pass: Pass) -> Vec<String> {
+        validate(&obj, old.as_ref(), &schema(), pass)
+            .into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
+    }
+
+    #[test]
+    fn rules_fail_with_their_messages_where_the_schema_puts_them() {
+        let good = json!({"spec": {"minReplicas": 1, "maxReplicas": 3, "tags": ["a", "b"]}});
+        assert!(messages(good.clone(), None, Pass::Plain).is_empty());
+        assert_eq!(
+            messages(
+                json!({"spec": {"minReplicas": 500, "maxReplicas": 300, "tags": ["b", "a"]}}),
+                None,
+                Pass::Plain
+            ),
+            [
+                "spec: Invalid value: minReplicas must not exceed maxReplicas",
+                "spec: Invalid value: tags must be sorted, got 2",
+                "spec.maxReplicas: Invalid value: 300: failed rule: self <= 100",
+            ]
+        );
+    }
+
+    #[test]
+    fn transition_rules_run_on_update_only() {
+        let new = json!({"spec": {"minReplicas": 1, "maxReplicas": 3, "tags": [], "mode": "b"}});
+        assert!(
+            messages(new.clone(), None, Pass::Transition).is_empty(),
+            "no old object"
+        );
+        let old = json!({"spec": {"minReplicas": 1, "maxReplicas": 3, "tags": [], "mode": "a"}});
+        assert_eq!(
+            messages(new, Some(old), Pass::Transition),
+            ["spec.mode: Forbidden: mode is immutable"]
+        );
+    }
+
+    #[test]
+    fn kubernetes_library_functions_evaluate() {
+        for (rule, want) in [
+            (
+                "[3, 1, 2].sum() == 6 && [3, 1, 2].min() == 1 && [3, 1, 2].max() == 3",
+                true,
+            ),
+            (
+                "'abc123def'.find('[0-9]+') == '123' && 'a1b22'.findAll('[0-9]+') == ['1', '22']",
+                true,
+            ),
+            (
+                "isURL('https://example.com/x') && !isURL('not a url')",
+                true,
+            ),
+            (
+                "isIP('10.0.0.1') && isCIDR('10.0.0.0/8') && !isCIDR('10.0.0.0/33')",
+                true,
+            ),
+            ("isQuantity('500m') && !isQuantity('5 apples')", true),
+            (
+                "'Hello'.lowerAscii() == 'hello' && 'a,b'.split(',').size() == 2",
+                true,
+            ),
+            ("self.x.startsWith('ab')", true),
+        ] {
+            let p = compile(rule).unwrap_or_else(|e| panic!("{rule}: {e}"));
+            let ctx = context(&json!({"x": "abc"}), None);
+            assert_eq!(p.execute(&ctx), Ok(Cel::Bool(want)), "{rule}");
+        }
+    }
+
+    #[test]
+    fn bad_rules_are_refused_at_definition_time() {
+        let mut errs = Errors::default();
+        check_rules(
+            &json!({"x-kubernetes-validations": [{"rule": "self.a ==", "message": "m"}, {"rule": "true", "reason": "Nope"}]}),
+            &Path::new("spec.validation.openAPIV3Schema"),
+            &mut errs,
+        );
+        let m: Vec<String> = errs
+            .0
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].starts_with("spec.validation.openAPIV3Schema.x-kubernetes-validations[0].rule: Invalid value: {\"Rule\":\"self.a ==\",\"Message\":\"m\",\"MessageExpression\":\"\",\"Reason\":null,\"FieldPath\":\"\",\"OptionalOldSelf\":null}: compilation error: "), "{m:?}");
+        assert_eq!(
+            m[1],
+            "spec.validation.openAPIV3Schema.x-kubernetes-validations[1].reason: Unsupported value: \"Nope\": supported values: \"FieldValueDuplicate\", \"FieldValueForbidden\", \"FieldValueInvalid\", \"FieldValueRequired\""
+        );
+    }
+}
