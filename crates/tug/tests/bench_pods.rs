@@ -18,27 +18,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
-use tug_testkit::server::TugServer;
+use tug_testkit::server::{TugServer, rss_kib};
 use tug_testkit::tug_bin;
 
 const PODS: usize = 100;
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
-}
 
 fn start(dir: &Path, agent: bool, n: u32) -> TugServer {
     let data = dir.join(format!("data{n}"));
