@@ -6,6 +6,7 @@
 //! cluster's ranges are routed locally.
 
 pub mod cni;
+pub mod conntrack;
 pub mod dns;
 pub mod ipam;
 pub mod localnet;

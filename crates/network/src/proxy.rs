@@ -262,11 +262,47 @@ impl Proxy {
     /// Brings the rules of the Services in `changes` (`namespace/name` -> rules, `None` for
     /// gone) to the kernel in one batch. Services whose rules did not change cost nothing.
     /// Returns how many Services changed.
+    /// Unanswered connection attempts to endpoints that left are forgotten afterwards (see
+    /// [`crate::conntrack`]).
     pub fn apply(
         &mut self,
         changes: impl IntoIterator<Item = (String, Option<ServiceRules>)>,
     ) -> anyhow::Result<usize> {
-        self.services.apply(changes)
+        let changes: Vec<(String, Option<ServiceRules>)> = changes.into_iter().collect();
+        let mut gone = Vec::new();
+        for (key, new) in &changes {
+            for p in self
+                .services
+                .get(key)
+                .map(|o| o.ports.as_slice())
+                .unwrap_or_default()
+            {
+                let kept = new.as_ref().and_then(|n| {
+                    n.ports
+                        .iter()
+                        .find(|q| q.protocol == p.protocol && q.port == p.port)
+                });
+                for ep in p.endpoints.iter().chain(&p.external_endpoints) {
+                    if !kept.is_some_and(|q| {
+                        q.endpoints.contains(ep) || q.external_endpoints.contains(ep)
+                    }) {
+                        gone.push((p.protocol.number(), *ep));
+                    }
+                }
+            }
+        }
+        let changed = self.services.apply(changes)?;
+        match crate::conntrack::forget_unanswered(&gone) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                entries = n,
+                "forgot unanswered connections to endpoints that left"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "forgetting connections to endpoints that left failed")
+            }
+        }
+        Ok(changed)
     }
 
     /// The Services currently programmed.

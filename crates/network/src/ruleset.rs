@@ -112,6 +112,11 @@ impl<T: PartialEq> Keyed<T> {
         Ok(n)
     }
 
+    /// What is installed for `key`.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.installed.get(key)
+    }
+
     /// The keys currently installed.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.installed.keys()

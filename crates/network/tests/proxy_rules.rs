@@ -201,3 +201,71 @@ fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
         tug_network::proxy::remove("tugaff").unwrap();
     });
 }
+
+#[test]
+fn unanswered_connections_to_an_endpoint_that_left_are_forgotten() {
+    in_new_netns(|| {
+        let run = |args: &[&str]| {
+            let ok = Command::new("ip").args(args).status().expect("ip");
+            assert!(ok.success(), "ip {args:?}");
+        };
+        run(&["addr", "add", "10.79.0.1/32", "dev", "lo"]);
+        run(&["route", "add", "local", "10.96.0.0/12", "dev", "lo"]);
+        // A bridge with nobody behind it: connections to 10.79.1.9 are never answered.
+        run(&["link", "add", "tugct0", "type", "bridge"]);
+        run(&["link", "set", "tugct0", "up"]);
+        run(&["addr", "add", "10.79.1.1/24", "dev", "tugct0"]);
+        let mut proxy = Proxy::new("tugct", "10.79.0.1".parse().unwrap()).unwrap();
+        let listener = std::net::TcpListener::bind("10.79.0.1:8080").unwrap();
+        let dead: SocketAddrV4 = "10.79.1.9:8080".parse().unwrap();
+        let alive: SocketAddrV4 = "10.79.0.1:8080".parse().unwrap();
+        proxy
+            .apply([(
+                "default/web".to_string(),
+                Some(web(&["10.79.1.9:8080"], None)),
+            )])
+            .unwrap();
+        // A connection attempt to the dead endpoint, left hanging.
+        let attempt = std::thread::spawn(|| {
+            std::net::TcpStream::connect_timeout(
+                &"10.96.0.50:80".parse().unwrap(),
+                std::time::Duration::from_secs(3),
+            )
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while tug_network::conntrack::unanswered_count(&[(6, dead)]).unwrap() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no conntrack entry to the dead endpoint"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // An answered connection to the endpoint that stays.
+        proxy
+            .apply([(
+                "default/web".to_string(),
+                Some(web(&["10.79.1.9:8080", "10.79.0.1:8080"], None)),
+            )])
+            .unwrap();
+        // The dead endpoint leaves: its unanswered entry goes.
+        proxy
+            .apply([(
+                "default/web".to_string(),
+                Some(web(&["10.79.0.1:8080"], None)),
+            )])
+            .unwrap();
+        assert_eq!(
+            tug_network::conntrack::unanswered_count(&[(6, dead)]).unwrap(),
+            0
+        );
+        let c = std::net::TcpStream::connect("10.96.0.50:80").unwrap();
+        let _ = listener.accept().unwrap();
+        assert_eq!(
+            tug_network::conntrack::unanswered_count(&[(6, alive)]).unwrap(),
+            0
+        );
+        drop(c);
+        let _ = attempt.join();
+        tug_network::proxy::remove("tugct").unwrap();
+    });
+}
