@@ -332,6 +332,39 @@ fn a_restarted_server_serves_the_kinds_it_served() {
     s.kill();
     let s = TugServer::start_in(tug_bin!(), &data);
     assert_eq!(jsonpath_ok(&s, &["widgets", "w1"], "{.spec.color}"), "red");
+    // A default added to the definition shows on the object stored before it, in a get, a
+    // list and a watch's first event.
+    ok(
+        &s,
+        &[
+            "patch",
+            "crd",
+            "widgets.example.com",
+            "--type=json",
+            "-p",
+            r#"[{"op": "add", "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/shape", "value": {"type": "string", "default": "round"}}]"#,
+        ],
+    );
+    eventually("the new default is served", || {
+        tug_testkit::kubectl::jsonpath(&s, &["widgets", "w1"], "{.spec.shape}") == "round"
+    });
+    assert_eq!(
+        jsonpath_ok(&s, &["widgets"], "{.items[0].spec.shape}"),
+        "round"
+    );
+    let watched = kubectl(
+        &s,
+        &[
+            "get",
+            "widgets",
+            "--watch",
+            "--request-timeout=2s",
+            "-o",
+            "jsonpath={.spec.shape}",
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&watched.stdout), "round");
 }
 
 const RULED: &str = r#"apiVersion: apiextensions.k8s.io/v1

@@ -52,6 +52,9 @@ pub struct Custom {
     pub deprecation_warning: Option<String>,
     /// Whether the definition is being deleted (no object may be created).
     pub terminating: bool,
+    /// Whether the schema sets defaults anywhere (applied on every read, as Kubernetes
+    /// applies them when decoding from storage).
+    pub defaults: bool,
 }
 
 /// Where the scale subresource reads and writes replicas.
@@ -202,17 +205,20 @@ pub fn served(crd: &Value) -> Vec<Resource> {
                         w
                     })
             });
+            let schema = v.pointer("/schema/openAPIV3Schema").cloned();
+            let defaults = schema.as_ref().is_some_and(schema::has_defaults);
             let custom = Custom {
                 definition: text(crd, "/metadata/name"),
                 singular: singular.clone(),
                 list_kind: list_kind.clone(),
                 storage_version: storage_version.clone(),
-                schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+                schema,
                 scale,
                 columns,
                 selectable_fields,
                 deprecation_warning,
                 terminating,
+                defaults,
             };
             Resource {
                 group: leak(&group),

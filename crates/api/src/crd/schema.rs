@@ -122,6 +122,20 @@ fn default_value(v: &mut Value, schema: &Value) {
     }
 }
 
+/// Whether any node of `schema` has a `default`.
+pub fn has_defaults(schema: &Value) -> bool {
+    schema.get("default").is_some()
+        || schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| p.values().any(has_defaults))
+        || schema.get("items").is_some_and(has_defaults)
+        || schema
+            .get("additionalProperties")
+            .filter(|a| a.is_object())
+            .is_some_and(has_defaults)
+}
+
 /// Checks `obj` against `schema`; the causes carry kube-openapi's messages.
 pub fn validate(obj: &Value, schema: &Value) -> Vec<crate::Cause> {
     let mut errs = Errors::default();

@@ -227,11 +227,13 @@ impl WatchCache {
     }
 
     /// Whether the cached text carries `r`'s apiVersion and kind (versions of one resource
-    /// share a cache).
+    /// share a cache) and nothing else is added on read.
     pub fn stamped_for(&self, r: &Resource) -> bool {
         self.stamped.0 == r.api_version()
             && self.stamped.1 == r.kind
             && !super::convert::converts(r)
+            // Defaults of a definition that changed since the text was cached.
+            && !r.custom.is_some_and(|c| c.defaults)
     }
 
     /// The objects under `prefix` (a namespace's, or all) and the revision they are at.

@@ -22,7 +22,8 @@ pub(crate) fn stored_as(r: &Resource) -> &Resource {
     }
 }
 
-/// Stamps `r`'s apiVersion and kind on a stored object and gives it `r`'s shape.
+/// Stamps `r`'s apiVersion and kind on a stored object and gives it `r`'s shape (and a
+/// custom resource its schema's defaults).
 pub(crate) fn to_served(r: &Resource, obj: &mut Value) {
     if converts(r)
         && let Value::Object(m) = obj
@@ -32,6 +33,15 @@ pub(crate) fn to_served(r: &Resource, obj: &mut Value) {
     if let Value::Object(m) = obj {
         m.insert("apiVersion".into(), json!(r.api_version()));
         m.insert("kind".into(), json!(r.kind));
+    }
+    // A custom resource's defaults apply on read too: a default added to the definition
+    // shows on objects stored before it.
+    if let Some(schema) = r
+        .custom
+        .filter(|c| c.defaults)
+        .and_then(|c| c.schema.as_ref())
+    {
+        tug_api::crd::schema::default(obj, schema);
     }
 }
 
