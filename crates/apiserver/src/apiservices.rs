@@ -2,7 +2,8 @@
 //! version (`v1.apps`, `v1.` for the core group …), served by this server itself
 //! (`spec.service` unset, `Available` with reason `Local`), with the group and version
 //! priorities kube-apiserver gives them; `kubectl get apiservices` lists them as it does on
-//! Kubernetes.
+//! Kubernetes. Custom resources' group-versions get theirs too (priorities 1000 and 100, as
+//! kube-apiserver's CRD registration gives them), for as long as a definition serves them.
 
 use serde_json::{Value, json};
 use tug_api::catalog;
@@ -37,58 +38,96 @@ fn priority(group: &str, version: &str) -> Option<(i64, i64)> {
     })
 }
 
-/// Creates the local APIService of every served group-version that lacks one, and marks
+/// Creates the local APIService of every built-in group-version that lacks one, and marks
 /// each available.
 pub async fn ensure_local(registry: &Registry) -> anyhow::Result<()> {
-    let r = catalog::lookup("apiregistration.k8s.io", "v1", "apiservices")
-        .ok_or_else(|| anyhow::anyhow!("apiservices missing from the catalog"))?;
     for (group, versions) in catalog::groups() {
         for version in versions {
-            let Some((group_priority, version_priority)) = priority(group, version) else {
-                continue;
-            };
-            let name = format!("{version}.{group}");
-            let obj = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-                "metadata": {"name": name},
-                "spec": {"group": group, "version": version,
-                    "groupPriorityMinimum": group_priority, "versionPriority": version_priority}});
-            match registry
-                .create(r, None, obj, &WriteOptions::default())
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.reason == "AlreadyExists" => {}
-                Err(e) => anyhow::bail!("creating APIService {name}: {e}"),
-            }
-            let mut current = registry
-                .get(r, None, &name)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading APIService {name}: {e}"))?;
-            let local = current.pointer("/spec/service").is_none_or(Value::is_null);
-            let available = current
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Available" && c["status"] == "True")
-                });
-            if local && !available {
-                current["status"] = json!({"conditions": [{"type": "Available", "status": "True",
-                    "lastTransitionTime": tug_api::time::now(), "reason": "Local",
-                    "message": "Local APIServices are always available"}]});
-                registry
-                    .update(
-                        r,
-                        None,
-                        &name,
-                        current,
-                        Some("status"),
-                        &WriteOptions::default(),
-                    )
-                    .await
-                    .map_err(|e| anyhow::anyhow!("marking APIService {name} available: {e}"))?;
+            if let Some((group_priority, version_priority)) = priority(group, version) {
+                ensure(registry, group, version, group_priority, version_priority).await?;
             }
         }
     }
     Ok(())
+}
+
+fn apiservices() -> anyhow::Result<&'static tug_api::Resource> {
+    catalog::lookup("apiregistration.k8s.io", "v1", "apiservices")
+        .ok_or_else(|| anyhow::anyhow!("apiservices missing from the catalog"))
+}
+
+/// Creates the local APIService of `group`/`version` if it lacks one, and marks it available.
+pub(crate) async fn ensure(
+    registry: &Registry,
+    group: &str,
+    version: &str,
+    group_priority: i64,
+    version_priority: i64,
+) -> anyhow::Result<()> {
+    let r = apiservices()?;
+    let name = format!("{version}.{group}");
+    let obj = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": name},
+        "spec": {"group": group, "version": version,
+            "groupPriorityMinimum": group_priority, "versionPriority": version_priority}});
+    match registry
+        .create(r, None, obj, &WriteOptions::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.reason == "AlreadyExists" => {}
+        Err(e) => anyhow::bail!("creating APIService {name}: {e}"),
+    }
+    let mut current = registry
+        .get(r, None, &name)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading APIService {name}: {e}"))?;
+    let local = current.pointer("/spec/service").is_none_or(Value::is_null);
+    let available = current
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Available" && c["status"] == "True")
+        });
+    if local && !available {
+        current["status"] = json!({"conditions": [{"type": "Available", "status": "True",
+            "lastTransitionTime": tug_api::time::now(), "reason": "Local",
+            "message": "Local APIServices are always available"}]});
+        registry
+            .update(
+                r,
+                None,
+                &name,
+                current,
+                Some("status"),
+                &WriteOptions::default(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("marking APIService {name} available: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Deletes the local APIService of `group`/`version` (one that points at a service is
+/// someone else's and stays).
+pub(crate) async fn remove_local(
+    registry: &Registry,
+    group: &str,
+    version: &str,
+) -> anyhow::Result<()> {
+    let r = apiservices()?;
+    let name = format!("{version}.{group}");
+    match registry.get(r, None, &name).await {
+        Ok(current) if current.pointer("/spec/service").is_none_or(Value::is_null) => {
+            match registry.delete(r, None, &name, &Default::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == 404 => Ok(()),
+                Err(e) => anyhow::bail!("deleting APIService {name}: {e}"),
+            }
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => anyhow::bail!("reading APIService {name}: {e}"),
+    }
 }

@@ -46,6 +46,8 @@ struct State {
     served: Vec<&'static Resource>,
     /// The resourceVersion the watch goes on from.
     revision: String,
+    /// The custom group-versions whose APIServices exist.
+    registered: std::collections::BTreeSet<(String, String)>,
 }
 
 impl State {
@@ -68,7 +70,42 @@ impl State {
         for name in names {
             self.settle(registry, &name).await;
         }
+        self.register(registry).await;
         Ok(())
+    }
+
+    /// Keeps one local APIService per served custom group-version (built-in group-versions
+    /// have theirs already), and removes those no definition serves any more.
+    async fn register(&mut self, registry: &Registry) {
+        let builtin: std::collections::BTreeSet<(&str, &str)> = catalog::BUILTIN
+            .iter()
+            .map(|r| (r.group, r.version))
+            .collect();
+        let wanted: std::collections::BTreeSet<(String, String)> = self
+            .served
+            .iter()
+            .filter(|r| !builtin.contains(&(r.group, r.version)))
+            .map(|r| (r.group.to_string(), r.version.to_string()))
+            .collect();
+        for (group, version) in wanted.difference(&self.registered.clone()) {
+            match crate::apiservices::ensure(registry, group, version, 1000, 100).await {
+                Ok(()) => {
+                    self.registered.insert((group.clone(), version.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "registering a custom group-version failed"),
+            }
+        }
+        let stale: Vec<(String, String)> = self.registered.difference(&wanted).cloned().collect();
+        for (group, version) in stale {
+            match crate::apiservices::remove_local(registry, &group, &version).await {
+                Ok(()) => {
+                    self.registered.remove(&(group, version));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing a custom group-version's APIService failed")
+                }
+            }
+        }
     }
 
     /// Follows changes of definitions until the watch ends. Definitions being deleted are
@@ -107,6 +144,7 @@ impl State {
                     if kind != "DELETED" {
                         self.settle(registry, &name).await;
                     }
+                    self.register(registry).await;
                 }
                 _ = tick.tick() => {
                     let deleting: Vec<String> = self

@@ -121,6 +121,14 @@ fn a_definition_is_established_and_its_kind_served_like_a_built_in_one() {
         ),
         "Widget [\"v1\"] NamesAccepted Established"
     );
+    // Its group-version is registered as a local APIService, as kube-apiserver registers it.
+    eventually("the APIService v1.example.com", || {
+        tug_testkit::kubectl::jsonpath(
+            &s,
+            &["apiservice", "v1.example.com"],
+            "{.spec.groupPriorityMinimum}/{.spec.versionPriority}/{.status.conditions[0].reason}",
+        ) == "1000/100/Local"
+    });
     let resources = ok(&s, &["api-resources", "--api-group=example.com"]);
     assert!(
         resources.contains("widgets") && resources.contains("wd") && resources.contains("Widget"),
@@ -276,6 +284,11 @@ fn a_definition_is_established_and_its_kind_served_like_a_built_in_one() {
     eventually("the kind is no longer served", || {
         let o = kubectl(&s, &["get", "--raw", "/apis/example.com/v1"], None);
         !o.status.success()
+    });
+    eventually("the APIService goes with the definition", || {
+        !kubectl(&s, &["get", "apiservice", "v1.example.com"], None)
+            .status
+            .success()
     });
     let gone = kubectl(&s, &["get", "crd", "widgets.example.com"], None);
     assert!(text(&gone).contains("NotFound"), "{}", text(&gone));
