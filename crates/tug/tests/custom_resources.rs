@@ -95,6 +95,15 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Requires that kubectl failed and said each of `wants`.
+fn refused_saying(o: &Output, wants: &[&str]) {
+    let said = text(o);
+    assert!(!o.status.success(), "{said}");
+    for want in wants {
+        assert!(said.contains(want), "missing {want:?} in {said}");
+    }
+}
+
 /// Applies the definition server-side and waits until kubectl sees it established.
 fn define(s: &TugServer) {
     ok_with_input(s, &["apply", "--server-side", "-f", "-"], Some(WIDGETS));
@@ -177,15 +186,14 @@ fn a_definition_is_established_and_its_kind_served_like_a_built_in_one() {
             "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w2\nspec:\n  color: pink\n  size: 11\n",
         ),
     );
-    let said = text(&bad);
-    assert!(!bad.status.success(), "{said}");
-    for want in [
-        "The Widget \"w2\" is invalid",
-        "spec.color: Unsupported value: \"pink\": supported values: \"red\", \"blue\"",
-        "spec.size: Invalid value: 11: spec.size in body should be less than or equal to 10",
-    ] {
-        assert!(said.contains(want), "missing {want:?} in {said}");
-    }
+    refused_saying(
+        &bad,
+        &[
+            "The Widget \"w2\" is invalid",
+            "spec.color: Unsupported value: \"pink\": supported values: \"red\", \"blue\"",
+            "spec.size: Invalid value: 11: spec.size in body should be less than or equal to 10",
+        ],
+    );
     let unknown = kubectl(
         &s,
         &["create", "--validate=strict", "-f", "-"],
@@ -306,15 +314,14 @@ fn bad_definitions_and_conflicting_names_are_refused() {
                 .replace("storage: true", "storage: false"),
         ),
     );
-    let said = text(&bad);
-    assert!(!bad.status.success(), "{said}");
-    for want in [
-        "The CustomResourceDefinition \"gadgets.example.com\" is invalid",
-        "metadata.name: Invalid value: \"gadgets.example.com\": must be spec.names.plural+\".\"+spec.group",
-        "must have exactly one version marked as storage version",
-    ] {
-        assert!(said.contains(want), "missing {want:?} in {said}");
-    }
+    refused_saying(
+        &bad,
+        &[
+            "The CustomResourceDefinition \"gadgets.example.com\" is invalid",
+            "metadata.name: Invalid value: \"gadgets.example.com\": must be spec.names.plural+\".\"+spec.group",
+            "must have exactly one version marked as storage version",
+        ],
+    );
     define(&s);
     // A second definition asking for a held short name is stored but not accepted.
     let clash = WIDGETS
@@ -449,15 +456,14 @@ fn validation_rules_refuse_what_they_refuse_with_their_messages() {
         )
     };
     let refused = kubectl(&s, &["create", "-f", "-"], Some(&object(150, 120, "web")));
-    let said = text(&refused);
-    assert!(!refused.status.success(), "{said}");
-    for want in [
-        "The Autoscaler \"a\" is invalid",
-        "spec: Invalid value: minReplicas must not exceed maxReplicas",
-        "spec.maxReplicas: Invalid value: 120: at most 100 replicas, not 120",
-    ] {
-        assert!(said.contains(want), "missing {want:?} in {said}");
-    }
+    refused_saying(
+        &refused,
+        &[
+            "The Autoscaler \"a\" is invalid",
+            "spec: Invalid value: minReplicas must not exceed maxReplicas",
+            "spec.maxReplicas: Invalid value: 120: at most 100 replicas, not 120",
+        ],
+    );
     ok_with_input(&s, &["create", "-f", "-"], Some(&object(1, 3, "web")));
     // A transition rule: the target may not change.
     let changed = kubectl(&s, &["apply", "-f", "-"], Some(&object(1, 4, "api")));

@@ -80,131 +80,113 @@ pub fn to_cel(v: &Value) -> Cel {
     }
 }
 
-fn list_values(list: &Arc<Vec<Cel>>) -> &[Cel] {
-    list.as_slice()
-}
-
-/// A context with the Kubernetes library functions and the rule's variables.
-fn context(self_: &Value, old: Option<&Value>) -> Context<'static, 'static> {
+/// A context with the Kubernetes library functions, made once per object validated; each
+/// rule runs in a scope of its own holding `self` and `oldSelf`.
+fn library() -> Context<'static, 'static> {
     let mut ctx = Context::with_env(env());
     // None of these names is declared by the environment (the library test below calls
     // each of them), so adding them does not fail.
-    let add = |_name: &str, _added: Result<(), cel::DeclarationError>| {};
+    let add = |_added: Result<(), cel::DeclarationError>| {};
     add(
-        "isSorted",
         ctx.add_function("isSorted", |This(list): This<Arc<Vec<Cel>>>| {
-            list_values(&list).windows(2).all(|w| w[0] <= w[1])
+            list.as_slice().windows(2).all(|w| w[0] <= w[1])
         }),
     );
-    add(
+    add(ctx.add_function(
         "sum",
-        ctx.add_function(
-            "sum",
-            |This(list): This<Arc<Vec<Cel>>>| -> Result<Cel, ExecutionError> {
-                let items = list_values(&list);
-                if items.iter().all(|v| matches!(v, Cel::Int(_))) {
-                    let mut total: i64 = 0;
-                    for v in items {
-                        if let Cel::Int(i) = v {
-                            total = total.checked_add(*i).ok_or_else(|| {
-                                ExecutionError::function_error("sum", "integer overflow")
-                            })?;
-                        }
-                    }
-                    return Ok(Cel::Int(total));
-                }
-                let mut total = 0.0;
+        |This(list): This<Arc<Vec<Cel>>>| -> Result<Cel, ExecutionError> {
+            let items = list.as_slice();
+            if items.iter().all(|v| matches!(v, Cel::Int(_))) {
+                let mut total: i64 = 0;
                 for v in items {
-                    match v {
-                        Cel::Int(i) => total += *i as f64,
-                        Cel::UInt(u) => total += *u as f64,
-                        Cel::Float(f) => total += f,
-                        other => {
-                            return Err(ExecutionError::function_error(
-                                "sum",
-                                format!("cannot sum {other:?}"),
-                            ));
-                        }
+                    if let Cel::Int(i) = v {
+                        total = total.checked_add(*i).ok_or_else(|| {
+                            ExecutionError::function_error("sum", "integer overflow")
+                        })?;
                     }
                 }
-                Ok(Cel::Float(total))
-            },
-        ),
-    );
-    for (name, want_max) in [("min", false), ("max", true)] {
-        add(
-            name,
-            ctx.add_function(
-                name,
-                move |This(list): This<Arc<Vec<Cel>>>| -> Result<Cel, ExecutionError> {
-                    let mut best: Option<&Cel> = None;
-                    for v in list_values(&list) {
-                        best = match best {
-                            None => Some(v),
-                            Some(b) if (v > b) == want_max && v != b => Some(v),
-                            keep => keep,
-                        };
+                return Ok(Cel::Int(total));
+            }
+            let mut total = 0.0;
+            for v in items {
+                match v {
+                    Cel::Int(i) => total += *i as f64,
+                    Cel::UInt(u) => total += *u as f64,
+                    Cel::Float(f) => total += f,
+                    other => {
+                        return Err(ExecutionError::function_error(
+                            "sum",
+                            format!("cannot sum {other:?}"),
+                        ));
                     }
-                    best.cloned().ok_or_else(|| {
-                        ExecutionError::function_error(
-                            if want_max { "max" } else { "min" },
-                            "list is empty",
-                        )
-                    })
-                },
-            ),
-        );
+                }
+            }
+            Ok(Cel::Float(total))
+        },
+    ));
+    for (name, want_max) in [("min", false), ("max", true)] {
+        add(ctx.add_function(
+            name,
+            move |This(list): This<Arc<Vec<Cel>>>| -> Result<Cel, ExecutionError> {
+                let mut best: Option<&Cel> = None;
+                for v in list.as_slice() {
+                    best = match best {
+                        None => Some(v),
+                        Some(b) if (v > b) == want_max && v != b => Some(v),
+                        keep => keep,
+                    };
+                }
+                best.cloned().ok_or_else(|| {
+                    ExecutionError::function_error(
+                        if want_max { "max" } else { "min" },
+                        "list is empty",
+                    )
+                })
+            },
+        ));
     }
-    add(
+    add(ctx.add_function(
         "find",
-        ctx.add_function(
-            "find",
-            |This(s): This<Arc<String>>, re: Arc<String>| -> Result<Cel, ExecutionError> {
-                let re = regex::Regex::new(&re)
-                    .map_err(|e| ExecutionError::function_error("find", e.to_string()))?;
-                Ok(Cel::String(Arc::new(
-                    re.find(&s)
-                        .map(|m| m.as_str().to_string())
-                        .unwrap_or_default(),
-                )))
-            },
-        ),
-    );
-    add(
+        |This(s): This<Arc<String>>, re: Arc<String>| -> Result<Cel, ExecutionError> {
+            let re = regex::Regex::new(&re)
+                .map_err(|e| ExecutionError::function_error("find", e.to_string()))?;
+            Ok(Cel::String(Arc::new(
+                re.find(&s)
+                    .map(|m| m.as_str().to_string())
+                    .unwrap_or_default(),
+            )))
+        },
+    ));
+    add(ctx.add_function(
         "findAll",
-        ctx.add_function(
-            "findAll",
-            |This(s): This<Arc<String>>, re: Arc<String>| -> Result<Cel, ExecutionError> {
-                let re = regex::Regex::new(&re)
-                    .map_err(|e| ExecutionError::function_error("findAll", e.to_string()))?;
-                let all: Vec<Cel> = re
-                    .find_iter(&s)
-                    .map(|m| Cel::String(Arc::new(m.as_str().to_string())))
-                    .collect();
-                Ok(Cel::List(Arc::new(all)))
-            },
-        ),
-    );
-    add(
-        "isURL",
-        ctx.add_function("isURL", |s: Arc<String>| is_url(&s)),
-    );
-    add(
-        "isIP",
-        ctx.add_function("isIP", |s: Arc<String>| {
-            s.parse::<std::net::IpAddr>().is_ok()
-        }),
-    );
-    add(
-        "isCIDR",
-        ctx.add_function("isCIDR", |s: Arc<String>| is_cidr(&s)),
-    );
-    add(
-        "isQuantity",
-        ctx.add_function("isQuantity", |s: Arc<String>| {
-            crate::quantity::check(&s).is_ok()
-        }),
-    );
+        |This(s): This<Arc<String>>, re: Arc<String>| -> Result<Cel, ExecutionError> {
+            let re = regex::Regex::new(&re)
+                .map_err(|e| ExecutionError::function_error("findAll", e.to_string()))?;
+            let all: Vec<Cel> = re
+                .find_iter(&s)
+                .map(|m| Cel::String(Arc::new(m.as_str().to_string())))
+                .collect();
+            Ok(Cel::List(Arc::new(all)))
+        },
+    ));
+    add(ctx.add_function("isURL", |s: Arc<String>| is_url(&s)));
+    add(ctx.add_function("isIP", |s: Arc<String>| {
+        s.parse::<std::net::IpAddr>().is_ok()
+    }));
+    add(ctx.add_function("isCIDR", |s: Arc<String>| is_cidr(&s)));
+    add(ctx.add_function("isQuantity", |s: Arc<String>| {
+        crate::quantity::check(&s).is_ok()
+    }));
+    ctx
+}
+
+/// A scope of `lib` for one rule: `self`, and `oldSelf` when there is an old value.
+fn scope<'b>(
+    lib: &'b Context<'static, 'static>,
+    self_: &Value,
+    old: Option<&Value>,
+) -> Context<'b, 'static> {
+    let mut ctx = lib.new_inner_scope();
     ctx.add_variable_from_value("self", to_cel(self_));
     if let Some(old) = old {
         ctx.add_variable_from_value("oldSelf", to_cel(old));
@@ -225,7 +207,8 @@ fn is_url(s: &str) -> bool {
     }
 }
 
-fn is_cidr(s: &str) -> bool {
+/// Whether `s` is an IPv4 or IPv6 CIDR (also the schema's `cidr` format).
+pub(crate) fn is_cidr(s: &str) -> bool {
     s.split_once('/').is_some_and(|(ip, bits)| {
         match (ip.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
             (Ok(std::net::IpAddr::V4(_)), Ok(b)) => b <= 32,
@@ -296,7 +279,17 @@ pub enum Pass {
 /// Evaluates the rules `schema` holds for `obj` (and `old`, for transition rules).
 pub fn validate(obj: &Value, old: Option<&Value>, schema: &Value, pass: Pass) -> Vec<Cause> {
     let mut errs = Errors::default();
-    walk(obj, old, schema, &Path::new(""), pass, &mut errs);
+    if has_rules(schema) {
+        walk(
+            &library(),
+            obj,
+            old,
+            schema,
+            &Path::new(""),
+            pass,
+            &mut errs,
+        );
+    }
     errs.0
 }
 
@@ -330,6 +323,7 @@ pub fn not_checked() -> Cause {
 }
 
 fn walk(
+    lib: &Context<'static, 'static>,
     v: &Value,
     old: Option<&Value>,
     schema: &Value,
@@ -343,7 +337,7 @@ fn walk(
         .into_iter()
         .flatten()
     {
-        check(v, old, rule, path, pass, errs);
+        check(lib, v, old, rule, path, pass, errs);
     }
     match v {
         Value::Object(m) => {
@@ -351,13 +345,13 @@ fn walk(
                 for (k, s) in props {
                     if let Some(child) = m.get(k) {
                         let old_child = old.and_then(|o| o.get(k));
-                        walk(child, old_child, s, &path.child(k), pass, errs);
+                        walk(lib, child, old_child, s, &path.child(k), pass, errs);
                     }
                 }
             } else if let Some(s) = schema.get("additionalProperties").filter(|a| a.is_object()) {
                 for (k, child) in m {
                     let old_child = old.and_then(|o| o.get(k));
-                    walk(child, old_child, s, &path.key(k), pass, errs);
+                    walk(lib, child, old_child, s, &path.key(k), pass, errs);
                 }
             }
         }
@@ -381,7 +375,7 @@ fn walk(
                             .and_then(|o| o.iter().find(|x| *x == item)),
                         _ => None,
                     };
-                    walk(item, old_item, s, &path.index(i), pass, errs);
+                    walk(lib, item, old_item, s, &path.index(i), pass, errs);
                 }
             }
         }
@@ -389,7 +383,15 @@ fn walk(
     }
 }
 
-fn check(v: &Value, old: Option<&Value>, raw: &Value, path: &Path, pass: Pass, errs: &mut Errors) {
+fn check(
+    lib: &Context<'static, 'static>,
+    v: &Value,
+    old: Option<&Value>,
+    raw: &Value,
+    path: &Path,
+    pass: Pass,
+    errs: &mut Errors,
+) {
     let rule = Rule::of(raw);
     let Ok(program) = compile(rule.rule) else {
         // Refused when the definition was written; nothing to run.
@@ -402,7 +404,7 @@ fn check(v: &Value, old: Option<&Value>, raw: &Value, path: &Path, pass: Pass, e
         Pass::Transition if old.is_none() && !rule.optional_old_self => return,
         _ => {}
     }
-    let ctx = context(v, old);
+    let ctx = scope(lib, v, old);
     let at = match rule.field_path.trim_start_matches('.') {
         "" => path.clone(),
         f => path.child(f),
@@ -627,7 +629,8 @@ mod tests {
             ("self.x.startsWith('ab')", true),
         ] {
             let p = compile(rule).unwrap_or_else(|e| panic!("{rule}: {e}"));
-            let ctx = context(&json!({"x": "abc"}), None);
+            let lib = library();
+            let ctx = scope(&lib, &json!({"x": "abc"}), None);
             assert_eq!(p.execute(&ctx), Ok(Cel::Bool(want)), "{rule}");
         }
     }

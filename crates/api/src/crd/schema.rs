@@ -412,13 +412,7 @@ fn format_ok(f: &str, s: &str) -> bool {
         }
         "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
         "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
-        "cidr" => s.split_once('/').is_some_and(|(ip, bits)| {
-            match (ip.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
-                (Ok(std::net::IpAddr::V4(_)), Ok(b)) => b <= 32,
-                (Ok(std::net::IpAddr::V6(_)), Ok(b)) => b <= 128,
-                _ => false,
-            }
-        }),
+        "cidr" => super::cel::is_cidr(s),
         "hostname" => crate::validation::is_dns1123_subdomain(s),
         _ => true,
     }
