@@ -553,6 +553,42 @@ pub static BUILTIN: &[Resource] = &[
         ""
     ),
     res!(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        Cluster,
+        NONE,
+        NONE,
+        NONE,
+        CREATE_ONLY,
+        ""
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        Namespaced,
+        NONE,
+        NONE,
+        NONE,
+        CREATE_ONLY,
+        ""
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        Cluster,
+        NONE,
+        NONE,
+        NONE,
+        CREATE_ONLY,
+        ""
+    ),
+    res!(
         "authentication.k8s.io",
         "v1",
         "SelfSubjectReview",

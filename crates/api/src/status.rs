@@ -210,7 +210,7 @@ impl ApiError {
                 details.insert("retryAfterSeconds".into(), json!(s));
             }
         }
-        if !details.is_empty() {
+        if self.details.is_some() {
             status["details"] = Value::Object(details);
         }
         status

@@ -1,6 +1,7 @@
 //! Who is calling: a client certificate's identity (set per connection by the TLS layer), the
 //! admin or node bearer token, or a service account token (checked by the caller against the
-//! store). Anything else is 401, except the public health and version paths.
+//! store). Credentials that are not valid are 401; no credentials at all make the anonymous
+//! user, whom authorization admits only to the public paths.
 
 use std::collections::BTreeMap;
 
@@ -9,9 +10,11 @@ use axum::extract::Request;
 use tug_api::ApiError;
 
 /// An authenticated user.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub user: String,
+    /// The user's uid, when its credentials carry one.
+    pub uid: String,
     pub groups: Vec<String>,
     /// Extra attributes (a service account token's pod and node).
     pub extra: BTreeMap<String, Vec<String>>,
@@ -32,17 +35,18 @@ impl Identity {
     pub fn is_master(&self) -> bool {
         self.groups.iter().any(|g| g == "system:masters")
     }
+
+    /// The user an unauthenticated request acts as.
+    pub fn anonymous() -> Self {
+        Identity {
+            user: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
+        }
+    }
 }
 
-/// Paths anyone may read, as Kubernetes' system:public-info-viewer allows.
-fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
-        || path.starts_with("/healthz/")
-        || path.starts_with("/livez/")
-        || path.starts_with("/readyz/")
-}
-
-/// Authenticates a request; returns the caller, `None` for a public path without credentials.
+/// Authenticates a request; returns the caller, `None` for a request without credentials.
 /// `node_token` (when set) authenticates node agents.
 pub fn authenticate(
     req: &Request,
@@ -85,54 +89,9 @@ pub fn authenticate(
             _ => Err(ApiError::unauthorized()),
         };
     }
-    if is_public(req.uri().path()) {
-        return Ok(Credentials::Known(None));
-    }
-    Err(ApiError::unauthorized())
-}
-
-/// Paths every authenticated user may read, as Kubernetes' system:discovery and
-/// system:service-account-issuer-discovery roles allow: discovery, OpenAPI, the version, and
-/// the service account issuer's OIDC documents.
-fn is_discovery(path: &str) -> bool {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    matches!(
-        segs.as_slice(),
-        ["api"] | ["api", _] | ["apis"] | ["apis", _] | ["apis", _, _] | ["openapi", ..]
-    ) || matches!(
-        path,
-        "/.well-known/openid-configuration" | "/openid/v1/jwks"
-    )
-}
-
-/// Reviews of the caller's own rights and identity, which Kubernetes' system:basic-user role
-/// lets every authenticated user create.
-fn is_self_review(verb: &str, path: &str) -> bool {
-    verb == "post"
-        && [
-            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
-        ]
-        .contains(&path.trim_end_matches('/'))
-}
-
-/// The authorizer: for now, system:masters and system:nodes may do anything, and every other
-/// authenticated user may read discovery and review itself; RBAC comes later.
-pub fn authorize(id: Option<&Identity>, verb: &str, path: &str) -> Result<(), ApiError> {
-    match id {
-        Some(id) if id.is_master() => Ok(()),
-        // Node agents (client certificates of system:nodes, from their bootstrap CSR) act with
-        // full rights too, like the node token, until the Node authorizer and RBAC are served.
-        Some(id) if id.groups.iter().any(|g| g == "system:nodes") => Ok(()),
-        Some(_) if (verb == "get" && is_discovery(path)) || is_self_review(verb, path) => Ok(()),
-        Some(id) => Err(ApiError::forbidden(format!(
-            "User \"{}\" cannot {verb} {path}: only system:masters is authorized until RBAC is served",
-            id.user
-        ))),
-        None if is_public(path) => Ok(()),
-        None => Err(ApiError::unauthorized()),
-    }
+    // No credentials at all: the anonymous user, whom authorization admits to the public
+    // paths only.
+    Ok(Credentials::Known(None))
 }
 
 /// Compares secrets in time that does not depend on where they differ.

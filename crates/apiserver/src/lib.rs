@@ -4,6 +4,7 @@
 
 mod apiservices;
 pub mod auth;
+pub mod authz;
 mod crds;
 mod discovery;
 mod handler;
@@ -81,7 +82,8 @@ impl ApiServer {
         &self.registry
     }
 
-    /// Creates the namespaces, priority classes and local APIServices every cluster has,
+    /// Creates the namespaces, priority classes, local APIServices and default RBAC policy
+    /// every cluster has (and loads the policy into the authorizer),
     /// serves the custom resources of the stored definitions (and follows them as they
     /// change), and starts the namespace finalizer, which empties and then removes namespaces
     /// being deleted.
@@ -89,6 +91,9 @@ impl ApiServer {
         namespaces::ensure_defaults(&self.registry).await?;
         self.registry.ensure_priority_classes().await?;
         apiservices::ensure_local(&self.registry).await?;
+        authz::bootstrap::reconcile(&self.registry).await?;
+        authz::follow::start(&self.registry, self.registry.authorizer.clone()).await?;
+        self.registry.authorizer.node.start(&self.registry).await?;
         crds::start(&self.registry).await?;
         tokio::spawn(namespaces::finalize_loop(self.registry.clone()));
         Ok(())

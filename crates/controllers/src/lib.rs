@@ -3,6 +3,7 @@
 
 pub mod claim;
 pub mod clusterdns;
+mod clusterrole_aggregation;
 mod common;
 mod cronjob;
 pub mod csrsigning;
@@ -98,6 +99,7 @@ pub async fn run(client: kube::Client, settings: Settings) {
                 csrsigning::run(signer_client, signer).await
             }
         },
+        clusterrole_aggregation::run(client.clone()),
         gc::run(client),
     );
 }

@@ -138,7 +138,7 @@ fn bad_requests_get_status_errors_and_the_server_keeps_serving() {
         ("create in a missing namespace", "POST", "/api/v1/namespaces/nowhere/configmaps".into(), json, Some(cm("s").into_bytes()), true, None, 404, "NotFound"),
         ("PUT on a collection", "PUT", CMS.into(), json, Some(cm("s").into_bytes()), true, None, 405, "MethodNotAllowed"),
         ("unacceptable Accept", "GET", CMS.into(), json, None, true, Some("application/xml"), 406, "NotAcceptable"),
-        ("no credentials", "GET", CMS.into(), json, None, false, None, 401, "Unauthorized"),
+        ("no credentials: the anonymous user, refused", "GET", CMS.into(), json, None, false, None, 403, "Forbidden"),
     ];
     assert!(cases.len() >= 20);
     for (what, method, path, ct, body, auth, accept, code, reason) in cases {

@@ -42,10 +42,21 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
     };
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let verb = method.as_str().to_ascii_lowercase();
-    if let Err(e) = auth::authorize(identity.as_ref(), &verb, &path) {
+    // Unauthenticated requests act as the anonymous user, whom only the public paths admit.
+    let identity = identity.unwrap_or_else(Identity::anonymous);
+    let identity = match crate::authz::impersonation::impersonate(
+        &server.registry.authorizer,
+        identity,
+        req.headers(),
+    ) {
+        Ok(id) => id,
+        Err(e) => return error_response(&e),
+    };
+    let attributes = crate::authz::request::attributes(method.as_str(), &path, req.uri().query());
+    if let Err(e) = server.registry.authorizer.authorize(&identity, &attributes) {
         return error_response(&e);
     }
+    let verb = method.as_str().to_ascii_lowercase();
     let started = std::time::Instant::now();
     // Bodies are read whole before anything answers, so that an early error never leaves
     // the client writing into a closed stream (it would see a reset, not the Status).
@@ -71,7 +82,7 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
         .uri()
         .query()
         .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
-    let resp = match route(&server, identity, req).await {
+    let resp = match route(&server, Some(identity), req).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(%method, %path, code = e.code, reason = e.reason, "request failed");

@@ -155,6 +155,7 @@ pub(super) fn write_options(
             .cloned()
             .unwrap_or_else(|| manager.to_string()),
         force: flag(q, "force"),
+        user: None,
     })
 }
 

@@ -162,6 +162,12 @@ pub(super) async fn resource(
         if r.kind == "TokenReview" {
             return respond(StatusCode::CREATED, token_review(server, r, body).await);
         }
+        if let Some(id) = identity.as_ref()
+            && let Some(answer) =
+                crate::authz::reviews::answer(&reg.authorizer, r, ns, body.clone(), id)
+        {
+            return respond(StatusCode::CREATED, answer?);
+        }
         return respond(StatusCode::CREATED, review(r, body, identity.as_ref()));
     }
     match (method.clone(), t.name.as_deref()) {
@@ -188,7 +194,10 @@ pub(super) async fn resource(
             list_response(reg, r, ns, &opts, &shape).await
         }
         (Method::POST, None) => {
-            let opts = write_options(&q, &manager)?;
+            let opts = registry::WriteOptions {
+                user: identity.clone(),
+                ..write_options(&q, &manager)?
+            };
             let (headers, bytes) = read_body(req).await?;
             let mut body = decode_body(&headers, &bytes)?;
             let warnings = check_fields(r, &q, &mut body, &bytes, true)?;
@@ -199,7 +208,10 @@ pub(super) async fn resource(
             respond(StatusCode::CREATED, created).map(|resp| with_warnings(resp, &warnings))
         }
         (Method::PUT, Some(name)) => {
-            let opts = write_options(&q, &manager)?;
+            let opts = registry::WriteOptions {
+                user: identity.clone(),
+                ..write_options(&q, &manager)?
+            };
             let (headers, bytes) = read_body(req).await?;
             let mut body = decode_body(&headers, &bytes)?;
             let warnings = check_fields(r, &q, &mut body, &bytes, true)?;
@@ -207,7 +219,10 @@ pub(super) async fn resource(
             respond(StatusCode::OK, updated).map(|resp| with_warnings(resp, &warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let opts = write_options(&q, &manager)?;
+            let opts = registry::WriteOptions {
+                user: identity.clone(),
+                ..write_options(&q, &manager)?
+            };
             let kind = patch_type(req.headers())?;
             if kind == PatchType::Strategic && r.custom.is_some() {
                 // Custom resources have no patch strategies: kube-apiserver does not take
@@ -246,6 +261,15 @@ pub(super) async fn resource(
                 decode_body(&headers, &bytes)?
             };
             let opts = delete_options(&q, &body)?;
+            // NodeRestriction: a node deletes only its own pods (and nothing it does not own).
+            if let Some(node) = identity.as_ref().and_then(crate::authz::node::node_name) {
+                let at = crate::authz::node::Written {
+                    subresource: None,
+                    namespace: ns.unwrap_or(""),
+                    name,
+                };
+                reg.authorizer.node.admit(node, r, &at, None, None)?;
+            }
             let out = reg.delete(r, ns, name, &opts).await?;
             respond(StatusCode::OK, out)
         }
@@ -510,7 +534,7 @@ fn stamp_requester(csr: &mut Value, identity: Option<&Identity>) {
     }
 }
 
-/// Answers SelfSubjectAccessReview and SelfSubjectReview for the caller.
+/// Answers SelfSubjectReview for the caller.
 pub(super) fn review(r: &Resource, mut body: Value, identity: Option<&Identity>) -> Value {
     let (user, groups) = identity
         .map(|i| (i.user.clone(), i.groups.clone()))
@@ -525,24 +549,15 @@ pub(super) fn review(r: &Resource, mut body: Value, identity: Option<&Identity>)
     if body.get("metadata").is_none() {
         body["metadata"] = json!({});
     }
-    match r.kind {
-        "SelfSubjectAccessReview" => {
-            let allowed = identity.is_some_and(Identity::is_master);
-            body["status"] = if allowed {
-                json!({"allowed": true, "reason": "the caller is in group system:masters"})
-            } else {
-                json!({"allowed": false, "reason": "only system:masters is authorized until RBAC is served"})
-            };
-        }
-        _ => {
-            let extra = identity.map(|i| i.extra.clone()).unwrap_or_default();
-            let mut info = json!({"username": user, "groups": groups});
-            if !extra.is_empty() {
-                info["extra"] = json!(extra);
-            }
-            body["status"] = json!({"userInfo": info});
-        }
+    let extra = identity.map(|i| i.extra.clone()).unwrap_or_default();
+    let mut info = json!({"username": user, "groups": groups});
+    if let Some(uid) = identity.map(|i| i.uid.as_str()).filter(|u| !u.is_empty()) {
+        info["uid"] = json!(uid);
     }
+    if !extra.is_empty() {
+        info["extra"] = json!(extra);
+    }
+    body["status"] = json!({"userInfo": info});
     body
 }
 

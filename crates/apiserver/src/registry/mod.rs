@@ -51,6 +51,9 @@ pub struct Registry {
     /// What is served: the built-in resources and those of established custom resource
     /// definitions, swapped whole when a definition changes.
     catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
+    /// The authorizer: the request pipeline asks it, and RBAC writes are checked against it
+    /// for privilege escalation.
+    pub(crate) authorizer: Arc<crate::authz::Authorizer>,
 }
 
 /// One object of a list: a value, or JSON text straight from the watch cache.
@@ -167,6 +170,7 @@ impl Registry {
             quota_lock: Arc::default(),
             service_accounts: Arc::default(),
             catalog: Arc::default(),
+            authorizer: Arc::default(),
         }
     }
 

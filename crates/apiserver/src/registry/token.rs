@@ -267,6 +267,7 @@ impl Registry {
                 "system:authenticated".into(),
             ],
             extra,
+            ..Default::default()
         })
     }
 

@@ -21,6 +21,9 @@ pub struct WriteOptions {
     pub manager: String,
     /// Server-side apply: take fields over from other managers instead of conflicting.
     pub force: bool,
+    /// Who writes (RBAC objects are checked against their rights); `None` for the server's
+    /// own writes.
+    pub user: Option<crate::auth::Identity>,
 }
 
 /// The patch formats.
@@ -301,6 +304,10 @@ impl Registry {
         } else {
             None
         };
+        if let Some(user) = &opts.user {
+            self.authorizer
+                .admit_write(user, r, None, namespace.unwrap_or(""), None, &obj)?;
+        }
         let causes = strategy::of(r).validate(&obj);
         if !causes.is_empty() {
             return Err(invalid(r, &obj, causes));
@@ -467,6 +474,16 @@ impl Registry {
         meta::metadata_mut(&mut new).insert("generation".into(), json!(generation));
         if r.kind == "Pod" && r.group.is_empty() && subresource.is_none() {
             pod_update::check(&old, &new, name)?;
+        }
+        if let Some(user) = &opts.user {
+            self.authorizer.admit_write(
+                user,
+                r,
+                subresource,
+                namespace.unwrap_or(""),
+                Some(&old),
+                &new,
+            )?;
         }
         let mut causes = validate(r, &new);
         causes.extend(strategy::of(r).validate(&new));
