@@ -3,10 +3,12 @@
 //! is generated from the resource catalog.
 
 mod apiservices;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 mod crds;
 mod discovery;
+pub mod encryption;
 mod handler;
 pub mod kubelet;
 mod metrics;
@@ -39,6 +41,7 @@ pub struct ApiServer {
     metrics: metrics::Metrics,
     kubelet: std::sync::OnceLock<kubelet::KubeletClient>,
     tokens: std::sync::OnceLock<tokens::TokenIssuer>,
+    audit: std::sync::OnceLock<audit::Audit>,
 }
 
 impl ApiServer {
@@ -60,6 +63,7 @@ impl ApiServer {
             metrics: metrics::Metrics::default(),
             kubelet: std::sync::OnceLock::new(),
             tokens: std::sync::OnceLock::new(),
+            audit: std::sync::OnceLock::new(),
         })
     }
 
@@ -75,6 +79,11 @@ impl ApiServer {
         if self.tokens.set(issuer).is_ok() {
             self.registry.enable_service_account_admission();
         }
+    }
+
+    /// Records requests in an audit log.
+    pub fn set_audit(&self, audit: audit::Audit) {
+        let _ = self.audit.set(audit);
     }
 
     /// The registry (for components in the same process).

@@ -156,6 +156,7 @@ pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, app
                 .and_then(identity_of);
             let svc = app.map_request(move |req: http::Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(PeerAddr(peer));
                 if let Some(id) = &identity {
                     req.extensions_mut().insert(id.clone());
                 }
@@ -200,3 +201,7 @@ pub fn only_group(router: Router, group: &'static str, open: &'static [&'static 
         },
     ))
 }
+
+/// The address a request's connection came from (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);

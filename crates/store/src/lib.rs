@@ -12,6 +12,7 @@ mod etcd;
 mod keys;
 mod local;
 pub mod snapshot;
+mod transform;
 mod types;
 mod watch;
 
@@ -21,6 +22,7 @@ pub use error::{Error, Result};
 pub use etcd::EtcdStore;
 pub use keys::KeyRange;
 pub use local::{AutoCompaction, DATA_FILE, LocalOptions, LocalStore, WriterStats};
+pub use transform::{TransformingStore, ValueTransformer};
 pub use types::*;
 pub use watch::{ProgressHandle, WatchStream};
 

@@ -49,6 +49,25 @@ impl WatchStream {
         ProgressHandle(self.progress.clone())
     }
 
+    /// This stream with `f` applied to each response (an error from `f` ends it).
+    pub fn map<F>(mut self, f: F) -> WatchStream
+    where
+        F: Fn(WatchResponse) -> Result<WatchResponse> + Send + 'static,
+    {
+        let progress = self.progress.take().unwrap_or_else(|| mpsc::channel(1).0);
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let task = tokio::spawn(async move {
+            while let Some(resp) = self.next().await {
+                let out = resp.and_then(&f);
+                let failed = out.is_err();
+                if tx.send(out).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        WatchStream::new(rx, task, progress)
+    }
+
     /// The next response, or `None` once the watch has ended.
     pub async fn next(&mut self) -> Option<Result<WatchResponse>> {
         self.rx.recv().await

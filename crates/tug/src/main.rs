@@ -102,6 +102,10 @@ fn main() -> std::process::ExitCode {
             Command::Debug(cmd) => debug::run(cmd).await,
         }
     });
+    // Exit without waiting for the tasks still running (controllers, watches): dropping the
+    // runtime would cancel them one by one while others still poll them, and kube-runtime's
+    // controllers panic on a cancelled reconcile. Every acknowledged write is already durable.
+    runtime.shutdown_background();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -26,6 +26,8 @@ fn server_starts_serves_a_snapshot_and_stops_on_sigint() {
         }
     }
     assert!(started.elapsed() < Duration::from_secs(10));
+    // Keep reading the log: a server writing into a full pipe would block.
+    std::thread::spawn(move || log.for_each(drop));
     // The store is locked by the server; the snapshot goes through its socket.
     let snap = dir.path().join("s.snap");
     let save = Command::new(tug_bin!())
@@ -57,6 +59,12 @@ fn server_starts_serves_a_snapshot_and_stops_on_sigint() {
         !data.join("snapshot.sock").exists(),
         "the socket is removed on exit"
     );
+    // Its built-in agent made the default pod network: leave the host as it was.
+    tug_testkit::server::remove_pod_network("tug0", Some("10.244.0.0/16"));
+    let _ = Command::new("ip")
+        .args(["route", "del", "blackhole", "10.96.0.0/12"])
+        .stderr(Stdio::null())
+        .status();
 }
 
 #[test]

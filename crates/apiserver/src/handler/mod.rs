@@ -53,20 +53,40 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
         Err(e) => return error_response(&e),
     };
     let attributes = crate::authz::request::attributes(method.as_str(), &path, req.uri().query());
-    if let Err(e) = server.registry.authorizer.authorize(&identity, &attributes) {
+    let audit = server.audit.get();
+    let mut record = audit.and_then(|a| a.begin(&identity, &attributes, &audit_info(&req)));
+    let decision = server.registry.authorizer.decide(&identity, &attributes);
+    if !decision.allowed {
+        let e = crate::authz::forbidden(&identity, &attributes, &decision.reason);
+        if let (Some(a), Some(r)) = (audit, record.as_mut()) {
+            a.finish(
+                r,
+                "ResponseComplete",
+                e.code,
+                None,
+                None,
+                Some(("forbid", &decision.reason)),
+            );
+        }
         return error_response(&e);
     }
     let verb = method.as_str().to_ascii_lowercase();
     let started = std::time::Instant::now();
     // Bodies are read whole before anything answers, so that an early error never leaves
     // the client writing into a closed stream (it would see a reset, not the Status).
+    let mut request_body = None;
     let req = if matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) {
         let (parts, body) = req.into_parts();
         match read_body(Request::from_parts(parts.clone(), body)).await {
-            Ok((_, bytes)) => Request::from_parts(parts, Body::from(bytes)),
+            Ok((_, bytes)) => {
+                if record.is_some() {
+                    request_body = decode_body(&parts.headers, &bytes).ok();
+                }
+                Request::from_parts(parts, Body::from(bytes))
+            }
             Err(e) => return error_response(&e),
         }
     } else {
@@ -89,6 +109,20 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
             error_response(&e)
         }
     };
+    let resp = match (audit, record.as_mut()) {
+        (Some(a), Some(r)) => {
+            audited(
+                a,
+                r,
+                resp,
+                request_body.as_ref(),
+                watching,
+                &decision.reason,
+            )
+            .await
+        }
+        _ => resp,
+    };
     let verb = if watching { "watch".to_string() } else { verb };
     server.metrics.observe(
         &verb,
@@ -97,6 +131,73 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
         started.elapsed().as_secs_f64(),
     );
     resp
+}
+
+/// What an audit record says of where a request came from.
+fn audit_info(req: &Request) -> crate::audit::RequestInfo {
+    crate::audit::RequestInfo {
+        uri: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+        source_ip: req
+            .extensions()
+            .get::<crate::tls::PeerAddr>()
+            .map(|p| p.0.ip().to_string())
+            .unwrap_or_default(),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+    }
+}
+
+/// Writes a request's last audit stage: ResponseStarted for a watch or a stream (whose end
+/// is not waited for), ResponseComplete otherwise, with the response body when the level
+/// asks for it.
+async fn audited(
+    audit: &crate::audit::Audit,
+    record: &mut crate::audit::Record,
+    resp: Response,
+    request: Option<&Value>,
+    long_running: bool,
+    reason: &str,
+) -> Response {
+    let code = resp.status().as_u16();
+    let decision = Some(("allow", reason));
+    let streaming = long_running
+        || resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        || !record.wants_response();
+    if streaming {
+        let stage = if long_running || code == 101 {
+            "ResponseStarted"
+        } else {
+            "ResponseComplete"
+        };
+        audit.finish(record, stage, code, request, None, decision);
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
+        Ok(bytes) => {
+            audit.finish(
+                record,
+                "ResponseComplete",
+                code,
+                request,
+                Some(&bytes),
+                decision,
+            );
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Err(e) => {
+            audit.finish(record, "ResponseComplete", code, request, None, decision);
+            error_response(&ApiError::internal(format!("reading the response: {e}")))
+        }
+    }
 }
 
 async fn route(
