@@ -251,16 +251,79 @@ impl Pki {
 
     /// Writes `DATA_DIR/admin.kubeconfig` pointing at `server_url` with the admin certificate.
     pub fn write_kubeconfig(&self, data_dir: &Path, server_url: &str) -> anyhow::Result<PathBuf> {
-        use base64::Engine;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: tugboat\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: tugboat\n  context:\n    cluster: tugboat\n    user: admin\n    namespace: default\ncurrent-context: tugboat\n",
-            b64(&self.ca_cert),
-            b64(&self.admin_cert),
-            b64(&self.admin_key),
-        );
+        let admin = Issued {
+            cert: self.admin_cert.clone(),
+            key: self.admin_key.clone(),
+        };
+        let kubeconfig = kubeconfig(&self.ca_cert, server_url, "admin", &admin);
         let path = data_dir.join("admin.kubeconfig");
         write_private(&path, &kubeconfig)?;
         Ok(path)
     }
+}
+
+/// A kubeconfig for `server_url` (trusting `ca_cert`) as `user` with the client certificate
+/// `pair`.
+pub fn kubeconfig(ca_cert: &str, server_url: &str, user: &str, pair: &Issued) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: tugboat\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\nusers:\n- name: {user:?}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: tugboat\n  context:\n    cluster: tugboat\n    user: {user:?}\n    namespace: default\ncurrent-context: tugboat\n",
+        b64(ca_cert),
+        b64(&pair.cert),
+        b64(&pair.key),
+    )
+}
+
+/// A kubeconfig for user `user` in groups `groups`, whose client certificate the cluster CA
+/// of `data_dir` signs, valid for `valid_for`, for the server at `server_url` (default: the
+/// one the admin kubeconfig names).
+pub fn user_kubeconfig(
+    data_dir: &Path,
+    user: &str,
+    groups: &[&str],
+    valid_for: std::time::Duration,
+    server_url: Option<&str>,
+) -> anyhow::Result<String> {
+    let dir = data_dir.join("pki");
+    if !dir.join("ca.key").exists() {
+        anyhow::bail!(
+            "no cluster CA in {}: give the --data-dir of a server that has run",
+            dir.display()
+        );
+    }
+    if user.is_empty() || user.starts_with("system:") && groups.contains(&"system:masters") {
+        anyhow::bail!("refusing to issue {user:?} in system:masters; use admin.kubeconfig");
+    }
+    let ca_cert = read(&dir.join("ca.crt"))?;
+    let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?).context("parsing pki/ca.key")?;
+    let server_url = match server_url {
+        Some(s) => s.to_string(),
+        None => {
+            let admin = read(&data_dir.join("admin.kubeconfig"))?;
+            admin
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("server: "))
+                .map(str::to_string)
+                .context("admin.kubeconfig names no server; give --server")?
+        }
+    };
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, user);
+    for g in groups {
+        p.distinguished_name.push(DnType::OrganizationName, *g);
+    }
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let seconds = i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX / 2);
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::minutes(5);
+    p.not_after = now + time::Duration::seconds(seconds);
+    let cert = p.signed_by(&key, &issuer)?;
+    let pair = Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    };
+    Ok(kubeconfig(&ca_cert, &server_url, user, &pair))
 }

@@ -99,7 +99,8 @@ pub fn client_config(
     Ok(config)
 }
 
-/// The identity in a verified client certificate: CN is the user, each O a group.
+/// The identity in a verified client certificate: CN is the user, each O a group (and
+/// system:authenticated).
 fn identity_of(cert: &CertificateDer<'_>) -> Option<Identity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = parsed.subject();
@@ -108,10 +109,17 @@ fn identity_of(cert: &CertificateDer<'_>) -> Option<Identity> {
         .next()
         .and_then(|cn| cn.as_str().ok())?
         .to_string();
-    let groups = subject
+    let mut groups: Vec<String> = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
+    // Every authenticated user is in system:authenticated, as kube-apiserver adds it.
+    if !groups
+        .iter()
+        .any(|g| g == "system:authenticated" || g == "system:unauthenticated")
+    {
+        groups.push("system:authenticated".into());
+    }
     Some(Identity {
         user,
         groups,

@@ -13,6 +13,7 @@ mod control_plane;
 mod datastore;
 mod debug;
 mod image;
+mod kubeconfig;
 mod node;
 mod server;
 mod snapshot;
@@ -47,6 +48,8 @@ enum Command {
     /// Back up or restore the cluster store.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Issue a kubeconfig for a user, signed by the cluster CA.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Measure performance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Image(cmd) => image::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Debug(cmd) => debug::run(cmd).await,
+            Command::Kubeconfig(args) => kubeconfig::run(args),
         }
     });
     // Exit without waiting for the tasks still running (controllers, watches): dropping the

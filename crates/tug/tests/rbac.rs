@@ -706,3 +706,82 @@ fn anonymous_requests_reach_only_the_public_paths() {
     let o = kubectl_with_token(&s, "not-a-token", &["get", "--raw", "/healthz"]);
     assert!(text(&o).contains("Unauthorized"), "{}", text(&o));
 }
+
+#[test]
+fn tug_kubeconfig_issues_a_user_whom_rbac_then_decides_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server(&dir);
+    let file = dir.path().join("alice.kubeconfig");
+    let o = std::process::Command::new(tug_bin!())
+        .args([
+            "kubeconfig",
+            "--user",
+            "alice",
+            "--group",
+            "dev",
+            "--expires",
+            "2h",
+            "--data-dir",
+        ])
+        .arg(&s.data_dir)
+        .arg("-o")
+        .arg(&file)
+        .output()
+        .expect("tug kubeconfig");
+    assert!(o.status.success(), "{}", text(&o));
+    let alice = |args: &[&str]| tug_testkit::kubectl::kubectl_with_config(&file, args, None);
+    let who = alice(&["auth", "whoami", "-o", "json"]);
+    let who: Value = serde_json::from_slice(&who.stdout).expect("whoami json");
+    assert_eq!(who["status"]["userInfo"]["username"], "alice");
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!(["dev", "system:authenticated"])
+    );
+    let denied = alice(&["get", "pods"]);
+    assert!(
+        text(&denied).contains("pods is forbidden: User \"alice\" cannot list resource \"pods\""),
+        "{}",
+        text(&denied)
+    );
+    ok(
+        &s,
+        &[
+            "create",
+            "rolebinding",
+            "dev-view",
+            "--clusterrole=view",
+            "--group=dev",
+        ],
+    );
+    eventually("the dev group may list pods", || {
+        alice(&["get", "pods"]).status.success()
+    });
+    // Without a duration it can read, or a CA, nothing is issued.
+    let bad = std::process::Command::new(tug_bin!())
+        .args([
+            "kubeconfig",
+            "--user",
+            "bob",
+            "--expires",
+            "soon",
+            "--data-dir",
+        ])
+        .arg(&s.data_dir)
+        .output()
+        .expect("tug kubeconfig");
+    assert!(
+        !bad.status.success() && text(&bad).contains("--expires"),
+        "{}",
+        text(&bad)
+    );
+    let none = std::process::Command::new(tug_bin!())
+        .args(["kubeconfig", "--user", "bob", "--data-dir"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .expect("tug kubeconfig");
+    assert!(
+        !none.status.success() && text(&none).contains("no cluster CA"),
+        "{}",
+        text(&none)
+    );
+}
