@@ -36,6 +36,35 @@ impl Identity {
         self.groups.iter().any(|g| g == "system:masters")
     }
 
+    /// A user in `groups` (and system:authenticated).
+    pub fn user(name: &str, groups: &[&str]) -> Self {
+        let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        groups.push("system:authenticated".into());
+        Identity {
+            user: name.into(),
+            groups,
+            ..Default::default()
+        }
+    }
+
+    /// The service account `namespace/name`, as its tokens authenticate it.
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        Identity {
+            user: format!("system:serviceaccount:{namespace}:{name}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// The node `name`'s identity (its client certificate's).
+    pub fn node(name: &str) -> Self {
+        Self::user(&format!("system:node:{name}"), &["system:nodes"])
+    }
+
     /// The user an unauthenticated request acts as.
     pub fn anonymous() -> Self {
         Identity {
@@ -73,12 +102,13 @@ pub fn authenticate(
             && !nt.is_empty()
             && constant_time_eq(p, nt)
         {
-            // Node agents; until RBAC is served they act with full rights.
+            // The join token of node agents: a bootstrap identity, which may only ask for a
+            // node's client certificate (the bootstrap policy's node-bootstrapper and
+            // nodeclient bindings for system:bootstrappers).
             return Ok(Credentials::Known(Some(Identity {
-                user: "system:node-agent".into(),
+                user: NODE_TOKEN_USER.into(),
                 groups: vec![
-                    "system:nodes".into(),
-                    "system:masters".into(),
+                    crate::authn::bootstrap_token::BOOTSTRAPPERS.into(),
                     "system:authenticated".into(),
                 ],
                 ..Default::default()
@@ -93,6 +123,9 @@ pub fn authenticate(
     // paths only.
     Ok(Credentials::Known(None))
 }
+
+/// The user the server's node token (`DATA_DIR/node-token`) authenticates as.
+pub const NODE_TOKEN_USER: &str = "system:bootstrap:node-token";
 
 /// Compares secrets in time that does not depend on where they differ.
 fn constant_time_eq(a: &str, b: &str) -> bool {

@@ -5,6 +5,7 @@
 mod apiservices;
 pub mod audit;
 pub mod auth;
+pub mod authn;
 pub mod authz;
 mod crds;
 mod discovery;
@@ -42,6 +43,7 @@ pub struct ApiServer {
     kubelet: std::sync::OnceLock<kubelet::KubeletClient>,
     tokens: std::sync::OnceLock<tokens::TokenIssuer>,
     audit: std::sync::OnceLock<audit::Audit>,
+    authenticators: std::sync::OnceLock<authn::Authenticators>,
 }
 
 impl ApiServer {
@@ -64,7 +66,25 @@ impl ApiServer {
             kubelet: std::sync::OnceLock::new(),
             tokens: std::sync::OnceLock::new(),
             audit: std::sync::OnceLock::new(),
+            authenticators: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the bearer token authenticators (token file, OIDC issuers); once.
+    pub fn set_authenticators(&self, a: authn::Authenticators) {
+        let _ = self.authenticators.set(a);
+    }
+
+    /// The user a bearer token belongs to, by every authenticator in turn.
+    async fn authenticate_bearer(&self, token: &str) -> Option<auth::Identity> {
+        static NONE: std::sync::OnceLock<authn::Authenticators> = std::sync::OnceLock::new();
+        let chain = self
+            .authenticators
+            .get()
+            .unwrap_or_else(|| NONE.get_or_init(Default::default));
+        chain
+            .authenticate(&self.registry, self.tokens.get(), token)
+            .await
     }
 
     /// Lets the API server reach kubelets (for pods/log) with this TLS client configuration.
@@ -144,15 +164,20 @@ impl ApiServer {
         });
     }
 
-    /// A kube-rs client wired straight to the router, for components in this process: no TCP,
-    /// no TLS, the same request pipeline. It acts as `system:apiserver` (group system:masters).
-    /// Must be called inside a Tokio runtime.
+    /// A kube-rs client wired straight to the router, for the API server's own work in this
+    /// process (publishing the `kubernetes` Service, hollow nodes): no TCP, no TLS, the same
+    /// request pipeline. It acts as `system:apiserver` (group system:masters), as
+    /// kube-apiserver's loopback client does. Must be called inside a Tokio runtime.
     pub fn in_process_client(self: &Arc<Self>) -> kube::Client {
-        let identity = auth::Identity {
-            user: "system:apiserver".into(),
-            groups: vec!["system:masters".into()],
-            ..Default::default()
-        };
+        self.in_process_client_as(auth::Identity::user(
+            "system:apiserver",
+            &["system:masters"],
+        ))
+    }
+
+    /// An in-process client acting as `identity` (a component's own: the scheduler, each
+    /// controller's service account, the built-in node), authorized as any other caller.
+    pub fn in_process_client_as(self: &Arc<Self>, identity: auth::Identity) -> kube::Client {
         let service = tower::ServiceExt::map_request(
             self.router(),
             move |req: http::Request<kube::client::Body>| {

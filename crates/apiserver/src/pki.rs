@@ -218,8 +218,14 @@ impl Pki {
     /// Signs a node's certificate signing request (PEM) with the cluster CA: a client
     /// certificate (signer `kubernetes.io/kube-apiserver-client-kubelet`) or, with `server`, a
     /// serving certificate for its kubelet API (`kubernetes.io/kubelet-serving`). Only requests
-    /// for `CN=system:node:<name>, O=system:nodes` are signed.
-    pub fn sign_node_csr(&self, csr_pem: &str, server: bool) -> anyhow::Result<String> {
+    /// for `CN=system:node:<name>, O=system:nodes` are signed. The certificate is valid for
+    /// `valid_for`.
+    pub fn sign_node_csr(
+        &self,
+        csr_pem: &str,
+        server: bool,
+        valid_for: std::time::Duration,
+    ) -> anyhow::Result<String> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .context("parsing the certificate signing request")?;
         let dn = &csr.params.distinguished_name;
@@ -243,7 +249,11 @@ impl Pki {
             csr.params.subject_alt_names.clear();
         }
         csr.params.is_ca = IsCa::NoCa;
-        csr.params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let now = time::OffsetDateTime::now_utc();
+        let seconds = i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX / 2);
+        // Backdated for clocks a little behind, by at most a tenth of the lifetime.
+        csr.params.not_before = now - time::Duration::seconds((seconds / 10).min(300));
+        csr.params.not_after = now + time::Duration::seconds(seconds);
         let ca_key = KeyPair::from_pem(&self.ca_key).context("parsing the CA key")?;
         let issuer = Issuer::new(ca_params()?, ca_key);
         Ok(csr.signed_by(&issuer)?.pem())

@@ -99,6 +99,25 @@ pub fn client_config(
     Ok(config)
 }
 
+/// A TLS client without a certificate of its own, trusting `ca_pem` (or, without one, the
+/// public web's roots), for fetching from servers such as OIDC providers.
+pub fn https_client_config(ca_pem: Option<&str>) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = match ca_pem {
+        Some(pem) => roots(pem)?,
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols.clear();
+    Ok(config)
+}
+
 /// The identity in a verified client certificate: CN is the user, each O a group (and
 /// system:authenticated).
 fn identity_of(cert: &CertificateDer<'_>) -> Option<Identity> {

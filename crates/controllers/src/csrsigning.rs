@@ -6,20 +6,21 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tug_api::time::now;
 
-use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequestCondition;
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
 use crate::common::Error;
 
-/// Signs a node's request (PEM): a client certificate, or a serving one when `server`.
-pub type Signer = Arc<dyn Fn(&str, bool) -> Result<String, String> + Send + Sync>;
+/// Signs a node's request (PEM): a client certificate, or a serving one when `server`; the
+/// last argument is the request's `spec.expirationSeconds`, if it asks for one.
+pub type Signer = Arc<dyn Fn(&str, bool, Option<i32>) -> Result<String, String> + Send + Sync>;
 
 /// The client signer of kubelets.
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -51,9 +52,8 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result
         return Ok(Action::await_change());
     };
     let status = csr.status.clone().unwrap_or_default();
-    let decided = status
-        .conditions
-        .unwrap_or_default()
+    let conditions = status.conditions.unwrap_or_default();
+    let decided = conditions
         .iter()
         .any(|c| c.type_ == "Denied" || c.type_ == "Failed");
     if status.certificate.is_some() || decided {
@@ -66,26 +66,129 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result
     };
     let pem = String::from_utf8_lossy(&csr.spec.request.0).to_string();
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
-    let patch = match (ctx.signer)(&pem, server) {
+    let approved = conditions
+        .iter()
+        .any(|c| c.type_ == "Approved" && c.status == "True");
+    let mut current = (*csr).clone();
+    if !approved {
+        let Some(message) = auto_approval(&ctx.client, &csr, &pem, server).await? else {
+            return Ok(Action::await_change());
+        };
+        let mut c = current.status.take().unwrap_or_default();
+        c.conditions.get_or_insert_with(Vec::new).push(condition(
+            "Approved",
+            "AutoApproved",
+            message,
+        ));
+        current.status = Some(c);
+        current = api
+            .replace_subresource("approval", name, &PostParams::default(), &current)
+            .await?;
+    }
+    let mut c = current.status.take().unwrap_or_default();
+    match (ctx.signer)(&pem, server, csr.spec.expiration_seconds) {
         Ok(cert) => {
-            tracing::info!(csr = name, signer = %csr.spec.signer_name, "approved and signed a node certificate");
-            json!({"status": {
-                "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved",
-                    "message": "Auto approving a node certificate for a bootstrapped node agent",
-                    "lastUpdateTime": now(), "lastTransitionTime": now()}],
-                "certificate": base64::engine::general_purpose::STANDARD.encode(cert),
-            }})
+            tracing::info!(csr = name, signer = %csr.spec.signer_name, "signed a node certificate");
+            c.certificate = Some(k8s_openapi::ByteString(cert.into_bytes()));
         }
         Err(e) => {
             tracing::warn!(csr = name, error = %e, "refused a node certificate request");
-            json!({"status": {"conditions": [{"type": "Failed", "status": "True",
-                "reason": "SigningError", "message": e, "lastUpdateTime": now(),
-                "lastTransitionTime": now()}]}})
+            c.conditions
+                .get_or_insert_with(Vec::new)
+                .push(condition("Failed", "SigningError", &e));
         }
-    };
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+    }
+    current.status = Some(c);
+    api.replace_status(name, &PostParams::default(), &current)
         .await?;
     Ok(Action::await_change())
+}
+
+fn condition(type_: &str, reason: &str, message: &str) -> CertificateSigningRequestCondition {
+    let t = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    CertificateSigningRequestCondition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_update_time: Some(t.clone()),
+        last_transition_time: Some(t),
+    }
+}
+
+/// Whether a pending request is approved automatically, and the approval's message, as
+/// kube-controller-manager's approver decides for kubelets: a client certificate for
+/// `system:node:<name>` when the requester may create `certificatesigningrequests/nodeclient`
+/// (a bootstrapping node) or, asking for its own name, `…/selfnodeclient` (a node renewing);
+/// a serving certificate only when the node asks for itself. Anything else waits for an
+/// administrator (`kubectl certificate approve`).
+async fn auto_approval(
+    client: &kube::Client,
+    csr: &CertificateSigningRequest,
+    pem: &str,
+    server: bool,
+) -> Result<Option<&'static str>, Error> {
+    let Some(cn) = common_name(pem) else {
+        return Ok(None);
+    };
+    let requester = csr.spec.username.as_deref().unwrap_or_default();
+    let groups = csr.spec.groups.clone().unwrap_or_default();
+    let is_node_name = cn.starts_with("system:node:");
+    if !is_node_name {
+        return Ok(None);
+    }
+    if server {
+        let own = requester == cn && groups.iter().any(|g| g == "system:nodes");
+        return Ok(own.then_some("Auto approving a kubelet serving certificate for its own node"));
+    }
+    let (subresource, message) = if requester == cn {
+        (
+            "selfnodeclient",
+            "Auto approving self kubelet client certificate after SubjectAccessReview.",
+        )
+    } else {
+        (
+            "nodeclient",
+            "Auto approving kubelet client certificate after SubjectAccessReview.",
+        )
+    };
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {
+            "user": requester, "groups": groups, "uid": csr.spec.uid,
+            "extra": csr.spec.extra,
+            "resourceAttributes": {"group": "certificates.k8s.io",
+                "resource": "certificatesigningrequests", "verb": "create",
+                "subresource": subresource},
+        },
+    }))
+    .map_err(|e| Error(e.to_string()))?;
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await?;
+    let allowed = answer.status.is_some_and(|s| s.allowed);
+    if !allowed {
+        tracing::info!(csr = ?csr.metadata.name, requester, subresource, "not auto-approving a node client certificate: the requester may not create certificatesigningrequests/{subresource}");
+    }
+    Ok(allowed.then_some(message))
+}
+
+/// The subject's common name of a certificate request (PEM).
+fn common_name(pem: &str) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+            .ok()?;
+    let cn = req
+        .certification_request_info
+        .subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
 }
 
 fn retry(_: Arc<CertificateSigningRequest>, e: &Error, _: Arc<Ctx>) -> Action {

@@ -59,47 +59,69 @@ impl Default for Settings {
     }
 }
 
+/// The API clients the controllers call with: the controller manager's own (its shared
+/// caches), and one per controller acting as its service account in kube-system, as
+/// kube-controller-manager's `--use-service-account-credentials` gives each controller.
+#[derive(Clone)]
+pub struct Clients(std::sync::Arc<dyn Fn(Option<&str>) -> kube::Client + Send + Sync>);
+
+impl Clients {
+    /// Clients made by `make`: `None` asks for the manager's, `Some(name)` for the service
+    /// account `kube-system/name`'s.
+    pub fn new(make: impl Fn(Option<&str>) -> kube::Client + Send + Sync + 'static) -> Self {
+        Clients(std::sync::Arc::new(make))
+    }
+
+    /// The controller manager's own client.
+    pub fn manager(&self) -> kube::Client {
+        (self.0)(None)
+    }
+
+    /// The client of the controller whose service account is `kube-system/name`.
+    pub fn controller(&self, name: &str) -> kube::Client {
+        (self.0)(Some(name))
+    }
+}
+
 /// Runs every controller until the task is dropped.
-pub async fn run(client: kube::Client, settings: Settings) {
-    let shared = common::Shared::start(client.clone()).await;
-    let (local_path, local_path_client) = (settings.local_path_dir.clone(), client.clone());
-    let (signer, signer_client) = (settings.csr_signer.clone(), client.clone());
-    let (root_ca, root_ca_client) = (settings.root_ca.clone(), client.clone());
+pub async fn run(clients: Clients, settings: Settings) {
+    let shared = common::Shared::start(clients.manager()).await;
+    let c = |name: &str| clients.controller(name);
     tokio::join!(
-        replicaset::run(client.clone(), shared.clone()),
-        replicaset::run_replication_controllers(client.clone(), shared.clone()),
-        deployment::run(client.clone(), shared.clone()),
-        statefulset::run(client.clone(), shared.clone()),
-        daemonset::run(client.clone(), shared.clone()),
-        job::run(client.clone(), shared.clone()),
-        cronjob::run(client.clone(), shared.clone()),
-        endpoints::run(client.clone(), shared.clone()),
-        disruption::run(client.clone(), shared.clone()),
-        quota::run(client.clone(), shared.clone()),
-        nodeipam::run(client.clone(), shared.clone(), settings.pod_network),
+        replicaset::run(c("replicaset-controller"), shared.clone()),
+        replicaset::run_replication_controllers(c("replication-controller"), shared.clone()),
+        deployment::run(c("deployment-controller"), shared.clone()),
+        statefulset::run(c("statefulset-controller"), shared.clone()),
+        daemonset::run(c("daemon-set-controller"), shared.clone()),
+        job::run(c("job-controller"), shared.clone()),
+        cronjob::run(c("cronjob-controller"), shared.clone()),
+        endpoints::run(c("endpointslice-controller"), shared.clone()),
+        disruption::run(c("disruption-controller"), shared.clone()),
+        quota::run(c("resourcequota-controller"), shared.clone()),
+        nodeipam::run(c("node-controller"), shared.clone(), settings.pod_network),
         podgc::run(
-            client.clone(),
+            c("pod-garbage-collector"),
             shared.clone(),
             settings.terminated_pod_gc_threshold
         ),
-        nodelifecycle::run(client.clone(), shared, settings.node_monitor_grace_period),
-        namespace_objects::run_service_accounts(client.clone()),
+        nodelifecycle::run(c("node-controller"), shared, settings.node_monitor_grace_period),
+        namespace_objects::run_service_accounts(c("service-account-controller")),
         async {
-            if let Some(ca) = root_ca {
-                namespace_objects::run_root_ca(root_ca_client, ca).await
+            if let Some(ca) = settings.root_ca {
+                namespace_objects::run_root_ca(c("root-ca-cert-publisher"), ca).await
             }
         },
         async {
-            if let Some(dir) = local_path {
-                localpath::run(local_path_client, dir).await
+            if let Some(dir) = settings.local_path_dir {
+                localpath::run(c(localpath::SERVICE_ACCOUNT), dir).await
             }
         },
         async {
-            if let Some(signer) = signer {
-                csrsigning::run(signer_client, signer).await
+            if let Some(signer) = settings.csr_signer {
+                csrsigning::run(c("certificate-controller"), signer).await
             }
         },
-        clusterrole_aggregation::run(client.clone()),
-        gc::run(client),
+        clusterrole_aggregation::run(c("clusterrole-aggregation-controller")),
+        gc::run(c("generic-garbage-collector")),
     );
 }

@@ -27,6 +27,9 @@ struct Ctx {
     base: PathBuf,
 }
 
+/// The service account (in kube-system) the provisioner acts as.
+pub const SERVICE_ACCOUNT: &str = "local-path-provisioner";
+
 /// Makes sure the class exists, then provisions and binds until the task is dropped.
 pub async fn run(client: kube::Client, base: PathBuf) {
     let classes: Api<StorageClass> = Api::all(client.clone());

@@ -1,11 +1,13 @@
 //! TLS bootstrapping, as kubelets do it: with the join token, the agent asks the API server
 //! for a client certificate (`CN=system:node:<name>, O=system:nodes`, signer
-//! `kubernetes.io/kube-apiserver-client-kubelet`) and a serving certificate for its kubelet
-//! API (signer `kubernetes.io/kubelet-serving`) through CertificateSigningRequests, waits for
-//! them to be approved and signed, and keeps them in its data dir for the next start.
+//! `kubernetes.io/kube-apiserver-client-kubelet`), then, as the node, for a serving
+//! certificate for its kubelet API (signer `kubernetes.io/kubelet-serving`), through
+//! CertificateSigningRequests; it waits for them to be approved and signed, and keeps them in
+//! its data dir for the next start.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -17,15 +19,6 @@ use serde_json::json;
 pub struct KeyAndCert {
     pub cert: String,
     pub key: String,
-}
-
-/// The node's certificates.
-#[derive(Clone, Debug)]
-pub struct NodeCerts {
-    /// For talking to the API server.
-    pub client: KeyAndCert,
-    /// For serving the kubelet API.
-    pub serving: KeyAndCert,
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -40,21 +33,23 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
-/// Loads the node's certificates from `dir`, or requests them with `client` (authenticated
-/// with the join token) and saves them there.
-pub async fn node_certs(
+/// Loads the node's client certificate from `dir`, or requests it with `client` (the join
+/// token's bootstrap identity, which may ask for node client certificates) and saves it there.
+pub async fn client_cert(client: &kube::Client, node: &str, dir: &Path) -> anyhow::Result<KeyAndCert> {
+    std::fs::create_dir_all(dir)?;
+    obtain(client, node, &[], dir, "kubelet-client", false, true).await
+}
+
+/// Loads the kubelet API's serving certificate from `dir`, or requests it with `client` (the
+/// node's own identity: serving certificates are approved only for the node itself).
+pub async fn serving_cert(
     client: &kube::Client,
     node: &str,
     sans: &[String],
     dir: &Path,
-) -> anyhow::Result<NodeCerts> {
+) -> anyhow::Result<KeyAndCert> {
     std::fs::create_dir_all(dir)?;
-    let client_pair = obtain(client, node, &[], dir, "kubelet-client", false).await?;
-    let serving = obtain(client, node, sans, dir, "kubelet-serving", true).await?;
-    Ok(NodeCerts {
-        client: client_pair,
-        serving,
-    })
+    obtain(client, node, sans, dir, "kubelet-serving", true, true).await
 }
 
 async fn obtain(
@@ -64,15 +59,19 @@ async fn obtain(
     dir: &Path,
     file: &str,
     server: bool,
+    reuse: bool,
 ) -> anyhow::Result<KeyAndCert> {
     let (cert_path, key_path) = (
         dir.join(format!("{file}.crt")),
         dir.join(format!("{file}.key")),
     );
-    if let (Ok(cert), Ok(key)) = (
-        std::fs::read_to_string(&cert_path),
-        std::fs::read_to_string(&key_path),
-    ) {
+    if reuse
+        && let (Ok(cert), Ok(key)) = (
+            std::fs::read_to_string(&cert_path),
+            std::fs::read_to_string(&key_path),
+        )
+        && validity(&cert).is_some_and(|(_, not_after)| not_after > SystemTime::now())
+    {
         return Ok(KeyAndCert { cert, key });
     }
     let key = rcgen::KeyPair::generate()?;
@@ -193,4 +192,164 @@ fn rand_suffix() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     nanos ^ std::process::id()
+}
+
+/// The validity (notBefore, notAfter) of the first certificate in `pem`.
+pub fn validity(pem: &str) -> Option<(SystemTime, SystemTime)> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let cert = block.parse_x509().ok()?;
+    let at = |t: i64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).ok()?));
+    let v = cert.validity();
+    Some((
+        at(v.not_before.timestamp())?,
+        at(v.not_after.timestamp())?,
+    ))
+}
+
+/// When a certificate valid from `not_before` to `not_after` is renewed: at a random point
+/// between 70% and 90% of its lifetime, as the kubelet's certificate manager does.
+pub fn renewal_time(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> SystemTime {
+    let life = not_after.duration_since(not_before).unwrap_or_default();
+    not_before + life.mul_f64(0.7 + 0.2 * jitter.clamp(0.0, 1.0))
+}
+
+/// The node's client certificate as the TLS layer presents it, replaceable while the client
+/// runs: connections made after a renewal present the new certificate.
+#[derive(Clone, Debug)]
+pub struct ClientIdentity(Arc<RwLock<Arc<rustls::sign::CertifiedKey>>>);
+
+impl ClientIdentity {
+    fn new(pair: &KeyAndCert) -> anyhow::Result<Self> {
+        Ok(ClientIdentity(Arc::new(RwLock::new(certified_key(pair)?))))
+    }
+
+    fn set(&self, pair: &KeyAndCert) -> anyhow::Result<()> {
+        let key = certified_key(pair)?;
+        if let Ok(mut k) = self.0.write() {
+            *k = key;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ClientIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.read().ok().map(|k| k.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn certified_key(pair: &KeyAndCert) -> anyhow::Result<Arc<rustls::sign::CertifiedKey>> {
+    let certs = rustls_pemfile::certs(&mut pair.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut pair.key.as_bytes())?
+        .ok_or_else(|| anyhow::anyhow!("no private key in the node's key file"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider.key_provider.load_private_key(key)?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(certs, signing)))
+}
+
+/// An API client for `url` that trusts `ca_der` and presents the node's client certificate,
+/// which [`keep_client_cert_fresh`] may replace while the client is in use.
+pub fn node_client(
+    url: http::Uri,
+    ca_der: Vec<u8>,
+    pair: &KeyAndCert,
+) -> anyhow::Result<(kube::Client, ClientIdentity)> {
+    use kube::client::ConfigExt;
+    let identity = ClientIdentity::new(pair)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(ca_der))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(identity.clone()));
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https);
+    let config = kube::Config::new(url);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .service(hyper);
+    Ok((kube::Client::new(service, "default"), identity))
+}
+
+/// Renews the node's client certificate (in `dir`) before it expires, for ever: at 70-90% of
+/// its lifetime it asks for a new one as the node itself (approved as `selfnodeclient`),
+/// saves it and hands it to `identity`. A failed renewal is retried every 30 seconds.
+pub async fn keep_client_cert_fresh(
+    client: kube::Client,
+    node: String,
+    dir: std::path::PathBuf,
+    identity: ClientIdentity,
+    mut current: KeyAndCert,
+) {
+    loop {
+        let Some((not_before, not_after)) = validity(&current.cert) else {
+            tracing::warn!("the node's client certificate cannot be read; it will not be renewed");
+            return;
+        };
+        let due = renewal_time(not_before, not_after, jitter());
+        let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+        tracing::info!(renew_in = ?wait, "node client certificate valid until {}", jiff::Timestamp::try_from(not_after).map(|t| t.to_string()).unwrap_or_default());
+        tokio::time::sleep(wait).await;
+        loop {
+            match obtain(&client, &node, &[], &dir, "kubelet-client", false, false).await {
+                Ok(pair) => match identity.set(&pair) {
+                    Ok(()) => {
+                        tracing::info!(node = %node, "renewed the node's client certificate");
+                        current = pair;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "the renewed certificate cannot be used"),
+                },
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "renewing the node's client certificate failed; retrying in 30s"),
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between nodes and runs.
+fn jitter() -> f64 {
+    f64::from(rand_suffix() % 10_000) / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_between_70_and_90_percent_of_the_lifetime() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let end = start + Duration::from_secs(1000);
+        assert_eq!(renewal_time(start, end, 0.0), start + Duration::from_secs(700));
+        assert_eq!(renewal_time(start, end, 1.0), start + Duration::from_secs(900));
+        assert_eq!(renewal_time(start, end, 0.5), start + Duration::from_secs(800));
+    }
+
+    #[test]
+    fn validity_reads_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.not_before = rcgen::date_time_ymd(2030, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2031, 1, 1);
+        let pem = p.self_signed(&key).unwrap().pem();
+        let (from, to) = validity(&pem).unwrap();
+        assert_eq!(from.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_893_456_000);
+        assert_eq!(to.duration_since(from).unwrap().as_secs(), 365 * 24 * 3600);
+    }
 }

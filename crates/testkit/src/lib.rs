@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod grpc;
 pub mod image;
 pub mod kubectl;
+pub mod oidc;
 pub mod registry;
 pub mod server;
 pub mod timeline;

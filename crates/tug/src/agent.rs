@@ -12,7 +12,10 @@ pub struct AgentArgs {
     /// The API server, e.g. https://127.0.0.1:6443.
     #[arg(long)]
     server: String,
-    /// The server's node token (`DATA_DIR/node-token` on the server).
+    /// The join token: the server's node token (`DATA_DIR/node-token` on the server) or a
+    /// bootstrap token, with which a node asks for its own certificate. Hollow nodes
+    /// (`--simulate`) act for many nodes with this token itself, so they need one with rights
+    /// over all of them, such as the admin token (`DATA_DIR/token`).
     #[arg(long, env = "TUG_NODE_TOKEN")]
     token: String,
     /// The cluster CA to verify the server with (`DATA_DIR/pki/ca.crt` on the server).
@@ -44,7 +47,6 @@ pub struct AgentArgs {
 /// Runs the node agent until Ctrl-C.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    use base64::Engine;
     let ca = std::fs::read(&args.ca_cert)
         .with_context(|| format!("reading {}", args.ca_cert.display()))?;
     let url: http::Uri = args
@@ -72,25 +74,32 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         };
     }
     // A real node: TLS bootstrap with the token, then the node's own certificate.
-    let certs = tug_kubelet::bootstrap::node_certs(
-        &token_client,
-        &args.node.node_name(),
+    let pki_dir = args.data_dir.join("pki");
+    let node_name = args.node.node_name();
+    let cert = tug_kubelet::bootstrap::client_cert(&token_client, &node_name, &pki_dir)
+        .await
+        .context("bootstrapping the node's client certificate")?;
+    let (client, identity) = tug_kubelet::bootstrap::node_client(url, ca_der(&ca)?, &cert)
+        .context("building the node's API client")?;
+    tokio::spawn(tug_kubelet::bootstrap::keep_client_cert_fresh(
+        client.clone(),
+        node_name.clone(),
+        pki_dir.clone(),
+        identity,
+        cert,
+    ));
+    let serving = tug_kubelet::bootstrap::serving_cert(
+        &client,
+        &node_name,
         &args.node.serving_sans(),
-        &args.data_dir.join("pki"),
+        &pki_dir,
     )
     .await
-    .context("bootstrapping the node's certificates")?;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let mut config = kube::Config::new(url);
-    config.root_cert = Some(vec![ca_der(&ca)?]);
-    config.auth_info.client_certificate_data = Some(b64(&certs.client.cert));
-    config.auth_info.client_key_data = Some(b64(&certs.client.key).into());
-    config.default_namespace = "default".into();
-    let client = kube::Client::try_from(config).context("building the node's API client")?;
+    .context("requesting the kubelet API's serving certificate")?;
     let ca_pem = String::from_utf8_lossy(&ca).to_string();
     let serving = tug_apiserver::pki::Issued {
-        cert: certs.serving.cert.clone(),
-        key: certs.serving.key.clone(),
+        cert: serving.cert,
+        key: serving.key,
     };
     let running = Node {
         flags: &args.node,

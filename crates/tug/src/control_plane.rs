@@ -1,10 +1,14 @@
 //! The one way the control plane's in-process components are wired to an API server: the
 //! controller manager, the scheduler and hollow nodes, each an API client on the server's
-//! in-process connection. `tug server` and the benchmarks build theirs here.
+//! in-process connection, acting as its own identity (the scheduler as
+//! `system:kube-scheduler`, each controller as its service account in kube-system), so RBAC
+//! holds each to its bootstrap role. Hollow nodes simulate many kubelets at once and act as
+//! the API server itself. `tug server` and the benchmarks build theirs here.
 
 use std::sync::Arc;
 
 use tug_apiserver::ApiServer;
+use tug_apiserver::auth::Identity;
 
 /// The control plane's running components; dropping it stops them.
 pub struct ControlPlane {
@@ -73,23 +77,24 @@ impl ControlPlaneBuilder {
         let mut tasks = Vec::new();
         let api = &self.api;
         if let Some(settings) = self.controllers {
-            let client = api.in_process_client();
+            let clients = controller_clients(api);
+            let client = clients.manager();
             tasks.push(match self.identity.clone() {
                 Some(identity) => tokio::spawn(async move {
                     tug_controllers::leader::run_elected(
-                        client.clone(),
+                        client,
                         "kube-controller-manager",
                         &identity,
-                        move || tug_controllers::run(client.clone(), settings.clone()),
+                        move || tug_controllers::run(clients.clone(), settings.clone()),
                     )
                     .await
                 }),
-                None => tokio::spawn(tug_controllers::run(client, settings)),
+                None => tokio::spawn(tug_controllers::run(clients, settings)),
             });
         }
         if self.scheduler {
             api.add_metrics(tug_scheduler::metrics::render);
-            let client = api.in_process_client();
+            let client = scheduler_client(api);
             let schedule = move || {
                 let client = client.clone();
                 async move {
@@ -100,7 +105,7 @@ impl ControlPlaneBuilder {
             };
             tasks.push(match self.identity.clone() {
                 Some(identity) => {
-                    let client = api.in_process_client();
+                    let client = scheduler_client(api);
                     tokio::spawn(async move {
                         tug_controllers::leader::run_elected(
                             client,
@@ -124,4 +129,21 @@ impl ControlPlaneBuilder {
         }
         ControlPlane { tasks }
     }
+}
+
+/// The controllers' clients: the controller manager as `system:kube-controller-manager`, each
+/// controller as its service account in kube-system.
+fn controller_clients(api: &Arc<ApiServer>) -> tug_controllers::Clients {
+    let api = api.clone();
+    tug_controllers::Clients::new(move |sa| {
+        api.in_process_client_as(match sa {
+            None => Identity::user("system:kube-controller-manager", &[]),
+            Some(name) => Identity::service_account("kube-system", name),
+        })
+    })
+}
+
+/// The scheduler's client: `system:kube-scheduler`.
+fn scheduler_client(api: &Arc<ApiServer>) -> kube::Client {
+    api.in_process_client_as(Identity::user("system:kube-scheduler", &[]))
 }

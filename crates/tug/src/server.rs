@@ -72,6 +72,20 @@ pub struct ServerArgs {
     /// Rotated audit log files kept (0: all).
     #[arg(long, default_value_t = 10)]
     audit_log_maxbackup: usize,
+    /// How long node certificates signed by the controller manager are valid, e.g. 8760h (a
+    /// request's `expirationSeconds` may ask for less, at least 10m). Nodes renew theirs
+    /// before they expire.
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: std::time::Duration,
+    /// A static token file: CSV rows `token,user,uid[,"group1,group2"]`, each token a user
+    /// (as kube-apiserver's --token-auth-file).
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// An `apiserver.config.k8s.io/v1` AuthenticationConfiguration: JWT issuers (OIDC)
+    /// whose tokens are users, with their audiences, claim validation rules and claim
+    /// mappings.
+    #[arg(long)]
+    authentication_config: Option<PathBuf>,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -117,6 +131,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.audit_log_maxbackup,
         )?);
     }
+    api.set_authenticators(tug_apiserver::authn::Authenticators {
+        token_file: args
+            .token_auth_file
+            .as_deref()
+            .map(tug_apiserver::authn::token_file::TokenFile::load)
+            .transpose()
+            .context("--token-auth-file")?,
+        jwt: args
+            .authentication_config
+            .as_deref()
+            .map(tug_apiserver::authn::oidc::load)
+            .transpose()
+            .context("--authentication-config")?
+            .unwrap_or_default(),
+    });
     api.set_token_issuer(tug_apiserver::tokens::TokenIssuer::load_or_create(
         &pki.dir,
     )?);
@@ -150,8 +179,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         local_path_dir: (!args.disable_agent).then(|| args.data_dir.join("local-path")),
         csr_signer: Some({
             let pki = pki.clone();
-            std::sync::Arc::new(move |pem: &str, server: bool| {
-                pki.sign_node_csr(pem, server).map_err(|e| format!("{e:#}"))
+            let most = args.cluster_signing_duration;
+            std::sync::Arc::new(move |pem: &str, server: bool, asked: Option<i32>| {
+                // As kube-controller-manager: the request's expirationSeconds (at least 10
+                // minutes) when shorter than --cluster-signing-duration.
+                let asked = asked.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0).max(600)));
+                let valid_for = asked.map_or(most, |a| a.min(most));
+                pki.sign_node_csr(pem, server, valid_for)
+                    .map_err(|e| format!("{e:#}"))
             })
         }),
         root_ca: Some(pki.ca_cert.clone()),
@@ -251,7 +286,10 @@ async fn start_cluster_services(
                     tokio::spawn(dns.clone().serve_tcp(tcp));
                     tokio::spawn(dns.clone().serve_udp(udp));
                     tokio::spawn(tug_controllers::clusterdns::serve_zone(
-                        api.in_process_client(),
+                        api.in_process_client_as(tug_apiserver::auth::Identity::service_account(
+                            "kube-system",
+                            "kube-dns",
+                        )),
                         dns,
                         args.cluster_domain.clone(),
                     ));
@@ -294,7 +332,7 @@ async fn start_agent(
     Node {
         flags: node,
         data_dir: &args.data_dir.join("agent"),
-        client: api.in_process_client(),
+        client: api.in_process_client_as(tug_apiserver::auth::Identity::node(&node.node_name())),
         ca_pem: &pki.ca_cert,
         serving: &serving,
         cluster_cidr: &args.cluster_cidr,
@@ -303,4 +341,12 @@ async fn start_agent(
     .start()
     .await?;
     Ok(())
+}
+
+/// A duration flag: `8760h`, `90m`, `1h30m`, `45s`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration such as 8760h or 90m: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
 }

@@ -208,6 +208,77 @@ fn an_agent_joins_with_the_token_and_runs_pods() {
     );
 }
 
+#[test]
+fn the_node_renews_its_client_certificate_before_it_expires() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Certificates valid for 40 s: renewed 28-36 s after they are issued.
+    let s = TugServer::start_with(
+        tug_bin!(),
+        &dir.path().join("server"),
+        &[
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--cluster-signing-duration",
+            "40s",
+        ],
+    );
+    let agent_dir = dir.path().join("agent");
+    let bridge = format!("tugr{}", std::process::id() % 100_000);
+    let _agent = Agent {
+        child: spawn_agent(&s, &agent_dir, &bridge),
+        dir: agent_dir.clone(),
+        bridge,
+    };
+    let cert_path = agent_dir.join("pki/kubelet-client.crt");
+    wait_until("the first certificate", Duration::from_secs(60), || {
+        cert_path.exists()
+    });
+    let first = std::fs::read_to_string(&cert_path).expect("certificate");
+    wait_until(
+        "the certificate to be renewed",
+        Duration::from_secs(90),
+        || std::fs::read_to_string(&cert_path).is_ok_and(|c| c != first),
+    );
+    // The renewal was asked for by the node itself and approved as a self renewal.
+    let csrs = get(
+        &s,
+        &[
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].message}{\"\\n\"}{end}",
+        ],
+    );
+    assert!(
+        csrs.lines().any(|l| l.starts_with(
+            "kubernetes.io/kube-apiserver-client-kubelet system:node:joined Auto approving self kubelet client certificate"
+        )),
+        "{csrs}"
+    );
+    assert!(
+        csrs.contains("system:bootstrap:node-token Auto approving kubelet client certificate after SubjectAccessReview."),
+        "{csrs}"
+    );
+    // Past the first certificate's expiry the node is still Ready on the renewed one.
+    std::thread::sleep(Duration::from_secs(15));
+    wait_until(
+        "the node to be Ready on its renewed certificate",
+        Duration::from_secs(30),
+        || {
+            get(
+                &s,
+                &[
+                    "get",
+                    "node",
+                    "joined",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            ) == "True"
+        },
+    );
+}
+
 /// Starts `tug agent` for node `joined` on the server's token.
 fn spawn_agent(s: &TugServer, agent_dir: &Path, bridge: &str) -> Child {
     let token = std::fs::read_to_string(s.data_dir.join("node-token")).expect("node token");

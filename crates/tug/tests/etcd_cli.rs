@@ -168,7 +168,7 @@ fn killing_the_leader_hands_scheduling_to_the_other_server() {
         &["--datastore", &datastore],
     );
     // Hollow nodes joined to the second server, so they outlive the first.
-    let token = std::fs::read_to_string(second.data_dir.join("node-token")).expect("token");
+    let token = std::fs::read_to_string(second.data_dir.join("token")).expect("admin token");
     let mut agent = Command::new(bin)
         .args(["agent", "--simulate", "2", "--heartbeat-interval", "1"])
         .args([

@@ -499,7 +499,7 @@ async fn metadata_clients_get_metadata_and_tables_carry_what_they_ask() {
 fn an_agent_refuses_a_node_name_another_live_agent_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TugServer::start_with(tug_bin!(), &dir.path().join("data"), &[]);
-    let token = std::fs::read_to_string(s.data_dir.join("node-token")).expect("node token");
+    let token = std::fs::read_to_string(s.data_dir.join("token")).expect("admin token");
     let agent = |data: &str| {
         let mut cmd = std::process::Command::new(tug_bin!());
         cmd.args(["agent", "--simulate", "2", "--node-prefix", "twin"])

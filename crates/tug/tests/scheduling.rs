@@ -298,7 +298,7 @@ fn losing_an_agent_makes_its_nodes_not_ready_and_its_pods_move() {
         &data,
         &["--simulated-nodes", "2", "--node-monitor-grace-period", "3"],
     );
-    let token = std::fs::read_to_string(data.join("node-token")).expect("node token");
+    let token = std::fs::read_to_string(data.join("token")).expect("admin token");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_tug"))
         .args([
             "agent",

@@ -194,6 +194,47 @@ fn scope<'b>(
     ctx
 }
 
+/// Evaluates `source` with the Kubernetes library and the variables `vars` (JSON values), as
+/// the other CEL users of the API server (authentication's claim mappings) need it; the
+/// result comes back as JSON (maps, lists, strings, numbers, booleans, null).
+pub fn evaluate(source: &str, vars: &[(&str, &Value)]) -> Result<Value, String> {
+    let program = compile(source)?;
+    let lib = library();
+    let mut ctx = lib.new_inner_scope();
+    for (name, v) in vars {
+        ctx.add_variable_from_value(*name, to_cel(v));
+    }
+    program
+        .execute(&ctx)
+        .map_err(|e| e.to_string())
+        .and_then(|v| from_cel(&v))
+}
+
+/// A CEL value as JSON; types JSON has no form for are an error.
+fn from_cel(v: &Cel) -> Result<Value, String> {
+    Ok(match v {
+        Cel::Null => Value::Null,
+        Cel::Bool(b) => Value::Bool(*b),
+        Cel::Int(i) => Value::from(*i),
+        Cel::UInt(u) => Value::from(*u),
+        Cel::Float(f) => Value::from(*f),
+        Cel::String(s) => Value::String(s.to_string()),
+        Cel::List(l) => Value::Array(l.iter().map(from_cel).collect::<Result<_, _>>()?),
+        Cel::Map(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in m.map.iter() {
+                let key = match k {
+                    cel::objects::Key::String(s) => s.to_string(),
+                    other => format!("{other:?}"),
+                };
+                out.insert(key, from_cel(v)?);
+            }
+            Value::Object(out)
+        }
+        other => return Err(format!("a value of type {:?} has no JSON form", other.type_of())),
+    })
+}
+
 fn is_url(s: &str) -> bool {
     match s.split_once("://") {
         Some((scheme, rest)) => {

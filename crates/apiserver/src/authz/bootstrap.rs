@@ -338,8 +338,8 @@ mod tests {
     fn the_default_policy_reads_whole() {
         let objects = objects().expect("the policy parses");
         let count = |kind: &str| objects.iter().filter(|o| o["kind"] == kind).count();
-        assert_eq!(count("ClusterRole"), 69);
-        assert_eq!(count("ClusterRoleBinding"), 50);
+        assert_eq!(count("ClusterRole"), 84);
+        assert_eq!(count("ClusterRoleBinding"), 68);
         assert_eq!(count("Role"), 7);
         assert_eq!(count("RoleBinding"), 7);
         let find = |name: &str| {

@@ -29,11 +29,7 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
     let identity = match auth::authenticate(&req, &server.token, server.node_token.as_deref()) {
         Ok(auth::Credentials::Known(id)) => id,
         Ok(auth::Credentials::Bearer(token)) => {
-            let found = match server.tokens.get() {
-                Some(issuer) => server.registry.token_identity(issuer, &token).await,
-                None => None,
-            };
-            match found {
+            match server.authenticate_bearer(&token).await {
                 Some(id) => Some(id),
                 None => return error_response(&ApiError::unauthorized()),
             }
@@ -58,6 +54,7 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
     let decision = server.registry.authorizer.decide(&identity, &attributes);
     if !decision.allowed {
         let e = crate::authz::forbidden(&identity, &attributes, &decision.reason);
+        tracing::debug!(user = %identity.user, %method, uri = %req.uri(), reason = %decision.reason, "forbidden");
         if let (Some(a), Some(r)) = (audit, record.as_mut()) {
             a.finish(
                 r,

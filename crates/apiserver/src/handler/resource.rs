@@ -138,6 +138,7 @@ pub(super) async fn resource(
     if let Some(s) = sub
         && !matches!(s, "status" | "finalize")
         && !(s == "ephemeralcontainers" && r.plural == "pods")
+        && !(s == "approval" && r.plural == "certificatesigningrequests")
     {
         return Err(ApiError::new(
             501,

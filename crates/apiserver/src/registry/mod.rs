@@ -4,6 +4,7 @@
 //! mod revision.
 
 mod allocate;
+mod approval;
 mod automount;
 mod binding;
 mod cache;

@@ -271,6 +271,16 @@ impl Registry {
         })
     }
 
+    /// The user of the bootstrap token `id`.`secret`, from its Secret in kube-system.
+    pub async fn bootstrap_token_identity(&self, id: &str, secret: &str) -> Option<Identity> {
+        let name = crate::authn::bootstrap_token::secret_name(id);
+        let (obj, _) = self
+            .current(core("secrets").ok()?, Some("kube-system"), &name)
+            .await
+            .ok()??;
+        crate::authn::bootstrap_token::identity(&obj, id, secret, jiff::Timestamp::now().as_second())
+    }
+
     /// Some(()) when the object still exists with the token's UID, and is not being deleted
     /// for longer than the grace Kubernetes allows.
     async fn still_there(&self, plural: &str, ns: Option<&str>, r: &BoundRef) -> Option<()> {

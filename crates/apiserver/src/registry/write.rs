@@ -10,7 +10,7 @@ use tug_store::{
 };
 
 use super::{Registry, key, store_error};
-use super::{ephemeral, graceful, pod_update, strategy};
+use super::{approval, ephemeral, graceful, pod_update, strategy};
 
 /// Options of a write.
 #[derive(Clone, Debug, Default)]
@@ -416,6 +416,10 @@ impl Registry {
         if subresource == Some("ephemeralcontainers") {
             // The ephemeralcontainers subresource adds ephemeral containers, and only that.
             new = ephemeral::admit(&old, &new, name)?;
+        } else if subresource == Some("approval") {
+            new = approval::approval(&old, &new)?;
+        } else if subresource == Some("status") && r.kind == "CertificateSigningRequest" {
+            new = approval::status(&old, &new);
         } else if subresource == Some("status") {
             // The status subresource changes status only.
             let status = new.get("status").cloned();
