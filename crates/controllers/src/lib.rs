@@ -63,7 +63,10 @@ impl Default for Settings {
 /// caches), and one per controller acting as its service account in kube-system, as
 /// kube-controller-manager's `--use-service-account-credentials` gives each controller.
 #[derive(Clone)]
-pub struct Clients(std::sync::Arc<dyn Fn(Option<&str>) -> kube::Client + Send + Sync>);
+pub struct Clients(std::sync::Arc<MakeClient>);
+
+/// Makes the client of the controller manager (`None`) or of a controller (its name).
+type MakeClient = dyn Fn(Option<&str>) -> kube::Client + Send + Sync;
 
 impl Clients {
     /// Clients made by `make`: `None` asks for the manager's, `Some(name)` for the service
@@ -104,7 +107,11 @@ pub async fn run(clients: Clients, settings: Settings) {
             shared.clone(),
             settings.terminated_pod_gc_threshold
         ),
-        nodelifecycle::run(c("node-controller"), shared, settings.node_monitor_grace_period),
+        nodelifecycle::run(
+            c("node-controller"),
+            shared,
+            settings.node_monitor_grace_period
+        ),
         namespace_objects::run_service_accounts(c("service-account-controller")),
         async {
             if let Some(ca) = settings.root_ca {

@@ -35,7 +35,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Loads the node's client certificate from `dir`, or requests it with `client` (the join
 /// token's bootstrap identity, which may ask for node client certificates) and saves it there.
-pub async fn client_cert(client: &kube::Client, node: &str, dir: &Path) -> anyhow::Result<KeyAndCert> {
+pub async fn client_cert(
+    client: &kube::Client,
+    node: &str,
+    dir: &Path,
+) -> anyhow::Result<KeyAndCert> {
     std::fs::create_dir_all(dir)?;
     obtain(client, node, &[], dir, "kubelet-client", false, true).await
 }
@@ -200,10 +204,7 @@ pub fn validity(pem: &str) -> Option<(SystemTime, SystemTime)> {
     let cert = block.parse_x509().ok()?;
     let at = |t: i64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).ok()?));
     let v = cert.validity();
-    Some((
-        at(v.not_before.timestamp())?,
-        at(v.not_after.timestamp())?,
-    ))
+    Some((at(v.not_before.timestamp())?, at(v.not_after.timestamp())?))
 }
 
 /// When a certificate valid from `not_before` to `not_after` is renewed: at a random point
@@ -314,9 +315,13 @@ pub async fn keep_client_cert_fresh(
                         current = pair;
                         break;
                     }
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "the renewed certificate cannot be used"),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "the renewed certificate cannot be used")
+                    }
                 },
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "renewing the node's client certificate failed; retrying in 30s"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "renewing the node's client certificate failed; retrying in 30s")
+                }
             }
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
@@ -336,9 +341,18 @@ mod tests {
     fn renewal_falls_between_70_and_90_percent_of_the_lifetime() {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let end = start + Duration::from_secs(1000);
-        assert_eq!(renewal_time(start, end, 0.0), start + Duration::from_secs(700));
-        assert_eq!(renewal_time(start, end, 1.0), start + Duration::from_secs(900));
-        assert_eq!(renewal_time(start, end, 0.5), start + Duration::from_secs(800));
+        assert_eq!(
+            renewal_time(start, end, 0.0),
+            start + Duration::from_secs(700)
+        );
+        assert_eq!(
+            renewal_time(start, end, 1.0),
+            start + Duration::from_secs(900)
+        );
+        assert_eq!(
+            renewal_time(start, end, 0.5),
+            start + Duration::from_secs(800)
+        );
     }
 
     #[test]
@@ -349,7 +363,12 @@ mod tests {
         p.not_after = rcgen::date_time_ymd(2031, 1, 1);
         let pem = p.self_signed(&key).unwrap().pem();
         let (from, to) = validity(&pem).unwrap();
-        assert_eq!(from.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_893_456_000);
+        assert_eq!(
+            from.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            1_893_456_000
+        );
         assert_eq!(to.duration_since(from).unwrap().as_secs(), 365 * 24 * 3600);
     }
 }

@@ -34,10 +34,15 @@ impl Provider {
         params
             .subject_alt_names
             .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-        let cert = params.self_signed(&tls_key).expect("self-signed certificate");
+        let cert = params
+            .self_signed(&tls_key)
+            .expect("self-signed certificate");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
-        let issuer = format!("https://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let issuer = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
         let raw = key.public_key_raw();
         let jwks = json!({"keys": [{
             "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": KEY_ID,
@@ -86,7 +91,10 @@ impl Provider {
     /// A token like [`Provider::token`]'s but signed with another key under the same key id:
     /// its signature does not verify.
     pub fn forged_token(&self, claims: Value) -> String {
-        sign(&rcgen::KeyPair::generate().expect("key"), self.with_defaults(claims))
+        sign(
+            &rcgen::KeyPair::generate().expect("key"),
+            self.with_defaults(claims),
+        )
     }
 
     fn with_defaults(&self, mut claims: Value) -> Value {

@@ -183,7 +183,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             std::sync::Arc::new(move |pem: &str, server: bool, asked: Option<i32>| {
                 // As kube-controller-manager: the request's expirationSeconds (at least 10
                 // minutes) when shorter than --cluster-signing-duration.
-                let asked = asked.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0).max(600)));
+                let asked = asked.map(|s| {
+                    std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0).max(600))
+                });
                 let valid_for = asked.map_or(most, |a| a.min(most));
                 pki.sign_node_csr(pem, server, valid_for)
                     .map_err(|e| format!("{e:#}"))

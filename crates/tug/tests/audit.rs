@@ -158,30 +158,109 @@ fn components_act_as_their_own_identities_and_are_never_refused() {
     ok(&s, &["create", "namespace", "work"]);
     ok(
         &s,
-        &["create", "deployment", "web", "--image=busybox", "--replicas=2", "-n", "work"],
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=2",
+            "-n",
+            "work",
+        ],
     );
-    ok(&s, &["expose", "deployment", "web", "--port=80", "-n", "work"]);
-    ok(&s, &["create", "job", "once", "--image=busybox", "-n", "work"]);
     ok(
         &s,
-        &["create", "cronjob", "tick", "--image=busybox", "--schedule=* * * * *", "-n", "work"],
+        &["expose", "deployment", "web", "--port=80", "-n", "work"],
     );
     ok(
         &s,
-        &["create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=1", "-n", "work"],
+        &["create", "job", "once", "--image=busybox", "-n", "work"],
     );
-    ok(&s, &["create", "quota", "q", "--hard=pods=20", "-n", "work"]);
+    ok(
+        &s,
+        &[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=busybox",
+            "--schedule=* * * * *",
+            "-n",
+            "work",
+        ],
+    );
+    ok(
+        &s,
+        &[
+            "create",
+            "poddisruptionbudget",
+            "web",
+            "--selector=app=web",
+            "--min-available=1",
+            "-n",
+            "work",
+        ],
+    );
+    ok(
+        &s,
+        &["create", "quota", "q", "--hard=pods=20", "-n", "work"],
+    );
     eventually("the deployment to be available", || {
-        ok(&s, &["get", "deployment", "web", "-n", "work", "-o", "jsonpath={.status.availableReplicas}"]) == "2"
+        ok(
+            &s,
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-n",
+                "work",
+                "-o",
+                "jsonpath={.status.availableReplicas}",
+            ],
+        ) == "2"
     });
     eventually("the job to complete", || {
-        ok(&s, &["get", "job", "once", "-n", "work", "-o", "jsonpath={.status.succeeded}"]) == "1"
+        ok(
+            &s,
+            &[
+                "get",
+                "job",
+                "once",
+                "-n",
+                "work",
+                "-o",
+                "jsonpath={.status.succeeded}",
+            ],
+        ) == "1"
     });
     eventually("the quota to count the pods", || {
-        !ok(&s, &["get", "quota", "q", "-n", "work", "-o", "jsonpath={.status.used.pods}"]).is_empty()
+        !ok(
+            &s,
+            &[
+                "get",
+                "quota",
+                "q",
+                "-n",
+                "work",
+                "-o",
+                "jsonpath={.status.used.pods}",
+            ],
+        )
+        .is_empty()
     });
     eventually("the budget's status", || {
-        !ok(&s, &["get", "pdb", "web", "-n", "work", "-o", "jsonpath={.status.currentHealthy}"]).is_empty()
+        !ok(
+            &s,
+            &[
+                "get",
+                "pdb",
+                "web",
+                "-n",
+                "work",
+                "-o",
+                "jsonpath={.status.currentHealthy}",
+            ],
+        )
+        .is_empty()
     });
     let all = events(&log);
     let by = |user: &str, verb: &str, resource: &str| {
@@ -189,7 +268,9 @@ fn components_act_as_their_own_identities_and_are_never_refused() {
             e["user"]["username"] == user
                 && e["verb"] == verb
                 && e["objectRef"]["resource"] == resource
-                && e["responseStatus"]["code"].as_u64().is_some_and(|c| c < 300)
+                && e["responseStatus"]["code"]
+                    .as_u64()
+                    .is_some_and(|c| c < 300)
         })
     };
     let sa = |name: &str| format!("system:serviceaccount:kube-system:{name}");
@@ -199,25 +280,41 @@ fn components_act_as_their_own_identities_and_are_never_refused() {
         (sa("replicaset-controller"), "create", "pods"),
         (sa("job-controller"), "create", "pods"),
         (sa("endpointslice-controller"), "patch", "endpointslices"),
-        (sa("service-account-controller"), "create", "serviceaccounts"),
+        (
+            sa("service-account-controller"),
+            "create",
+            "serviceaccounts",
+        ),
         (sa("root-ca-cert-publisher"), "create", "configmaps"),
         (sa("node-controller"), "patch", "nodes"),
     ] {
-        assert!(by(&user, verb, resource), "no {verb} of {resource} by {user} in the audit log");
+        assert!(
+            by(&user, verb, resource),
+            "no {verb} of {resource} by {user} in the audit log"
+        );
     }
     // The scheduler's binding is its own, not the API server's.
-    assert!(all.iter().any(|e| e["user"]["username"] == "system:kube-scheduler"
-        && e["objectRef"]["subresource"] == "binding"));
+    assert!(
+        all.iter()
+            .any(|e| e["user"]["username"] == "system:kube-scheduler"
+                && e["objectRef"]["subresource"] == "binding")
+    );
     let refused: Vec<String> = all
         .iter()
         .filter(|e| e["responseStatus"]["code"] == 403)
-        .map(|e| format!("{} {} {}", e["user"]["username"], e["verb"], e["requestURI"]))
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["user"]["username"], e["verb"], e["requestURI"]
+            )
+        })
         .collect();
     assert!(refused.is_empty(), "components were refused: {refused:#?}");
     assert!(
-        !all.iter().any(|e| e["user"]["username"] == "system:apiserver"
-            && e["verb"] == "create"
-            && e["objectRef"]["resource"] == "replicasets"),
+        !all.iter()
+            .any(|e| e["user"]["username"] == "system:apiserver"
+                && e["verb"] == "create"
+                && e["objectRef"]["resource"] == "replicasets"),
         "the controllers act as the API server"
     );
 }

@@ -25,7 +25,11 @@ fn whoami(s: &TugServer, token: &str) -> (String, Vec<String>, Value) {
     let info = &v["status"]["userInfo"];
     let groups = info["groups"]
         .as_array()
-        .map(|g| g.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|g| {
+            g.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     (
         info["username"].as_str().unwrap_or_default().to_string(),
@@ -199,7 +203,10 @@ fn oidc_static_and_bootstrap_tokens_authenticate_users() {
                         "usages": ["digital signature", "client auth"]}})
         .to_string()
     };
-    for (token, name) in [("abcdef.0123456789abcdef", "by-bootstrapper"), ("static-token-for-carol", "by-carol")] {
+    for (token, name) in [
+        ("abcdef.0123456789abcdef", "by-bootstrapper"),
+        ("static-token-for-carol", "by-carol"),
+    ] {
         let dir = tempfile::tempdir().expect("tmp");
         let file = dir.path().join("csr.json");
         std::fs::write(&file, request(name, "worker-9")).expect("write");
@@ -207,23 +214,60 @@ fn oidc_static_and_bootstrap_tokens_authenticate_users() {
         assert!(o.status.success(), "{name}: {}", text(&o));
     }
     let approved = |name: &str| {
-        ok(&s, &["get", "csr", name, "-o", "jsonpath={.status.conditions[*].type}"]) == "Approved"
+        ok(
+            &s,
+            &[
+                "get",
+                "csr",
+                name,
+                "-o",
+                "jsonpath={.status.conditions[*].type}",
+            ],
+        ) == "Approved"
     };
     tug_testkit::kubectl::eventually("the bootstrapper's request to be approved", || {
         approved("by-bootstrapper")
     });
-    let issued = ok(&s, &["get", "csr", "by-bootstrapper", "-o", "jsonpath={.status.certificate}"]);
+    let issued = ok(
+        &s,
+        &[
+            "get",
+            "csr",
+            "by-bootstrapper",
+            "-o",
+            "jsonpath={.status.certificate}",
+        ],
+    );
     assert!(!issued.is_empty(), "approved but not signed");
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(!approved("by-carol"), "carol's request was approved");
     assert_eq!(
-        ok(&s, &["get", "csr", "by-carol", "-o", "jsonpath={.status.certificate}"]),
+        ok(
+            &s,
+            &[
+                "get",
+                "csr",
+                "by-carol",
+                "-o",
+                "jsonpath={.status.certificate}"
+            ]
+        ),
         ""
     );
     // An administrator may still approve it, and then it is signed.
     ok(&s, &["certificate", "approve", "by-carol"]);
     tug_testkit::kubectl::eventually("carol's approved request to be signed", || {
-        !ok(&s, &["get", "csr", "by-carol", "-o", "jsonpath={.status.certificate}"]).is_empty()
+        !ok(
+            &s,
+            &[
+                "get",
+                "csr",
+                "by-carol",
+                "-o",
+                "jsonpath={.status.certificate}",
+            ],
+        )
+        .is_empty()
     });
 
     // The server's node token is a bootstrap identity too, not an administrator.
@@ -249,7 +293,13 @@ fn a_bad_authentication_config_stops_the_server_with_the_field_named() {
     )
     .expect("write");
     let out = std::process::Command::new(tug_bin!())
-        .args(["server", "--disable-agent", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "server",
+            "--disable-agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .arg("--authentication-config")
         .arg(&config)
@@ -258,7 +308,10 @@ fn a_bad_authentication_config_stops_the_server_with_the_field_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the server started: {stderr}");
     assert!(
-        stderr.contains("jwt[0]") && stderr.contains("issuer.url: Invalid value: \"http://idp.example\": URL scheme must be https"),
+        stderr.contains("jwt[0]")
+            && stderr.contains(
+                "issuer.url: Invalid value: \"http://idp.example\": URL scheme must be https"
+            ),
         "{stderr}"
     );
 }

@@ -231,7 +231,12 @@ fn from_cel(v: &Cel) -> Result<Value, String> {
             }
             Value::Object(out)
         }
-        other => return Err(format!("a value of type {:?} has no JSON form", other.type_of())),
+        other => {
+            return Err(format!(
+                "a value of type {:?} has no JSON form",
+                other.type_of()
+            ));
+        }
     })
 }
 

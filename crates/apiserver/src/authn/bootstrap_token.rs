@@ -17,7 +17,9 @@ pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 pub fn parse(token: &str) -> Option<(&str, &str)> {
     let (id, secret) = token.split_once('.')?;
     let ok = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     };
     (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
 }
@@ -52,7 +54,10 @@ pub fn identity(secret: &Value, id: &str, presented: &str, now: i64) -> Option<I
         match expiration.parse::<jiff::Timestamp>() {
             Ok(t) if t.as_second() > now => {}
             _ => {
-                tracing::debug!(token = id, "a bootstrap token is expired (or its expiration unreadable)");
+                tracing::debug!(
+                    token = id,
+                    "a bootstrap token is expired (or its expiration unreadable)"
+                );
                 return None;
             }
         }
@@ -64,7 +69,11 @@ pub fn identity(secret: &Value, id: &str, presented: &str, now: i64) -> Option<I
     if let Some(extra) = field("auth-extra-groups") {
         for g in extra.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             if !valid_group(g) {
-                tracing::warn!(token = id, group = g, "a bootstrap token names a group outside system:bootstrappers:; refused");
+                tracing::warn!(
+                    token = id,
+                    group = g,
+                    "a bootstrap token names a group outside system:bootstrappers:; refused"
+                );
                 return None;
             }
             if !groups.iter().any(|x| x == g) {
@@ -118,15 +127,26 @@ mod tests {
 
     #[test]
     fn shape() {
-        assert_eq!(parse("abcdef.0123456789abcdef"), Some(("abcdef", "0123456789abcdef")));
-        for bad in ["abcdef0123456789abcdef", "ABCDEF.0123456789abcdef", "abcde.0123456789abcdefg", "abcdef.0123456789abcde"] {
+        assert_eq!(
+            parse("abcdef.0123456789abcdef"),
+            Some(("abcdef", "0123456789abcdef"))
+        );
+        for bad in [
+            "abcdef0123456789abcdef",
+            "ABCDEF.0123456789abcdef",
+            "abcde.0123456789abcdefg",
+            "abcdef.0123456789abcde",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn valid_token_with_extra_groups() {
-        let s = secret(&[("auth-extra-groups", "system:bootstrappers:tug:nodes"), ("expiration", "2999-01-01T00:00:00Z")]);
+        let s = secret(&[
+            ("auth-extra-groups", "system:bootstrappers:tug:nodes"),
+            ("expiration", "2999-01-01T00:00:00Z"),
+        ]);
         let id = identity(&s, "abcdef", "0123456789abcdef", 0).unwrap();
         assert_eq!(id.user, "system:bootstrap:abcdef");
         assert_eq!(id.groups, [BOOTSTRAPPERS, "system:bootstrappers:tug:nodes"]);
@@ -135,16 +155,52 @@ mod tests {
     #[test]
     fn refusals() {
         let now = 2_000_000_000;
-        assert!(identity(&secret(&[]), "abcdef", "0123456789abcdeX", now).is_none(), "wrong secret");
-        assert!(identity(&secret(&[("expiration", "2020-01-01T00:00:00Z")]), "abcdef", "0123456789abcdef", now).is_none(), "expired");
-        assert!(identity(&secret(&[("usage-bootstrap-authentication", "false")]), "abcdef", "0123456789abcdef", now).is_none(), "usage");
-        assert!(identity(&secret(&[("auth-extra-groups", "system:masters")]), "abcdef", "0123456789abcdef", now).is_none(), "group");
+        assert!(
+            identity(&secret(&[]), "abcdef", "0123456789abcdeX", now).is_none(),
+            "wrong secret"
+        );
+        assert!(
+            identity(
+                &secret(&[("expiration", "2020-01-01T00:00:00Z")]),
+                "abcdef",
+                "0123456789abcdef",
+                now
+            )
+            .is_none(),
+            "expired"
+        );
+        assert!(
+            identity(
+                &secret(&[("usage-bootstrap-authentication", "false")]),
+                "abcdef",
+                "0123456789abcdef",
+                now
+            )
+            .is_none(),
+            "usage"
+        );
+        assert!(
+            identity(
+                &secret(&[("auth-extra-groups", "system:masters")]),
+                "abcdef",
+                "0123456789abcdef",
+                now
+            )
+            .is_none(),
+            "group"
+        );
         let mut s = secret(&[]);
         s["type"] = json!("Opaque");
-        assert!(identity(&s, "abcdef", "0123456789abcdef", now).is_none(), "type");
+        assert!(
+            identity(&s, "abcdef", "0123456789abcdef", now).is_none(),
+            "type"
+        );
         let mut s = secret(&[]);
         s["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        assert!(identity(&s, "abcdef", "0123456789abcdef", now).is_none(), "deleting");
+        assert!(
+            identity(&s, "abcdef", "0123456789abcdef", now).is_none(),
+            "deleting"
+        );
         assert!(identity(&secret(&[]), "abcdef", "0123456789abcdef", now).is_some());
     }
 }

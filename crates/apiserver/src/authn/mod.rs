@@ -43,8 +43,8 @@ impl Authenticators {
             return registry.bootstrap_token_identity(id, secret).await;
         }
         if !self.jwt.is_empty()
-            && let Some(iss) = oidc::unverified_claims(token)
-                .and_then(|c| c["iss"].as_str().map(str::to_string))
+            && let Some(iss) =
+                oidc::unverified_claims(token).and_then(|c| c["iss"].as_str().map(str::to_string))
             && let Some(jwt) = self.jwt.iter().find(|j| j.issuer() == iss)
         {
             return match jwt.authenticate(token).await {

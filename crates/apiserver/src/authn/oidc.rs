@@ -134,8 +134,12 @@ pub struct UserValidationRule {
 
 /// Reads and checks `--authentication-config`.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Vec<JwtAuthenticator>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the authentication configuration {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the authentication configuration {}",
+            path.display()
+        )
+    })?;
     parse(&text).with_context(|| format!("authentication configuration {}", path.display()))
 }
 
@@ -177,8 +181,14 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<JwtAuthenticator>> {
 /// The checks kube-apiserver makes of one `jwt` entry, worded with its field paths.
 fn check(jwt: &JwtConfig) -> anyhow::Result<()> {
     let url = &jwt.issuer.url;
-    anyhow::ensure!(!url.is_empty(), "issuer.url: Required value: reference to an issuer is required");
-    anyhow::ensure!(url.starts_with("https://"), "issuer.url: Invalid value: {url:?}: URL scheme must be https");
+    anyhow::ensure!(
+        !url.is_empty(),
+        "issuer.url: Required value: reference to an issuer is required"
+    );
+    anyhow::ensure!(
+        url.starts_with("https://"),
+        "issuer.url: Invalid value: {url:?}: URL scheme must be https"
+    );
     anyhow::ensure!(
         !jwt.issuer.audiences.is_empty(),
         "issuer.audiences: Required value: at least one issuer.audiences is required"
@@ -192,8 +202,12 @@ fn check(jwt: &JwtConfig) -> anyhow::Result<()> {
     }
     let username = &jwt.claim_mappings.username;
     match (&username.claim, &username.expression) {
-        (Some(_), Some(_)) => anyhow::bail!("claimMappings.username: Invalid value: \"\": claim and expression can't both be set"),
-        (None, None) => anyhow::bail!("claimMappings.username: Required value: claim or expression is required"),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "claimMappings.username: Invalid value: \"\": claim and expression can't both be set"
+        ),
+        (None, None) => {
+            anyhow::bail!("claimMappings.username: Required value: claim or expression is required")
+        }
         (Some(_), None) if username.prefix.is_none() => anyhow::bail!(
             "claimMappings.username.prefix: Required value: prefix is required when claim is set. It can be set to an empty string to disable prefixing"
         ),
@@ -214,12 +228,32 @@ fn check(jwt: &JwtConfig) -> anyhow::Result<()> {
         .iter()
         .filter_map(|r| r.expression.as_deref())
         .chain(username.expression.as_deref())
-        .chain(jwt.claim_mappings.groups.iter().filter_map(|g| g.expression.as_deref()))
-        .chain(jwt.claim_mappings.uid.iter().filter_map(|u| u.expression.as_deref()))
-        .chain(jwt.claim_mappings.extra.iter().map(|e| e.value_expression.as_str()))
-        .chain(jwt.user_validation_rules.iter().map(|r| r.expression.as_str()));
+        .chain(
+            jwt.claim_mappings
+                .groups
+                .iter()
+                .filter_map(|g| g.expression.as_deref()),
+        )
+        .chain(
+            jwt.claim_mappings
+                .uid
+                .iter()
+                .filter_map(|u| u.expression.as_deref()),
+        )
+        .chain(
+            jwt.claim_mappings
+                .extra
+                .iter()
+                .map(|e| e.value_expression.as_str()),
+        )
+        .chain(
+            jwt.user_validation_rules
+                .iter()
+                .map(|r| r.expression.as_str()),
+        );
     for e in expressions {
-        cel::compile(e).map_err(|err| anyhow::anyhow!("compilation failed for expression {e:?}: {err}"))?;
+        cel::compile(e)
+            .map_err(|err| anyhow::anyhow!("compilation failed for expression {e:?}: {err}"))?;
     }
     Ok(())
 }
@@ -344,7 +378,10 @@ impl JwtAuthenticator {
             && t.elapsed() < REFETCH_PAUSE
             && cached.is_some()
         {
-            anyhow::bail!("oidc: no key {kid:?} among the issuer's keys (fetched {:?} ago)", t.elapsed());
+            anyhow::bail!(
+                "oidc: no key {kid:?} among the issuer's keys (fetched {:?} ago)",
+                t.elapsed()
+            );
         }
         *last = Some(Instant::now());
         let set = Arc::new(self.fetch_keys().await?);
@@ -358,7 +395,10 @@ impl JwtAuthenticator {
         let issuer = &self.config.issuer;
         let discovery = match &issuer.discovery_url {
             Some(u) => u.clone(),
-            None => format!("{}/.well-known/openid-configuration", issuer.url.trim_end_matches('/')),
+            None => format!(
+                "{}/.well-known/openid-configuration",
+                issuer.url.trim_end_matches('/')
+            ),
         };
         let doc = self.get_json(&discovery).await?;
         if issuer.discovery_url.is_none() {
@@ -369,9 +409,9 @@ impl JwtAuthenticator {
                 doc["issuer"]
             );
         }
-        let jwks_uri = doc["jwks_uri"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("oidc: the discovery document at {discovery} has no jwks_uri"))?;
+        let jwks_uri = doc["jwks_uri"].as_str().ok_or_else(|| {
+            anyhow::anyhow!("oidc: the discovery document at {discovery} has no jwks_uri")
+        })?;
         let keys = self.get_json(jwks_uri).await?;
         let set: JwkSet = serde_json::from_value(keys)
             .with_context(|| format!("oidc: decoding the keys at {jwks_uri}"))?;
@@ -380,12 +420,18 @@ impl JwtAuthenticator {
     }
 
     async fn get_json(&self, url: &str) -> anyhow::Result<Value> {
-        let uri: http::Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
+        let uri: http::Uri = url
+            .parse()
+            .with_context(|| format!("{url:?} is not a URL"))?;
         let resp = tokio::time::timeout(Duration::from_secs(10), self.client.get(uri))
             .await
             .with_context(|| format!("oidc: fetching {url} timed out"))?
             .with_context(|| format!("oidc: fetching {url}"))?;
-        anyhow::ensure!(resp.status().is_success(), "oidc: {url} answered {}", resp.status());
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "oidc: {url} answered {}",
+            resp.status()
+        );
         let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
             .await
             .with_context(|| format!("oidc: reading {url} timed out"))?
@@ -408,11 +454,15 @@ impl JwtAuthenticator {
                     );
                 }
                 (None, Some(e)) => {
-                    let passed = cel::evaluate(e, &vars).map_err(|err| anyhow::anyhow!("oidc: error evaluating claim validation expression: {err}"))?;
+                    let passed = cel::evaluate(e, &vars).map_err(|err| {
+                        anyhow::anyhow!("oidc: error evaluating claim validation expression: {err}")
+                    })?;
                     anyhow::ensure!(
                         passed == Value::Bool(true),
                         "oidc: error evaluating claim validation expression: {}",
-                        rule.message.clone().unwrap_or_else(|| format!("expression {e:?} resulted in {passed}"))
+                        rule.message
+                            .clone()
+                            .unwrap_or_else(|| format!("expression {e:?} resulted in {passed}"))
                     );
                 }
                 (None, None) => {}
@@ -421,28 +471,39 @@ impl JwtAuthenticator {
         let m = &self.config.claim_mappings;
         let user = match (&m.username.claim, &m.username.expression) {
             (Some(claim), _) => {
-                let value = claims[claim]
-                    .as_str()
-                    .ok_or_else(|| anyhow::anyhow!("oidc: parse username claims {claim:?}: claim not present"))?;
-                if claim == "email" && let Some(verified) = claims.get("email_verified") {
+                let value = claims[claim].as_str().ok_or_else(|| {
+                    anyhow::anyhow!("oidc: parse username claims {claim:?}: claim not present")
+                })?;
+                if claim == "email"
+                    && let Some(verified) = claims.get("email_verified")
+                {
                     anyhow::ensure!(verified == &Value::Bool(true), "oidc: email not verified");
                 }
-                format!("{}{value}", m.username.prefix.as_deref().unwrap_or_default())
+                format!(
+                    "{}{value}",
+                    m.username.prefix.as_deref().unwrap_or_default()
+                )
             }
             (None, Some(e)) => match cel::evaluate(e, &vars) {
                 Ok(Value::String(s)) => s,
-                Ok(other) => anyhow::bail!("oidc: error evaluating username expression: got {other}, want a string"),
+                Ok(other) => anyhow::bail!(
+                    "oidc: error evaluating username expression: got {other}, want a string"
+                ),
                 Err(err) => anyhow::bail!("oidc: error evaluating username expression: {err}"),
             },
             (None, None) => anyhow::bail!("oidc: no username mapping"),
         };
-        anyhow::ensure!(!user.is_empty(), "oidc: empty username via CEL expression is not allowed");
+        anyhow::ensure!(
+            !user.is_empty(),
+            "oidc: empty username via CEL expression is not allowed"
+        );
         let mut groups = Vec::new();
         if let Some(g) = &m.groups {
             let value = match (&g.claim, &g.expression) {
                 (Some(claim), _) => claims.get(claim).cloned().unwrap_or(Value::Null),
-                (None, Some(e)) => cel::evaluate(e, &vars)
-                    .map_err(|err| anyhow::anyhow!("oidc: error evaluating group claim expression: {err}"))?,
+                (None, Some(e)) => cel::evaluate(e, &vars).map_err(|err| {
+                    anyhow::anyhow!("oidc: error evaluating group claim expression: {err}")
+                })?,
                 _ => Value::Null,
             };
             let prefix = g.prefix.as_deref().unwrap_or_default();
@@ -453,36 +514,57 @@ impl JwtAuthenticator {
                 .collect();
         }
         let uid = match &m.uid {
-            Some(ClaimOrExpression { claim: Some(c), .. }) => claims[c].as_str().unwrap_or_default().to_string(),
-            Some(ClaimOrExpression { expression: Some(e), .. }) => match cel::evaluate(e, &vars) {
+            Some(ClaimOrExpression { claim: Some(c), .. }) => {
+                claims[c].as_str().unwrap_or_default().to_string()
+            }
+            Some(ClaimOrExpression {
+                expression: Some(e),
+                ..
+            }) => match cel::evaluate(e, &vars) {
                 Ok(Value::String(s)) => s,
-                Ok(other) => anyhow::bail!("oidc: error evaluating uid claim expression: got {other}, want a string"),
+                Ok(other) => anyhow::bail!(
+                    "oidc: error evaluating uid claim expression: got {other}, want a string"
+                ),
                 Err(err) => anyhow::bail!("oidc: error evaluating uid claim expression: {err}"),
             },
             _ => String::new(),
         };
         let mut extra = BTreeMap::new();
         for x in &m.extra {
-            let value = cel::evaluate(&x.value_expression, &vars)
-                .map_err(|err| anyhow::anyhow!("oidc: error evaluating extra claim expression: {err}"))?;
+            let value = cel::evaluate(&x.value_expression, &vars).map_err(|err| {
+                anyhow::anyhow!("oidc: error evaluating extra claim expression: {err}")
+            })?;
             let values = strings(&value).ok_or_else(|| {
-                anyhow::anyhow!("oidc: extra mapping {:?}: {value} is neither a string nor a list of strings", x.key)
+                anyhow::anyhow!(
+                    "oidc: extra mapping {:?}: {value} is neither a string nor a list of strings",
+                    x.key
+                )
             })?;
             if !values.is_empty() {
                 extra.insert(x.key.clone(), values);
             }
         }
-        let identity = Identity { user, uid, groups, extra };
+        let identity = Identity {
+            user,
+            uid,
+            groups,
+            extra,
+        };
         if !self.config.user_validation_rules.is_empty() {
             let user = json!({"username": identity.user, "uid": identity.uid,
                               "groups": identity.groups, "extra": identity.extra});
             for rule in &self.config.user_validation_rules {
-                let passed = cel::evaluate(&rule.expression, &[("user", &user)])
-                    .map_err(|err| anyhow::anyhow!("oidc: error evaluating user info validation rule: {err}"))?;
+                let passed =
+                    cel::evaluate(&rule.expression, &[("user", &user)]).map_err(|err| {
+                        anyhow::anyhow!("oidc: error evaluating user info validation rule: {err}")
+                    })?;
                 anyhow::ensure!(
                     passed == Value::Bool(true),
                     "oidc: error evaluating user info validation rule: {}",
-                    rule.message.clone().unwrap_or_else(|| format!("expression {:?} resulted in {passed}", rule.expression))
+                    rule.message.clone().unwrap_or_else(|| format!(
+                        "expression {:?} resulted in {passed}",
+                        rule.expression
+                    ))
                 );
             }
         }
@@ -517,16 +599,26 @@ mod tests {
             "  claimValidationRules:\n  - claim: hd\n    requiredValue: example.com\n  claimMappings:\n    username: {claim: email, prefix: 'oidc:'}\n    groups: {claim: groups, prefix: 'oidc:'}\n    uid: {claim: sub}\n    extra:\n    - key: example.com/tenant\n      valueExpression: claims.tenant\n",
         );
         let id = a
-            .map(&json!({"email": "alice@example.com", "email_verified": true, "hd": "example.com",
-                         "groups": ["dev", "ops"], "sub": "1234", "tenant": "blue"}))
+            .map(
+                &json!({"email": "alice@example.com", "email_verified": true, "hd": "example.com",
+                         "groups": ["dev", "ops"], "sub": "1234", "tenant": "blue"}),
+            )
             .unwrap();
         assert_eq!(id.user, "oidc:alice@example.com");
         assert_eq!(id.groups, ["oidc:dev", "oidc:ops"]);
         assert_eq!(id.uid, "1234");
         assert_eq!(id.extra["example.com/tenant"], ["blue"]);
-        let e = a.map(&json!({"email": "a@b", "hd": "other.com"})).unwrap_err();
-        assert!(e.to_string().contains("required claim hd value does not match"), "{e}");
-        let e = a.map(&json!({"email": "a@b", "email_verified": false, "hd": "example.com"})).unwrap_err();
+        let e = a
+            .map(&json!({"email": "a@b", "hd": "other.com"}))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("required claim hd value does not match"),
+            "{e}"
+        );
+        let e = a
+            .map(&json!({"email": "a@b", "email_verified": false, "hd": "example.com"}))
+            .unwrap_err();
         assert!(e.to_string().contains("email not verified"), "{e}");
     }
 
@@ -536,7 +628,10 @@ mod tests {
             "  claimMappings:\n    username: {expression: \"'x:' + claims.sub\"}\n    groups: {expression: \"claims.roles.split(',')\"}\n  userValidationRules:\n  - expression: \"!user.username.startsWith('x:root')\"\n    message: no root\n",
         );
         let id = a.map(&json!({"sub": "bob", "roles": "a,b"})).unwrap();
-        assert_eq!((id.user.as_str(), id.groups.clone()), ("x:bob", vec!["a".to_string(), "b".into()]));
+        assert_eq!(
+            (id.user.as_str(), id.groups.clone()),
+            ("x:bob", vec!["a".to_string(), "b".into()])
+        );
         let e = a.map(&json!({"sub": "root", "roles": "a"})).unwrap_err();
         assert!(e.to_string().contains("no root"), "{e}");
     }
@@ -544,7 +639,9 @@ mod tests {
     #[test]
     fn bad_configurations() {
         let bad = |jwt: &str| {
-            let text = format!("apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n{jwt}");
+            let text = format!(
+                "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n{jwt}"
+            );
             format!("{:#}", parse(&text).unwrap_err())
         };
         assert!(bad("- issuer: {url: 'http://x', audiences: [a]}\n  claimMappings: {username: {claim: sub, prefix: ''}}").contains("URL scheme must be https"));

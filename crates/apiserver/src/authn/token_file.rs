@@ -18,8 +18,8 @@ pub struct TokenFile {
 impl TokenFile {
     /// Reads `path`.
     pub fn load(path: &Path) -> anyhow::Result<TokenFile> {
-        let text =
-            std::fs::read(path).with_context(|| format!("reading the token file {}", path.display()))?;
+        let text = std::fs::read(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("token file {}", path.display()))
     }
 
@@ -55,7 +55,10 @@ impl TokenFile {
                 ..Default::default()
             };
             if users.insert(token.to_string(), identity).is_some() {
-                tracing::warn!(row = i + 1, "a duplicate token in the token file overrides an earlier row");
+                tracing::warn!(
+                    row = i + 1,
+                    "a duplicate token in the token file overrides an earlier row"
+                );
             }
         }
         Ok(TokenFile { users })
@@ -85,10 +88,9 @@ mod tests {
 
     #[test]
     fn rows_with_quoted_groups() {
-        let f = TokenFile::parse(
-            b"t1,alice,u-1,\"dev,ops\"\nt2,bob,u-2\n,nobody,u-3\nt3,carol,u-4,\n",
-        )
-        .unwrap();
+        let f =
+            TokenFile::parse(b"t1,alice,u-1,\"dev,ops\"\nt2,bob,u-2\n,nobody,u-3\nt3,carol,u-4,\n")
+                .unwrap();
         assert_eq!(f.len(), 3);
         let a = f.user("t1").unwrap();
         assert_eq!((a.user.as_str(), a.uid.as_str()), ("alice", "u-1"));
@@ -103,7 +105,8 @@ mod tests {
     fn short_rows_are_refused() {
         let e = TokenFile::parse(b"t1,alice\n").unwrap_err();
         assert!(
-            format!("{e:#}").contains("must have at least 3 columns (token, user name, user uid), found 2"),
+            format!("{e:#}")
+                .contains("must have at least 3 columns (token, user name, user uid), found 2"),
             "{e:#}"
         );
     }

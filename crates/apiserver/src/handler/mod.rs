@@ -28,12 +28,10 @@ use io::*;
 pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
     let identity = match auth::authenticate(&req, &server.token, server.node_token.as_deref()) {
         Ok(auth::Credentials::Known(id)) => id,
-        Ok(auth::Credentials::Bearer(token)) => {
-            match server.authenticate_bearer(&token).await {
-                Some(id) => Some(id),
-                None => return error_response(&ApiError::unauthorized()),
-            }
-        }
+        Ok(auth::Credentials::Bearer(token)) => match server.authenticate_bearer(&token).await {
+            Some(id) => Some(id),
+            None => return error_response(&ApiError::unauthorized()),
+        },
         Err(e) => return error_response(&e),
     };
     let method = req.method().clone();

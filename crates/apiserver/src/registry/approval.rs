@@ -61,7 +61,10 @@ fn check(old: &Value, decisions: &[Value]) -> Result<(), ApiError> {
     let mut causes = Vec::new();
     let has = |t: &str| decisions.iter().any(|c| c["type"] == t);
     if has("Approved") && has("Denied") {
-        let i = decisions.iter().position(|c| c["type"] == "Denied").unwrap_or(0);
+        let i = decisions
+            .iter()
+            .position(|c| c["type"] == "Denied")
+            .unwrap_or(0);
         causes.push(Cause::new(
             "FieldValueInvalid",
             &format!("status.conditions[{i}].type"),
@@ -107,16 +110,25 @@ mod tests {
         let old = csr(json!([{"type": "Failed"}]), Some("old-cert"));
         let new = csr(json!([{"type": "Approved"}]), Some("forged"));
         let out = approval(&old, &new).unwrap();
-        assert_eq!(out["status"]["conditions"], json!([{"type": "Approved"}, {"type": "Failed"}]));
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([{"type": "Approved"}, {"type": "Failed"}])
+        );
         assert_eq!(out["status"]["certificate"], "old-cert");
     }
 
     #[test]
     fn status_keeps_the_decision() {
         let old = csr(json!([{"type": "Approved"}]), None);
-        let new = csr(json!([{"type": "Denied"}, {"type": "Failed"}]), Some("cert"));
+        let new = csr(
+            json!([{"type": "Denied"}, {"type": "Failed"}]),
+            Some("cert"),
+        );
         let out = status(&old, &new);
-        assert_eq!(out["status"]["conditions"], json!([{"type": "Approved"}, {"type": "Failed"}]));
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([{"type": "Approved"}, {"type": "Failed"}])
+        );
         assert_eq!(out["status"]["certificate"], "cert");
     }
 
@@ -125,9 +137,19 @@ mod tests {
         let old = csr(json!([]), None);
         let both = csr(json!([{"type": "Approved"}, {"type": "Denied"}]), None);
         let e = approval(&old, &both).unwrap_err();
-        assert!(e.message.contains("Approved and Denied conditions are mutually exclusive"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("Approved and Denied conditions are mutually exclusive"),
+            "{}",
+            e.message
+        );
         let approved = csr(json!([{"type": "Approved"}]), None);
         let e = approval(&approved, &old).unwrap_err();
-        assert!(e.message.contains("updates may not remove a condition of type \"Approved\""), "{}", e.message);
+        assert!(
+            e.message
+                .contains("updates may not remove a condition of type \"Approved\""),
+            "{}",
+            e.message
+        );
     }
 }

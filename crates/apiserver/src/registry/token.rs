@@ -278,7 +278,12 @@ impl Registry {
             .current(core("secrets").ok()?, Some("kube-system"), &name)
             .await
             .ok()??;
-        crate::authn::bootstrap_token::identity(&obj, id, secret, jiff::Timestamp::now().as_second())
+        crate::authn::bootstrap_token::identity(
+            &obj,
+            id,
+            secret,
+            jiff::Timestamp::now().as_second(),
+        )
     }
 
     /// Some(()) when the object still exists with the token's UID, and is not being deleted
