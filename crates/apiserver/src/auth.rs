@@ -85,6 +85,16 @@ pub fn authenticate(
     if let Some(id) = req.extensions().get::<Identity>() {
         return Ok(Credentials::Known(Some(id.clone())));
     }
+    // A client certificate the cluster CA did not sign: 401, unless a token authenticates
+    // the request (kube-apiserver's authenticators are tried in turn).
+    if req
+        .extensions()
+        .get::<crate::tls::ClientCertRejected>()
+        .is_some()
+        && !req.headers().contains_key(http::header::AUTHORIZATION)
+    {
+        return Err(ApiError::unauthorized());
+    }
     if let Some(auth) = req.headers().get(http::header::AUTHORIZATION) {
         let presented = auth
             .to_str()

@@ -8,8 +8,10 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -23,8 +25,21 @@ fn certs(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
         .context("parsing a PEM certificate")
 }
 
-/// The rustls configuration for the API server.
-pub fn server_config(pki: &Pki) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// A TLS server's configuration, and (for the API server) how client certificates are
+/// checked once the handshake is done.
+#[derive(Clone)]
+pub struct TlsServer {
+    config: Arc<rustls::ServerConfig>,
+    /// Verifies a connection's client certificate chain after the handshake; None where the
+    /// handshake itself requires a valid one (the kubelet API).
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// The rustls configuration for the API server. Any client certificate is taken in the
+/// handshake (its signature over the handshake is checked); whether the cluster CA signed
+/// it, and that it is in its validity period, is checked afterwards, so a certificate from
+/// another CA or an expired one is answered with 401, as kube-apiserver answers it.
+pub fn server_config(pki: &Pki) -> anyhow::Result<TlsServer> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(&pki.ca_cert)? {
@@ -40,12 +55,70 @@ pub fn server_config(pki: &Pki) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(DeferredClientAuth(verifier.clone())))
         .with_single_cert(certs(&pki.server_cert)?, key)
         .context("loading the server certificate")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(TlsServer {
+        config: Arc::new(config),
+        clients: Some(verifier),
+    })
 }
+
+/// Asks for a client certificate and checks its handshake signature, but leaves the chain to
+/// [`serve`], which turns a bad one into 401 rather than a failed handshake.
+#[derive(Debug)]
+struct DeferredClientAuth(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for DeferredClientAuth {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Marks a request whose connection presented a client certificate the cluster CA did not
+/// sign (or one out of its validity period): unless a bearer token authenticates it, 401.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientCertRejected;
 
 fn roots(ca_pem: &str) -> anyhow::Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
@@ -66,7 +139,7 @@ fn private_key(pem: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
 pub fn kubelet_server_config(
     ca_pem: &str,
     serving: &crate::pki::Issued,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+) -> anyhow::Result<TlsServer> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider.clone())
@@ -79,7 +152,10 @@ pub fn kubelet_server_config(
         .with_single_cert(certs(&serving.cert)?, private_key(&serving.key)?)
         .context("loading the kubelet's certificate")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(TlsServer {
+        config: Arc::new(config),
+        clients: None,
+    })
 }
 
 /// A TLS client trusting the cluster CA and presenting `client`'s certificate.
@@ -147,8 +223,8 @@ fn identity_of(cert: &CertificateDer<'_>) -> Option<Identity> {
 }
 
 /// Accepts TLS connections on `listener` and serves `app` on each, until the task is dropped.
-pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, app: Router) {
-    let acceptor = TlsAcceptor::from(config);
+pub async fn serve(listener: TcpListener, server: TlsServer, app: Router) {
+    let acceptor = TlsAcceptor::from(server.config.clone());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -161,6 +237,7 @@ pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, app
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let clients = server.clients.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
@@ -175,17 +252,27 @@ pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, app
                 }
                 Err(_) => return,
             };
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(identity_of);
+            let identity = tls.get_ref().1.peer_certificates().and_then(|chain| {
+                let (first, rest) = chain.split_first()?;
+                if let Some(v) = &clients
+                    && let Err(e) = v.verify_client_cert(first, rest, UnixTime::now())
+                {
+                    tracing::debug!(%peer, error = %e, "a client certificate was refused");
+                    return Some(Err(ClientCertRejected));
+                }
+                identity_of(first).map(Ok)
+            });
             let svc = app.map_request(move |req: http::Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(PeerAddr(peer));
-                if let Some(id) = &identity {
-                    req.extensions_mut().insert(id.clone());
+                match &identity {
+                    Some(Ok(id)) => {
+                        req.extensions_mut().insert(id.clone());
+                    }
+                    Some(Err(rejected)) => {
+                        req.extensions_mut().insert(*rejected);
+                    }
+                    None => {}
                 }
                 req
             });

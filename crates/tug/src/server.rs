@@ -131,21 +131,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.audit_log_maxbackup,
         )?);
     }
-    api.set_authenticators(tug_apiserver::authn::Authenticators {
-        token_file: args
-            .token_auth_file
+    api.set_authenticators(tug_apiserver::authn::Authenticators::new(
+        args.token_auth_file
             .as_deref()
             .map(tug_apiserver::authn::token_file::TokenFile::load)
             .transpose()
             .context("--token-auth-file")?,
-        jwt: args
-            .authentication_config
+        args.authentication_config
             .as_deref()
             .map(tug_apiserver::authn::oidc::load)
             .transpose()
             .context("--authentication-config")?
             .unwrap_or_default(),
-    });
+    ));
     api.set_token_issuer(tug_apiserver::tokens::TokenIssuer::load_or_create(
         &pki.dir,
     )?);

@@ -315,3 +315,100 @@ fn a_bad_authentication_config_stops_the_server_with_the_field_named() {
         "{stderr}"
     );
 }
+
+/// A kubeconfig for `s` presenting `cert`/`key` (PEM).
+fn cert_kubeconfig(
+    s: &TugServer,
+    dir: &std::path::Path,
+    cert: &str,
+    key: &str,
+) -> std::path::PathBuf {
+    use base64::Engine;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let ca = std::fs::read_to_string(s.data_dir.join("pki/ca.crt")).expect("CA");
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": s.url, "certificate-authority-data": b64(&ca)}}],
+        "users": [{"name": "u", "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    });
+    let path = dir.join(format!("kubeconfig-{}", rand_name()));
+    std::fs::write(&path, config.to_string()).expect("write kubeconfig");
+    path
+}
+
+fn rand_name() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn client_cert(
+    user: &str,
+    signer: Option<(&rcgen::Issuer<'_, rcgen::KeyPair>, bool)>,
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(rcgen::DnType::CommonName, user);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = match signer {
+        Some((issuer, expired)) => {
+            if expired {
+                p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
+            p.signed_by(&key, issuer).expect("sign")
+        }
+        None => p.self_signed(&key).expect("self-sign"),
+    };
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn client_certificates_from_another_ca_or_expired_are_401() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let ca_cert = std::fs::read_to_string(s.data_dir.join("pki/ca.crt")).expect("CA cert");
+    let ca_key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(s.data_dir.join("pki/ca.key")).expect("CA key"),
+    )
+    .expect("CA key");
+    let cluster_ca = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).expect("issuer");
+    let other_key = rcgen::KeyPair::generate().expect("key");
+    let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    other
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "another-ca");
+    let other_ca = rcgen::Issuer::new(other, other_key);
+
+    let run = |cert: &(String, String)| {
+        let kc = cert_kubeconfig(&s, dir.path(), &cert.0, &cert.1);
+        tug_testkit::kubectl::kubectl_with_config(
+            &kc,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+            None,
+        )
+    };
+    let good = run(&client_cert("dora", Some((&cluster_ca, false))));
+    assert!(good.status.success(), "{}", text(&good));
+    assert_eq!(String::from_utf8_lossy(&good.stdout), "dora");
+    for (what, cert) in [
+        ("another CA", client_cert("dora", Some((&other_ca, false)))),
+        ("self-signed", client_cert("dora", None)),
+        ("expired", client_cert("dora", Some((&cluster_ca, true)))),
+    ] {
+        let o = run(&cert);
+        assert!(
+            !o.status.success() && text(&o).contains("Unauthorized"),
+            "{what}: expected 401, kubectl said: {}",
+            text(&o)
+        );
+    }
+}

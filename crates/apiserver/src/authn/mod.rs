@@ -6,8 +6,43 @@ pub mod bootstrap_token;
 pub mod oidc;
 pub mod token_file;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+
 use crate::auth::Identity;
 use crate::registry::Registry;
+
+/// How long an accepted token is trusted without checking it again.
+const SUCCESS_TTL: Duration = Duration::from_secs(10);
+/// Entries kept at most; past it, expired ones are dropped (all of them if none has).
+const CACHE_LIMIT: usize = 16_384;
+
+/// Recently accepted tokens (by hash) and their users.
+#[derive(Debug, Default)]
+struct SuccessCache(Mutex<HashMap<[u8; 32], (Identity, Instant)>>);
+
+impl SuccessCache {
+    fn get(&self, key: &[u8; 32]) -> Option<Identity> {
+        let map = self.0.lock().ok()?;
+        let (id, at) = map.get(key)?;
+        (at.elapsed() < SUCCESS_TTL).then(|| id.clone())
+    }
+
+    fn put(&self, key: [u8; 32], id: Identity) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= CACHE_LIMIT {
+                map.retain(|_, (_, at)| at.elapsed() < SUCCESS_TTL);
+                if map.len() >= CACHE_LIMIT {
+                    map.clear();
+                }
+            }
+            map.insert(key, (id, Instant::now()));
+        }
+    }
+}
 
 /// The configured bearer token authenticators.
 #[derive(Debug, Default)]
@@ -16,18 +51,39 @@ pub struct Authenticators {
     pub token_file: Option<token_file::TokenFile>,
     /// The JWT issuers of `--authentication-config`.
     pub jwt: Vec<oidc::JwtAuthenticator>,
+    /// Tokens recently accepted, by their SHA-256.
+    cache: SuccessCache,
 }
 
 impl Authenticators {
-    /// The user `token` belongs to (system:authenticated added), or None (401).
+    /// Authenticators for a token file and JWT issuers.
+    pub fn new(
+        token_file: Option<token_file::TokenFile>,
+        jwt: Vec<oidc::JwtAuthenticator>,
+    ) -> Self {
+        Authenticators {
+            token_file,
+            jwt,
+            cache: SuccessCache::default(),
+        }
+    }
+
+    /// The user `token` belongs to (system:authenticated added), or None (401). A token
+    /// accepted in the last 10 seconds is not checked again, as kube-apiserver caches token
+    /// authentication (`TokenSuccessCacheTTL`); refusals are not cached.
     pub async fn authenticate(
         &self,
         registry: &Registry,
         service_accounts: Option<&crate::tokens::TokenIssuer>,
         token: &str,
     ) -> Option<Identity> {
-        let found = self.find(registry, service_accounts, token).await?;
-        Some(authenticated(found))
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(id) = self.cache.get(&key) {
+            return Some(id);
+        }
+        let found = authenticated(self.find(registry, service_accounts, token).await?);
+        self.cache.put(key, found.clone());
+        Some(found)
     }
 
     async fn find(
