@@ -115,9 +115,10 @@ fn token_requests_give_tokens_that_authenticate_as_the_service_account() {
     // Deleting the service account revokes its tokens (within the 10 s for which the API
     // server, like kube-apiserver, trusts a token it accepted).
     ok(&s, &["delete", "serviceaccount", "builder", "-n", "team"]);
-    eventually("the deleted service account's token to stop authenticating", || {
-        whoami(&s, &token).is_err_and(|e| e.contains("Unauthorized"))
-    });
+    eventually(
+        "the deleted service account's token to stop authenticating",
+        || whoami(&s, &token).is_err_and(|e| e.contains("Unauthorized")),
+    );
 }
 
 #[test]
