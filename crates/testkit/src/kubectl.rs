@@ -52,6 +52,15 @@ pub fn kubectl_with_token(s: &TugServer, token: &str, args: &[&str]) -> Output {
         .expect("kubectl runs")
 }
 
+/// What a command printed: its standard output, then its standard error.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// `kubectl get WHAT -o jsonpath=PATH` against `s`: its standard output, empty when kubectl
 /// fails (an object not there yet).
 pub fn jsonpath(s: &TugServer, what: &[&str], path: &str) -> String {

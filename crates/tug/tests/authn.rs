@@ -4,18 +4,11 @@
 //! credentials map to (`kubectl auth whoami`); forged, expired, wrong-audience tokens are 401.
 
 use serde_json::{Value, json};
+use tug_testkit::kubectl::text;
 use tug_testkit::kubectl::{apply, kubectl_with_token, ok};
 use tug_testkit::oidc::Provider;
 use tug_testkit::server::TugServer;
 use tug_testkit::tug_bin;
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `kubectl auth whoami -o json` as `token`: the user's name and groups.
 fn whoami(s: &TugServer, token: &str) -> (String, Vec<String>, Value) {

@@ -6,6 +6,7 @@
 
 use std::process::Output;
 
+use tug_testkit::kubectl::text;
 use tug_testkit::kubectl::{eventually, jsonpath_ok, kubectl, ok, ok_with_input};
 use tug_testkit::server::TugServer;
 use tug_testkit::tug_bin;
@@ -86,14 +87,6 @@ spec:
   color: red
   size: 3
 "#;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Requires that kubectl failed and said each of `wants`.
 fn refused_saying(o: &Output, wants: &[&str]) {

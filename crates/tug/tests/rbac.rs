@@ -4,20 +4,13 @@
 //! and the default policy coming back after a restart.
 
 use serde_json::Value;
+use tug_testkit::kubectl::text;
 use tug_testkit::kubectl::{apply, eventually, kubectl, kubectl_with_token, ok};
 use tug_testkit::server::TugServer;
 use tug_testkit::tug_bin;
 
 fn server(dir: &tempfile::TempDir) -> TugServer {
     TugServer::start_in(tug_bin!(), &dir.path().join("data"))
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `kubectl auth can-i ARGS` as the admin: "yes" or "no".

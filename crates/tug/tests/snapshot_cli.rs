@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tug_store::{KeyRange, LocalOptions, LocalStore, PutRequest, RangeOptions, Store};
+use tug_testkit::kubectl::text;
 use tug_testkit::tug_bin;
 
 fn tug(args: &[&str], data_dir: &Path) -> Output {
@@ -13,14 +14,6 @@ fn tug(args: &[&str], data_dir: &Path) -> Output {
         .arg(data_dir)
         .output()
         .expect("run tug")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
