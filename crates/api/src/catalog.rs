@@ -612,6 +612,47 @@ pub static BUILTIN: &[Resource] = &[
         CREATE_ONLY,
         ""
     ),
+    // admissionregistration.k8s.io/v1
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        Cluster,
+        NONE,
+        &["api-extensions"],
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        Cluster,
+        NONE,
+        &["api-extensions"],
+        STATUS
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        Cluster,
+        NONE,
+        &["api-extensions"],
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        Cluster,
+        NONE,
+        &["api-extensions"],
+        NONE
+    ),
     // apiextensions.k8s.io/v1
     // apiregistration.k8s.io/v1 (the objects; aggregation itself is not served yet)
     res!(

@@ -20,6 +20,8 @@ pub fn merge_key(path: &[String], field: &str) -> Option<&'static str> {
         "hostAliases" => "ip",
         "topologySpreadConstraints" => "topologyKey",
         "conditions" => "type",
+        // Mutating- and ValidatingWebhookConfigurations' webhooks.
+        "webhooks" if path.is_empty() => "name",
         "ownerReferences" => "uid",
         "ports" if in_container => "containerPort",
         "ports" if parent == "spec" => "port",

@@ -136,6 +136,19 @@ pub struct Record {
 }
 
 impl Record {
+    /// Adds annotations (admission's) to the event.
+    pub fn annotate(&mut self, annotations: std::collections::BTreeMap<String, String>) {
+        if annotations.is_empty() {
+            return;
+        }
+        if !self.event["annotations"].is_object() {
+            self.event["annotations"] = json!({});
+        }
+        for (k, v) in annotations {
+            self.event["annotations"][k] = json!(v);
+        }
+    }
+
     /// Whether the record wants the response body (level RequestResponse).
     pub fn wants_response(&self) -> bool {
         self.level >= Level::RequestResponse
@@ -249,11 +262,14 @@ impl Audit {
     ) {
         record.event["responseStatus"] = json!({"metadata": {}, "code": code});
         if let Some((d, reason)) = decision {
-            let mut a = json!({"authorization.k8s.io/decision": d});
+            if !record.event["annotations"].is_object() {
+                record.event["annotations"] = json!({});
+            }
+            let a = &mut record.event["annotations"];
+            a["authorization.k8s.io/decision"] = json!(d);
             if !reason.is_empty() {
                 a["authorization.k8s.io/reason"] = json!(reason);
             }
-            record.event["annotations"] = a;
         }
         let body = |bytes: Option<&[u8]>, omit_mf: bool| {
             bytes

@@ -2,6 +2,7 @@
 //! to kubectl, helm and client libraries. One generic registry serves every resource; discovery
 //! is generated from the resource catalog.
 
+pub mod admission;
 mod apiservices;
 pub mod audit;
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod encryption;
 mod handler;
 pub mod kubelet;
 mod metrics;
+mod mirror;
 mod namespaces;
 mod openapi;
 pub mod paths;
@@ -124,6 +126,7 @@ impl ApiServer {
         authz::follow::start(&self.registry, self.registry.authorizer.clone()).await?;
         self.registry.authorizer.node.start(&self.registry).await?;
         crds::start(&self.registry).await?;
+        self.registry.admission.start(&self.registry).await?;
         tokio::spawn(namespaces::finalize_loop(self.registry.clone()));
         Ok(())
     }

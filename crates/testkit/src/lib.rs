@@ -11,6 +11,7 @@ pub mod registry;
 pub mod server;
 pub mod timeline;
 pub mod up;
+pub mod webhook;
 
 /// The `tug` binary under test, as a `&Path`: for the tug package's integration tests, which
 /// Cargo tells where it built the binary (`CARGO_BIN_EXE_tug`, read where the macro is used).

@@ -4,7 +4,7 @@
 pub mod field;
 mod networking;
 pub(crate) mod pod;
-mod selector;
+pub mod selector;
 mod service;
 mod storage;
 mod workloads;

@@ -97,13 +97,18 @@ pub async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Respo
         .uri()
         .query()
         .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
-    let resp = match route(&server, Some(identity), req).await {
+    let (resp, notes) = crate::admission::notes::scope(route(&server, Some(identity), req)).await;
+    let resp = match resp {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(%method, %path, code = e.code, reason = e.reason, "request failed");
             error_response(&e)
         }
     };
+    let resp = with_warnings(resp, &notes.warnings);
+    if let Some(r) = record.as_mut() {
+        r.annotate(notes.annotations);
+    }
     let resp = match (audit, record.as_mut()) {
         (Some(a), Some(r)) => {
             audited(

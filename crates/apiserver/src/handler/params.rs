@@ -210,5 +210,6 @@ pub(super) fn delete_options(
             .and_then(Value::as_str)
             .map(str::to_string),
         grace_period_seconds: grace,
+        user: None,
     })
 }

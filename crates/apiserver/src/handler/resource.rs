@@ -261,7 +261,10 @@ pub(super) async fn resource(
             } else {
                 decode_body(&headers, &bytes)?
             };
-            let opts = delete_options(&q, &body)?;
+            let opts = registry::DeleteOptions {
+                user: identity.clone(),
+                ..delete_options(&q, &body)?
+            };
             // NodeRestriction: a node deletes only its own pods (and nothing it does not own).
             if let Some(node) = identity.as_ref().and_then(crate::authz::node::node_name) {
                 let at = crate::authz::node::Written {
@@ -286,7 +289,10 @@ pub(super) async fn resource(
             } else {
                 decode_body(&headers, &bytes)?
             };
-            let opts = delete_options(&q, &body)?;
+            let opts = registry::DeleteOptions {
+                user: identity.clone(),
+                ..delete_options(&q, &body)?
+            };
             let list = reg
                 .list(
                     r,

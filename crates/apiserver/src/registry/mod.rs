@@ -55,6 +55,8 @@ pub struct Registry {
     /// The authorizer: the request pipeline asks it, and RBAC writes are checked against it
     /// for privilege escalation.
     pub(crate) authorizer: Arc<crate::authz::Authorizer>,
+    /// The configurable admission chain (webhooks).
+    pub(crate) admission: Arc<crate::admission::Admission>,
 }
 
 /// One object of a list: a value, or JSON text straight from the watch cache.
@@ -120,6 +122,12 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+/// Applies a kind's defaults to an object again (after an admission webhook's patch, as
+/// kube-apiserver defaults the patched object).
+pub(crate) fn default_again(r: &Resource, obj: &mut Value) {
+    strategy::of(r).defaults(obj);
+}
+
 /// The store prefix of a resource, optionally within a namespace.
 pub(crate) fn prefix(r: &Resource, namespace: Option<&str>) -> String {
     let storage = r.storage.trim_start_matches('/');
@@ -172,6 +180,7 @@ impl Registry {
             service_accounts: Arc::default(),
             catalog: Arc::default(),
             authorizer: Arc::default(),
+            admission: Arc::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use tug_store::{
 
 use super::{Registry, key, store_error};
 use super::{approval, ephemeral, graceful, pod_update, strategy};
+use crate::admission::{Attributes, Operation};
 
 /// Options of a write.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +59,8 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     /// `Orphan`, `Foreground`, `Background` or empty (Background).
     pub propagation: String,
+    /// Who deletes; `None` for the server's own deletes.
+    pub user: Option<crate::auth::Identity>,
 }
 
 const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -296,6 +299,18 @@ impl Registry {
         {
             self.admit_service_account(ns, &mut obj).await?;
         }
+        let attrs = Attributes {
+            resource: r,
+            subresource: None,
+            namespace: namespace.unwrap_or(""),
+            name: meta::name(&obj).to_string(),
+            operation: Operation::Create,
+            user: opts.user.as_ref(),
+            dry_run: opts.dry_run,
+            old: None,
+            field_manager: &opts.manager,
+        };
+        self.admission.mutate(self, &attrs, &mut obj).await?;
         let service_lock = self.service_lock.clone();
         let _allocating = if r.kind == "Service" && r.group.is_empty() {
             let guard = service_lock.lock().await;
@@ -318,6 +333,7 @@ impl Registry {
         if let Some(ns) = namespace {
             self.admit_namespace(r, ns).await?;
         }
+        self.admission.validate(self, &attrs, Some(&obj)).await?;
         let _quota = match namespace {
             Some(ns) => self.admit_quota(r, ns, &obj).await?,
             None => None,
@@ -476,6 +492,18 @@ impl Registry {
             generation
         };
         meta::metadata_mut(&mut new).insert("generation".into(), json!(generation));
+        let attrs = Attributes {
+            resource: r,
+            subresource,
+            namespace: namespace.unwrap_or(""),
+            name: name.to_string(),
+            operation: Operation::Update,
+            user: opts.user.as_ref(),
+            dry_run: opts.dry_run,
+            old: Some(&old),
+            field_manager: &opts.manager,
+        };
+        self.admission.mutate(self, &attrs, &mut new).await?;
         if r.kind == "Pod" && r.group.is_empty() && subresource.is_none() {
             pod_update::check(&old, &new, name)?;
         }
@@ -495,6 +523,7 @@ impl Registry {
         if !causes.is_empty() {
             return Err(invalid(r, &new, causes));
         }
+        self.admission.validate(self, &attrs, Some(&new)).await?;
         if !opts.manager.is_empty() && subresource != Some("status") {
             tug_api::apply::record_update(
                 Some(&old),
@@ -715,6 +744,20 @@ impl Registry {
                 ),
             ));
         }
+        let attrs = Attributes {
+            resource: r,
+            subresource: None,
+            namespace: namespace.unwrap_or(""),
+            name: name.to_string(),
+            operation: Operation::Delete,
+            user: opts.user.as_ref(),
+            dry_run: opts.dry_run,
+            old: Some(&obj),
+            field_manager: "",
+        };
+        self.admission
+            .admit_without_object(self, &attrs, None)
+            .await?;
         let k = key(r, namespace, name);
         let strategy = strategy::of(r);
         if strategy.graceful() {

@@ -118,6 +118,22 @@ fn empty() -> Value {
     json!({})
 }
 
+/// Mutating and validating webhook configurations: defaulted and checked as kube-apiserver
+/// does.
+struct WebhookConfiguration {
+    mutating: bool,
+}
+
+impl Strategy for WebhookConfiguration {
+    fn defaults(&self, obj: &mut Value) {
+        crate::admission::webhook::config::defaults(obj, self.mutating);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        crate::admission::webhook::config::validate(obj, self.mutating)
+    }
+}
+
 /// A resource's strategy: a built-in kind's, or one made from a custom resource's definition.
 pub(crate) enum Chosen {
     Builtin(&'static dyn Strategy),
@@ -157,6 +173,8 @@ fn builtin(r: &Resource) -> &'static dyn Strategy {
     static API_SERVICE: PathSegmentNames = PathSegmentNames {
         check: Some(tug_api::validation::api_service),
     };
+    static MUTATING_WEBHOOKS: WebhookConfiguration = WebhookConfiguration { mutating: true };
+    static VALIDATING_WEBHOOKS: WebhookConfiguration = WebhookConfiguration { mutating: false };
     match (r.group, r.kind) {
         ("", kind) => core::of(kind).unwrap_or(&PLAIN),
         ("apps", _) | ("batch", _) => apps::of(r).unwrap_or(&PLAIN),
@@ -177,6 +195,8 @@ fn builtin(r: &Resource) -> &'static dyn Strategy {
             "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding",
         ) => &RBAC,
         ("apiregistration.k8s.io", "APIService") => &API_SERVICE,
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => &MUTATING_WEBHOOKS,
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => &VALIDATING_WEBHOOKS,
         ("apiextensions.k8s.io", "CustomResourceDefinition") => &custom::Definition,
         _ => &PLAIN,
     }

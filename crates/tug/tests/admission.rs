@@ -1,0 +1,465 @@
+//! Admission webhooks through the real kubectl, against webhook servers the test runs
+//! (HTTPS on loopback, certificates handed over as `caBundle`, AdmissionReview JSON as
+//! Kubernetes' documentation shows it): a validating webhook refuses with its message and
+//! warns; a dead or hanging webhook is ignored or refused by its failurePolicy in about its
+//! timeout and never blocks writes to webhook configurations; a mutating webhook injects a
+//! sidecar into pods of a labelled namespace and an earlier webhook is reinvoked; invalid
+//! configurations are refused with field paths.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tug_testkit::kubectl::{eventually_within, kubectl, ok, text};
+use tug_testkit::server::{TugServer, free_port};
+use tug_testkit::tug_bin;
+use tug_testkit::webhook::{Reply, Server, patch_field, review_response};
+
+/// A webhook configuration of `kind` with one webhook `name` calling `url`.
+fn configuration(kind: &str, config: &str, name: &str, url: &str, ca: &str, more: Value) -> String {
+    let mut hook = json!({
+        "name": name,
+        "clientConfig": {"url": url, "caBundle": ca},
+        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
+            "resources": ["configmaps"]}],
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+    });
+    if let Value::Object(m) = more {
+        for (k, v) in m {
+            hook[k] = v;
+        }
+    }
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+        "metadata": {"name": config}, "webhooks": [hook]})
+    .to_string()
+}
+
+fn create_configmap(
+    s: &TugServer,
+    name: &str,
+    labels: Value,
+    extra: &[&str],
+) -> std::process::Output {
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}});
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(extra);
+    kubectl(s, &args, Some(&cm.to_string()))
+}
+
+/// Applies a configuration and waits (at most 5 s: the issue asks for a second) until a
+/// probe write shows it in force.
+fn install(s: &TugServer, yaml: &str, in_force: impl Fn() -> bool) {
+    let o = kubectl(s, &["apply", "-f", "-"], Some(yaml));
+    assert!(o.status.success(), "apply: {}", text(&o));
+    eventually_within(
+        "the webhook configuration in force",
+        Duration::from_secs(5),
+        in_force,
+    );
+}
+
+#[test]
+fn validating_webhooks_refuse_warn_and_fail_by_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let hook = Server::start("127.0.0.1", &[], |r| {
+        let review = r.json();
+        let blocked =
+            review.pointer("/request/object/metadata/labels/team") == Some(&json!("blocked"));
+        Reply::Json(review_response(
+            &review,
+            !blocked,
+            json!({"status": {"code": 403, "message": "team blocked may not write configmaps"},
+                "warnings": ["checked by the test webhook"],
+                "auditAnnotations": {"verdict": if blocked { "deny" } else { "allow" }}}),
+        ))
+    });
+    install(
+        &s,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deny-blocked",
+            "deny.blocked.example.com",
+            &format!("{}/validate", hook.url),
+            &hook.ca_bundle(),
+            json!({}),
+        ),
+        || {
+            !create_configmap(
+                &s,
+                &format!("probe-{}", free_port()),
+                json!({"team": "blocked"}),
+                &[],
+            )
+            .status
+            .success()
+        },
+    );
+
+    // A labelled ConfigMap is refused with the webhook's message and code.
+    let o = create_configmap(&s, "blocked", json!({"team": "blocked"}), &[]);
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("admission webhook \"deny.blocked.example.com\" denied the request: team blocked may not write configmaps"),
+        "{out}"
+    );
+    assert!(
+        out.contains("checked by the test webhook"),
+        "denials carry warnings: {out}"
+    );
+    let o = kubectl(&s, &["get", "configmap", "blocked"], None);
+    assert!(!o.status.success(), "a refused object is not stored");
+
+    // Others pass, with the webhook's warning shown by kubectl.
+    let o = create_configmap(&s, "fine", json!({"team": "ok"}), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Warning: checked by the test webhook"),
+        "{}",
+        text(&o)
+    );
+    // What the webhook was sent: an AdmissionReview v1 as documented.
+    let sent = hook
+        .requests()
+        .into_iter()
+        .map(|r| r.json())
+        .find(|v| v.pointer("/request/name") == Some(&json!("fine")))
+        .expect("the webhook saw the create");
+    let req = &sent["request"];
+    assert_eq!(sent["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(sent["kind"], "AdmissionReview");
+    assert_eq!(
+        req["kind"],
+        json!({"group": "", "version": "v1", "kind": "ConfigMap"})
+    );
+    assert_eq!(
+        req["resource"],
+        json!({"group": "", "version": "v1", "resource": "configmaps"})
+    );
+    assert_eq!(req["operation"], "CREATE");
+    assert_eq!(req["namespace"], "default");
+    assert_eq!(req["userInfo"]["username"], "admin");
+    assert_eq!(req["object"]["data"]["k"], "v");
+    assert_eq!(req["oldObject"], Value::Null);
+    assert_eq!(req["dryRun"], false);
+    assert_eq!(req["options"]["kind"], "CreateOptions");
+    assert!(req["uid"].as_str().is_some_and(|u| u.len() == 36), "{req}");
+    assert!(
+        hook.requests()[0].path.starts_with("/validate?timeout=10s"),
+        "{}",
+        hook.requests()[0].path
+    );
+    // Updates are reviewed with the old object.
+    ok(&s, &["label", "configmap", "fine", "extra=1"]);
+    let update = hook
+        .requests()
+        .into_iter()
+        .map(|r| r.json())
+        .find(|v| v.pointer("/request/operation") == Some(&json!("UPDATE")))
+        .expect("the webhook saw the update");
+    assert_eq!(
+        update["request"]["oldObject"]["metadata"]["labels"],
+        json!({"team": "ok"})
+    );
+    assert_eq!(
+        update["request"]["object"]["metadata"]["labels"]["extra"],
+        "1"
+    );
+    // A dry run is reviewed too (sideEffects None), with dryRun set.
+    let o = create_configmap(&s, "dry", json!({"team": "blocked"}), &["--dry-run=server"]);
+    assert!(
+        !o.status.success() && text(&o).contains("denied the request"),
+        "{}",
+        text(&o)
+    );
+
+    // A dead webhook: Ignore lets writes through, Fail refuses them.
+    let dead = format!("https://127.0.0.1:{}/dead", free_port());
+    ok(
+        &s,
+        &["delete", "validatingwebhookconfiguration", "deny-blocked"],
+    );
+    let ignore = configuration(
+        "ValidatingWebhookConfiguration",
+        "dead",
+        "dead.example.com",
+        &dead,
+        &hook.ca_bundle(),
+        json!({"failurePolicy": "Ignore", "timeoutSeconds": 2}),
+    );
+    install(&s, &ignore, || true);
+    let o = create_configmap(&s, "through", json!({}), &[]);
+    assert!(o.status.success(), "Ignore: {}", text(&o));
+    let fail = ignore.replace("\"Ignore\"", "\"Fail\"");
+    install(&s, &fail, || {
+        !create_configmap(&s, &format!("probe-{}", free_port()), json!({}), &[])
+            .status
+            .success()
+    });
+    let o = create_configmap(&s, "refused", json!({}), &[]);
+    let out = text(&o);
+    assert!(!o.status.success(), "Fail let a write through");
+    assert!(
+        out.contains("Internal error occurred: failed calling webhook \"dead.example.com\": failed to call webhook: Post \"https://127.0.0.1:")
+            && out.contains("connect: connection refused"),
+        "{out}"
+    );
+
+    // A hanging webhook costs its timeout, and webhook configurations stay writable.
+    let hang = Server::start("127.0.0.1", &[], |_| Reply::Hang);
+    let hanging = configuration(
+        "ValidatingWebhookConfiguration",
+        "dead",
+        "dead.example.com",
+        &format!("{}/hang", hang.url),
+        &hang.ca_bundle(),
+        json!({"failurePolicy": "Fail", "timeoutSeconds": 2,
+            "rules": [{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"]}]}),
+    );
+    install(&s, &hanging, || {
+        !hang.requests().is_empty() || {
+            let _ = create_configmap(&s, &format!("probe-{}", free_port()), json!({}), &[]);
+            !hang.requests().is_empty()
+        }
+    });
+    let started = Instant::now();
+    let o = create_configmap(&s, "slow", json!({}), &[]);
+    let took = started.elapsed();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("context deadline exceeded"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "a 2 s webhook timeout took {took:?}"
+    );
+    let started = Instant::now();
+    ok(&s, &["delete", "validatingwebhookconfiguration", "dead"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "deleting the configuration waited for the hanging webhook"
+    );
+
+    // Garbage from a webhook is a failure, named.
+    let garbage = Server::start("127.0.0.1", &[], |_| {
+        Reply::Raw(
+            200,
+            "application/json",
+            "{\"response\": {\"allowed\": true}}".into(),
+        )
+    });
+    install(
+        &s,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "garbage",
+            "garbage.example.com",
+            &garbage.url,
+            &garbage.ca_bundle(),
+            json!({}),
+        ),
+        || {
+            !create_configmap(&s, &format!("probe-{}", free_port()), json!({}), &[])
+                .status
+                .success()
+        },
+    );
+    let out = text(&create_configmap(&s, "garbled", json!({}), &[]));
+    assert!(
+        out.contains("failed calling webhook \"garbage.example.com\": received invalid webhook response: expected response.uid="),
+        "{out}"
+    );
+}
+
+#[test]
+fn mutating_webhooks_inject_a_sidecar_and_reinvoke() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    // "a-env" adds an environment variable to every container lacking it.
+    let env_hook = Server::start("127.0.0.1", &[], |r| {
+        let review = r.json();
+        let mut ops = Vec::new();
+        for (i, c) in review["request"]["object"]["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let has = c["env"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|v| v["name"] == "INJECTED"));
+            if !has {
+                if c.get("env").is_none() {
+                    ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": []}));
+                }
+                ops.push(
+                    json!({"op": "add", "path": format!("/spec/containers/{i}/env/-"),
+                    "value": {"name": "INJECTED", "value": "1"}}),
+                );
+            }
+        }
+        let more = if ops.is_empty() {
+            json!({})
+        } else {
+            json!({"patchType": "JSONPatch", "patch": patch_field(&json!(ops))})
+        };
+        Reply::Json(review_response(&review, true, more))
+    });
+    // "b-sidecar" adds the sidecar, in namespaces labelled inject=yes.
+    let sidecar_hook = Server::start("127.0.0.1", &[], |r| {
+        let review = r.json();
+        let has = review["request"]["object"]["spec"]["containers"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == "sidecar"));
+        let more = if has {
+            json!({})
+        } else {
+            json!({"patchType": "JSONPatch", "patch": patch_field(&json!([{"op": "add",
+                "path": "/spec/containers/-", "value": {"name": "sidecar", "image": "registry.example/sidecar:1"}}]))})
+        };
+        Reply::Json(review_response(&review, true, more))
+    });
+    let pods = json!({"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]});
+    let selector = json!({"matchLabels": {"inject": "yes"}});
+    for (config, name, server, more) in [
+        (
+            "a-env",
+            "env.example.com",
+            &env_hook,
+            json!({"reinvocationPolicy": "IfNeeded"}),
+        ),
+        ("b-sidecar", "sidecar.example.com", &sidecar_hook, json!({})),
+    ] {
+        let mut more = more;
+        more["rules"] = json!([pods]);
+        more["namespaceSelector"] = selector.clone();
+        let yaml = configuration(
+            "MutatingWebhookConfiguration",
+            config,
+            name,
+            &server.url,
+            &server.ca_bundle(),
+            more,
+        );
+        let o = kubectl(&s, &["apply", "-f", "-"], Some(&yaml));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    ok(&s, &["create", "namespace", "injected"]);
+    ok(&s, &["label", "namespace", "injected", "inject=yes"]);
+    ok(&s, &["create", "namespace", "plain"]);
+    let pod = |ns: &str, name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"nodeName": "nowhere", "containers": [{"name": "app", "image": "registry.example/app:1"}]}})
+        .to_string()
+    };
+    eventually_within(
+        "the mutating webhooks in force",
+        Duration::from_secs(5),
+        || {
+            let name = format!("probe-{}", free_port());
+            let o = kubectl(
+                &s,
+                &["create", "-f", "-", "-o", "json"],
+                Some(&pod("injected", &name)),
+            );
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            v["spec"]["containers"]
+                .as_array()
+                .is_some_and(|c| c.len() == 2)
+        },
+    );
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&pod("injected", "web")));
+    assert!(o.status.success(), "{}", text(&o));
+    let got: Value = serde_json::from_str(&ok(
+        &s,
+        &["get", "pod", "web", "-n", "injected", "-o", "json"],
+    ))
+    .expect("pod JSON");
+    let containers = got["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = containers
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["app", "sidecar"], "{got}");
+    // The env webhook ran before the sidecar existed, and was reinvoked for it.
+    for c in &containers {
+        assert!(
+            c["env"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|v| v["name"] == "INJECTED")),
+            "container {} lacks the env webhook's variable: {got}",
+            c["name"]
+        );
+    }
+    let calls = env_hook
+        .requests()
+        .iter()
+        .filter(|r| r.json().pointer("/request/name") == Some(&json!("web")))
+        .count();
+    assert_eq!(calls, 2, "the env webhook is called, then reinvoked once");
+    // Defaults still apply to the injected container.
+    assert_eq!(containers[1]["imagePullPolicy"], "IfNotPresent", "{got}");
+    // A namespace without the label is left alone.
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-", "-o", "json"],
+        Some(&pod("plain", "web")),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        v["spec"]["containers"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn invalid_webhook_configurations_are_refused_with_field_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let bad = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "bad"},
+        "webhooks": [{"name": "nodots", "clientConfig": {"url": "http://127.0.0.1/x"},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "timeoutSeconds": 60, "admissionReviewVersions": ["v1"]}]});
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&bad.to_string()));
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    for want in [
+        "The ValidatingWebhookConfiguration \"bad\" is invalid",
+        "webhooks[0].name: Invalid value: \"nodots\": should be a domain with at least three segments separated by dots",
+        "webhooks[0].sideEffects: Required value",
+        "webhooks[0].timeoutSeconds: Invalid value: 60: the timeout value must be between 1 and 30 seconds",
+        "webhooks[0].clientConfig.url: Invalid value: \"http://127.0.0.1/x\": 'https' is the only allowed URL scheme",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in: {out}");
+    }
+    // Defaults are filled in as kube-apiserver fills them.
+    let good = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "good"},
+        "webhooks": [{"name": "good.example.com", "clientConfig": {"service": {"namespace": "default", "name": "svc"}},
+            "sideEffects": "None", "admissionReviewVersions": ["v1"]}]});
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-", "-o", "json"],
+        Some(&good.to_string()),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let h = &v["webhooks"][0];
+    assert_eq!(h["failurePolicy"], "Fail");
+    assert_eq!(h["matchPolicy"], "Equivalent");
+    assert_eq!(h["timeoutSeconds"], 10);
+    assert_eq!(h["reinvocationPolicy"], "Never");
+    assert_eq!(h["namespaceSelector"], json!({}));
+    assert_eq!(h["clientConfig"]["service"]["port"], 443);
+}
