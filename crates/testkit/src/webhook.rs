@@ -69,6 +69,17 @@ impl Server {
         Self::serve_on(listener, &cert, &key, Arc::new(handler))
     }
 
+    /// Starts on `addr` (`0.0.0.0:8443` …) with a given certificate and key (PEM).
+    pub fn start_with_certificate(
+        addr: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        handler: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        let listener = TcpListener::bind(addr).expect("bind");
+        Self::serve_on(listener, cert_pem, key_pem, Arc::new(handler))
+    }
+
     fn serve_on(
         listener: TcpListener,
         cert_pem: &str,

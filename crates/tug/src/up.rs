@@ -312,6 +312,60 @@ async fn start(
     {
         bail!("{e:#}\n{}", diagnose(node_cidr, &url, state));
     }
+    route_pods_via_nodes(&kubeconfig, &bridge, state.metric).await
+}
+
+/// Routes each node's pod range on the host to the node (over the cluster's bridge), so that
+/// the API server reaches pods as a control-plane node's does: admission webhooks and
+/// aggregated APIs served from pods. The routes are more specific than the cluster range's
+/// blackhole and go only to the cluster's own namespaces; they go with the bridge.
+async fn route_pods_via_nodes(kubeconfig: &Path, bridge: &str, metric: u32) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig)?,
+        &Default::default(),
+    )
+    .await?;
+    let nodes: kube::Api<Node> = kube::Api::all(kube::Client::try_from(config)?);
+    // Ranges are given to nodes by the control plane as they register, moments apart from
+    // their readiness.
+    let start = Instant::now();
+    let list = loop {
+        let list = nodes.list(&Default::default()).await?.items;
+        let assigned = list
+            .iter()
+            .all(|n| n.spec.as_ref().is_some_and(|s| s.pod_cidr.is_some()));
+        if assigned || start.elapsed() > Duration::from_secs(10) {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for node in list {
+        let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+        let ip = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+            .map(|a| a.address.clone());
+        let (Some(cidr), Some(ip)) = (cidr, ip) else {
+            continue;
+        };
+        let metric = metric.to_string();
+        let out = tokio::process::Command::new("ip")
+            .args([
+                "route", "replace", &cidr, "via", &ip, "dev", bridge, "metric", &metric,
+            ])
+            .output()
+            .await
+            .context("running ip route")?;
+        if !out.status.success() {
+            bail!(
+                "routing pod range {cidr} via {ip}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
     Ok(())
 }
 
