@@ -463,3 +463,105 @@ fn invalid_webhook_configurations_are_refused_with_field_paths() {
     assert_eq!(h["namespaceSelector"], json!({}));
     assert_eq!(h["clientConfig"]["service"]["port"], 443);
 }
+
+#[test]
+fn limit_ranges_default_and_bound_pods() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    ok(&s, &["create", "namespace", "limited"]);
+    let lr = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "limits", "namespace": "limited"},
+        "spec": {"limits": [
+            {"type": "Container", "default": {"cpu": "500m", "memory": "256Mi"},
+                "defaultRequest": {"cpu": "100m", "memory": "128Mi"}, "max": {"cpu": "1", "memory": "512Mi"}},
+            {"type": "Pod", "max": {"memory": "1Gi"}}]}});
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&lr.to_string()));
+    assert!(o.status.success(), "{}", text(&o));
+    // kube-apiserver's LimitRange defaults: a maximum alone becomes the default limit and request.
+    let only_max = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "max-only", "namespace": "default"},
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}}]}});
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-", "-o", "json"],
+        Some(&only_max.to_string()),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).expect("LimitRange JSON");
+    assert_eq!(
+        v["spec"]["limits"][0]["default"],
+        json!({"cpu": "2"}),
+        "{v}"
+    );
+    assert_eq!(
+        v["spec"]["limits"][0]["defaultRequest"],
+        json!({"cpu": "2"}),
+        "{v}"
+    );
+
+    let pod = |name: &str, resources: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "limited"},
+            "spec": {"nodeName": "nowhere", "containers": [{"name": "app", "image": "registry.example/app:1",
+                "resources": resources}]}})
+        .to_string()
+    };
+    // A pod without resources gets the namespace's defaults, and says who set them.
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&pod("plain", json!({}))));
+    assert!(o.status.success(), "{}", text(&o));
+    let got: Value = serde_json::from_str(&ok(
+        &s,
+        &["get", "pod", "plain", "-n", "limited", "-o", "json"],
+    ))
+    .expect("pod JSON");
+    let res = &got["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        res["limits"],
+        json!({"cpu": "500m", "memory": "256Mi"}),
+        "{got}"
+    );
+    assert_eq!(
+        res["requests"],
+        json!({"cpu": "100m", "memory": "128Mi"}),
+        "{got}"
+    );
+    assert_eq!(
+        got["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container app; cpu, memory limit for container app"
+    );
+    assert_eq!(got["status"]["qosClass"], "Burstable", "{got}");
+    // A pod above the maximum is refused with Kubernetes' message.
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("big", json!({"limits": {"cpu": "2"}}))),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains(
+            "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+        ),
+        "{}",
+        text(&o)
+    );
+    // Several violations are listed together.
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod(
+            "bigger",
+            json!({"limits": {"cpu": "2", "memory": "2Gi"}}),
+        )),
+    );
+    assert!(
+        text(&o).contains("pods \"bigger\" is forbidden: [maximum cpu usage per Container is 1, but limit is 2, maximum memory usage per Container is 512Mi, but limit is 2Gi, maximum memory usage per Pod is 1Gi, but limit is 2147483648]"),
+        "{}",
+        text(&o)
+    );
+    // Other namespaces are not limited by it.
+    ok(&s, &["create", "namespace", "free"]);
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(
+            &pod("big", json!({"limits": {"cpu": "1500m"}})).replace("\"limited\"", "\"free\""),
+        ),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -1,9 +1,11 @@
-//! The admission chain, in kube-apiserver's order: the mutating built-ins (run by the
-//! registry as it defaults a new object), the mutating webhooks (with reinvocation), the
-//! kind's own validation (the registry's), then the validating webhooks; ResourceQuota stays
-//! last, in the registry. It runs for create, update (of objects and their subresources),
+//! The admission chain, in kube-apiserver's order: the mutating built-ins (Priority,
+//! ServiceAccount and DefaultTolerationSeconds run by the registry as it defaults a new
+//! object, then LimitRanger's defaults), the mutating webhooks (with reinvocation), the kind's
+//! own validation (the registry's), LimitRanger's checks, then the validating webhooks;
+//! ResourceQuota stays last, in the registry. It runs for create, update (of objects and their subresources),
 //! delete and connect, for dry runs too, and for custom resources.
 
+pub mod limit_ranger;
 pub mod notes;
 pub mod webhook;
 
@@ -126,6 +128,7 @@ impl Admission {
         a: &Attributes<'_>,
         obj: &mut Value,
     ) -> Result<(), ApiError> {
+        limit_ranger::default(registry, a, obj).await?;
         self.webhooks.mutate(registry, a, obj).await
     }
 
@@ -136,6 +139,7 @@ impl Admission {
         a: &Attributes<'_>,
         obj: Option<&Value>,
     ) -> Result<(), ApiError> {
+        limit_ranger::validate(registry, a, obj).await?;
         self.webhooks.validate(registry, a, obj).await
     }
 
@@ -150,4 +154,20 @@ impl Admission {
         self.webhooks.mutate_fixed(registry, a, obj).await?;
         self.webhooks.validate(registry, a, obj).await
     }
+}
+
+/// A 403 for the request, as the admission chain words it.
+pub(crate) fn forbidden(a: &Attributes<'_>, err: &str) -> ApiError {
+    let r = a.resource;
+    let what = if r.group.is_empty() {
+        r.plural.to_string()
+    } else {
+        format!("{}.{}", r.plural, r.group)
+    };
+    let message = if a.name.is_empty() {
+        format!("{what} is forbidden: {err}")
+    } else {
+        format!("{what} \"{}\" is forbidden: {err}", a.name)
+    };
+    ApiError::forbidden(message).with_details(r.group, r.plural, &a.name)
 }

@@ -154,13 +154,6 @@ fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
     ApiError::invalid(r.group, r.kind, meta::name(obj), causes)
 }
 
-/// What a new object gets: its kind's defaults, then what its kind prepares for creation.
-fn default_on_create(r: &Resource, obj: &mut Value) {
-    let strategy = strategy::of(r);
-    strategy.defaults(obj);
-    strategy.prepare_for_create(obj);
-}
-
 /// What a guarded write does to the key.
 pub(super) enum Guarded {
     Put(Vec<u8>),
@@ -289,7 +282,7 @@ impl Registry {
         if r.kind == "Pod" && r.group.is_empty() {
             self.admit_priority(&mut obj).await?;
         }
-        default_on_create(r, &mut obj);
+        strategy::of(r).defaults(&mut obj);
         if r.kind == "Pod"
             && r.group.is_empty()
             && let Some(ns) = namespace
@@ -311,6 +304,8 @@ impl Registry {
             field_manager: &opts.manager,
         };
         self.admission.mutate(self, &attrs, &mut obj).await?;
+        // What the kind prepares for creation (PrepareForCreate) follows admission.
+        strategy::of(r).prepare_for_create(&mut obj);
         let service_lock = self.service_lock.clone();
         let _allocating = if r.kind == "Service" && r.group.is_empty() {
             let guard = service_lock.lock().await;

@@ -300,7 +300,7 @@ impl Webhooks {
                 if !hook.fail_closed {
                     return Ok(None);
                 }
-                return Err(forbidden(a, &errors.join(", ")));
+                return Err(super::forbidden(a, &errors.join(", ")));
             }
         }
         if a.dry_run && !hook.dry_run_safe {
@@ -527,22 +527,6 @@ fn denied(name: &str, status: &Value) -> ApiError {
         }));
     }
     e
-}
-
-/// A 403 for the request, as the admission chain words it.
-fn forbidden(a: &Attributes<'_>, err: &str) -> ApiError {
-    let r = a.resource;
-    let what = if r.group.is_empty() {
-        r.plural.to_string()
-    } else {
-        format!("{}.{}", r.plural, r.group)
-    };
-    let message = if a.name.is_empty() {
-        format!("{what} is forbidden: {err}")
-    } else {
-        format!("{what} \"{}\" is forbidden: {err}", a.name)
-    };
-    ApiError::forbidden(message).with_details(r.group, r.plural, &a.name)
 }
 
 fn annotate_mutation(hook: &Hook, round: usize, index: usize, mutated: bool) {

@@ -28,8 +28,18 @@ pub(super) fn of(kind: &str) -> Option<&'static dyn Strategy> {
         "ResourceQuota" => &RESOURCE_QUOTA,
         "PodTemplate" => &PodTemplate,
         "ReplicationController" => &ReplicationController,
+        "LimitRange" => &LimitRange,
         _ => return None,
     })
+}
+
+/// LimitRanges: their items' default limits and requests filled in from max and min.
+struct LimitRange;
+
+impl Strategy for LimitRange {
+    fn defaults(&self, obj: &mut Value) {
+        crate::admission::limit_ranger::default_limit_range(obj);
+    }
 }
 
 /// Pods: Pending with their QoS class when created; graceful deletion the kubelet confirms.
