@@ -49,7 +49,8 @@ pub fn core_versions() -> Value {
     })
 }
 
-fn group_entry(group: &str, versions: &[&str]) -> Value {
+/// A group's entry in `APIGroupList` (its versions in preference order).
+pub(crate) fn group_entry(group: &str, versions: &[&str]) -> Value {
     let vs: Vec<Value> = versions
         .iter()
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))

@@ -3,6 +3,7 @@
 //! is generated from the resource catalog.
 
 pub mod admission;
+mod aggregator;
 mod apiservices;
 pub mod audit;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod pki;
 pub mod registry;
 pub mod tls;
 pub mod tokens;
+mod upstream;
 
 use std::sync::Arc;
 
@@ -46,6 +48,9 @@ pub struct ApiServer {
     tokens: std::sync::OnceLock<tokens::TokenIssuer>,
     audit: std::sync::OnceLock<audit::Audit>,
     authenticators: std::sync::OnceLock<authn::Authenticators>,
+    aggregator: Arc<aggregator::Aggregator>,
+    /// The cluster CA, published for aggregated API servers.
+    client_ca: std::sync::OnceLock<String>,
 }
 
 impl ApiServer {
@@ -68,6 +73,8 @@ impl ApiServer {
             kubelet: std::sync::OnceLock::new(),
             tokens: std::sync::OnceLock::new(),
             audit: std::sync::OnceLock::new(),
+            aggregator: Arc::default(),
+            client_ca: std::sync::OnceLock::new(),
             authenticators: std::sync::OnceLock::new(),
         })
     }
@@ -103,6 +110,19 @@ impl ApiServer {
         }
     }
 
+    /// Sets what aggregation needs: the cluster CA (published for aggregated API servers as
+    /// `client-ca-file`), the request-header CA and the `front-proxy-client` certificate
+    /// proxied requests present.
+    pub fn set_front_proxy(
+        &self,
+        client_ca: String,
+        requestheader_ca: String,
+        client: pki::Issued,
+    ) {
+        let _ = self.client_ca.set(client_ca);
+        self.aggregator.set_front_proxy(client, requestheader_ca);
+    }
+
     /// Records requests in an audit log.
     pub fn set_audit(&self, audit: audit::Audit) {
         let _ = self.audit.set(audit);
@@ -127,6 +147,8 @@ impl ApiServer {
         self.registry.authorizer.node.start(&self.registry).await?;
         crds::start(&self.registry).await?;
         self.registry.admission.start(&self.registry).await?;
+        let client_ca = self.client_ca.get().cloned().unwrap_or_default();
+        self.aggregator.start(&self.registry, &client_ca).await?;
         tokio::spawn(namespaces::finalize_loop(self.registry.clone()));
         Ok(())
     }

@@ -34,6 +34,11 @@ pub struct Pki {
     pub token: String,
     /// The token node agents join with (`DATA_DIR/node-token`).
     pub node_token: String,
+    /// The request-header CA aggregated API servers trust for the front-proxy headers.
+    pub front_proxy_ca: String,
+    /// The client certificate the API server proxies to aggregated APIs with
+    /// (`front-proxy-client`, signed by the request-header CA).
+    pub front_proxy_client: Issued,
     /// Where the files live.
     pub dir: PathBuf,
     /// The CA's private key, to sign node certificates with.
@@ -48,10 +53,14 @@ pub struct Issued {
 }
 
 fn ca_params() -> anyhow::Result<CertificateParams> {
+    named_ca_params("tugboat-ca")
+}
+
+fn named_ca_params(cn: &str) -> anyhow::Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "tugboat-ca");
+    dn.push(DnType::CommonName, cn);
     p.distinguished_name = dn;
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -86,6 +95,43 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The request-header CA (`front-proxy-ca`) and the `front-proxy-client` certificate it
+/// signs, created once in `dir`.
+fn front_proxy(dir: &Path) -> anyhow::Result<(String, Issued)> {
+    let path = |n: &str| dir.join(n);
+    let key = if path("front-proxy-ca.key").exists() {
+        KeyPair::from_pem(&read(&path("front-proxy-ca.key"))?)
+            .context("parsing pki/front-proxy-ca.key")?
+    } else {
+        let k = KeyPair::generate()?;
+        write_private(&path("front-proxy-ca.key"), &k.serialize_pem())?;
+        k
+    };
+    if !path("front-proxy-ca.crt").exists() {
+        let cert = named_ca_params("front-proxy-ca")?.self_signed(&key)?;
+        std::fs::write(path("front-proxy-ca.crt"), cert.pem())?;
+    }
+    if !path("front-proxy-client.crt").exists() || !path("front-proxy-client.key").exists() {
+        let issuer = Issuer::new(named_ca_params("front-proxy-ca")?, key);
+        let client_key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name
+            .push(DnType::CommonName, "front-proxy-client");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let cert = p.signed_by(&client_key, &issuer)?;
+        std::fs::write(path("front-proxy-client.crt"), cert.pem())?;
+        write_private(&path("front-proxy-client.key"), &client_key.serialize_pem())?;
+    }
+    Ok((
+        read(&path("front-proxy-ca.crt"))?,
+        Issued {
+            cert: read(&path("front-proxy-client.crt"))?,
+            key: read(&path("front-proxy-client.key"))?,
+        },
+    ))
 }
 
 impl Pki {
@@ -155,6 +201,8 @@ impl Pki {
             write_private(&path("admin.key"), &key.serialize_pem())?;
         }
 
+        let (front_proxy_ca, front_proxy_client) = front_proxy(&dir)?;
+
         let token_file = data_dir.join("token");
         let node_token_file = data_dir.join("node-token");
         for file in [&token_file, &node_token_file] {
@@ -174,6 +222,8 @@ impl Pki {
             token: read(&token_file)?.trim().to_string(),
             node_token: read(&node_token_file)?.trim().to_string(),
             ca_key: read(&path("ca.key"))?,
+            front_proxy_ca,
+            front_proxy_client,
             dir,
         })
     }

@@ -80,15 +80,38 @@ impl Server {
         Self::serve_on(listener, cert_pem, key_pem, Arc::new(handler))
     }
 
+    /// [`Server::start`] that takes only clients with a certificate signed by `client_ca`
+    /// (PEM): an aggregated API server trusting the request-header CA.
+    pub fn start_for_clients_of(
+        bind: &str,
+        names: &[&str],
+        client_ca: &str,
+        handler: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        let (cert, key) = certificate(names);
+        let listener = TcpListener::bind(format!("{bind}:0")).expect("bind");
+        Self::serve_with(listener, &cert, &key, Some(client_ca), Arc::new(handler))
+    }
+
     fn serve_on(
         listener: TcpListener,
         cert_pem: &str,
         key_pem: &str,
         handler: Arc<Handler>,
     ) -> Server {
+        Self::serve_with(listener, cert_pem, key_pem, None, handler)
+    }
+
+    fn serve_with(
+        listener: TcpListener,
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca: Option<&str>,
+        handler: Arc<Handler>,
+    ) -> Server {
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
-        let config = Arc::new(server_config(cert_pem, key_pem));
+        let config = Arc::new(server_config(cert_pem, key_pem, client_ca));
         let received = Arc::new(Mutex::new(Vec::new()));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -147,7 +170,7 @@ pub fn certificate(names: &[&str]) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
-fn server_config(cert_pem: &str, key_pem: &str) -> rustls::ServerConfig {
+fn server_config(cert_pem: &str, key_pem: &str, client_ca: Option<&str>) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -155,12 +178,26 @@ fn server_config(cert_pem: &str, key_pem: &str) -> rustls::ServerConfig {
     let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .expect("key PEM")
         .expect("a key");
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("TLS config");
+        .expect("TLS versions");
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+                roots.add(c.expect("client CA PEM")).expect("client CA");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).expect("TLS config");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config
 }

@@ -144,6 +144,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .context("--authentication-config")?
             .unwrap_or_default(),
     ));
+    api.set_front_proxy(
+        pki.ca_cert.clone(),
+        pki.front_proxy_ca.clone(),
+        pki.front_proxy_client.clone(),
+    );
     api.set_token_issuer(tug_apiserver::tokens::TokenIssuer::load_or_create(
         &pki.dir,
     )?);

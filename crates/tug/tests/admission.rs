@@ -559,9 +559,7 @@ fn limit_ranges_default_and_bound_pods() {
     let o = kubectl(
         &s,
         &["create", "-f", "-"],
-        Some(
-            &pod("big", json!({"limits": {"cpu": "1500m"}})).replace("\"limited\"", "\"free\""),
-        ),
+        Some(&pod("big", json!({"limits": {"cpu": "1500m"}})).replace("\"limited\"", "\"free\"")),
     );
     assert!(o.status.success(), "{}", text(&o));
 }

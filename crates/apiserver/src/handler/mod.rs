@@ -262,6 +262,14 @@ async fn route(
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let catalog = server.registry.catalog();
     let catalog = catalog.as_ref();
+    if let ["apis", g, v, ..] = segs.as_slice()
+        && let Some(backend) = server.aggregator.backend(g, v)
+    {
+        return server
+            .aggregator
+            .proxy(&server.registry, &backend, identity.as_ref(), req)
+            .await;
+    }
     let discovery_doc = match segs.as_slice() {
         ["api"] if discovery::wants_aggregated(&accept_raw) => {
             return Ok(json_response(
@@ -271,16 +279,18 @@ async fn route(
             ));
         }
         ["apis"] if discovery::wants_aggregated(&accept_raw) => {
-            return Ok(json_response(
-                StatusCode::OK,
-                &discovery::aggregated(catalog, false),
-                discovery::AGGREGATED,
-            ));
+            let mut doc = discovery::aggregated(catalog, false);
+            server.aggregator.extend_aggregated(&mut doc);
+            return Ok(json_response(StatusCode::OK, &doc, discovery::AGGREGATED));
         }
         ["api"] => Some(discovery::core_versions()),
-        ["apis"] => Some(discovery::group_list(catalog)),
+        ["apis"] => {
+            let mut doc = discovery::group_list(catalog);
+            server.aggregator.extend_group_list(&mut doc);
+            Some(doc)
+        }
         ["api", v] => discovery::resource_list(catalog, "", v),
-        ["apis", g] => discovery::group(catalog, g),
+        ["apis", g] => discovery::group(catalog, g).or_else(|| server.aggregator.group(g)),
         ["apis", g, v] => discovery::resource_list(catalog, g, v),
         _ => None,
     };

@@ -1,22 +1,19 @@
-//! Calling a webhook: the address (a `url`, or a `service` resolved through its
-//! EndpointSlices to a ready endpoint, so that a webhook in a pod answers), TLS verified
-//! against the hook's `caBundle` with the name `<service>.<namespace>.svc`, HTTP/1.1 POST of
-//! the AdmissionReview with `?timeout=`, and kept-alive connections reused across calls.
+//! Calling a webhook: the address (a `url`, or a `service` resolved by the upstream resolver
+//! to a ready endpoint), TLS verified against the hook's `caBundle` with the name
+//! `<service>.<namespace>.svc`, HTTP/1.1 POST of the AdmissionReview with `?timeout=`, and
+//! kept-alive connections reused across calls.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tug_api::catalog;
 
 use super::config::{Hook, Target};
-use crate::registry::{ListOptions, Registry};
+use crate::registry::Registry;
 
 /// Where one call goes.
 struct Endpoint {
@@ -30,18 +27,13 @@ struct Endpoint {
     shown: String,
 }
 
-/// Resolved services' endpoints by (namespace, name, port), with when they were resolved.
-type Resolved = HashMap<(String, String, u16), (Vec<SocketAddr>, Instant)>;
-
 type Pool = HashMap<(SocketAddr, String, usize), Vec<SendRequest<Full<Bytes>>>>;
 
 /// Calls webhooks, keeping connections and resolved services for reuse.
 #[derive(Default)]
 pub struct Caller {
     pool: Mutex<Pool>,
-    /// Resolved services' endpoints, for a second.
-    resolved: Mutex<Resolved>,
-    next: std::sync::atomic::AtomicUsize,
+    resolver: crate::upstream::Resolver,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,7 +99,7 @@ impl Caller {
         );
         let mut sender = match self.pooled(&key) {
             Some(s) => s,
-            None => connect(hook, ep).await?,
+            None => crate::upstream::connect(&hook.client.tls, ep.addr, &ep.server_name).await?,
         };
         let req = http::Request::post(&ep.path)
             .header(http::header::HOST, &ep.host_header)
@@ -174,9 +166,7 @@ impl Caller {
                 path,
                 port,
             } => {
-                let addrs = self.resolve(registry, namespace, name, *port).await?;
-                let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let addr = addrs[i % addrs.len()];
+                let addr = self.resolver.pick(registry, namespace, name, *port).await?;
                 let host = format!("{name}.{namespace}.svc");
                 let path = format!(
                     "{}?timeout={secs}s",
@@ -191,107 +181,5 @@ impl Caller {
                 })
             }
         }
-    }
-
-    /// The ready endpoints of a service's port, from its EndpointSlices.
-    async fn resolve(
-        &self,
-        registry: &Registry,
-        namespace: &str,
-        name: &str,
-        port: u16,
-    ) -> Result<Vec<SocketAddr>, String> {
-        let key = (namespace.to_string(), name.to_string(), port);
-        if let Some((addrs, at)) = lock(&self.resolved).get(&key)
-            && at.elapsed() < Duration::from_secs(1)
-        {
-            return Ok(addrs.clone());
-        }
-        let services = catalog::lookup("", "v1", "services").ok_or("services are not served")?;
-        let slices = catalog::lookup("discovery.k8s.io", "v1", "endpointslices")
-            .ok_or("endpointslices are not served")?;
-        let svc = registry
-            .get(services, Some(namespace), name)
-            .await
-            .map_err(|_| format!("service \"{name}\" not found"))?;
-        let svc_port = tug_api::validation::field::items(&svc["spec"], "ports")
-            .iter()
-            .find(|p| p["port"].as_u64() == Some(u64::from(port)))
-            .ok_or_else(|| format!("no service port {port} found for service \"{name}\""))?;
-        let port_name = svc_port["name"].as_str().unwrap_or("");
-        let list = registry
-            .list(
-                slices,
-                Some(namespace),
-                &ListOptions {
-                    label_selector: format!("kubernetes.io/service-name={name}"),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| e.message)?;
-        let mut addrs = Vec::new();
-        for slice in tug_api::validation::field::items(&list, "items") {
-            let Some(target) = tug_api::validation::field::items(slice, "ports")
-                .iter()
-                .find(|p| p["name"].as_str().unwrap_or("") == port_name)
-                .and_then(|p| p["port"].as_u64())
-                .and_then(|p| u16::try_from(p).ok())
-            else {
-                continue;
-            };
-            for e in tug_api::validation::field::items(slice, "endpoints") {
-                if e.pointer("/conditions/ready") == Some(&Value::Bool(false)) {
-                    continue;
-                }
-                if let Some(ip) = e
-                    .pointer("/addresses/0")
-                    .and_then(Value::as_str)
-                    .and_then(|a| a.parse::<std::net::IpAddr>().ok())
-                {
-                    addrs.push(SocketAddr::new(ip, target));
-                }
-            }
-        }
-        if addrs.is_empty() {
-            return Err(format!("no endpoints available for service \"{name}\""));
-        }
-        lock(&self.resolved).insert(key, (addrs.clone(), Instant::now()));
-        Ok(addrs)
-    }
-}
-
-/// A new TLS connection to the endpoint, HTTP/1.1 over it.
-async fn connect(hook: &Hook, ep: &Endpoint) -> Result<SendRequest<Full<Bytes>>, String> {
-    let tcp = tokio::net::TcpStream::connect(ep.addr).await.map_err(|e| {
-        format!(
-            "dial tcp {}: connect: {}",
-            ep.addr,
-            lower_first(&e.to_string())
-        )
-    })?;
-    let _ = tcp.set_nodelay(true);
-    let name = rustls::pki_types::ServerName::try_from(ep.server_name.clone())
-        .map_err(|e| format!("invalid server name {:?}: {e}", ep.server_name))?;
-    let tls = tokio_rustls::TlsConnector::from(hook.client.tls.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("tls: {e}"))?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// Go's wording of connection errors: `connection refused`, not `Connection refused (os error 111)`.
-fn lower_first(text: &str) -> String {
-    let text = text.split(" (os error").next().unwrap_or(text);
-    let mut c = text.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
     }
 }
