@@ -563,3 +563,272 @@ fn limit_ranges_default_and_bound_pods() {
     );
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn pod_security_enforces_and_warns_by_namespace_labels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let pod = |ns: &str, name: &str, security: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"nodeName": "nowhere", "containers": [{"name": "app", "image": "registry.example/app:1",
+                "securityContext": security}]}})
+        .to_string()
+    };
+    ok(&s, &["create", "namespace", "strict"]);
+    ok(
+        &s,
+        &[
+            "label",
+            "namespace",
+            "strict",
+            "pod-security.kubernetes.io/enforce=restricted",
+        ],
+    );
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("strict", "priv", json!({"privileged": true}))),
+    );
+    assert!(!o.status.success(), "a privileged pod was admitted");
+    let want = "pods \"priv\" is forbidden: violates PodSecurity \"restricted:latest\": privileged (container \"app\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"app\" must set securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"app\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \"app\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")";
+    assert!(text(&o).contains(want), "{}", text(&o));
+    // A pod meeting the restricted profile is admitted.
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod(
+            "strict",
+            "good",
+            json!({"allowPrivilegeEscalation": false, "runAsNonRoot": true,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}),
+        )),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // Deployments are warned, not refused.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "strict"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "registry.example/web:1", "securityContext": {"privileged": true}}]}}}});
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&deployment.to_string()));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Warning: would violate PodSecurity \"restricted:latest\": privileged (container \"web\" must not set securityContext.privileged=true)"),
+        "{}",
+        text(&o)
+    );
+
+    // warn=baseline only warns.
+    ok(&s, &["create", "namespace", "lenient"]);
+    ok(
+        &s,
+        &[
+            "label",
+            "namespace",
+            "lenient",
+            "pod-security.kubernetes.io/warn=baseline",
+        ],
+    );
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("lenient", "priv", json!({"privileged": true}))),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Warning: would violate PodSecurity \"baseline:latest\": privileged (container \"app\" must not set securityContext.privileged=true)"),
+        "{}",
+        text(&o)
+    );
+    // Making the namespace enforce baseline warns of the pod it would now refuse.
+    let o = kubectl(
+        &s,
+        &[
+            "label",
+            "namespace",
+            "lenient",
+            "pod-security.kubernetes.io/enforce=baseline",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("existing pods in namespace \"lenient\" violate the new PodSecurity enforce level \"baseline:latest\"")
+            && out.contains("priv: privileged"),
+        "{out}"
+    );
+    // Invalid labels are refused with their field.
+    let o = kubectl(
+        &s,
+        &[
+            "label",
+            "namespace",
+            "lenient",
+            "--overwrite",
+            "pod-security.kubernetes.io/enforce=bogus",
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"bogus\": must be one of privileged, baseline, restricted"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_validating_admission_policy_limits_replicas_from_a_param() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy_file = dir.path().join("audit-policy.yaml");
+    let log = dir.path().join("audit.log");
+    std::fs::write(
+        &policy_file,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+    )
+    .expect("write policy");
+    let s = TugServer::start_with(
+        tug_bin!(),
+        &dir.path().join("data"),
+        &[
+            "--audit-policy-file",
+            policy_file.to_str().expect("utf-8"),
+            "--audit-log-path",
+            log.to_str().expect("utf-8"),
+        ],
+    );
+    let docs = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "capped", "labels": {"replicas": "deny"}}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "watched", "labels": {"replicas": "warn"}}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "replica-limit", "namespace": "capped"},
+            "data": {"maxReplicas": "3"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "replica-limit", "namespace": "watched"},
+            "data": {"maxReplicas": "2"}}),
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": "replica-limit"},
+            "spec": {"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"], "resources": ["deployments"]}]},
+                "variables": [{"name": "limit", "expression": "int(params.data.maxReplicas)"}],
+                "validations": [
+                    {"expression": "object.spec.replicas <= variables.limit",
+                        "messageExpression": "'replicas must be no greater than ' + string(variables.limit)"},
+                    {"expression": "has(object.metadata.labels) && 'app' in object.metadata.labels",
+                        "message": "deployments need an app label"},
+                    {"expression": "object.spec.template.spec.containers.all(c, !c.image.endsWith(':latest'))",
+                        "message": "no latest images"}]}}),
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": "replica-limit-deny"},
+            "spec": {"policyName": "replica-limit", "validationActions": ["Deny"],
+                "paramRef": {"name": "replica-limit", "parameterNotFoundAction": "Deny"},
+                "matchResources": {"namespaceSelector": {"matchLabels": {"replicas": "deny"}}}}}),
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": "replica-limit-warn"},
+            "spec": {"policyName": "replica-limit", "validationActions": ["Warn", "Audit"],
+                "paramRef": {"name": "replica-limit", "parameterNotFoundAction": "Deny"},
+                "matchResources": {"namespaceSelector": {"matchLabels": {"replicas": "warn"}}}}}),
+    ];
+    for d in &docs {
+        let o = kubectl(&s, &["create", "-f", "-"], Some(&d.to_string()));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let deployment = |ns: &str, name: &str, replicas: u32| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "registry.example/app:1"}]}}}})
+        .to_string()
+    };
+    // Deny: above the namespace's parameter is refused with the policy's message.
+    let mut refused = String::new();
+    eventually_within("the policy in force", Duration::from_secs(5), || {
+        let o = kubectl(
+            &s,
+            &["create", "-f", "-"],
+            Some(&deployment("capped", "big", 5)),
+        );
+        refused = text(&o);
+        !o.status.success()
+    });
+    // kubectl renders the 422 from its cause, as Kubernetes' documentation shows it.
+    assert!(
+        refused.contains("The deployments \"big\" is invalid: : ValidatingAdmissionPolicy 'replica-limit' with binding 'replica-limit-deny' denied request: replicas must be no greater than 3"),
+        "{refused}"
+    );
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&deployment("capped", "small", 3)),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // Scaling past the limit is an update the policy refuses too.
+    let o = kubectl(
+        &s,
+        &[
+            "scale",
+            "deployment",
+            "small",
+            "-n",
+            "capped",
+            "--replicas=4",
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("replicas must be no greater than 3"),
+        "{}",
+        text(&o)
+    );
+    // Warn and Audit: the write goes through, with a warning and an audit annotation.
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&deployment("watched", "big", 5)),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Warning: Validation failed for ValidatingAdmissionPolicy 'replica-limit' with binding 'replica-limit-warn': replicas must be no greater than 2"),
+        "{}",
+        text(&o)
+    );
+    eventually_within("the audit annotation", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let v: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+                v["objectRef"]["name"] == "big"
+                    && v["objectRef"]["namespace"] == "watched"
+                    && v["annotations"]["validation.policy.admission.k8s.io/validation_failure"]
+                        .as_str()
+                        .is_some_and(|a| {
+                            let failures: Value = serde_json::from_str(a).unwrap_or(Value::Null);
+                            failures[0]["binding"] == "replica-limit-warn"
+                                && failures[0]["validationActions"] == json!(["Warn", "Audit"])
+                        })
+            })
+    });
+    // Namespaces the bindings do not select are left alone.
+    ok(&s, &["create", "namespace", "free"]);
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&deployment("free", "big", 9)),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // An expression that does not compile is refused at write with its field.
+    let bad = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "bad"},
+        "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+            "operations": ["CREATE"], "resources": ["pods"]}]},
+            "validations": [{"expression": "object.spec.("}]}});
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&bad.to_string()));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains(
+            "spec.validations[0].expression: Invalid value: \"object.spec.(\": compilation failed"
+        ),
+        "{}",
+        text(&o)
+    );
+}

@@ -1,12 +1,15 @@
 //! The admission chain, in kube-apiserver's order: the mutating built-ins (Priority,
 //! ServiceAccount and DefaultTolerationSeconds run by the registry as it defaults a new
 //! object, then LimitRanger's defaults), the mutating webhooks (with reinvocation), the kind's
-//! own validation (the registry's), LimitRanger's checks, then the validating webhooks;
+//! own validation (the registry's), LimitRanger's checks, PodSecurity, the ValidatingAdmissionPolicies,
+//! then the validating webhooks;
 //! ResourceQuota stays last, in the registry. It runs for create, update (of objects and their subresources),
 //! delete and connect, for dry runs too, and for custom resources.
 
 pub mod limit_ranger;
 pub mod notes;
+pub mod pod_security;
+pub mod policy;
 pub mod webhook;
 
 use serde_json::{Value, json};
@@ -112,11 +115,13 @@ impl Attributes<'_> {
 #[derive(Default)]
 pub struct Admission {
     webhooks: std::sync::Arc<webhook::Webhooks>,
+    policies: std::sync::Arc<policy::Policies>,
 }
 
 impl Admission {
     /// Loads the stored webhook configurations and follows their changes.
     pub async fn start(&self, registry: &Registry) -> anyhow::Result<()> {
+        self.policies.start(registry).await?;
         self.webhooks.start(registry).await
     }
 
@@ -140,6 +145,8 @@ impl Admission {
         obj: Option<&Value>,
     ) -> Result<(), ApiError> {
         limit_ranger::validate(registry, a, obj).await?;
+        pod_security::validate(registry, a, obj).await?;
+        self.policies.validate(registry, a, obj).await?;
         self.webhooks.validate(registry, a, obj).await
     }
 
@@ -152,6 +159,7 @@ impl Admission {
         obj: Option<&Value>,
     ) -> Result<(), ApiError> {
         self.webhooks.mutate_fixed(registry, a, obj).await?;
+        self.policies.validate(registry, a, obj).await?;
         self.webhooks.validate(registry, a, obj).await
     }
 }

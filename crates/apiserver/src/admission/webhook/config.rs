@@ -348,7 +348,8 @@ fn ca_bundle(b64: &str) -> anyhow::Result<String> {
     Ok(pem)
 }
 
-fn selector(h: &Value, key: &str) -> Option<LabelSelector> {
+/// The non-empty label selector at `key`, if any.
+pub(crate) fn selector(h: &Value, key: &str) -> Option<LabelSelector> {
     let s = h
         .get(key)
         .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))?;
@@ -362,6 +363,24 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
         .iter()
         .filter_map(Value::as_str)
         .map(str::to_string)
+        .collect()
+}
+
+/// The rules at `key` of `v`.
+pub(crate) fn parse_rules(v: &Value, key: &str) -> Vec<Rule> {
+    items(v, key)
+        .iter()
+        .map(|r| Rule {
+            operations: strings(r, "operations"),
+            groups: strings(r, "apiGroups"),
+            versions: strings(r, "apiVersions"),
+            resources: strings(r, "resources"),
+            scope: r
+                .get("scope")
+                .and_then(Value::as_str)
+                .unwrap_or("*")
+                .to_string(),
+        })
         .collect()
 }
 
@@ -408,20 +427,7 @@ pub fn hooks(config: &Value) -> Vec<Hook> {
                 continue;
             }
         };
-        let rules = items(h, "rules")
-            .iter()
-            .map(|r| Rule {
-                operations: strings(r, "operations"),
-                groups: strings(r, "apiGroups"),
-                versions: strings(r, "apiVersions"),
-                resources: strings(r, "resources"),
-                scope: r
-                    .get("scope")
-                    .and_then(Value::as_str)
-                    .unwrap_or("*")
-                    .to_string(),
-            })
-            .collect();
+        let rules = parse_rules(h, "rules");
         out.push(Hook {
             configuration: configuration.clone(),
             name,

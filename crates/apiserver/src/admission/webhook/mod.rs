@@ -6,7 +6,7 @@
 
 mod client;
 pub mod config;
-mod rules;
+pub(crate) mod rules;
 
 use std::sync::{Arc, RwLock};
 
@@ -247,35 +247,16 @@ impl Webhooks {
         let Some(seen_as) = rules::matched(hook, a, &catalog) else {
             return Ok(None);
         };
-        if let Some(sel) = &hook.object_selector {
-            let matches = |o: Option<&Value>| {
-                o.filter(|o| o.get("metadata").is_some())
-                    .is_some_and(|o| sel.matches(&meta::labels(o)))
-            };
-            if !matches(obj) && !matches(a.old) {
-                return Ok(None);
-            }
-        }
-        if let Some(sel) = &hook.namespace_selector {
-            let is_namespace = a.resource.group.is_empty() && a.resource.plural == "namespaces";
-            if is_namespace && a.subresource.is_none() && a.operation != Operation::Delete {
-                let o = obj.or(a.old);
-                if !o.is_some_and(|o| sel.matches(&meta::labels(o))) {
-                    return Ok(None);
-                }
-            } else if is_namespace || a.resource.namespaced() {
-                let ns_name = if is_namespace {
-                    a.name.as_str()
-                } else {
-                    a.namespace
-                };
-                let ns_res = catalog::lookup("", "v1", "namespaces")
-                    .ok_or_else(|| ApiError::internal("namespaces missing from the catalog"))?;
-                let ns = registry.get(ns_res, None, ns_name).await?;
-                if !sel.matches(&meta::labels(&ns)) {
-                    return Ok(None);
-                }
-            }
+        if !selected(
+            registry,
+            a,
+            hook.namespace_selector.as_ref(),
+            hook.object_selector.as_ref(),
+            obj,
+        )
+        .await?
+        {
+            return Ok(None);
         }
         if !hook.conditions.is_empty() {
             let request = request_of(a, seen_as, obj);
@@ -365,8 +346,47 @@ impl Webhooks {
     }
 }
 
+/// Whether a request passes a namespace selector (the namespace's labels; a Namespace's own
+/// for its create and update) and an object selector (the object's or the old object's
+/// labels); `None` selectors select everything.
+pub(crate) async fn selected(
+    registry: &Registry,
+    a: &Attributes<'_>,
+    namespace_selector: Option<&tug_api::selector::LabelSelector>,
+    object_selector: Option<&tug_api::selector::LabelSelector>,
+    obj: Option<&Value>,
+) -> Result<bool, ApiError> {
+    if let Some(sel) = object_selector {
+        let matches = |o: Option<&Value>| {
+            o.filter(|o| o.get("metadata").is_some())
+                .is_some_and(|o| sel.matches(&meta::labels(o)))
+        };
+        if !matches(obj) && !matches(a.old) {
+            return Ok(false);
+        }
+    }
+    if let Some(sel) = namespace_selector {
+        let is_namespace = a.resource.group.is_empty() && a.resource.plural == "namespaces";
+        if is_namespace && a.subresource.is_none() && a.operation != Operation::Delete {
+            let o = obj.or(a.old);
+            return Ok(o.is_some_and(|o| sel.matches(&meta::labels(o))));
+        } else if is_namespace || a.resource.namespaced() {
+            let ns_name = if is_namespace {
+                a.name.as_str()
+            } else {
+                a.namespace
+            };
+            let ns_res = catalog::lookup("", "v1", "namespaces")
+                .ok_or_else(|| ApiError::internal("namespaces missing from the catalog"))?;
+            let ns = registry.get(ns_res, None, ns_name).await?;
+            return Ok(sel.matches(&meta::labels(&ns)));
+        }
+    }
+    Ok(true)
+}
+
 /// The AdmissionReview request for a call.
-fn request_of(a: &Attributes<'_>, seen_as: &Resource, obj: Option<&Value>) -> Value {
+pub(crate) fn request_of(a: &Attributes<'_>, seen_as: &Resource, obj: Option<&Value>) -> Value {
     let gvk = |r: &Resource| json!({"group": r.group, "version": r.version, "kind": r.kind});
     let gvr = |r: &Resource| json!({"group": r.group, "version": r.version, "resource": r.plural});
     let as_seen = |o: &Value| {

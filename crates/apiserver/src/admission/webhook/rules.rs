@@ -42,14 +42,24 @@ fn rule_matches(rule: &Rule, a: &Attributes<'_>, r: &Resource) -> bool {
 /// (matchPolicy Equivalent) the first other version of the same stored resource a rule
 /// covers; `None` when the hook does not match.
 pub fn matched(hook: &Hook, a: &Attributes<'_>, catalog: &Catalog) -> Option<&'static Resource> {
+    matched_by(&hook.rules, hook.exact, a, catalog)
+}
+
+/// [`matched`] for any list of rules (an admission policy's too).
+pub fn matched_by(
+    rules: &[Rule],
+    exact: bool,
+    a: &Attributes<'_>,
+    catalog: &Catalog,
+) -> Option<&'static Resource> {
     let own = a.resource;
-    if hook.rules.iter().any(|rule| rule_matches(rule, a, own)) {
+    if rules.iter().any(|rule| rule_matches(rule, a, own)) {
         return catalog.lookup(own.group, own.version, own.plural);
     }
-    if hook.exact {
+    if exact {
         return None;
     }
-    for rule in &hook.rules {
+    for rule in rules {
         for other in catalog.all() {
             if other.storage == own.storage
                 && (other.group, other.version) != (own.group, own.version)

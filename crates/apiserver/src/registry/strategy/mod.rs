@@ -134,6 +134,28 @@ impl Strategy for WebhookConfiguration {
     }
 }
 
+/// ValidatingAdmissionPolicies: defaulted and their expressions compiled on write.
+struct AdmissionPolicy;
+
+impl Strategy for AdmissionPolicy {
+    fn defaults(&self, obj: &mut Value) {
+        crate::admission::policy::default_policy(obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        crate::admission::policy::validate_policy(obj)
+    }
+}
+
+/// ValidatingAdmissionPolicyBindings: a policy and valid actions.
+struct AdmissionPolicyBinding;
+
+impl Strategy for AdmissionPolicyBinding {
+    fn validate(&self, obj: &Value) -> Vec<Cause> {
+        crate::admission::policy::validate_binding(obj)
+    }
+}
+
 /// A resource's strategy: a built-in kind's, or one made from a custom resource's definition.
 pub(crate) enum Chosen {
     Builtin(&'static dyn Strategy),
@@ -197,6 +219,10 @@ fn builtin(r: &Resource) -> &'static dyn Strategy {
         ("apiregistration.k8s.io", "APIService") => &API_SERVICE,
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => &MUTATING_WEBHOOKS,
         ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => &VALIDATING_WEBHOOKS,
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => &AdmissionPolicy,
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            &AdmissionPolicyBinding
+        }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => &custom::Definition,
         _ => &PLAIN,
     }
