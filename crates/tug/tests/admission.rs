@@ -832,3 +832,113 @@ fn a_validating_admission_policy_limits_replicas_from_a_param() {
         text(&o)
     );
 }
+
+#[test]
+fn exec_is_admitted_as_a_connect_with_its_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let hook = Server::start("127.0.0.1", &[], |r| {
+        let review = r.json();
+        let command = review["request"]["object"]["command"].clone();
+        let destructive = command
+            .as_array()
+            .is_some_and(|c| c.iter().any(|a| a == "rm"));
+        Reply::Json(review_response(
+            &review,
+            !destructive,
+            json!({"status": {"message": "no rm in exec sessions"}}),
+        ))
+    });
+    let yaml = configuration(
+        "ValidatingWebhookConfiguration",
+        "exec-guard",
+        "exec.guard.example.com",
+        &hook.url,
+        &hook.ca_bundle(),
+        json!({"rules": [{"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/exec"]}]}),
+    );
+    let o = kubectl(&s, &["apply", "-f", "-"], Some(&yaml));
+    assert!(o.status.success(), "{}", text(&o));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"nodeName": "nowhere", "containers": [{"name": "app", "image": "registry.example/app:1"}]}});
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&pod.to_string()));
+    assert!(o.status.success(), "{}", text(&o));
+    let mut out = String::new();
+    eventually_within("the exec webhook in force", Duration::from_secs(5), || {
+        out = text(&kubectl(
+            &s,
+            &["exec", "web", "-c", "app", "--", "rm", "-rf", "/data"],
+            None,
+        ));
+        out.contains("no rm in exec sessions")
+    });
+    assert!(
+        out.contains("admission webhook \"exec.guard.example.com\" denied the request: no rm in exec sessions"),
+        "{out}"
+    );
+    let review = hook
+        .requests()
+        .into_iter()
+        .map(|r| r.json())
+        .find(|v| v.pointer("/request/name") == Some(&json!("web")))
+        .expect("the webhook saw the exec");
+    let req = &review["request"];
+    assert_eq!(req["operation"], "CONNECT");
+    assert_eq!(req["subResource"], "exec");
+    assert_eq!(
+        req["kind"],
+        json!({"group": "", "version": "v1", "kind": "PodExecOptions"})
+    );
+    assert_eq!(req["object"]["kind"], "PodExecOptions");
+    assert_eq!(req["object"]["container"], "app");
+    assert_eq!(req["object"]["command"], json!(["rm", "-rf", "/data"]));
+    assert_eq!(req["oldObject"], Value::Null);
+    // Writes are not what this webhook looks at.
+    let o = create_configmap(&s, "unrelated", json!({}), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn claims_without_a_class_get_the_default_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let claim = |name: &str, class: Option<&str>| {
+        let mut c = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        if let Some(class) = class {
+            c["spec"]["storageClassName"] = json!(class);
+        }
+        let o = kubectl(
+            &s,
+            &["create", "-f", "-", "-o", "json"],
+            Some(&c.to_string()),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("claim JSON");
+        v["spec"]["storageClassName"].clone()
+    };
+    let class = |name: &str| {
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": name, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "example.com/disks"})
+        .to_string()
+    };
+    assert_eq!(
+        claim("before", None),
+        Value::Null,
+        "no default class, no class"
+    );
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&class("standard")));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(claim("plain", None), json!("standard"));
+    assert_eq!(
+        claim("none", Some("")),
+        json!(""),
+        "an empty class asks for none"
+    );
+    // With two defaults, the newest wins.
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&class("fast")));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(claim("newer", None), json!("fast"));
+}

@@ -1,11 +1,12 @@
 //! The admission chain, in kube-apiserver's order: the mutating built-ins (Priority,
 //! ServiceAccount and DefaultTolerationSeconds run by the registry as it defaults a new
-//! object, then LimitRanger's defaults), the mutating webhooks (with reinvocation), the kind's
-//! own validation (the registry's), LimitRanger's checks, PodSecurity, the ValidatingAdmissionPolicies,
-//! then the validating webhooks;
-//! ResourceQuota stays last, in the registry. It runs for create, update (of objects and their subresources),
-//! delete and connect, for dry runs too, and for custom resources.
+//! object, then LimitRanger's defaults and DefaultStorageClass), the mutating webhooks (with
+//! reinvocation), the kind's own validation (the registry's), LimitRanger's checks,
+//! PodSecurity, the ValidatingAdmissionPolicies, then the validating webhooks; ResourceQuota
+//! stays last, in the registry. It runs for create, update (of objects and their
+//! subresources), delete and connect, for dry runs too, and for custom resources.
 
+pub mod default_storage_class;
 pub mod limit_ranger;
 pub mod notes;
 pub mod pod_security;
@@ -67,6 +68,9 @@ pub struct Attributes<'a> {
     pub old: Option<&'a Value>,
     /// The field manager, sent in the options.
     pub field_manager: &'a str,
+    /// For CONNECT, the kind of the options object (`PodExecOptions` …), the kind webhooks
+    /// are told of.
+    pub connect_kind: Option<&'static str>,
 }
 
 impl Attributes<'_> {
@@ -111,6 +115,60 @@ impl Attributes<'_> {
     }
 }
 
+/// The options object of a CONNECT to a pod (`exec`, `attach`, `portforward`), from the
+/// request's query, as kube-apiserver decodes it; `None` for other subresources.
+pub fn connect_options(subresource: &str, query: &str) -> Option<(&'static str, Value)> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let flag = |name: &str| {
+        pairs
+            .iter()
+            .any(|(k, v)| k == name && matches!(v.as_str(), "true" | "1"))
+    };
+    let one = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let all = |name: &str| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let (kind, mut o) = match subresource {
+        "exec" => (
+            "PodExecOptions",
+            json!({"stdin": flag("stdin"), "stdout": flag("stdout"), "stderr": flag("stderr"),
+                "tty": flag("tty"), "command": all("command")}),
+        ),
+        "attach" => (
+            "PodAttachOptions",
+            json!({"stdin": flag("stdin"), "stdout": flag("stdout"), "stderr": flag("stderr"),
+                "tty": flag("tty")}),
+        ),
+        "portforward" => {
+            let ports: Vec<Value> = all("ports")
+                .iter()
+                .flat_map(|p| p.split(',').map(str::to_string).collect::<Vec<_>>())
+                .filter_map(|p| p.trim().parse::<u16>().ok())
+                .map(|p| json!(p))
+                .collect();
+            ("PodPortForwardOptions", json!({"ports": ports}))
+        }
+        _ => return None,
+    };
+    o["kind"] = json!(kind);
+    o["apiVersion"] = json!("v1");
+    if let Some(c) = one("container") {
+        o["container"] = json!(c);
+    }
+    Some((kind, o))
+}
+
 /// The admission chain's configurable part: the webhooks (and what follows them).
 #[derive(Default)]
 pub struct Admission {
@@ -134,6 +192,7 @@ impl Admission {
         obj: &mut Value,
     ) -> Result<(), ApiError> {
         limit_ranger::default(registry, a, obj).await?;
+        default_storage_class::admit(registry, a, obj).await?;
         self.webhooks.mutate(registry, a, obj).await
     }
 

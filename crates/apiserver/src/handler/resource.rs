@@ -81,6 +81,26 @@ pub(super) async fn resource(
             .name
             .as_deref()
             .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+        // CONNECT admission, with the options the connection asks for.
+        if let Some((options_kind, options)) =
+            crate::admission::connect_options(kind, req.uri().query().unwrap_or(""))
+        {
+            let attrs = crate::admission::Attributes {
+                resource: r,
+                subresource: Some(kind),
+                namespace: ns.unwrap_or("default"),
+                name: name.to_string(),
+                operation: crate::admission::Operation::Connect,
+                user: identity.as_ref(),
+                dry_run: false,
+                old: None,
+                field_manager: "",
+                connect_kind: Some(options_kind),
+            };
+            reg.admission
+                .admit_without_object(reg, &attrs, Some(&options))
+                .await?;
+        }
         return crate::kubelet::stream(
             &server.registry,
             server.kubelet.get(),

@@ -302,6 +302,7 @@ impl Registry {
             dry_run: opts.dry_run,
             old: None,
             field_manager: &opts.manager,
+            connect_kind: None,
         };
         self.admission.mutate(self, &attrs, &mut obj).await?;
         // What the kind prepares for creation (PrepareForCreate) follows admission.
@@ -497,6 +498,7 @@ impl Registry {
             dry_run: opts.dry_run,
             old: Some(&old),
             field_manager: &opts.manager,
+            connect_kind: None,
         };
         self.admission.mutate(self, &attrs, &mut new).await?;
         if r.kind == "Pod" && r.group.is_empty() && subresource.is_none() {
@@ -749,6 +751,7 @@ impl Registry {
             dry_run: opts.dry_run,
             old: Some(&obj),
             field_manager: "",
+            connect_kind: None,
         };
         self.admission
             .admit_without_object(self, &attrs, None)

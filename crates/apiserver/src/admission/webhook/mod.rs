@@ -396,11 +396,15 @@ pub(crate) fn request_of(a: &Attributes<'_>, seen_as: &Resource, obj: Option<&Va
         }
         o
     };
+    let kind = match a.connect_kind {
+        Some(k) => json!({"group": "", "version": "v1", "kind": k}),
+        None => gvk(seen_as),
+    };
     let mut req = json!({
         "uid": uuid::Uuid::new_v4().to_string(),
-        "kind": gvk(seen_as),
+        "kind": kind.clone(),
         "resource": gvr(seen_as),
-        "requestKind": gvk(a.resource),
+        "requestKind": if a.connect_kind.is_some() { kind } else { gvk(a.resource) },
         "requestResource": gvr(a.resource),
         "operation": a.operation.as_str(),
         "userInfo": a.user_info(),
