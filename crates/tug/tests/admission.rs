@@ -942,3 +942,204 @@ fn claims_without_a_class_get_the_default_one() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(claim("newer", None), json!("fast"));
 }
+
+#[test]
+fn an_equivalent_version_is_matched_and_converted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let hook = Server::start("127.0.0.1", &[], |r| {
+        let review = r.json();
+        let refused = review.pointer("/request/object/note") == Some(&json!("refuse me"));
+        Reply::Json(review_response(
+            &review,
+            !refused,
+            json!({"status": {"message": "events saying 'refuse me' are refused"}}),
+        ))
+    });
+    // The webhook asks for events.k8s.io/v1 Events; a core/v1 Event is the same resource.
+    let events = json!({"operations": ["CREATE"], "apiGroups": ["events.k8s.io"], "apiVersions": ["v1"], "resources": ["events"]});
+    let yaml = configuration(
+        "ValidatingWebhookConfiguration",
+        "events",
+        "events.example.com",
+        &hook.url,
+        &hook.ca_bundle(),
+        json!({"rules": [events]}),
+    );
+    let o = kubectl(&s, &["apply", "-f", "-"], Some(&yaml));
+    assert!(o.status.success(), "{}", text(&o));
+    let event = |name: &str, message: &str| {
+        json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+            "reason": "Testing", "message": message, "type": "Normal"})
+        .to_string()
+    };
+    let mut out = String::new();
+    eventually_within(
+        "the events webhook in force",
+        Duration::from_secs(5),
+        || {
+            let o = kubectl(
+                &s,
+                &["create", "-f", "-"],
+                Some(&event(&format!("probe-{}", free_port()), "refuse me")),
+            );
+            out = text(&o);
+            !o.status.success()
+        },
+    );
+    assert!(
+        out.contains("events saying 'refuse me' are refused"),
+        "{out}"
+    );
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&event("fine", "all good")));
+    assert!(o.status.success(), "{}", text(&o));
+    let review = hook
+        .requests()
+        .into_iter()
+        .map(|r| r.json())
+        .find(|v| v.pointer("/request/name") == Some(&json!("fine")))
+        .expect("the webhook saw the core/v1 create");
+    let req = &review["request"];
+    assert_eq!(
+        req["kind"],
+        json!({"group": "events.k8s.io", "version": "v1", "kind": "Event"})
+    );
+    assert_eq!(
+        req["resource"],
+        json!({"group": "events.k8s.io", "version": "v1", "resource": "events"})
+    );
+    assert_eq!(
+        req["requestKind"],
+        json!({"group": "", "version": "v1", "kind": "Event"})
+    );
+    assert_eq!(req["object"]["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(
+        req["object"]["note"], "all good",
+        "the object is in the webhook's version"
+    );
+    assert_eq!(req["object"]["regarding"]["name"], "web");
+    // With matchPolicy Exact, the core/v1 request is not the webhook's.
+    let exact = configuration(
+        "ValidatingWebhookConfiguration",
+        "events",
+        "events.example.com",
+        &hook.url,
+        &hook.ca_bundle(),
+        json!({"rules": [events], "matchPolicy": "Exact"}),
+    );
+    let o = kubectl(&s, &["apply", "-f", "-"], Some(&exact));
+    assert!(o.status.success(), "{}", text(&o));
+    eventually_within("the exact policy in force", Duration::from_secs(5), || {
+        kubectl(
+            &s,
+            &["create", "-f", "-"],
+            Some(&event(&format!("exact-{}", free_port()), "refuse me")),
+        )
+        .status
+        .success()
+    });
+}
+
+/// A webhook built on kube-rs' admission types (`kube::core::admission`), the way operators
+/// written in Rust build theirs: the request decodes into kube-rs' `AdmissionRequest`, and the
+/// answers are kube-rs' `AdmissionResponse`s, denying or patching.
+#[test]
+fn a_webhook_built_on_kube_rs_admission_types_works() {
+    use kube::core::DynamicObject;
+    use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let hook = Server::start("127.0.0.1", &[], |r| {
+        let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&r.body) {
+            Ok(review) => review,
+            Err(e) => {
+                return Reply::Json(
+                    serde_json::to_value(AdmissionResponse::invalid(e.to_string()).into_review())
+                        .unwrap_or_default(),
+                );
+            }
+        };
+        let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+            Ok(req) => req,
+            Err(e) => {
+                return Reply::Json(
+                    serde_json::to_value(AdmissionResponse::invalid(e.to_string()).into_review())
+                        .unwrap_or_default(),
+                );
+            }
+        };
+        let labels = req
+            .object
+            .as_ref()
+            .and_then(|o| o.metadata.labels.clone())
+            .unwrap_or_default();
+        let response = if labels.contains_key("illegal") {
+            AdmissionResponse::from(&req).deny("objects labelled illegal are refused")
+        } else {
+            let patch: json_patch::Patch = serde_json::from_value(json!([{"op": "add",
+                "path": "/metadata/labels/admission", "value": "modified-by-kube-rs"}]))
+            .unwrap_or_else(|_| json_patch::Patch(Vec::new()));
+            match AdmissionResponse::from(&req).with_patch(patch) {
+                Ok(r) => r,
+                Err(e) => AdmissionResponse::invalid(e.to_string()),
+            }
+        };
+        Reply::Json(serde_json::to_value(response.into_review()).unwrap_or_default())
+    });
+    let yaml = configuration(
+        "MutatingWebhookConfiguration",
+        "kube-rs",
+        "kube-rs.example.com",
+        &hook.url,
+        &hook.ca_bundle(),
+        json!({"rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+            "objectSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}}),
+    );
+    let o = kubectl(&s, &["apply", "-f", "-"], Some(&yaml));
+    assert!(o.status.success(), "{}", text(&o));
+    let mut got = Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("probe-{}", free_port()), "labels": {"app": "web"}}});
+        let o = kubectl(
+            &s,
+            &["create", "-f", "-", "-o", "json"],
+            Some(&cm.to_string()),
+        );
+        got = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        if got.pointer("/metadata/labels/admission").is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kube-rs webhook never patched: {}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        got["metadata"]["labels"]["admission"], "modified-by-kube-rs",
+        "{got}"
+    );
+    let o = create_configmap(&s, "bad", json!({"app": "web", "illegal": "yes"}), &[]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("admission webhook \"kube-rs.example.com\" denied the request: objects labelled illegal are refused"),
+        "{}",
+        text(&o)
+    );
+    // The object selector keeps the webhook away from unlabelled objects.
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-", "-o", "json"],
+        Some(
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "unlabelled"}})
+            .to_string(),
+        ),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert!(v.pointer("/metadata/labels/admission").is_none(), "{v}");
+}

@@ -128,6 +128,14 @@ pub(crate) fn default_again(r: &Resource, obj: &mut Value) {
     strategy::of(r).defaults(obj);
 }
 
+/// An object written through `from` in the shape of `to`, another version of the same
+/// resource (what an admission webhook matched through `matchPolicy: Equivalent` is sent).
+pub(crate) fn convert_between(from: &Resource, to: &Resource, obj: &Value) -> Value {
+    let mut v = convert::to_stored(from, obj).into_owned();
+    convert::to_served(to, &mut v);
+    v
+}
+
 /// The store prefix of a resource, optionally within a namespace.
 pub(crate) fn prefix(r: &Resource, namespace: Option<&str>) -> String {
     let storage = r.storage.trim_start_matches('/');

@@ -178,16 +178,21 @@ impl Webhooks {
             annotate_mutation(hook, round, index, false);
             return Ok(Some(false));
         };
-        let mut patched = obj.clone();
-        if seen_as.api_version() != a.resource.api_version() {
-            patched["apiVersion"] = json!(seen_as.api_version());
-        }
+        let equivalent = seen_as.api_version() != a.resource.api_version();
+        let mut patched = if equivalent {
+            crate::registry::convert_between(a.resource, seen_as, obj)
+        } else {
+            obj.clone()
+        };
         tug_api::patch::json_patch(&mut patched, &patch)
             .map_err(|e| ApiError::internal(format!("Internal error occurred: {}", e.message)))?;
         if !patched.is_object() {
             return Err(ApiError::internal(
                 "Internal error occurred: the patched object is not an object",
             ));
+        }
+        if equivalent {
+            patched = crate::registry::convert_between(seen_as, a.resource, &patched);
         }
         patched["apiVersion"] = json!(a.resource.api_version());
         patched["kind"] = json!(a.resource.kind);
@@ -390,11 +395,11 @@ pub(crate) fn request_of(a: &Attributes<'_>, seen_as: &Resource, obj: Option<&Va
     let gvk = |r: &Resource| json!({"group": r.group, "version": r.version, "kind": r.kind});
     let gvr = |r: &Resource| json!({"group": r.group, "version": r.version, "resource": r.plural});
     let as_seen = |o: &Value| {
-        let mut o = o.clone();
         if seen_as.api_version() != a.resource.api_version() && o.is_object() {
-            o["apiVersion"] = json!(seen_as.api_version());
+            crate::registry::convert_between(a.resource, seen_as, o)
+        } else {
+            o.clone()
         }
-        o
     };
     let kind = match a.connect_kind {
         Some(k) => json!({"group": "", "version": "v1", "kind": k}),
@@ -450,10 +455,7 @@ fn check(v: &Value, uid: &str, mutating: bool) -> Result<(Answer, Value), String
             "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {g}/{ver}, Kind={kind}"
         ));
     }
-    let patch = response
-        .get("patch")
-        .and_then(Value::as_str)
-        .filter(|p| !p.is_empty());
+    let patch = patch_bytes(response.get("patch"))?.filter(|p| !p.is_empty());
     let patch_type = response.get("patchType").and_then(Value::as_str);
     if !mutating {
         if patch.is_some() {
@@ -477,15 +479,10 @@ fn check(v: &Value, uid: &str, mutating: bool) -> Result<(Answer, Value), String
         (Some(_), Some(t)) if t != "JSONPatch" => {
             return Err(format!("unsupported patch type {t:?}"));
         }
-        (Some(p), Some(_)) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(p)
-                .map_err(|e| format!("received undecodable patch in webhook response: {e}"))?;
-            Some(
-                serde_json::from_slice::<Value>(&bytes)
-                    .map_err(|e| format!("received undecodable patch in webhook response: {e}"))?,
-            )
-        }
+        (Some(bytes), Some(_)) => Some(
+            serde_json::from_slice::<Value>(&bytes)
+                .map_err(|e| format!("received undecodable patch in webhook response: {e}"))?,
+        ),
     };
     Ok((
         Answer {
@@ -495,6 +492,31 @@ fn check(v: &Value, uid: &str, mutating: bool) -> Result<(Answer, Value), String
         },
         response.clone(),
     ))
+}
+
+/// The bytes of a response's `patch`: base64 text, as most webhooks send it, or a JSON array
+/// of byte values (kube-rs' `AdmissionResponse` serialises its `Vec<u8>` so), both of which
+/// kube-apiserver's decoder takes for Go's `[]byte`.
+fn patch_bytes(patch: Option<&Value>) -> Result<Option<Vec<u8>>, String> {
+    let undecodable =
+        |e: &dyn std::fmt::Display| format!("received undecodable patch in webhook response: {e}");
+    match patch {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Some)
+            .map_err(|e| undecodable(&e)),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|b| {
+                b.as_u64()
+                    .and_then(|b| u8::try_from(b).ok())
+                    .ok_or_else(|| undecodable(&format!("{b} is not a byte")))
+            })
+            .collect::<Result<Vec<u8>, String>>()
+            .map(Some),
+        Some(other) => Err(undecodable(&format!("{other} is not base64 text"))),
+    }
 }
 
 /// A webhook's denial as the client sees it.
