@@ -1098,9 +1098,8 @@ fn a_webhook_built_on_kube_rs_admission_types_works() {
     );
     let o = kubectl(&s, &["apply", "-f", "-"], Some(&yaml));
     assert!(o.status.success(), "{}", text(&o));
-    let mut got = Value::Null;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let got = loop {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": format!("probe-{}", free_port()), "labels": {"app": "web"}}});
         let o = kubectl(
@@ -1108,9 +1107,9 @@ fn a_webhook_built_on_kube_rs_admission_types_works() {
             &["create", "-f", "-", "-o", "json"],
             Some(&cm.to_string()),
         );
-        got = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        let got: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
         if got.pointer("/metadata/labels/admission").is_some() {
-            break;
+            break got;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -1118,7 +1117,7 @@ fn a_webhook_built_on_kube_rs_admission_types_works() {
             text(&o)
         );
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
     assert_eq!(
         got["metadata"]["labels"]["admission"], "modified-by-kube-rs",
         "{got}"
