@@ -210,6 +210,41 @@ pub fn evaluate(source: &str, vars: &[(&str, &Value)]) -> Result<Value, String> 
         .and_then(|v| from_cel(&v))
 }
 
+/// Several expressions over the same variables (an admission policy's variables,
+/// conditions and validations): the library and the variables are made once, not per
+/// expression.
+pub struct Evaluator<'b> {
+    ctx: Context<'b, 'static>,
+}
+
+impl Evaluator<'_> {
+    /// Sets (or replaces) a variable.
+    pub fn set(&mut self, name: &str, v: &Value) {
+        self.ctx
+            .add_variable_from_value(name.to_string(), to_cel(v));
+    }
+
+    /// Evaluates `source`; the result as JSON.
+    pub fn eval(&self, source: &str) -> Result<Value, String> {
+        compile(source)?
+            .execute(&self.ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|v| from_cel(&v))
+    }
+}
+
+/// Runs `f` with an [`Evaluator`] holding `vars`.
+pub fn with_vars<R>(vars: &[(&str, &Value)], f: impl FnOnce(&mut Evaluator<'_>) -> R) -> R {
+    let lib = library();
+    let mut ev = Evaluator {
+        ctx: lib.new_inner_scope(),
+    };
+    for (name, v) in vars {
+        ev.set(name, v);
+    }
+    f(&mut ev)
+}
+
 /// A CEL value as JSON; types JSON has no form for are an error.
 fn from_cel(v: &Cel) -> Result<Value, String> {
     Ok(match v {

@@ -257,97 +257,105 @@ impl Policies {
             Ok(p) => p,
             Err(message) => return failed(message),
         };
+        let null = Value::Null;
         for param in params {
-            let mut vars: Vec<(&str, Value)> = vec![
-                ("object", obj.cloned().unwrap_or(Value::Null)),
-                ("oldObject", a.old.cloned().unwrap_or(Value::Null)),
-                ("request", request.clone()),
-                ("params", param.clone()),
-                ("namespaceObject", namespace_object.clone()),
+            let vars = [
+                ("object", obj.unwrap_or(&null)),
+                ("oldObject", a.old.unwrap_or(&null)),
+                ("request", &request),
+                ("params", &param),
+                ("namespaceObject", &namespace_object),
             ];
-            let mut variables = Map::new();
-            for v in items(spec, "variables") {
-                let with_vars: Vec<(&str, &Value)> = vars.iter().map(|(k, v)| (*k, v)).collect();
-                let mut all = with_vars.clone();
-                let current = Value::Object(variables.clone());
-                all.push(("variables", &current));
-                match tug_api::crd::cel::evaluate(text(v, "expression"), &all) {
-                    Ok(value) => {
-                        variables.insert(text(v, "name").to_string(), value);
+            tug_api::crd::cel::with_vars(&vars, |ev| -> Result<(), ApiError> {
+                let mut variables = Map::new();
+                ev.set("variables", &Value::Object(variables.clone()));
+                for v in items(spec, "variables") {
+                    match ev.eval(text(v, "expression")) {
+                        Ok(value) => {
+                            variables.insert(text(v, "name").to_string(), value);
+                            ev.set("variables", &Value::Object(variables.clone()));
+                        }
+                        Err(e) => return failed(format!("variable {:?}: {e}", text(v, "name"))),
                     }
-                    Err(e) => return failed(format!("variable {:?}: {e}", text(v, "name"))),
                 }
-            }
-            vars.push(("variables", Value::Object(variables)));
-            let env: Vec<(&str, &Value)> = vars.iter().map(|(k, v)| (*k, v)).collect();
-            let mut conditions_pass = true;
-            for c in items(spec, "matchConditions") {
-                match tug_api::crd::cel::evaluate(text(c, "expression"), &env) {
-                    Ok(Value::Bool(true)) => {}
-                    Ok(Value::Bool(false)) => {
-                        conditions_pass = false;
-                        break;
+                let mut conditions_pass = true;
+                for c in items(spec, "matchConditions") {
+                    match ev.eval(text(c, "expression")) {
+                        Ok(Value::Bool(true)) => {}
+                        Ok(Value::Bool(false)) => {
+                            conditions_pass = false;
+                            break;
+                        }
+                        Ok(other) => {
+                            return failed(format!(
+                                "matchCondition {:?} returned {other}, not a bool",
+                                text(c, "name")
+                            ));
+                        }
+                        Err(e) => {
+                            return failed(format!(
+                                "expression '{}' resulted in error: {e}",
+                                text(c, "expression")
+                            ));
+                        }
                     }
-                    Ok(other) => {
-                        return failed(format!(
-                            "matchCondition {:?} returned {other}, not a bool",
-                            text(c, "name")
+                }
+                if !conditions_pass {
+                    return Ok(());
+                }
+                for (i, aa) in items(spec, "auditAnnotations").iter().enumerate() {
+                    match ev.eval(text(aa, "valueExpression")) {
+                        Ok(Value::String(s)) => {
+                            notes::annotate(&format!("{policy_name}/{}", text(aa, "key")), &s)
+                        }
+                        Ok(Value::Null) => {}
+                        Ok(_) | Err(_) => {
+                            tracing::debug!(
+                                policy = policy_name,
+                                index = i,
+                                "audit annotation skipped"
+                            )
+                        }
+                    }
+                }
+                for (i, v) in items(spec, "validations").iter().enumerate() {
+                    let expr = text(v, "expression");
+                    let (message, reason) = match ev.eval(expr) {
+                        Ok(Value::Bool(true)) => continue,
+                        Ok(Value::Bool(false)) => {
+                            (message_of(v, ev), text(v, "reason").to_string())
+                        }
+                        Ok(other) => {
+                            return failed(format!(
+                                "expression '{expr}' resulted in error: returned {other}, not a bool"
+                            ));
+                        }
+                        Err(e) => {
+                            return failed(format!("expression '{expr}' resulted in error: {e}"));
+                        }
+                    };
+                    let text_of = format!(
+                        "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {message}"
+                    );
+                    if actions.contains(&"Warn") {
+                        notes::warn(&format!(
+                            "Validation failed for ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}': {message}"
                         ));
                     }
-                    Err(e) => {
-                        return failed(format!(
-                            "expression '{}' resulted in error: {e}",
-                            text(c, "expression")
-                        ));
-                    }
-                }
-            }
-            if !conditions_pass {
-                continue;
-            }
-            for (i, aa) in items(spec, "auditAnnotations").iter().enumerate() {
-                match tug_api::crd::cel::evaluate(text(aa, "valueExpression"), &env) {
-                    Ok(Value::String(s)) => {
-                        notes::annotate(&format!("{policy_name}/{}", text(aa, "key")), &s)
-                    }
-                    Ok(Value::Null) => {}
-                    Ok(_) | Err(_) => {
-                        tracing::debug!(policy = policy_name, index = i, "audit annotation skipped")
-                    }
-                }
-            }
-            for (i, v) in items(spec, "validations").iter().enumerate() {
-                let expr = text(v, "expression");
-                let (message, reason) = match tug_api::crd::cel::evaluate(expr, &env) {
-                    Ok(Value::Bool(true)) => continue,
-                    Ok(Value::Bool(false)) => (message_of(v, &env), text(v, "reason").to_string()),
-                    Ok(other) => {
-                        return failed(format!(
-                            "expression '{expr}' resulted in error: returned {other}, not a bool"
-                        ));
-                    }
-                    Err(e) => return failed(format!("expression '{expr}' resulted in error: {e}")),
-                };
-                let text_of = format!(
-                    "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {message}"
-                );
-                if actions.contains(&"Warn") {
-                    notes::warn(&format!(
-                        "Validation failed for ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}': {message}"
-                    ));
-                }
-                if actions.contains(&"Audit") {
-                    notes::annotate(
+                    if actions.contains(&"Audit") {
+                        notes::annotate(
                         "validation.policy.admission.k8s.io/validation_failure",
                         &json!([{"message": message, "policy": policy_name, "binding": binding_name,
                             "expressionIndex": i, "validationActions": actions}])
                         .to_string(),
                     );
+                    }
+                    if actions.contains(&"Deny") {
+                        return Err(deny(a, &reason, text_of));
+                    }
                 }
-                if actions.contains(&"Deny") {
-                    return Err(deny(a, &reason, text_of));
-                }
-            }
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -355,10 +363,10 @@ impl Policies {
 
 /// A validation's message: its messageExpression's string, else its message, else the
 /// failed expression.
-fn message_of(v: &Value, env: &[(&str, &Value)]) -> String {
+fn message_of(v: &Value, ev: &tug_api::crd::cel::Evaluator<'_>) -> String {
     let me = text(v, "messageExpression");
     if !me.is_empty()
-        && let Ok(Value::String(s)) = tug_api::crd::cel::evaluate(me, env)
+        && let Ok(Value::String(s)) = ev.eval(me)
         && !s.trim().is_empty()
     {
         return s;
