@@ -331,6 +331,55 @@ fn merge(live: &mut Value, applied: &Value, names: &mut Vec<String>) {
     }
 }
 
+/// Merges an apply configuration into `obj` without recording ownership, as a mutating
+/// admission policy's `ApplyConfiguration` mutation does: objects merge, lists with a merge
+/// key merge item by item, other values are replaced.
+pub fn merge_configuration(obj: &mut Value, config: &Value) -> Result<(), String> {
+    if !obj.is_object() || !config.is_object() {
+        return Err("an apply configuration and its object must be objects".into());
+    }
+    let mut atomic = Vec::new();
+    atomic_lists(config, &mut Vec::new(), "", &mut atomic);
+    if !atomic.is_empty() {
+        return Err(format!(
+            "invalid ApplyConfiguration: may not mutate atomic arrays, maps or structs: {}",
+            atomic.join(", ")
+        ));
+    }
+    merge(obj, config, &mut Vec::new());
+    Ok(())
+}
+
+/// The paths (`.spec.containers[name="app"].args`) of the lists in `config` that have no merge
+/// key: atomic, replaced whole by a merge, so an apply configuration may not set them.
+fn atomic_lists(config: &Value, names: &mut Vec<String>, at: &str, out: &mut Vec<String>) {
+    let Value::Object(fields) = config else {
+        return;
+    };
+    for (k, v) in fields {
+        let path = format!("{at}.{k}");
+        match v {
+            Value::Object(_) => {
+                names.push(k.clone());
+                atomic_lists(v, names, &path, out);
+                names.pop();
+            }
+            Value::Array(items) => match merge_key(names, k) {
+                Some(mk) => {
+                    names.push(k.clone());
+                    for item in items {
+                        let key = item.get(mk).map(Value::to_string).unwrap_or_default();
+                        atomic_lists(item, names, &format!("{path}[{mk}={key}]"), out);
+                    }
+                    names.pop();
+                }
+                None => out.push(path),
+            },
+            _ => {}
+        }
+    }
+}
+
 /// What an apply produces.
 pub struct Applied {
     pub object: Value,

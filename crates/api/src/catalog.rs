@@ -626,6 +626,26 @@ pub static BUILTIN: &[Resource] = &[
     res!(
         "admissionregistration.k8s.io",
         "v1",
+        "MutatingAdmissionPolicy",
+        "mutatingadmissionpolicies",
+        Cluster,
+        NONE,
+        &["api-extensions"],
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingAdmissionPolicyBinding",
+        "mutatingadmissionpolicybindings",
+        Cluster,
+        NONE,
+        &["api-extensions"],
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
         "ValidatingAdmissionPolicy",
         "validatingadmissionpolicies",
         Cluster,

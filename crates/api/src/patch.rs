@@ -26,6 +26,29 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
     json_patch::patch(doc, &ops).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))
 }
 
+/// What [`json_patch_unless_test_fails`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Patched {
+    Applied,
+    /// A `test` operation failed: nothing was changed.
+    TestFailed,
+}
+
+/// [`json_patch`] where a failed `test` is not an error but leaves `doc` as it was (as a
+/// mutating admission policy's JSONPatch mutation is applied); other failures are the
+/// error's text.
+pub fn json_patch_unless_test_fails(doc: &mut Value, patch: &Value) -> Result<Patched, String> {
+    let ops: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    match json_patch::patch(doc, &ops) {
+        Ok(()) => Ok(Patched::Applied),
+        Err(e) if matches!(e.kind, json_patch::PatchErrorKind::TestFailed) => {
+            Ok(Patched::TestFailed)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

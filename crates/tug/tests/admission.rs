@@ -1142,3 +1142,220 @@ fn a_webhook_built_on_kube_rs_admission_types_works() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
     assert!(v.pointer("/metadata/labels/admission").is_none(), "{v}");
 }
+
+/// MutatingAdmissionPolicies through kubectl: an ApplyConfiguration that injects a sidecar
+/// (its image from a param ConfigMap) and a label, a JSONPatch with an escaped key and one
+/// whose `test` fails (nothing applied, no error), reinvocation of a policy that depends on
+/// a later one, a mutation refused for setting an atomic list, and invalid policies refused
+/// with kube-apiserver's field paths.
+#[test]
+fn mutating_admission_policies_apply_configurations_and_json_patches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let pods = json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+        "resources": ["pods"]});
+    let policy = |name: &str, reinvoke: &str, mutations: Value, more: Value| {
+        let mut p = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicy", "metadata": {"name": name},
+            "spec": {"matchConstraints": {"resourceRules": [pods]},
+                "reinvocationPolicy": reinvoke, "mutations": mutations}});
+        if let Value::Object(m) = more {
+            for (k, v) in m {
+                p["spec"][k] = v;
+            }
+        }
+        p
+    };
+    let binding = |name: &str, more: Value| {
+        let mut b = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicyBinding", "metadata": {"name": name},
+            "spec": {"policyName": name,
+                "matchResources": {"namespaceSelector": {"matchLabels": {"inject": "yes"}}}}});
+        if let Value::Object(m) = more {
+            for (k, v) in m {
+                b["spec"][k] = v;
+            }
+        }
+        b
+    };
+    let apply = |e: &str| json!({"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": e}});
+    let patch = |e: &str| json!({"patchType": "JSONPatch", "jsonPatch": {"expression": e}});
+    let docs = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mutated", "labels": {"inject": "yes"}}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sidecar", "namespace": "mutated"},
+            "data": {"image": "registry.example/sidecar:2"}}),
+        // "a-count" runs first and is reinvoked after "b-sidecar" adds a container.
+        policy(
+            "a-count",
+            "IfNeeded",
+            json!([apply(
+                "Object{metadata: Object.metadata{labels: {'containers': string(size(object.spec.containers))}}}"
+            )]),
+            json!({}),
+        ),
+        policy(
+            "b-sidecar",
+            "Never",
+            json!([
+                apply(
+                    "Object{spec: Object.spec{containers: [Object.spec.containers{name: 'sidecar', image: params.data.image}]}}"
+                ),
+                patch(
+                    "[JSONPatch{op: 'add', path: '/metadata/labels/' + jsonpatch.escapeKey('example.com/tier'), value: variables.tier}]"
+                ),
+                patch(
+                    "[JSONPatch{op: 'test', path: '/metadata/labels/app', value: 'other'}, JSONPatch{op: 'add', path: '/metadata/labels/never', value: 'x'}]"
+                ),
+            ]),
+            json!({"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "variables": [{"name": "tier", "expression": "object.metadata.labels.app + '-tier'"}],
+            "matchConditions": [{"name": "no-sidecar-yet",
+                "expression": "!object.spec.containers.exists(c, c.name == 'sidecar')"}]}),
+        ),
+        policy(
+            "c-atomic",
+            "Never",
+            json!([apply(
+                "Object{spec: Object.spec{containers: [Object.spec.containers{name: 'app', args: ['--debug']}]}}"
+            )]),
+            json!({"matchConstraints": {"resourceRules": [pods],
+                "objectSelector": {"matchLabels": {"debug": "yes"}}}}),
+        ),
+        binding("a-count", json!({})),
+        binding(
+            "b-sidecar",
+            json!({"paramRef": {"name": "sidecar", "parameterNotFoundAction": "Deny"}}),
+        ),
+        binding("c-atomic", json!({})),
+    ];
+    for d in &docs {
+        let o = kubectl(&s, &["create", "-f", "-"], Some(&d.to_string()));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let pod = |name: &str, labels: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "mutated", "labels": labels},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}})
+        .to_string()
+    };
+    let mut created = Value::Null;
+    eventually_within("the policies in force", Duration::from_secs(5), || {
+        let name = format!("probe-{}", free_port());
+        let o = kubectl(
+            &s,
+            &["create", "-o", "json", "-f", "-"],
+            Some(&pod(&name, json!({"app": "web"}))),
+        );
+        created = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        created.pointer("/metadata/labels/containers") == Some(&json!("2"))
+    });
+    let names: Vec<&str> = created["spec"]["containers"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["app", "sidecar"], "{created}");
+    assert_eq!(
+        created["spec"]["containers"][1]["image"], "registry.example/sidecar:2",
+        "the image comes from the param"
+    );
+    assert_eq!(
+        created["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent",
+        "an injected container is defaulted"
+    );
+    let labels = &created["metadata"]["labels"];
+    assert_eq!(labels["example.com/tier"], "web-tier", "{labels}");
+    assert_eq!(labels["containers"], "2", "a-count was reinvoked: {labels}");
+    assert!(
+        labels.get("never").is_none(),
+        "a failed test applies nothing: {labels}"
+    );
+    // What kubectl reads back is what was stored.
+    let name = created["metadata"]["name"].as_str().unwrap_or_default();
+    let got = ok(
+        &s,
+        &[
+            "get",
+            "pod",
+            name,
+            "-n",
+            "mutated",
+            "-o",
+            "jsonpath={.spec.containers[*].name}",
+        ],
+    );
+    assert_eq!(got.trim(), "app sidecar");
+
+    // Setting an atomic list is refused with kube-apiserver's message (failurePolicy Fail).
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("debug", json!({"app": "web", "debug": "yes"}))),
+    );
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("policy 'c-atomic' with binding 'c-atomic' denied request: error applying patch: invalid ApplyConfiguration: may not mutate atomic arrays, maps or structs: .spec.containers[name=\"app\"].args"),
+        "{out}"
+    );
+    // Outside the bound namespace nothing changes.
+    let o = kubectl(
+        &s,
+        &["create", "-o", "json", "-f", "-"],
+        Some(&pod("plain", json!({"app": "web"})).replace("\"mutated\"", "\"default\"")),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let plain: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        plain["spec"]["containers"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // Invalid policies and bindings are refused with field paths.
+    let bad = [
+        (
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+                "metadata": {"name": "bad"},
+                "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["DELETE"], "resources": ["pods"]}]},
+                    "mutations": [{"patchType": "JSONPatch"}, {"patchType": "ApplyConfiguration",
+                        "applyConfiguration": {"expression": "Object{"}}]}}),
+            vec![
+                "spec.mutations[0].jsonPatch: Required value: must be specified when patchType is JSONPatch",
+                "spec.mutations[1].applyConfiguration.expression: Invalid value",
+                "spec.reinvocationPolicy: Required value",
+                "spec.matchConstraints.resourceRules.operations: Unsupported value: \"DELETE\"",
+            ],
+        ),
+        (
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+                "metadata": {"name": "empty"}, "spec": {"reinvocationPolicy": "Sometimes"}}),
+            vec![
+                "spec.mutations: Required value: mutations must contain at least one item",
+                "spec.matchConstraints: Required value",
+                "spec.reinvocationPolicy: Unsupported value: \"Sometimes\"",
+            ],
+        ),
+        (
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+                "metadata": {"name": "bad"}, "spec": {"paramRef": {"name": "x", "selector": {}}}}),
+            vec![
+                "spec.policyName: Required value",
+                "spec.paramRef.name: Forbidden: name and selector are mutually exclusive",
+                "spec.paramRef.parameterNotFoundAction: Required value",
+            ],
+        ),
+    ];
+    for (doc, wanted) in bad {
+        let o = kubectl(&s, &["create", "-f", "-"], Some(&doc.to_string()));
+        let out = text(&o);
+        assert!(!o.status.success(), "{out}");
+        for w in wanted {
+            assert!(out.contains(w), "{w} in {out}");
+        }
+    }
+    let listed = ok(&s, &["get", "mutatingadmissionpolicies", "-o", "name"]);
+    assert!(
+        listed.contains("mutatingadmissionpolicy.admissionregistration.k8s.io/b-sidecar"),
+        "{listed}"
+    );
+}

@@ -18,24 +18,107 @@ use serde_json::Value;
 use crate::Cause;
 use crate::validation::field::{Errors, Path};
 
+/// The standard library with cel-go's extensions.
+fn base_env() -> Env {
+    let mut env = Env::stdlib();
+    for ext in [
+        cel::extensions::strings as fn(&mut Env) -> Result<(), cel::DeclarationError>,
+        cel::extensions::lists,
+        cel::extensions::math,
+        cel::extensions::encoders,
+    ] {
+        // The standard environment declares none of the extensions' names (the library
+        // test below evaluates each of them).
+        let _ = env.add_extension(ext);
+    }
+    env
+}
+
 /// The environment every rule compiles and runs in.
 fn env() -> Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Env::stdlib();
-        for ext in [
-            cel::extensions::strings as fn(&mut Env) -> Result<(), cel::DeclarationError>,
-            cel::extensions::lists,
-            cel::extensions::math,
-            cel::extensions::encoders,
-        ] {
-            // The standard environment declares none of the extensions' names (the library
-            // test below evaluates each of them).
-            let _ = env.add_extension(ext);
+    ENV.get_or_init(|| Arc::new(base_env())).clone()
+}
+
+/// A struct type of a mutating admission policy's expressions: `Object` and its nested
+/// field types (`Object.spec`, `Object.spec.template.spec.containers` …), which build apply
+/// configurations, and `JSONPatch` (`op`, `path`, `from`, `value`). A constructed value is the
+/// map of the fields set.
+struct ObjectType {
+    r#type: cel::common::types::Type,
+}
+
+impl cel::StructType for ObjectType {
+    fn get_type(&self) -> &cel::common::types::Type {
+        &self.r#type
+    }
+
+    fn new_value<'b, 'v>(
+        &self,
+        fields: std::collections::BTreeMap<String, cel::common::value::CowVal<'b, 'v>>,
+    ) -> Result<Box<dyn cel::common::value::Val + 'v>, ExecutionError> {
+        let name = self.r#type.name();
+        let mut map = HashMap::new();
+        for (field, value) in fields {
+            if name == "JSONPatch" && !matches!(field.as_str(), "op" | "path" | "from" | "value") {
+                return Err(ExecutionError::NoSuchKey(Arc::new(format!(
+                    "field `{field}` on struct `JSONPatch`"
+                ))));
+            }
+            let value = Cel::try_from(&*value)?;
+            map.insert(cel::objects::Key::String(Arc::new(field)), value);
         }
-        Arc::new(env)
-    })
-    .clone()
+        Box::<dyn cel::common::value::Val>::try_from(Cel::Map(map.into()))
+    }
+}
+
+/// The struct type names `sources` construct (`Object.spec{…}`, `JSONPatch{…}`).
+fn constructed_types(sources: &[&str]) -> std::collections::BTreeSet<String> {
+    static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
+    let Some(re) = RE
+        .get_or_init(|| {
+            regex::Regex::new(r"\b(JSONPatch|Object(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)\s*\{").ok()
+        })
+        .as_ref()
+    else {
+        return Default::default();
+    };
+    sources
+        .iter()
+        .flat_map(|s| re.captures_iter(s))
+        .map(|c| c[1].split_whitespace().collect::<String>())
+        .collect()
+}
+
+/// The environment with the struct types `names` registered; made once per set of names.
+fn typed_env(names: &std::collections::BTreeSet<String>) -> Arc<Env> {
+    if names.is_empty() {
+        return env();
+    }
+    static CACHE: OnceLock<Mutex<HashMap<Vec<String>, Arc<Env>>>> = OnceLock::new();
+    let key: Vec<String> = names.iter().cloned().collect();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Ok(c) = cache.lock()
+        && let Some(e) = c.get(&key)
+    {
+        return e.clone();
+    }
+    let mut e = base_env();
+    for name in names {
+        // A name the registry refuses (it cannot be, by the pattern) is left undeclared: the
+        // expression then reports the type unknown.
+        let _ = e.add_type(ObjectType {
+            r#type: cel::common::types::Type::new_struct(name.clone()),
+        });
+    }
+    let e = Arc::new(e);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() > 1_000 {
+            c.clear();
+        }
+        c.insert(key, e.clone());
+    }
+    e
 }
 
 /// Compiles `source`, once per distinct source.
@@ -83,7 +166,12 @@ pub fn to_cel(v: &Value) -> Cel {
 /// A context with the Kubernetes library functions, made once per object validated; each
 /// rule runs in a scope of its own holding `self` and `oldSelf`.
 fn library() -> Context<'static, 'static> {
-    let mut ctx = Context::with_env(env());
+    library_in(env())
+}
+
+/// [`library`] in environment `env`.
+fn library_in(env: Arc<Env>) -> Context<'static, 'static> {
+    let mut ctx = Context::with_env(env);
     // None of these names is declared by the environment (the library test below calls
     // each of them), so adding them does not fail.
     let add = |_added: Result<(), cel::DeclarationError>| {};
@@ -177,6 +265,10 @@ fn library() -> Context<'static, 'static> {
     add(ctx.add_function("isQuantity", |s: Arc<String>| {
         crate::quantity::check(&s).is_ok()
     }));
+    // Mutating admission policies' JSON pointer escaping: `~` as `~0`, `/` as `~1`.
+    add(ctx.add_function("jsonpatch.escapeKey", |s: Arc<String>| {
+        s.replace('~', "~0").replace('/', "~1")
+    }));
     ctx
 }
 
@@ -235,7 +327,17 @@ impl Evaluator<'_> {
 
 /// Runs `f` with an [`Evaluator`] holding `vars`.
 pub fn with_vars<R>(vars: &[(&str, &Value)], f: impl FnOnce(&mut Evaluator<'_>) -> R) -> R {
-    let lib = library();
+    with_types_and_vars(&[], vars, f)
+}
+
+/// [`with_vars`] for expressions that construct objects (`sources`, a mutating admission
+/// policy's): the `Object…` and `JSONPatch` types they name are declared.
+pub fn with_types_and_vars<R>(
+    sources: &[&str],
+    vars: &[(&str, &Value)],
+    f: impl FnOnce(&mut Evaluator<'_>) -> R,
+) -> R {
+    let lib = library_in(typed_env(&constructed_types(sources)));
     let mut ev = Evaluator {
         ctx: lib.new_inner_scope(),
     };
@@ -649,6 +751,47 @@ mod tests {
             .into_iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect()
+    }
+
+    #[test]
+    fn mutation_expressions_construct_objects_and_json_patches() {
+        let obj = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}});
+        let apply = "Object{spec: Object.spec{replicas: object.spec.replicas + 2, \
+                     template: Object.spec.template{metadata: Object.spec.template.metadata{\
+                     labels: {'team': 'a'}}}}}";
+        let patch = "[JSONPatch{op: 'add', path: '/metadata/labels/' + \
+                     jsonpatch.escapeKey('example.com/env~x'), value: 'test'}]";
+        let bad = "JSONPatch{op: 'add', where: '/x'}";
+        let unknown = "Thing{a: 1}";
+        let results = with_types_and_vars(&[apply, patch, bad], &[("object", &obj)], |ev| {
+            [
+                ev.eval(apply),
+                ev.eval(patch),
+                ev.eval(bad),
+                ev.eval(unknown),
+            ]
+        });
+        let [apply, patch, bad, unknown] = results;
+        assert_eq!(
+            apply,
+            Ok(
+                json!({"spec": {"replicas": 3, "template": {"metadata": {"labels": {"team": "a"}}}}})
+            )
+        );
+        assert_eq!(
+            patch,
+            Ok(
+                json!([{"op": "add", "path": "/metadata/labels/example.com~1env~0x", "value": "test"}])
+            )
+        );
+        assert!(
+            bad.is_err_and(|e| e.contains("where")),
+            "an unknown JSONPatch field"
+        );
+        assert!(
+            unknown.is_err(),
+            "only Object and JSONPatch types are declared"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod pod_security;
 pub mod policy;
 pub mod webhook;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use tug_api::{ApiError, Resource};
 
@@ -169,22 +171,58 @@ pub fn connect_options(subresource: &str, query: &str) -> Option<(&'static str, 
     Some((kind, o))
 }
 
-/// The admission chain's configurable part: the webhooks (and what follows them).
+/// What a mutating plugin remembers from the first round for the reinvocation round: the
+/// object as each of its mutators (a webhook, a policy binding) left it.
 #[derive(Default)]
+pub struct Reinvocation {
+    /// 0, then 1 when mutators are reinvoked.
+    pub round: usize,
+    outputs: std::collections::HashMap<String, Value>,
+}
+
+impl Reinvocation {
+    /// Whether the mutator `key` runs now: always in the first round; in the reinvocation
+    /// round if it asks for it (`reinvoke`) and the object changed since it ran.
+    pub fn should_run(&self, key: &str, reinvoke: bool, obj: &Value) -> bool {
+        self.round == 0 || (reinvoke && self.outputs.get(key).is_some_and(|o| o != obj))
+    }
+
+    /// Records the object as mutator `key` left it.
+    pub fn ran(&mut self, key: &str, obj: &Value) {
+        if self.round == 0 {
+            self.outputs.insert(key.to_string(), obj.clone());
+        }
+    }
+}
+
+/// The admission chain's configurable part: admission policies and webhooks.
 pub struct Admission {
-    webhooks: std::sync::Arc<webhook::Webhooks>,
-    policies: std::sync::Arc<policy::Policies>,
+    webhooks: Arc<webhook::Webhooks>,
+    validating_policies: Arc<policy::Policies>,
+    mutating_policies: Arc<policy::Policies>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            webhooks: Arc::default(),
+            validating_policies: Arc::new(policy::Policies::new(policy::Kind::Validating)),
+            mutating_policies: Arc::new(policy::Policies::new(policy::Kind::Mutating)),
+        }
+    }
 }
 
 impl Admission {
-    /// Loads the stored webhook configurations and follows their changes.
+    /// Loads the stored policies and webhook configurations and follows their changes.
     pub async fn start(&self, registry: &Registry) -> anyhow::Result<()> {
-        self.policies.start(registry).await?;
+        self.validating_policies.start(registry).await?;
+        self.mutating_policies.start(registry).await?;
         self.webhooks.start(registry).await
     }
 
     /// The mutating stage: may change `obj` (the object being created or the new version of
-    /// an updated one).
+    /// an updated one). The mutating policies run, then the mutating webhooks; if any of
+    /// them changed the object, those asking to be reinvoked run once more, in that order.
     pub async fn mutate(
         &self,
         registry: &Registry,
@@ -193,7 +231,25 @@ impl Admission {
     ) -> Result<(), ApiError> {
         limit_ranger::default(registry, a, obj).await?;
         default_storage_class::admit(registry, a, obj).await?;
-        self.webhooks.mutate(registry, a, obj).await
+        let (mut policies, mut webhooks) = (Reinvocation::default(), Reinvocation::default());
+        let mut changed = self
+            .mutating_policies
+            .mutate(registry, a, obj, &mut policies)
+            .await?;
+        changed |= self
+            .webhooks
+            .mutate(registry, a, obj, &mut webhooks)
+            .await?;
+        if changed {
+            (policies.round, webhooks.round) = (1, 1);
+            self.mutating_policies
+                .mutate(registry, a, obj, &mut policies)
+                .await?;
+            self.webhooks
+                .mutate(registry, a, obj, &mut webhooks)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The validating stage, after the kind's own validation; `obj` is `None` for delete.
@@ -205,7 +261,7 @@ impl Admission {
     ) -> Result<(), ApiError> {
         limit_ranger::validate(registry, a, obj).await?;
         pod_security::validate(registry, a, obj).await?;
-        self.policies.validate(registry, a, obj).await?;
+        self.validating_policies.validate(registry, a, obj).await?;
         self.webhooks.validate(registry, a, obj).await
     }
 
@@ -218,7 +274,7 @@ impl Admission {
         obj: Option<&Value>,
     ) -> Result<(), ApiError> {
         self.webhooks.mutate_fixed(registry, a, obj).await?;
-        self.policies.validate(registry, a, obj).await?;
+        self.validating_policies.validate(registry, a, obj).await?;
         self.webhooks.validate(registry, a, obj).await
     }
 }

@@ -14,7 +14,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tug_api::{ApiError, Cause, Resource, catalog, meta};
 
-use super::{Attributes, Operation, notes};
+use super::{Attributes, Operation, Reinvocation, notes};
 use crate::registry::Registry;
 use config::Hook;
 
@@ -87,36 +87,34 @@ impl Webhooks {
     }
 
     /// The mutating webhooks: each matching one in turn, its patch applied before the next
-    /// is called; then, once, those asking for reinvocation whose input changed after them.
+    /// is called; in the reinvocation round only those asking for it whose output changed
+    /// since. Whether the object changed.
     pub async fn mutate(
         &self,
         registry: &Registry,
         a: &Attributes<'_>,
         obj: &mut Value,
-    ) -> Result<(), ApiError> {
+        rounds: &mut Reinvocation,
+    ) -> Result<bool, ApiError> {
         let hooks = read(&self.mutating);
         if hooks.is_empty() || rules::exempt(a.resource) {
-            return Ok(());
+            return Ok(false);
         }
-        // For each hook called in round 0, the object as it left the hook.
-        let mut outputs: Vec<Option<Value>> = vec![None; hooks.len()];
         let mut changed = false;
         for (i, hook) in hooks.iter().enumerate() {
-            if let Some(out) = self.mutate_one(registry, a, hook, i, 0, obj).await? {
+            let key = i.to_string();
+            if !rounds.should_run(&key, hook.reinvoke, obj) {
+                continue;
+            }
+            if let Some(out) = self
+                .mutate_one(registry, a, hook, i, rounds.round, obj)
+                .await?
+            {
                 changed |= out;
-                outputs[i] = Some(obj.clone());
+                rounds.ran(&key, obj);
             }
         }
-        if !changed {
-            return Ok(());
-        }
-        for (i, hook) in hooks.iter().enumerate() {
-            let rerun = hook.reinvoke && outputs[i].as_ref().is_some_and(|o| o != obj);
-            if rerun {
-                self.mutate_one(registry, a, hook, i, 1, obj).await?;
-            }
-        }
-        Ok(())
+        Ok(changed)
     }
 
     /// The mutating webhooks for an operation without a new object: called, but a patch is

@@ -134,8 +134,10 @@ impl Strategy for WebhookConfiguration {
     }
 }
 
-/// ValidatingAdmissionPolicies: defaulted and their expressions compiled on write.
-struct AdmissionPolicy;
+/// Admission policies of either kind: defaulted and their expressions compiled on write.
+struct AdmissionPolicy {
+    mutating: bool,
+}
 
 impl Strategy for AdmissionPolicy {
     fn defaults(&self, obj: &mut Value) {
@@ -143,16 +145,26 @@ impl Strategy for AdmissionPolicy {
     }
 
     fn validate(&self, obj: &Value) -> Vec<Cause> {
-        crate::admission::policy::validate_policy(obj)
+        if self.mutating {
+            crate::admission::policy::mutating::validate_policy(obj)
+        } else {
+            crate::admission::policy::validating::validate_policy(obj)
+        }
     }
 }
 
-/// ValidatingAdmissionPolicyBindings: a policy and valid actions.
-struct AdmissionPolicyBinding;
+/// Admission policy bindings: a policy, and valid actions for validating ones.
+struct AdmissionPolicyBinding {
+    mutating: bool,
+}
 
 impl Strategy for AdmissionPolicyBinding {
     fn validate(&self, obj: &Value) -> Vec<Cause> {
-        crate::admission::policy::validate_binding(obj)
+        if self.mutating {
+            crate::admission::policy::mutating::validate_binding(obj)
+        } else {
+            crate::admission::policy::validating::validate_binding(obj)
+        }
     }
 }
 
@@ -197,6 +209,12 @@ fn builtin(r: &Resource) -> &'static dyn Strategy {
     };
     static MUTATING_WEBHOOKS: WebhookConfiguration = WebhookConfiguration { mutating: true };
     static VALIDATING_WEBHOOKS: WebhookConfiguration = WebhookConfiguration { mutating: false };
+    static VALIDATING_POLICIES: AdmissionPolicy = AdmissionPolicy { mutating: false };
+    static MUTATING_POLICIES: AdmissionPolicy = AdmissionPolicy { mutating: true };
+    static VALIDATING_POLICY_BINDINGS: AdmissionPolicyBinding =
+        AdmissionPolicyBinding { mutating: false };
+    static MUTATING_POLICY_BINDINGS: AdmissionPolicyBinding =
+        AdmissionPolicyBinding { mutating: true };
     match (r.group, r.kind) {
         ("", kind) => core::of(kind).unwrap_or(&PLAIN),
         ("apps", _) | ("batch", _) => apps::of(r).unwrap_or(&PLAIN),
@@ -219,9 +237,13 @@ fn builtin(r: &Resource) -> &'static dyn Strategy {
         ("apiregistration.k8s.io", "APIService") => &API_SERVICE,
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => &MUTATING_WEBHOOKS,
         ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => &VALIDATING_WEBHOOKS,
-        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => &AdmissionPolicy,
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => &VALIDATING_POLICIES,
+        ("admissionregistration.k8s.io", "MutatingAdmissionPolicy") => &MUTATING_POLICIES,
+        ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding") => {
+            &MUTATING_POLICY_BINDINGS
+        }
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
-            &AdmissionPolicyBinding
+            &VALIDATING_POLICY_BINDINGS
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => &custom::Definition,
         _ => &PLAIN,

@@ -1,0 +1,182 @@
+//! ValidatingAdmissionPolicy: CEL `validations` (`message` or `messageExpression`, `reason`)
+//! and `auditAnnotations`, acted on as the binding's `validationActions` say: Deny refuses,
+//! Warn warns, Audit annotates the audit event.
+
+use serde_json::{Value, json};
+use tug_api::validation::field::{Errors, Path, items, text};
+use tug_api::{ApiError, Cause};
+
+use super::{Policies, compiles, validate_common};
+use crate::admission::{Attributes, notes};
+use crate::registry::Registry;
+
+/// Checks a policy as kube-apiserver does on write: its expressions compile, its names and
+/// actions are valid.
+pub fn validate_policy(obj: &Value) -> Vec<Cause> {
+    let mut errs = Errors::default();
+    let spec = &obj["spec"];
+    let at = Path::new("spec");
+    if items(spec, "validations").is_empty() && items(spec, "auditAnnotations").is_empty() {
+        errs.required(
+            &at.child("validations"),
+            "validations or auditAnnotations must contain at least one item",
+        );
+    }
+    for (i, v) in items(spec, "validations").iter().enumerate() {
+        let p = at.child("validations").index(i);
+        compiles(&mut errs, &p.child("expression"), text(v, "expression"));
+        let me = text(v, "messageExpression");
+        if !me.is_empty() {
+            compiles(&mut errs, &p.child("messageExpression"), me);
+        }
+    }
+    validate_common(spec, &at, &mut errs);
+    for (i, v) in items(spec, "auditAnnotations").iter().enumerate() {
+        compiles(
+            &mut errs,
+            &at.child("auditAnnotations")
+                .index(i)
+                .child("valueExpression"),
+            text(v, "valueExpression"),
+        );
+    }
+    errs.0
+}
+
+/// Checks a binding: a policy name and at least one valid action.
+pub fn validate_binding(obj: &Value) -> Vec<Cause> {
+    let mut errs = Errors(super::validate_binding(obj));
+    let at = Path::new("spec");
+    let actions = items(&obj["spec"], "validationActions");
+    if actions.is_empty() {
+        errs.required(
+            &at.child("validationActions"),
+            "at least one validation action is required",
+        );
+    }
+    for (i, a) in actions.iter().enumerate() {
+        errs.one_of(
+            &at.child("validationActions").index(i),
+            Some(a),
+            &["Audit", "Deny", "Warn"],
+        );
+    }
+    errs.0
+}
+
+impl Policies {
+    /// Evaluates every validating binding whose policy matches the request.
+    pub async fn validate(
+        &self,
+        registry: &Registry,
+        a: &Attributes<'_>,
+        obj: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        for (policy, binding) in self.pairs(a) {
+            let Some(bound) = self.bind(registry, a, obj, policy, binding).await? else {
+                continue;
+            };
+            let (policy_name, binding_name) = (bound.policy_name(), bound.binding_name());
+            let spec = bound.spec();
+            let actions: Vec<&str> = items(&bound.binding["spec"], "validationActions")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            bound.each_param(a, obj, &[], |ev| {
+                for (i, aa) in items(spec, "auditAnnotations").iter().enumerate() {
+                    match ev.eval(text(aa, "valueExpression")) {
+                        Ok(Value::String(s)) => {
+                            notes::annotate(&format!("{policy_name}/{}", text(aa, "key")), &s)
+                        }
+                        Ok(Value::Null) => {}
+                        Ok(_) | Err(_) => {
+                            tracing::debug!(
+                                policy = policy_name,
+                                index = i,
+                                "audit annotation skipped"
+                            )
+                        }
+                    }
+                }
+                for (i, v) in items(spec, "validations").iter().enumerate() {
+                    let expr = text(v, "expression");
+                    let (message, reason) = match ev.eval(expr) {
+                        Ok(Value::Bool(true)) => continue,
+                        Ok(Value::Bool(false)) => {
+                            (message_of(v, ev), text(v, "reason").to_string())
+                        }
+                        Ok(other) => {
+                            return bound.failed(
+                                a,
+                                format!(
+                                    "expression '{expr}' resulted in error: returned {other}, not a bool"
+                                ),
+                            );
+                        }
+                        Err(e) => {
+                            return bound
+                                .failed(a, format!("expression '{expr}' resulted in error: {e}"));
+                        }
+                    };
+                    if actions.contains(&"Warn") {
+                        notes::warn(&format!(
+                            "Validation failed for ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}': {message}"
+                        ));
+                    }
+                    if actions.contains(&"Audit") {
+                        notes::annotate(
+                            "validation.policy.admission.k8s.io/validation_failure",
+                            &json!([{"message": message, "policy": policy_name,
+                                "binding": binding_name, "expressionIndex": i,
+                                "validationActions": actions}])
+                            .to_string(),
+                        );
+                    }
+                    if actions.contains(&"Deny") {
+                        return Err(deny(
+                            a,
+                            &reason,
+                            format!(
+                                "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {message}"
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A validation's message: its messageExpression's string, else its message, else the
+/// failed expression.
+fn message_of(v: &Value, ev: &tug_api::crd::cel::Evaluator<'_>) -> String {
+    let me = text(v, "messageExpression");
+    if !me.is_empty()
+        && let Ok(Value::String(s)) = ev.eval(me)
+        && !s.trim().is_empty()
+    {
+        return s;
+    }
+    match text(v, "message") {
+        "" => format!("failed expression: {}", text(v, "expression")),
+        m => m.to_string(),
+    }
+}
+
+/// The error of a Deny: kube-apiserver's forbidden message, with the validation's reason
+/// (Invalid by default) and its code, and the message as a cause.
+fn deny(a: &Attributes<'_>, reason: &str, message: String) -> ApiError {
+    let mut e = crate::admission::forbidden(a, &message);
+    (e.code, e.reason) = match reason {
+        "Unauthorized" => (401, "Unauthorized"),
+        "Forbidden" => (403, "Forbidden"),
+        "RequestEntityTooLarge" => (413, "RequestEntityTooLarge"),
+        _ => (422, "Invalid"),
+    };
+    if let Some(d) = e.details.as_mut() {
+        d.causes.push(Cause::new("", "", message));
+    }
+    e
+}
