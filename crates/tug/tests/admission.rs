@@ -1359,3 +1359,143 @@ fn mutating_admission_policies_apply_configurations_and_json_patches() {
         "{listed}"
     );
 }
+
+/// ValidatingAdmissionPolicy type checking, as kube-controller-manager reports it in
+/// `status.typeChecking` (Kubernetes' e2e "should type check validation expressions" and
+/// "should type check a CRD"): none for a policy that checks, the operator and field
+/// problems with their field references otherwise, and again after the spec changes.
+#[test]
+fn validating_admission_policies_report_type_checking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "jobs.batch.example.com"},
+        "spec": {"group": "batch.example.com", "scope": "Namespaced",
+            "names": {"plural": "jobs", "singular": "job", "kind": "Job"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}}}}}}]}});
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&crd.to_string()));
+    assert!(o.status.success(), "{}", text(&o));
+    eventually_within("the custom kind served", Duration::from_secs(10), || {
+        kubectl(&s, &["get", "jobs.batch.example.com"], None)
+            .status
+            .success()
+    });
+    let policy = |name: &str, group: &str, resource: &str, validations: Value| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [group], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": [resource]}]},
+                "validations": validations}})
+        .to_string()
+    };
+    for doc in [
+        policy(
+            "correct",
+            "apps",
+            "deployments",
+            json!([{"expression": "object.spec.replicas > 1"}]),
+        ),
+        policy(
+            "confused",
+            "apps",
+            "deployments",
+            json!([{"expression": "object.spec.replicas > '1'",
+            "messageExpression": "'wants replicas > 1, got ' + object.spec.replicas"}]),
+        ),
+        policy(
+            "custom",
+            "batch.example.com",
+            "jobs",
+            json!([{"expression": "object.spec.replicas > '1'"},
+            {"expression": "object.spec.maxRetries < 10"}]),
+        ),
+    ] {
+        let o = kubectl(&s, &["create", "-f", "-"], Some(&doc));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let status = |name: &str| -> Value {
+        let out = ok(
+            &s,
+            &["get", "validatingadmissionpolicy", name, "-o", "json"],
+        );
+        serde_json::from_str::<Value>(&out).unwrap_or(Value::Null)["status"].clone()
+    };
+    let checked = |name: &str| -> Value {
+        let mut found = Value::Null;
+        eventually_within("the type checking", Duration::from_secs(5), || {
+            found = status(name);
+            found.get("typeChecking").is_some()
+        });
+        found
+    };
+    assert_eq!(
+        checked("correct"),
+        json!({"observedGeneration": 1, "typeChecking": {}})
+    );
+
+    let confused = checked("confused");
+    let warnings = confused["typeChecking"]["expressionWarnings"].clone();
+    assert_eq!(warnings.as_array().map(Vec::len), Some(2), "{confused}");
+    assert_eq!(warnings[0]["fieldRef"], "spec.validations[0].expression");
+    assert_eq!(
+        warnings[0]["warning"],
+        "apps/v1, Kind=Deployment: ERROR: <input>:1:22: found no matching overload for '_>_' applied to '(int, string)'\n | object.spec.replicas > '1'\n | .....................^\n"
+    );
+    assert_eq!(
+        warnings[1]["fieldRef"],
+        "spec.validations[0].messageExpression"
+    );
+    assert!(
+        warnings[1]["warning"].as_str().is_some_and(
+            |w| w.contains("found no matching overload for '_+_' applied to '(string, int)'")
+        ),
+        "{confused}"
+    );
+
+    let custom = checked("custom");
+    let warnings = &custom["typeChecking"]["expressionWarnings"];
+    assert_eq!(
+        warnings[0]["fieldRef"], "spec.validations[0].expression",
+        "{custom}"
+    );
+    assert!(
+        warnings[0]["warning"].as_str().is_some_and(|w| w.starts_with(
+            "batch.example.com/v1, Kind=Job: ERROR: <input>:1:22: found no matching overload for '_>_'"
+        )),
+        "{custom}"
+    );
+    assert_eq!(warnings[1]["fieldRef"], "spec.validations[1].expression");
+    assert!(
+        warnings[1]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("undefined field 'maxRetries'")),
+        "{custom}"
+    );
+
+    // Fixing the expression is checked again: the warnings go.
+    let o = kubectl(
+        &s,
+        &[
+            "patch",
+            "validatingadmissionpolicy",
+            "confused",
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/spec/validations/0", "value": {"expression": "object.spec.replicas > 1"}}]"#,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let mut fixed = Value::Null;
+    eventually_within(
+        "the type checking of generation 2",
+        Duration::from_secs(5),
+        || {
+            fixed = status("confused");
+            fixed["observedGeneration"] == 2
+        },
+    );
+    assert_eq!(fixed["typeChecking"], json!({}), "{fixed}");
+}

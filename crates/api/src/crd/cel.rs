@@ -121,6 +121,11 @@ fn typed_env(names: &std::collections::BTreeSet<String>) -> Arc<Env> {
     e
 }
 
+/// A parser of the rules' environment (its macros expanded).
+pub(crate) fn parser() -> cel::parser::Parser {
+    env().parser()
+}
+
 /// Compiles `source`, once per distinct source.
 pub fn compile(source: &str) -> Result<Arc<Program>, String> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<Program>>>> = OnceLock::new();

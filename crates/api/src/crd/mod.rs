@@ -6,6 +6,7 @@ pub mod cel;
 pub mod definition;
 pub mod jsonpath;
 pub mod schema;
+pub mod typecheck;
 
 use serde_json::Value;
 

@@ -87,7 +87,11 @@ impl Policies {
             let r = catalog::lookup("admissionregistration.k8s.io", "v1", plural)
                 .ok_or_else(|| anyhow::anyhow!("{plural} missing from the catalog"))?;
             let me = self.clone();
+            let reg = registry.clone();
             crate::mirror::follow(registry, r, move |objects| {
+                if slot == 0 && me.kind == Kind::Validating {
+                    validating::check_types(&reg, objects);
+                }
                 let all = objects.values().cloned().collect();
                 write(
                     if slot == 0 {

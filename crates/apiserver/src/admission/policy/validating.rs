@@ -8,7 +8,7 @@ use tug_api::{ApiError, Cause};
 
 use super::{Policies, compiles, validate_common};
 use crate::admission::{Attributes, notes};
-use crate::registry::Registry;
+use crate::registry::{PatchType, Registry, WriteOptions};
 
 /// Checks a policy as kube-apiserver does on write: its expressions compile, its names and
 /// actions are valid.
@@ -62,6 +62,140 @@ pub fn validate_binding(obj: &Value) -> Vec<Cause> {
         );
     }
     errs.0
+}
+
+/// The most kinds one policy is type-checked against, as kube-controller-manager bounds it.
+const MAX_TYPES_CHECKED: usize = 10;
+
+/// The kinds a policy's rules name without wildcards (subresources left out), sorted and
+/// without repeats: those its expressions are type-checked against.
+fn kinds_checked(
+    policy: &Value,
+    catalog: &tug_api::catalog::Catalog,
+) -> Vec<&'static tug_api::Resource> {
+    let mut found = Vec::new();
+    'rules: for rule in items(&policy["spec"]["matchConstraints"], "resourceRules") {
+        let names = |f: &str| -> Vec<&str> {
+            let mut v: Vec<&str> = items(rule, f).iter().filter_map(Value::as_str).collect();
+            v.sort_unstable();
+            v
+        };
+        let (groups, versions, resources) =
+            (names("apiGroups"), names("apiVersions"), names("resources"));
+        if groups.iter().chain(&versions).any(|g| g.contains('*')) {
+            continue;
+        }
+        let mut counted = 0;
+        for g in &groups {
+            for v in &versions {
+                for res in resources
+                    .iter()
+                    .filter(|r| !r.contains('*') && !r.contains('/'))
+                {
+                    if counted == MAX_TYPES_CHECKED {
+                        break 'rules;
+                    }
+                    counted += 1;
+                    if let Some(r) = catalog.lookup(g, v, res) {
+                        found.push(r);
+                    }
+                }
+            }
+        }
+    }
+    found.sort_by_key(|r| (r.group, r.version, r.kind));
+    found.dedup_by_key(|r| (r.group, r.version, r.kind));
+    found
+}
+
+/// A policy's `status.typeChecking`: each validation's expression and messageExpression
+/// checked against each kind its rules name, the problems as kube-controller-manager words
+/// them (`apps/v1, Kind=Deployment: ERROR: <input>:1:22: …`).
+pub fn type_checking(policy: &Value, catalog: &tug_api::catalog::Catalog) -> Value {
+    let kinds = kinds_checked(policy, catalog);
+    let mut warnings = Vec::new();
+    for (i, v) in items(&policy["spec"], "validations").iter().enumerate() {
+        for field in ["expression", "messageExpression"] {
+            let expr = text(v, field);
+            if expr.is_empty() {
+                continue;
+            }
+            let found: Vec<String> = kinds
+                .iter()
+                .filter_map(|r| {
+                    let issues = tug_api::crd::typecheck::check(expr, r)?;
+                    Some(format!(
+                        "{}/{}, Kind={}: {issues}\n",
+                        r.group, r.version, r.kind
+                    ))
+                })
+                .collect();
+            if !found.is_empty() {
+                warnings.push(json!({"fieldRef": format!("spec.validations[{i}].{field}"),
+                    "warning": found.join("\n")}));
+            }
+        }
+    }
+    if warnings.is_empty() {
+        json!({})
+    } else {
+        json!({"expressionWarnings": warnings})
+    }
+}
+
+/// Writes the type checking of each policy whose generation it has not yet seen
+/// (`status.observedGeneration` behind `metadata.generation`), in the background.
+pub(super) fn check_types(registry: &Registry, policies: &crate::mirror::Objects) {
+    let stale: Vec<Value> = policies
+        .values()
+        .filter(|p| {
+            let generation = p["metadata"]["generation"].as_i64().unwrap_or(0);
+            p["status"]["observedGeneration"].as_i64().unwrap_or(0) < generation
+        })
+        .cloned()
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        let Some(r) = tug_api::catalog::lookup(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicies",
+        ) else {
+            return;
+        };
+        let catalog = registry.catalog();
+        for p in stale {
+            let mut checking = type_checking(&p, &catalog);
+            if checking.get("expressionWarnings").is_none() {
+                // A merge patch removes earlier warnings only when told to.
+                checking["expressionWarnings"] = Value::Null;
+            }
+            let patch = json!({"status": {"observedGeneration": p["metadata"]["generation"],
+                "typeChecking": checking}});
+            let opts = WriteOptions {
+                manager: "validatingadmissionpolicy-status".into(),
+                ..Default::default()
+            };
+            let name = tug_api::meta::name(&p);
+            if let Err(e) = registry
+                .patch(
+                    r,
+                    None,
+                    name,
+                    PatchType::Merge,
+                    &patch,
+                    Some("status"),
+                    &opts,
+                )
+                .await
+            {
+                tracing::debug!(policy = name, error = %e.message, "type checking not written");
+            }
+        }
+    });
 }
 
 impl Policies {
