@@ -1499,3 +1499,36 @@ fn validating_admission_policies_report_type_checking() {
     );
     assert_eq!(fixed["typeChecking"], json!({}), "{fixed}");
 }
+
+/// A webhook that only speaks `admission.k8s.io/v1beta1` (`admissionReviewVersions:
+/// ["v1beta1"]`) is sent v1beta1 reviews, and its answers are taken as kube-apiserver takes
+/// v1beta1 ones: no kind, version or uid needed, a patch without patchType is a JSON patch.
+#[test]
+fn a_v1beta1_webhook_is_sent_and_answers_v1beta1_reviews() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let hook = Server::start("127.0.0.1", &[], |_| {
+        Reply::Json(json!({"response": {"allowed": true,
+            "patch": patch_field(&json!([{"op": "add", "path": "/data/reviewed", "value": "v1beta1"}]))}}))
+    });
+    install(
+        &s,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "old-style",
+            "old.style.example.com",
+            &format!("{}/mutate", hook.url),
+            &hook.ca_bundle(),
+            json!({"admissionReviewVersions": ["v1beta1"]}),
+        ),
+        || {
+            let name = format!("probe-{}", free_port());
+            let o = create_configmap(&s, &name, json!({}), &["-o", "json"]);
+            let cm: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            cm.pointer("/data/reviewed") == Some(&json!("v1beta1"))
+        },
+    );
+    let sent = hook.requests().last().map(|r| r.json()).unwrap_or_default();
+    assert_eq!(sent["apiVersion"], "admission.k8s.io/v1beta1", "{sent}");
+    assert_eq!(sent["request"]["operation"], "CREATE");
+}

@@ -31,6 +31,9 @@ pub struct Hook {
     pub reinvoke: bool,
     /// matchConditions: (name, CEL expression).
     pub conditions: Vec<(String, String)>,
+    /// Reviews are sent as `admission.k8s.io/v1beta1`: the first version of
+    /// `admissionReviewVersions` this server speaks is v1beta1.
+    pub v1beta1: bool,
 }
 
 /// Where a webhook is called.
@@ -445,6 +448,10 @@ pub fn hooks(config: &Value) -> Vec<Hook> {
                     .clamp(1, 30),
             ),
             reinvoke: text(h, "reinvocationPolicy") == "IfNeeded",
+            v1beta1: items(h, "admissionReviewVersions")
+                .iter()
+                .find(|v| *v == "v1" || *v == "v1beta1")
+                .is_some_and(|v| v == "v1beta1"),
             conditions: items(h, "matchConditions")
                 .iter()
                 .map(|c| {

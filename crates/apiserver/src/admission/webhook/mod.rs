@@ -306,9 +306,16 @@ impl Webhooks {
         mutating: bool,
     ) -> Result<Option<Answer>, ApiError> {
         let uid = review["request"]["uid"].as_str().unwrap_or_default();
-        let body = serde_json::to_vec(review).map_err(|e| ApiError::internal(e.to_string()))?;
+        let body = if hook.v1beta1 {
+            let mut old = review.clone();
+            old["apiVersion"] = json!("admission.k8s.io/v1beta1");
+            serde_json::to_vec(&old)
+        } else {
+            serde_json::to_vec(review)
+        }
+        .map_err(|e| ApiError::internal(e.to_string()))?;
         let answer = match self.caller.call(registry, hook, body).await {
-            Ok(v) => check(&v, uid, mutating)
+            Ok(v) => check(&v, uid, mutating, hook.v1beta1)
                 .map_err(|e| format!("received invalid webhook response: {e}")),
             Err(e) => Err(e),
         };
@@ -435,26 +442,30 @@ fn review(a: &Attributes<'_>, seen_as: &Resource, obj: Option<&Value>) -> Value 
 }
 
 /// Checks an answer's envelope as kube-apiserver does; returns what it said and the
-/// `response`.
-fn check(v: &Value, uid: &str, mutating: bool) -> Result<(Answer, Value), String> {
+/// `response`. A v1beta1 answer's kind, version and uid are not checked, and its patch needs
+/// no patchType (JSONPatch is the only one).
+fn check(v: &Value, uid: &str, mutating: bool, v1beta1: bool) -> Result<(Answer, Value), String> {
     let response = v
         .get("response")
         .filter(|r| r.is_object())
         .ok_or("webhook response was absent")?;
     let got_uid = response["uid"].as_str().unwrap_or_default();
-    if got_uid != uid {
+    if got_uid != uid && !v1beta1 {
         return Err(format!("expected response.uid={uid:?}, got {got_uid:?}"));
     }
     let api_version = v["apiVersion"].as_str().unwrap_or_default();
     let kind = v["kind"].as_str().unwrap_or_default();
-    if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
+    if (api_version != "admission.k8s.io/v1" || kind != "AdmissionReview") && !v1beta1 {
         let (g, ver) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         return Err(format!(
             "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {g}/{ver}, Kind={kind}"
         ));
     }
     let patch = patch_bytes(response.get("patch"))?.filter(|p| !p.is_empty());
-    let patch_type = response.get("patchType").and_then(Value::as_str);
+    let patch_type = response
+        .get("patchType")
+        .and_then(Value::as_str)
+        .or((v1beta1 && patch.is_some()).then_some("JSONPatch"));
     if !mutating {
         if patch.is_some() {
             return Err("validating webhook may not return response.patch".into());
