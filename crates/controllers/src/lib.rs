@@ -22,6 +22,7 @@ mod podgc;
 mod quota;
 mod replicaset;
 mod statefulset;
+mod storage_protection;
 
 pub use common::Error;
 pub use nodeipam::PodNetwork;
@@ -106,6 +107,11 @@ pub async fn run(clients: Clients, settings: Settings) {
             c("pod-garbage-collector"),
             shared.clone(),
             settings.terminated_pod_gc_threshold
+        ),
+        storage_protection::run(
+            c("pvc-protection-controller"),
+            c("pv-protection-controller"),
+            shared.clone()
         ),
         nodelifecycle::run(
             c("node-controller"),

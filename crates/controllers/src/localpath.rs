@@ -182,6 +182,15 @@ async fn release_loop(client: kube::Client) {
                     volume = name,
                     "deleting a local-path volume whose claim is gone"
                 );
+                // Released first, as the volume controller marks a volume whose claim went:
+                // the pv-protection finalizer holds a Bound volume.
+                let _ = pvs
+                    .patch_status(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": {"phase": "Released"}})),
+                    )
+                    .await;
                 let _ = pvs.delete(name, &Default::default()).await;
             }
         }

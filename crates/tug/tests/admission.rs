@@ -1532,3 +1532,73 @@ fn a_v1beta1_webhook_is_sent_and_answers_v1beta1_reviews() {
     assert_eq!(sent["apiVersion"], "admission.k8s.io/v1beta1", "{sent}");
     assert_eq!(sent["request"]["operation"], "CREATE");
 }
+
+/// StorageObjectInUseProtection and the protection controllers: a new claim and a new volume
+/// get their protection finalizers; a claim a pod uses outlives its deletion until the pod
+/// is gone; an unbound volume goes at once.
+#[test]
+fn claims_in_use_outlive_their_deletion_until_no_pod_uses_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let docs = [
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "default"},
+            "spec": {"storageClassName": "", "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user", "namespace": "default"},
+            "spec": {"nodeName": "nowhere", "containers": [{"name": "c", "image": "registry.example/app:1"}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "spare"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                "hostPath": {"path": "/tmp/spare"}}}),
+    ];
+    for d in &docs {
+        let o = kubectl(&s, &["create", "-f", "-"], Some(&d.to_string()));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let finalizers = |what: &[&str]| {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["-o", "jsonpath={.metadata.finalizers}"]);
+        ok(&s, &args)
+    };
+    assert_eq!(
+        finalizers(&["pvc", "data"]),
+        r#"["kubernetes.io/pvc-protection"]"#
+    );
+    assert_eq!(
+        finalizers(&["pv", "spare"]),
+        r#"["kubernetes.io/pv-protection"]"#
+    );
+
+    // In use: the deletion waits.
+    ok(&s, &["delete", "pvc", "data", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let o = kubectl(
+        &s,
+        &[
+            "get",
+            "pvc",
+            "data",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ],
+        None,
+    );
+    assert!(
+        o.status.success() && !text(&o).trim().is_empty(),
+        "a claim in use stays, being deleted: {}",
+        text(&o)
+    );
+    // The pod goes: so does the claim.
+    ok(
+        &s,
+        &["delete", "pod", "user", "--grace-period=0", "--force"],
+    );
+    eventually_within("the claim gone", Duration::from_secs(15), || {
+        !kubectl(&s, &["get", "pvc", "data"], None).status.success()
+    });
+    // An unbound volume goes at once.
+    ok(&s, &["delete", "pv", "spare", "--wait=false"]);
+    eventually_within("the volume gone", Duration::from_secs(15), || {
+        !kubectl(&s, &["get", "pv", "spare"], None).status.success()
+    });
+}

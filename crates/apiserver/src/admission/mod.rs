@@ -1,7 +1,8 @@
 //! The admission chain, in kube-apiserver's order: the mutating built-ins (Priority,
 //! ServiceAccount and DefaultTolerationSeconds run by the registry as it defaults a new
-//! object, then LimitRanger's defaults and DefaultStorageClass), the mutating webhooks (with
-//! reinvocation), the kind's own validation (the registry's), LimitRanger's checks,
+//! object, then LimitRanger's defaults, DefaultStorageClass and StorageObjectInUseProtection),
+//! the MutatingAdmissionPolicies, the mutating webhooks (one reinvocation round for both), the
+//! kind's own validation (the registry's), LimitRanger's checks,
 //! PodSecurity, the ValidatingAdmissionPolicies, then the validating webhooks; ResourceQuota
 //! stays last, in the registry. It runs for create, update (of objects and their
 //! subresources), delete and connect, for dry runs too, and for custom resources.
@@ -11,6 +12,7 @@ pub mod limit_ranger;
 pub mod notes;
 pub mod pod_security;
 pub mod policy;
+pub mod storage_protection;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -231,6 +233,7 @@ impl Admission {
     ) -> Result<(), ApiError> {
         limit_ranger::default(registry, a, obj).await?;
         default_storage_class::admit(registry, a, obj).await?;
+        storage_protection::admit(a, obj)?;
         let (mut policies, mut webhooks) = (Reinvocation::default(), Reinvocation::default());
         let mut changed = self
             .mutating_policies
