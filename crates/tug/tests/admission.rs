@@ -1602,3 +1602,60 @@ fn claims_in_use_outlive_their_deletion_until_no_pod_uses_them() {
         !kubectl(&s, &["get", "pv", "spare"], None).status.success()
     });
 }
+
+/// The `authorizer` variable of admission policies: a ValidatingAdmissionPolicy lets only
+/// users who may also delete ConfigMaps create ones labelled `locked`, checked against RBAC for
+/// the requesting user (here alice, who may create but not delete, and the admin).
+#[test]
+fn admission_policies_ask_the_authorizer_for_the_requesting_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TugServer::start_in(tug_bin!(), &dir.path().join("data"));
+    let docs = [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "writer", "namespace": "default"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "alice-writes", "namespace": "default"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "writer"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}),
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": "locked"},
+            "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["configmaps"]}],
+                "objectSelector": {"matchLabels": {"locked": "yes"}}},
+                "validations": [{"expression": "authorizer.requestResource.check('delete').allowed()",
+                    "messageExpression": "'only those who may delete configmaps may lock them: ' + authorizer.group('').resource('configmaps').namespace(object.metadata.namespace).check('delete').reason()"}]}}),
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": "locked"},
+            "spec": {"policyName": "locked", "validationActions": ["Deny"]}}),
+    ];
+    for d in &docs {
+        let o = kubectl(&s, &["create", "-f", "-"], Some(&d.to_string()));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let cm = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default", "labels": {"locked": "yes"}}})
+        .to_string()
+    };
+    let mut refused = String::new();
+    eventually_within("the policy in force", Duration::from_secs(5), || {
+        let o = kubectl(
+            &s,
+            &["create", "--as=alice", "-f", "-"],
+            Some(&cm(&format!("probe-{}", free_port()))),
+        );
+        refused = text(&o);
+        !o.status.success()
+    });
+    assert!(
+        refused.contains("ValidatingAdmissionPolicy 'locked' with binding 'locked' denied request: only those who may delete configmaps may lock them"),
+        "{refused}"
+    );
+    // The admin may delete, so may lock.
+    let o = kubectl(&s, &["create", "-f", "-"], Some(&cm("admins")));
+    assert!(o.status.success(), "{}", text(&o));
+    // alice may still create what the policy does not select.
+    let o = kubectl(&s, &["create", "configmap", "plain", "--as=alice"], None);
+    assert!(o.status.success(), "{}", text(&o));
+}

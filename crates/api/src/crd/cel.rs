@@ -332,17 +332,177 @@ impl Evaluator<'_> {
 
 /// Runs `f` with an [`Evaluator`] holding `vars`.
 pub fn with_vars<R>(vars: &[(&str, &Value)], f: impl FnOnce(&mut Evaluator<'_>) -> R) -> R {
-    with_types_and_vars(&[], vars, f)
+    with_types_and_vars(&[], vars, None, f)
 }
 
-/// [`with_vars`] for expressions that construct objects (`sources`, a mutating admission
-/// policy's): the `Object…` and `JSONPatch` types they name are declared.
+/// What an admission policy's expression asks the authorizer (`authorizer.group('apps')
+/// .resource('deployments').namespace('prod').check('create')`, or `.path('/healthz')`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthzCheck {
+    /// Set by `authorizer.serviceAccount(namespace, name)`: check for that account rather
+    /// than the requesting user.
+    pub service_account: Option<(String, String)>,
+    /// A plain path's check (`path`), else a resource's.
+    pub path: Option<String>,
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    pub verb: String,
+}
+
+/// Decides an [`AuthzCheck`]: whether it is allowed, and why.
+pub type Authorize = Arc<dyn Fn(&AuthzCheck) -> (bool, String) + Send + Sync>;
+
+/// The `authorizer` variable: an authorizer value, with `requestResource` the check of the
+/// request's own resource.
+pub fn authorizer_variable(request_resource: &AuthzCheck) -> Value {
+    let mut rr = authz_value(request_resource);
+    rr["__authz"] = Value::from("resource");
+    serde_json::json!({"__authz": "authorizer", "requestResource": rr})
+}
+
+/// An authorizer value (a CEL map marked `__authz`) for a check.
+fn authz_value(c: &AuthzCheck) -> Value {
+    let mut v = serde_json::json!({"group": c.group, "resource": c.resource,
+        "subresource": c.subresource, "namespace": c.namespace, "name": c.name});
+    if let Some((ns, name)) = &c.service_account {
+        v["serviceAccount"] = serde_json::json!([ns, name]);
+    }
+    if let Some(p) = &c.path {
+        v["path"] = Value::from(p.as_str());
+    }
+    v
+}
+
+/// The check an authorizer value stands for.
+fn authz_check(v: &Value) -> AuthzCheck {
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    AuthzCheck {
+        service_account: v["serviceAccount"].as_array().and_then(|a| {
+            Some((
+                a.first()?.as_str()?.to_string(),
+                a.get(1)?.as_str()?.to_string(),
+            ))
+        }),
+        path: v["path"].as_str().map(str::to_string),
+        group: text("group"),
+        resource: text("resource"),
+        subresource: text("subresource"),
+        namespace: text("namespace"),
+        name: text("name"),
+        verb: String::new(),
+    }
+}
+
+/// Kubernetes' CEL authorizer library, deciding with `authorize`: `group`, `resource`,
+/// `subresource`, `namespace`, `name`, `path`, `serviceAccount`, `check`, and on a decision
+/// `allowed`, `denied`, `reason`, `errored`, `error`.
+fn add_authorizer(ctx: &mut Context<'static, 'static>, authorize: Authorize) {
+    let add = |_added: Result<(), cel::DeclarationError>| {};
+    // The receiver, as JSON, if it is an authorizer value of one of `kinds`.
+    fn receiver(target: &Cel, kinds: &[&str], function: &str) -> Result<Value, ExecutionError> {
+        let v = from_cel(target).map_err(|e| ExecutionError::function_error(function, e))?;
+        match v["__authz"].as_str() {
+            Some(k) if kinds.contains(&k) => Ok(v),
+            _ => Err(ExecutionError::function_error(
+                function,
+                format!("no such overload: {function} on this value"),
+            )),
+        }
+    }
+    fn to(v: Value, kind: &str) -> Cel {
+        let mut v = v;
+        v["__authz"] = Value::from(kind);
+        to_cel(&v)
+    }
+    for (function, from, field, kind) in [
+        ("group", "authorizer", "group", "group"),
+        ("resource", "group", "resource", "resource"),
+        ("subresource", "resource", "subresource", "resource"),
+        ("namespace", "resource", "namespace", "resource"),
+        ("name", "resource", "name", "resource"),
+        ("path", "authorizer", "path", "path"),
+    ] {
+        add(ctx.add_function(
+            function,
+            move |This(target): This<Cel>, arg: Arc<String>| -> Result<Cel, ExecutionError> {
+                let mut v = receiver(&target, &[from, kind], function)?;
+                if from == "authorizer" {
+                    // A new check keeps only who it is for.
+                    v = serde_json::json!({"serviceAccount": v["serviceAccount"]});
+                }
+                v[field] = Value::from(arg.as_str());
+                Ok(to(v, kind))
+            },
+        ));
+    }
+    add(ctx.add_function(
+        "serviceAccount",
+        |This(target): This<Cel>,
+         ns: Arc<String>,
+         name: Arc<String>|
+         -> Result<Cel, ExecutionError> {
+            receiver(&target, &["authorizer"], "serviceAccount")?;
+            Ok(to(
+                serde_json::json!({"serviceAccount": [ns.as_str(), name.as_str()]}),
+                "authorizer",
+            ))
+        },
+    ));
+    add(ctx.add_function(
+        "check",
+        move |This(target): This<Cel>, verb: Arc<String>| -> Result<Cel, ExecutionError> {
+            let v = receiver(&target, &["resource", "path"], "check")?;
+            let mut c = authz_check(&v);
+            c.verb = verb.to_string();
+            let (allowed, reason) = authorize(&c);
+            Ok(to(
+                serde_json::json!({"allowed": allowed, "reason": reason}),
+                "decision",
+            ))
+        },
+    ));
+    for (function, answer) in [
+        ("allowed", "allowed"),
+        ("denied", "denied"),
+        ("reason", "reason"),
+        ("errored", "errored"),
+        ("error", "error"),
+    ] {
+        add(ctx.add_function(
+            function,
+            move |This(target): This<Cel>| -> Result<Cel, ExecutionError> {
+                let v = receiver(&target, &["decision"], function)?;
+                let allowed = v["allowed"].as_bool().unwrap_or(false);
+                Ok(match answer {
+                    "allowed" => Cel::Bool(allowed),
+                    "denied" => Cel::Bool(!allowed),
+                    "reason" => Cel::String(Arc::new(
+                        v["reason"].as_str().unwrap_or_default().to_string(),
+                    )),
+                    "errored" => Cel::Bool(false),
+                    _ => Cel::String(Arc::new(String::new())),
+                })
+            },
+        ));
+    }
+}
+
+/// [`with_vars`] for admission policies: expressions that construct objects (`sources`, a
+/// mutating admission policy's) have the `Object…` and `JSONPatch` types they name declared,
+/// and with `authorize` the authorizer library decides `authorizer` checks.
 pub fn with_types_and_vars<R>(
     sources: &[&str],
     vars: &[(&str, &Value)],
+    authorize: Option<Authorize>,
     f: impl FnOnce(&mut Evaluator<'_>) -> R,
 ) -> R {
-    let lib = library_in(typed_env(&constructed_types(sources)));
+    let mut lib = library_in(typed_env(&constructed_types(sources)));
+    if let Some(authorize) = authorize {
+        add_authorizer(&mut lib, authorize);
+    }
     let mut ev = Evaluator {
         ctx: lib.new_inner_scope(),
     };
@@ -759,6 +919,72 @@ mod tests {
     }
 
     #[test]
+    fn the_authorizer_library_asks_its_authorizer() {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let authorize: Authorize = Arc::new(move |c: &AuthzCheck| {
+            if let Ok(mut s) = seen.lock() {
+                s.push(c.clone());
+            }
+            let allowed = c.service_account.is_none()
+                && c.group == "apps"
+                && c.resource == "deployments"
+                && c.namespace == "prod"
+                && c.verb == "create";
+            (
+                allowed,
+                if allowed {
+                    "bound".into()
+                } else {
+                    String::new()
+                },
+            )
+        });
+        let authz = authorizer_variable(&AuthzCheck {
+            group: "apps".into(),
+            resource: "deployments".into(),
+            namespace: "prod".into(),
+            ..Default::default()
+        });
+        let results = with_types_and_vars(&[], &[("authorizer", &authz)], Some(authorize), |ev| {
+            [
+                "authorizer.group('apps').resource('deployments').namespace('prod').check('create').allowed()",
+                "authorizer.group('apps').resource('deployments').namespace('dev').check('create').denied()",
+                "authorizer.requestResource.check('create').reason()",
+                "authorizer.serviceAccount('kube-system', 'x').group('apps').resource('deployments').namespace('prod').check('create').allowed()",
+                "authorizer.path('/healthz').check('get').allowed()",
+                "authorizer.requestResource.subresource('scale').name('web').check('update').allowed()",
+            ]
+            .map(|e| ev.eval(e))
+        });
+        assert_eq!(
+            results.map(|r| r.unwrap_or(Value::Null)),
+            [
+                json!(true),
+                json!(true),
+                json!("bound"),
+                json!(false),
+                json!(false),
+                json!(false)
+            ]
+        );
+        let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
+        assert_eq!(
+            asked[3].service_account,
+            Some(("kube-system".into(), "x".into()))
+        );
+        assert_eq!(asked[4].path.as_deref(), Some("/healthz"));
+        assert_eq!(
+            (
+                asked[5].subresource.as_str(),
+                asked[5].name.as_str(),
+                asked[5].verb.as_str()
+            ),
+            ("scale", "web", "update")
+        );
+    }
+
+    #[test]
     fn mutation_expressions_construct_objects_and_json_patches() {
         let obj = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}});
         let apply = "Object{spec: Object.spec{replicas: object.spec.replicas + 2, \
@@ -768,7 +994,7 @@ mod tests {
                      jsonpatch.escapeKey('example.com/env~x'), value: 'test'}]";
         let bad = "JSONPatch{op: 'add', where: '/x'}";
         let unknown = "Thing{a: 1}";
-        let results = with_types_and_vars(&[apply, patch, bad], &[("object", &obj)], |ev| {
+        let results = with_types_and_vars(&[apply, patch, bad], &[("object", &obj)], None, |ev| {
             [
                 ev.eval(apply),
                 ev.eval(patch),

@@ -3,7 +3,8 @@
 //! here: following policies and bindings, matching a request (`matchConstraints`, the
 //! binding's `matchResources`), parameters (`paramKind`, `paramRef` by name or selector), the
 //! variables the expressions see (`object`, `oldObject`, `request`, `params`,
-//! `namespaceObject`, `variables`), `matchConditions` and `failurePolicy`. What each does with
+//! `namespaceObject`, `variables`, and `authorizer` deciding checks for the requesting user),
+//! `matchConditions` and `failurePolicy`. What each does with
 //! a match is in [`validating`] and [`mutating`].
 
 pub mod mutating;
@@ -18,7 +19,7 @@ use tug_api::{ApiError, Cause, catalog, meta};
 use super::webhook::{config, rules, selected};
 use super::{Attributes, Operation};
 use crate::registry::{ListOptions, Registry};
-use tug_api::crd::cel::Evaluator;
+use tug_api::crd::cel::{Authorize, AuthzCheck, Evaluator};
 
 /// Which policies a [`Policies`] holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +165,7 @@ impl Policies {
         };
         let params = params_of(registry, a, spec, &binding["spec"]).await;
         Ok(Some(Bound {
+            authorize: authorize(registry, a),
             kind: self.kind,
             seen_as,
             request,
@@ -175,8 +177,38 @@ impl Policies {
     }
 }
 
+/// The authorizer policies' `authorizer` checks ask: the requesting user's rights (or a
+/// service account's, if the expression names one), as RBAC decides them.
+fn authorize(registry: &Registry, a: &Attributes<'_>) -> Authorize {
+    let authorizer = registry.authorizer.clone();
+    let user = a.user.cloned();
+    Arc::new(move |c: &AuthzCheck| {
+        let who = match (&c.service_account, &user) {
+            (Some((ns, name)), _) => crate::auth::Identity::service_account(ns, name),
+            (None, Some(u)) => u.clone(),
+            // The server's own writes may do anything.
+            (None, None) => return (true, String::new()),
+        };
+        let attrs = match &c.path {
+            Some(p) => crate::authz::Attributes::non_resource(&c.verb, p),
+            None => crate::authz::Attributes::resource(
+                &c.verb,
+                &c.group,
+                &c.resource,
+                &c.subresource,
+                &c.namespace,
+                &c.name,
+            ),
+        };
+        let d = authorizer.decide(&who, &attrs);
+        (d.allowed, d.reason)
+    })
+}
+
 /// A binding whose policy matches a request, with what the policy's expressions see.
 struct Bound {
+    /// Decides the expressions' `authorizer` checks.
+    authorize: Authorize,
     kind: Kind,
     /// The resource the request is seen as (matchPolicy Equivalent may convert it).
     seen_as: &'static tug_api::Resource,
@@ -251,6 +283,15 @@ impl Bound {
         } else {
             self.as_seen(a, a.old)
         };
+        let r = a.resource;
+        let authorizer = tug_api::crd::cel::authorizer_variable(&AuthzCheck {
+            group: r.group.to_string(),
+            resource: r.plural.to_string(),
+            subresource: a.subresource.unwrap_or_default().to_string(),
+            namespace: a.namespace.to_string(),
+            name: a.name.clone(),
+            ..Default::default()
+        });
         for param in params {
             let vars = [
                 ("object", &object),
@@ -258,8 +299,10 @@ impl Bound {
                 ("request", &self.request),
                 ("params", param),
                 ("namespaceObject", &self.namespace_object),
+                ("authorizer", &authorizer),
             ];
-            tug_api::crd::cel::with_types_and_vars(sources, &vars, |ev| {
+            let authorize = Some(self.authorize.clone());
+            tug_api::crd::cel::with_types_and_vars(sources, &vars, authorize, |ev| {
                 if self.prepare(a, ev)? {
                     f(ev)?;
                 }
