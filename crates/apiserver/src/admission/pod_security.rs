@@ -5,8 +5,9 @@
 //! updates (containers or images changed); pod controllers (Deployments, Jobs …) are warned
 //! and audited; namespaces with invalid labels are refused.
 //!
-//! Every version label evaluates as the latest policy version (the checks of older versions
-//! are not kept); the version is still validated and printed as given.
+//! A version label (`v1.25`) evaluates the checks as that Kubernetes version defined them
+//! (older allow-lists, checks not yet there, exemptions not yet made); `latest` and versions
+//! newer than this server's evaluate as its own (v1.37). Messages print the label's version.
 
 use std::collections::BTreeSet;
 
@@ -51,6 +52,19 @@ impl Level {
 struct LevelVersion {
     level: Level,
     version: String,
+}
+
+/// The newest policy version, which `latest` and newer versions evaluate as.
+const LATEST_MINOR: u32 = 37;
+
+impl LevelVersion {
+    /// The policy version evaluated: the label's minor version, at most the newest.
+    fn minor(&self) -> u32 {
+        self.version
+            .strip_prefix("v1.")
+            .and_then(|n| n.parse::<u32>().ok())
+            .map_or(LATEST_MINOR, |n| n.min(LATEST_MINOR))
+    }
 }
 
 impl std::fmt::Display for LevelVersion {
@@ -179,8 +193,10 @@ fn name_of(c: &Value) -> String {
     text(c, "name").to_string()
 }
 
-/// The failures of `spec` (with the pod's `meta`) at `level`, in the checks' order.
-fn evaluate(level: Level, spec: &Value, meta_: &Value) -> Vec<Failure> {
+/// The failures of `spec` (with the pod's `meta`) at `level` as policy version 1.`minor`
+/// defines it, in the checks' order: the baseline checks, then the restricted ones, less the
+/// baseline checks a restricted check of that version replaces.
+fn evaluate(level: Level, minor: u32, spec: &Value, meta_: &Value) -> Vec<Failure> {
     if level == Level::Privileged {
         return Vec::new();
     }
@@ -192,7 +208,7 @@ fn evaluate(level: Level, spec: &Value, meta_: &Value) -> Vec<Failure> {
         }
     };
     push(app_armor(spec, meta_));
-    if !restricted {
+    if !restricted || minor < 22 {
         push(capabilities_baseline(spec));
     }
     push(host_namespaces(spec));
@@ -200,25 +216,37 @@ fn evaluate(level: Level, spec: &Value, meta_: &Value) -> Vec<Failure> {
         push(host_path_volumes(spec));
     }
     push(host_ports(spec));
-    push(host_probes(spec));
+    if minor >= 34 {
+        push(host_probes(spec));
+    }
     push(privileged(spec));
-    if !restricted {
-        push(proc_mount(spec, true));
+    if !restricted || minor < 35 {
+        push(proc_mount(spec, true, minor));
     }
-    push(se_linux(spec));
-    if !restricted {
-        push(seccomp_baseline(spec));
+    push(se_linux(spec, minor));
+    if !restricted || minor < 19 {
+        push(seccomp_baseline(spec, meta_, minor));
     }
-    push(sysctls(spec));
+    push(sysctls(spec, minor));
     push(windows_host_process(spec));
     if restricted {
-        push(allow_privilege_escalation(spec));
-        push(capabilities_restricted(spec));
-        push(proc_mount(spec, false));
+        if minor >= 8 {
+            push(allow_privilege_escalation(spec, minor));
+        }
+        if minor >= 22 {
+            push(capabilities_restricted(spec, minor));
+        }
+        if minor >= 35 {
+            push(proc_mount(spec, false, minor));
+        }
         push(restricted_volumes(spec));
-        push(run_as_non_root(spec));
-        push(run_as_user(spec));
-        push(seccomp_restricted(spec));
+        push(run_as_non_root(spec, minor));
+        if minor >= 23 {
+            push(run_as_user(spec, minor));
+        }
+        if minor >= 19 {
+            push(seccomp_restricted(spec, minor));
+        }
     }
     out
 }
@@ -441,12 +469,13 @@ fn privileged(spec: &Value) -> Option<Failure> {
     })
 }
 
-fn user_namespaced(spec: &Value) -> bool {
-    spec["hostUsers"] == false
+/// A pod in a user namespace (`hostUsers: false`), which checks relax for from v1.35.
+fn user_namespaced(spec: &Value, minor: u32) -> bool {
+    minor >= 35 && spec["hostUsers"] == false
 }
 
-fn proc_mount(spec: &Value, baseline: bool) -> Option<Failure> {
-    if baseline && user_namespaced(spec) {
+fn proc_mount(spec: &Value, baseline: bool, minor: u32) -> Option<Failure> {
+    if baseline && user_namespaced(spec, minor) {
         return None;
     }
     let mut names = Vec::new();
@@ -468,16 +497,17 @@ fn proc_mount(spec: &Value, baseline: bool) -> Option<Failure> {
     })
 }
 
-fn se_linux(spec: &Value) -> Option<Failure> {
+fn se_linux(spec: &Value, minor: u32) -> Option<Failure> {
     let mut types = BTreeSet::new();
     let (mut user, mut role) = (false, false);
     let mut check = |o: &Value| -> bool {
         let mut bad = false;
         let t = text(o, "type");
-        if !matches!(
+        let allowed = matches!(
             t,
-            "" | "container_t" | "container_init_t" | "container_kvm_t" | "container_engine_t"
-        ) {
+            "" | "container_t" | "container_init_t" | "container_kvm_t"
+        ) || (t == "container_engine_t" && minor >= 31);
+        if !allowed {
             types.insert(t.to_string());
             bad = true;
         }
@@ -529,7 +559,10 @@ fn seccomp_type_ok(t: &Value) -> bool {
     matches!(t.as_str(), Some("RuntimeDefault") | Some("Localhost"))
 }
 
-fn seccomp_baseline(spec: &Value) -> Option<Failure> {
+fn seccomp_baseline(spec: &Value, meta_: &Value, minor: u32) -> Option<Failure> {
+    if minor < 19 {
+        return seccomp_annotations(spec, meta_);
+    }
     let mut types = BTreeSet::new();
     let mut bad = |p: &Value| -> bool {
         if p.is_object() && !seccomp_type_ok(&p["type"]) {
@@ -557,28 +590,66 @@ fn seccomp_baseline(spec: &Value) -> Option<Failure> {
     })
 }
 
-const ALLOWED_SYSCTLS: &[&str] = &[
-    "kernel.shm_rmid_forced",
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.tcp_syncookies",
-    "net.ipv4.ping_group_range",
-    "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_fin_timeout",
-    "net.ipv4.tcp_keepalive_intvl",
-    "net.ipv4.tcp_keepalive_probes",
-    "net.ipv4.tcp_rmem",
-    "net.ipv4.tcp_wmem",
-    "net.ipv4.tcp_slow_start_after_idle",
-    "net.ipv4.tcp_notsent_lowat",
+/// Before v1.19, seccomp profiles were set by annotations: those of the pod and its
+/// containers must name an allowed profile.
+fn seccomp_annotations(spec: &Value, meta_: &Value) -> Option<Failure> {
+    const POD: &str = "seccomp.security.alpha.kubernetes.io/pod";
+    const CONTAINER: &str = "container.seccomp.security.alpha.kubernetes.io/";
+    let annotations = &meta_["annotations"];
+    let allowed =
+        |v: &str| v == "runtime/default" || v == "docker/default" || v.starts_with("localhost/");
+    let mut keys: Vec<String> = vec![POD.to_string()];
+    keys.extend(
+        containers(spec)
+            .into_iter()
+            .map(|c| format!("{CONTAINER}{}", name_of(c))),
+    );
+    let mut bad: Vec<String> = keys
+        .iter()
+        .filter_map(|k| {
+            let v = annotations.get(k)?.as_str()?;
+            (!allowed(v)).then(|| format!("{k}={}", go_quote(v)))
+        })
+        .collect();
+    bad.sort();
+    (!bad.is_empty()).then(|| Failure {
+        reason: "seccompProfile",
+        detail: format!(
+            "forbidden {} {}",
+            pluralize("annotation", "annotations", bad.len()),
+            bad.join(", ")
+        ),
+    })
+}
+
+/// The sysctls baseline allows, with the policy version that first allowed each.
+const ALLOWED_SYSCTLS: &[(&str, u32)] = &[
+    ("kernel.shm_rmid_forced", 0),
+    ("net.ipv4.ip_local_port_range", 0),
+    ("net.ipv4.tcp_syncookies", 0),
+    ("net.ipv4.ping_group_range", 0),
+    ("net.ipv4.ip_unprivileged_port_start", 0),
+    ("net.ipv4.ip_local_reserved_ports", 27),
+    ("net.ipv4.tcp_keepalive_time", 29),
+    ("net.ipv4.tcp_fin_timeout", 29),
+    ("net.ipv4.tcp_keepalive_intvl", 29),
+    ("net.ipv4.tcp_keepalive_probes", 29),
+    ("net.ipv4.tcp_rmem", 32),
+    ("net.ipv4.tcp_wmem", 32),
+    ("net.ipv4.tcp_slow_start_after_idle", 37),
+    ("net.ipv4.tcp_notsent_lowat", 37),
 ];
 
-fn sysctls(spec: &Value) -> Option<Failure> {
+fn sysctls(spec: &Value, minor: u32) -> Option<Failure> {
+    let allowed = |n: &str| {
+        ALLOWED_SYSCTLS
+            .iter()
+            .any(|(name, since)| *name == n && minor >= *since)
+    };
     let bad: Vec<String> = items(sc(spec), "sysctls")
         .iter()
         .map(|s| text(s, "name").to_string())
-        .filter(|n| !ALLOWED_SYSCTLS.contains(&n.as_str()))
+        .filter(|n| !allowed(n))
         .collect();
     (!bad.is_empty()).then(|| Failure {
         reason: "forbidden sysctls",
@@ -603,12 +674,13 @@ fn windows_host_process(spec: &Value) -> Option<Failure> {
     })
 }
 
-fn windows(spec: &Value) -> bool {
-    spec["os"]["name"] == "windows"
+/// A Windows pod, which restricted's Linux-only checks exempt from v1.25.
+fn windows(spec: &Value, minor: u32) -> bool {
+    minor >= 25 && spec["os"]["name"] == "windows"
 }
 
-fn allow_privilege_escalation(spec: &Value) -> Option<Failure> {
-    if windows(spec) {
+fn allow_privilege_escalation(spec: &Value, minor: u32) -> Option<Failure> {
+    if windows(spec, minor) {
         return None;
     }
     let names: Vec<String> = containers(spec)
@@ -625,8 +697,8 @@ fn allow_privilege_escalation(spec: &Value) -> Option<Failure> {
     })
 }
 
-fn capabilities_restricted(spec: &Value) -> Option<Failure> {
-    if windows(spec) {
+fn capabilities_restricted(spec: &Value, minor: u32) -> Option<Failure> {
+    if windows(spec, minor) {
         return None;
     }
     let mut missing_drop = Vec::new();
@@ -742,8 +814,8 @@ fn restricted_volumes(spec: &Value) -> Option<Failure> {
     })
 }
 
-fn run_as_non_root(spec: &Value) -> Option<Failure> {
-    if user_namespaced(spec) {
+fn run_as_non_root(spec: &Value, minor: u32) -> Option<Failure> {
+    if user_namespaced(spec, minor) {
         return None;
     }
     let pod = &sc(spec)["runAsNonRoot"];
@@ -777,8 +849,8 @@ fn run_as_non_root(spec: &Value) -> Option<Failure> {
     })
 }
 
-fn run_as_user(spec: &Value) -> Option<Failure> {
-    if user_namespaced(spec) {
+fn run_as_user(spec: &Value, minor: u32) -> Option<Failure> {
+    if user_namespaced(spec, minor) {
         return None;
     }
     let pod = sc(spec)["runAsUser"] == 0;
@@ -793,8 +865,8 @@ fn run_as_user(spec: &Value) -> Option<Failure> {
     })
 }
 
-fn seccomp_restricted(spec: &Value) -> Option<Failure> {
-    if windows(spec) {
+fn seccomp_restricted(spec: &Value, minor: u32) -> Option<Failure> {
+    if windows(spec, minor) {
         return None;
     }
     let pod_profile = &sc(spec)["seccompProfile"];
@@ -947,7 +1019,7 @@ pub async fn validate(
         notes::annotate(&format!("{PREFIX}enforce-policy"), &p.enforce.to_string());
     }
     if p.audit.level != Level::Privileged {
-        let failures = evaluate(p.audit.level, spec, meta_);
+        let failures = evaluate(p.audit.level, p.audit.minor(), spec, meta_);
         if !failures.is_empty() {
             notes::annotate(
                 &format!("{PREFIX}audit-violations"),
@@ -960,7 +1032,7 @@ pub async fn validate(
         }
     }
     if is_pod && p.enforce.level != Level::Privileged {
-        let failures = evaluate(p.enforce.level, spec, meta_);
+        let failures = evaluate(p.enforce.level, p.enforce.minor(), spec, meta_);
         if !failures.is_empty() {
             return Err(super::forbidden(
                 a,
@@ -973,7 +1045,7 @@ pub async fn validate(
         }
     }
     if p.warn.level != Level::Privileged {
-        let failures = evaluate(p.warn.level, spec, meta_);
+        let failures = evaluate(p.warn.level, p.warn.minor(), spec, meta_);
         if !failures.is_empty() {
             notes::warn(&format!(
                 "would violate PodSecurity \"{}\": {}",
@@ -1046,7 +1118,12 @@ async fn validate_namespace(
     // Reasons → (lexically smallest pod, how many pods).
     let mut by_reason: std::collections::BTreeMap<String, (String, usize)> = Default::default();
     for pod in items(&list, "items") {
-        let failures = evaluate(new.enforce.level, &pod["spec"], &pod["metadata"]);
+        let failures = evaluate(
+            new.enforce.level,
+            new.enforce.minor(),
+            &pod["spec"],
+            &pod["metadata"],
+        );
         if failures.is_empty() {
             continue;
         }
@@ -1089,11 +1166,73 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn reasons(level: Level, version: &str, spec: &Value, meta_: &Value) -> Vec<&'static str> {
+        let lv = LevelVersion {
+            level,
+            version: version.into(),
+        };
+        evaluate(lv.level, lv.minor(), spec, meta_)
+            .into_iter()
+            .map(|f| f.reason)
+            .collect()
+    }
+
+    #[test]
+    fn older_policy_versions_evaluate_their_own_checks() {
+        // Restricted before 1.22 had no capabilities_restricted (baseline's applied), before
+        // 1.23 no runAsUser, before 1.25 no Windows exemption.
+        let spec = json!({"os": {"name": "windows"}, "securityContext": {"runAsNonRoot": true,
+            "runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": true}}]});
+        assert_eq!(
+            reasons(Level::Restricted, "v1.21", &spec, &json!({})),
+            ["allowPrivilegeEscalation != false"]
+        );
+        assert_eq!(
+            reasons(Level::Restricted, "v1.24", &spec, &json!({})),
+            ["allowPrivilegeEscalation != false", "unrestricted capabilities", "runAsUser=0"]
+        );
+        assert_eq!(
+            reasons(Level::Restricted, "latest", &spec, &json!({})),
+            ["runAsUser=0"]
+        );
+        assert_eq!(
+            reasons(Level::Restricted, "v1.99", &spec, &json!({})),
+            reasons(Level::Restricted, "latest", &spec, &json!({})),
+            "versions past the newest evaluate as it"
+        );
+        // Baseline allow-lists grow: sysctls, SELinux types; host probes come in 1.34.
+        let spec = json!({"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_rmem", "value": "1"}],
+            "seLinuxOptions": {"type": "container_engine_t"}},
+            "containers": [{"name": "c", "livenessProbe": {"tcpSocket": {"host": "10.0.0.1", "port": 80}}}]});
+        assert_eq!(
+            reasons(Level::Baseline, "v1.30", &spec, &json!({})),
+            ["seLinuxOptions", "forbidden sysctls"]
+        );
+        assert_eq!(
+            reasons(Level::Baseline, "v1.33", &spec, &json!({})),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            reasons(Level::Baseline, "v1.34", &spec, &json!({})),
+            ["probe or lifecycle host"]
+        );
+        // Before 1.19 seccomp profiles were annotations.
+        let meta_ = json!({"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}});
+        let spec = json!({"containers": [{"name": "c"}]});
+        let old = evaluate(Level::Baseline, 18, &spec, &meta_);
+        assert_eq!(
+            detail(&old),
+            "seccompProfile (forbidden annotation seccomp.security.alpha.kubernetes.io/pod=\"unconfined\")"
+        );
+        assert!(evaluate(Level::Baseline, 19, &spec, &meta_).is_empty());
+    }
+
     #[test]
     fn restricted_lists_each_violation_in_order() {
         let spec = json!({"containers": [{"name": "c", "image": "x",
             "securityContext": {"privileged": true}}]});
-        let f = evaluate(Level::Restricted, &spec, &json!({}));
+        let f = evaluate(Level::Restricted, LATEST_MINOR, &spec, &json!({}));
         assert_eq!(
             detail(&f),
             "privileged (container \"c\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"c\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \"c\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")"
@@ -1101,7 +1240,7 @@ mod tests {
         let good = json!({"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": false,
                 "capabilities": {"drop": ["ALL"]}}}]});
-        assert!(evaluate(Level::Restricted, &good, &json!({})).is_empty());
+        assert!(evaluate(Level::Restricted, LATEST_MINOR, &good, &json!({})).is_empty());
     }
 
     #[test]
@@ -1111,7 +1250,7 @@ mod tests {
             "containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": 20}, {"containerPort": 81, "hostPort": 100}]},
                 {"name": "b", "securityContext": {"capabilities": {"add": ["SYS_ADMIN", "CHOWN"]}}}]});
         assert_eq!(
-            detail(&evaluate(Level::Baseline, &spec, &json!({}))),
+            detail(&evaluate(Level::Baseline, LATEST_MINOR, &spec, &json!({}))),
             "non-default capabilities (container \"b\" must not include \"SYS_ADMIN\" in securityContext.capabilities.add), host namespaces (hostNetwork=true, hostPID=true), hostPath volumes (volume \"h\"), hostPort (container \"a\" uses hostPorts 100, 20)"
         );
     }
