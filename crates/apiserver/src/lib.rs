@@ -123,6 +123,13 @@ impl ApiServer {
         self.aggregator.set_front_proxy(client, requestheader_ca);
     }
 
+    /// Configures the admission plugins (`--admission-control-config-file`).
+    pub fn set_admission_configuration(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let pod_security = admission::load_configuration(path)?;
+        self.registry.admission.set_pod_security(pod_security);
+        Ok(())
+    }
+
     /// Records requests in an audit log.
     pub fn set_audit(&self, audit: audit::Audit) {
         let _ = self.audit.set(audit);

@@ -60,6 +60,10 @@ pub struct ServerArgs {
     /// with the first key are written again (key rotation).
     #[arg(long)]
     encryption_provider_config: Option<PathBuf>,
+    /// An `apiserver.config.k8s.io/v1` AdmissionConfiguration: the admission plugins'
+    /// settings (PodSecurity's defaults and exemptions).
+    #[arg(long)]
+    admission_control_config_file: Option<PathBuf>,
     /// An `audit.k8s.io/v1` Policy: which requests are recorded, at which level.
     #[arg(long, requires = "audit_log_path")]
     audit_policy_file: Option<PathBuf>,
@@ -123,6 +127,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         pki.token.clone(),
         Some(pki.node_token.clone()),
     );
+    if let Some(path) = &args.admission_control_config_file {
+        api.set_admission_configuration(path)
+            .context("--admission-control-config-file")?;
+    }
     if let (Some(policy), Some(log)) = (&args.audit_policy_file, &args.audit_log_path) {
         api.set_audit(tug_apiserver::audit::Audit::open(
             policy,

@@ -1659,3 +1659,140 @@ fn admission_policies_ask_the_authorizer_for_the_requesting_user() {
     let o = kubectl(&s, &["create", "configmap", "plain", "--as=alice"], None);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// PodSecurity configured through `--admission-control-config-file` (a PodSecurityConfiguration
+/// in an AdmissionConfiguration, from a file of its own): unlabelled namespaces enforce the
+/// configured default; exempt namespaces, users and runtime classes are not checked; a
+/// version label evaluates that version's checks.
+#[test]
+fn pod_security_defaults_exemptions_and_versions_come_from_its_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("pod-security.yaml"),
+        "apiVersion: pod-security.admission.config.k8s.io/v1\nkind: PodSecurityConfiguration\n\
+         defaults: {enforce: baseline, enforce-version: latest}\n\
+         exemptions: {usernames: [alice], runtimeClasses: [trusted], namespaces: [exempt]}\n",
+    )
+    .expect("write");
+    let config = dir.path().join("admission.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\n\
+         plugins:\n- name: PodSecurity\n  path: pod-security.yaml\n",
+    )
+    .expect("write");
+    let s = TugServer::start_with(
+        tug_bin!(),
+        &dir.path().join("data"),
+        &[
+            "--admission-control-config-file",
+            config.to_str().expect("utf-8"),
+        ],
+    );
+    let pod = |ns: &str, name: &str, spec: Value| {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"nodeName": "nowhere", "containers": [{"name": "app", "image": "registry.example/app:1"}]}});
+        if let Value::Object(m) = spec {
+            for (k, v) in m {
+                p["spec"][k] = v;
+            }
+        }
+        p.to_string()
+    };
+    let privileged = json!({"containers": [{"name": "app", "image": "registry.example/app:1",
+        "securityContext": {"privileged": true}}]});
+    // The default: baseline enforced where no label says otherwise.
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("default", "priv", privileged.clone())),
+    );
+    assert!(
+        !o.status.success()
+            && text(&o).contains("violates PodSecurity \"baseline:latest\": privileged (container \"app\" must not set securityContext.privileged=true)"),
+        "{}",
+        text(&o)
+    );
+    // Exempt: a namespace, a user, a runtime class.
+    ok(&s, &["create", "namespace", "exempt"]);
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("exempt", "priv", privileged.clone())),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kubectl(
+        &s,
+        &[
+            "create",
+            "--as=alice",
+            "--as-group=system:masters",
+            "-f",
+            "-",
+        ],
+        Some(&pod("default", "alices", privileged.clone())),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(
+            &json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                "metadata": {"name": "trusted"}, "handler": "runc"})
+            .to_string(),
+        ),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let mut trusted = privileged.clone();
+    trusted["runtimeClassName"] = json!("trusted");
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("default", "trusted", trusted)),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A version label: runAsUser=0 is refused by restricted only from v1.23.
+    ok(&s, &["create", "namespace", "pinned"]);
+    ok(
+        &s,
+        &[
+            "label",
+            "namespace",
+            "pinned",
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=v1.22",
+        ],
+    );
+    let root = json!({"securityContext": {"runAsUser": 0, "runAsNonRoot": true,
+            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app", "image": "registry.example/app:1",
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]});
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("pinned", "old-rules", root.clone())),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    ok(
+        &s,
+        &[
+            "label",
+            "--overwrite",
+            "namespace",
+            "pinned",
+            "pod-security.kubernetes.io/enforce-version=v1.23",
+        ],
+    );
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("pinned", "new-rules", root)),
+    );
+    assert!(
+        !o.status.success()
+            && text(&o).contains("violates PodSecurity \"restricted:v1.23\": runAsUser=0 (pod must not set runAsUser=0)"),
+        "{}",
+        text(&o)
+    );
+}

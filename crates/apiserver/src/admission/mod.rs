@@ -197,8 +197,10 @@ impl Reinvocation {
     }
 }
 
-/// The admission chain's configurable part: admission policies and webhooks.
+/// The admission chain's configurable part: admission policies and webhooks, and the
+/// plugins' configuration.
 pub struct Admission {
+    pod_security: std::sync::RwLock<Arc<pod_security::Config>>,
     webhooks: Arc<webhook::Webhooks>,
     validating_policies: Arc<policy::Policies>,
     mutating_policies: Arc<policy::Policies>,
@@ -207,6 +209,7 @@ pub struct Admission {
 impl Default for Admission {
     fn default() -> Self {
         Admission {
+            pod_security: Default::default(),
             webhooks: Arc::default(),
             validating_policies: Arc::new(policy::Policies::new(policy::Kind::Validating)),
             mutating_policies: Arc::new(policy::Policies::new(policy::Kind::Mutating)),
@@ -214,7 +217,64 @@ impl Default for Admission {
     }
 }
 
+/// An `apiserver.config.k8s.io` AdmissionConfiguration (`--admission-control-config-file`):
+/// the plugins' configurations, inline or in files of their own. PodSecurity's is read;
+/// others are noted and ignored.
+pub fn load_configuration(path: &std::path::Path) -> anyhow::Result<pod_security::Config> {
+    let read = |p: &std::path::Path| -> anyhow::Result<Value> {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+        serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    };
+    let v = read(path)?;
+    let api_version = v["apiVersion"].as_str().unwrap_or_default();
+    if v["kind"] != "AdmissionConfiguration"
+        || !matches!(
+            api_version,
+            "apiserver.config.k8s.io/v1"
+                | "apiserver.config.k8s.io/v1alpha1"
+                | "apiserver.k8s.io/v1alpha1"
+        )
+    {
+        anyhow::bail!(
+            "{}: expected kind AdmissionConfiguration of apiVersion apiserver.config.k8s.io/v1",
+            path.display()
+        );
+    }
+    let mut pod_security = pod_security::Config::default();
+    for plugin in v["plugins"].as_array().into_iter().flatten() {
+        let name = plugin["name"].as_str().unwrap_or_default();
+        let configuration = match plugin["path"].as_str() {
+            Some(p) => read(&path.parent().unwrap_or(std::path::Path::new(".")).join(p))?,
+            None => plugin["configuration"].clone(),
+        };
+        match name {
+            "PodSecurity" => {
+                pod_security = pod_security::Config::parse(&configuration)
+                    .map_err(|e| anyhow::anyhow!("{}: PodSecurity: {e}", path.display()))?;
+            }
+            other => tracing::warn!(plugin = other, "admission plugin configuration ignored"),
+        }
+    }
+    Ok(pod_security)
+}
+
 impl Admission {
+    /// Configures PodSecurity (from the admission configuration file).
+    pub fn set_pod_security(&self, config: pod_security::Config) {
+        match self.pod_security.write() {
+            Ok(mut c) => *c = Arc::new(config),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
+        }
+    }
+
+    fn pod_security(&self) -> Arc<pod_security::Config> {
+        match self.pod_security.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// Loads the stored policies and webhook configurations and follows their changes.
     pub async fn start(&self, registry: &Registry) -> anyhow::Result<()> {
         self.validating_policies.start(registry).await?;
@@ -263,7 +323,7 @@ impl Admission {
         obj: Option<&Value>,
     ) -> Result<(), ApiError> {
         limit_ranger::validate(registry, a, obj).await?;
-        pod_security::validate(registry, a, obj).await?;
+        pod_security::validate(registry, &self.pod_security(), a, obj).await?;
         self.validating_policies.validate(registry, a, obj).await?;
         self.webhooks.validate(registry, a, obj).await
     }

@@ -90,8 +90,84 @@ fn valid_version(v: &str) -> bool {
         })
 }
 
-/// The policy namespace labels set (`PolicyToEvaluate`).
-fn policy(labels: &serde_json::Map<String, Value>) -> Policy {
+/// The plugin's configuration (a `PodSecurityConfiguration` in the
+/// `--admission-control-config-file`): the levels of namespaces without labels, and the
+/// users, runtime classes and namespaces exempt from every check.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// enforce, audit, warn.
+    defaults: [LevelVersion; 3],
+    exempt_usernames: Vec<String>,
+    exempt_runtime_classes: Vec<String>,
+    exempt_namespaces: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let privileged = LevelVersion {
+            level: Level::Privileged,
+            version: "latest".into(),
+        };
+        Config {
+            defaults: [privileged.clone(), privileged.clone(), privileged],
+            exempt_usernames: Vec::new(),
+            exempt_runtime_classes: Vec::new(),
+            exempt_namespaces: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a `pod-security.admission.config.k8s.io` PodSecurityConfiguration (v1, v1beta1
+    /// or v1alpha1); a level or version that is not one is an error naming its field.
+    pub fn parse(v: &Value) -> Result<Config, String> {
+        let api_version = text(v, "apiVersion");
+        let group_ok = matches!(
+            api_version,
+            "pod-security.admission.config.k8s.io/v1"
+                | "pod-security.admission.config.k8s.io/v1beta1"
+                | "pod-security.admission.config.k8s.io/v1alpha1"
+        );
+        if !group_ok || text(v, "kind") != "PodSecurityConfiguration" {
+            return Err(format!(
+                "expected kind PodSecurityConfiguration of apiVersion pod-security.admission.config.k8s.io/v1, not {:?} {api_version:?}",
+                text(v, "kind")
+            ));
+        }
+        let mut config = Config::default();
+        let d = &v["defaults"];
+        for (i, mode) in ["enforce", "audit", "warn"].into_iter().enumerate() {
+            if let Some(l) = d.get(mode).and_then(Value::as_str) {
+                config.defaults[i].level = Level::parse(l).ok_or_else(|| {
+                    format!("defaults.{mode}: Invalid value: \"{l}\": must be one of privileged, baseline, restricted")
+                })?;
+            }
+            if let Some(ver) = d.get(format!("{mode}-version")).and_then(Value::as_str) {
+                if !valid_version(ver) {
+                    return Err(format!(
+                        "defaults.{mode}-version: Invalid value: \"{ver}\": must be \"latest\" or \"v1.x\""
+                    ));
+                }
+                config.defaults[i].version = ver.to_string();
+            }
+        }
+        let list = |k: &str| -> Vec<String> {
+            items(&v["exemptions"], k)
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        };
+        config.exempt_usernames = list("usernames");
+        config.exempt_runtime_classes = list("runtimeClasses");
+        config.exempt_namespaces = list("namespaces");
+        Ok(config)
+    }
+}
+
+/// The policy namespace labels set (`PolicyToEvaluate`), the configured defaults where they
+/// set none.
+fn policy(labels: &serde_json::Map<String, Value>, config: &Config) -> Policy {
     let mut errors = Vec::new();
     let label = |mode: &str| {
         labels
@@ -99,8 +175,13 @@ fn policy(labels: &serde_json::Map<String, Value>) -> Policy {
             .and_then(Value::as_str)
     };
     let mode = |mode: &str, invalid: Level, errors: &mut Vec<Cause>| -> (LevelVersion, bool) {
+        let default = match mode {
+            "enforce" => &config.defaults[0],
+            "audit" => &config.defaults[1],
+            _ => &config.defaults[2],
+        };
         let level = match label(mode) {
-            None => Level::Privileged,
+            None => default.level,
             Some(l) => Level::parse(l).unwrap_or_else(|| {
                 errors.push(Cause::new(
                     "FieldValueInvalid",
@@ -113,7 +194,7 @@ fn policy(labels: &serde_json::Map<String, Value>) -> Policy {
             }),
         };
         let version = match label(&format!("{mode}-version")) {
-            None => "latest".to_string(),
+            None => default.version.clone(),
             Some(v) if valid_version(v) => v.to_string(),
             Some(v) => {
                 errors.push(Cause::new(
@@ -976,6 +1057,7 @@ async fn namespace_labels(
 /// The validating check of PodSecurity for pods, pod controllers and namespaces.
 pub async fn validate(
     registry: &Registry,
+    config: &Config,
     a: &Attributes<'_>,
     obj: Option<&Value>,
 ) -> Result<(), ApiError> {
@@ -985,7 +1067,19 @@ pub async fn validate(
         return Ok(());
     }
     if r.group.is_empty() && r.kind == "Namespace" {
-        return validate_namespace(registry, a, obj).await;
+        return validate_namespace(registry, config, a, obj).await;
+    }
+    let exempt = |why: &str| {
+        notes::annotate(&format!("{PREFIX}exempt"), why);
+        Ok(())
+    };
+    if config.exempt_namespaces.iter().any(|n| n == a.namespace) {
+        return exempt("namespace");
+    }
+    if let Some(user) = a.user
+        && config.exempt_usernames.contains(&user.user)
+    {
+        return exempt("user");
     }
     let is_pod = r.group.is_empty() && r.kind == "Pod";
     let template = if is_pod {
@@ -1009,12 +1103,15 @@ pub async fn validate(
             None => return Ok(()),
         }
     };
-    let labels = namespace_labels(registry, a.namespace).await?;
-    let p = policy(&labels);
     let (spec, meta_) = match template {
         Some(t) => (&t["spec"], &t["metadata"]),
         None => (&obj["spec"], &obj["metadata"]),
     };
+    if exempt_runtime_class(config, spec) {
+        return exempt("runtimeClass");
+    }
+    let labels = namespace_labels(registry, a.namespace).await?;
+    let p = policy(&labels, config);
     if is_pod {
         notes::annotate(&format!("{PREFIX}enforce-policy"), &p.enforce.to_string());
     }
@@ -1059,8 +1156,15 @@ pub async fn validate(
 
 /// Namespaces: invalid policy labels are refused; a stricter enforce level warns of the
 /// existing pods it would refuse.
+/// Whether the pod's runtime class is exempt.
+fn exempt_runtime_class(config: &Config, spec: &Value) -> bool {
+    let class = text(spec, "runtimeClassName");
+    !class.is_empty() && config.exempt_runtime_classes.iter().any(|c| c == class)
+}
+
 async fn validate_namespace(
     registry: &Registry,
+    config: &Config,
     a: &Attributes<'_>,
     obj: &Value,
 ) -> Result<(), ApiError> {
@@ -1072,13 +1176,14 @@ async fn validate_namespace(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let new = policy(&labels);
+    let new = policy(&labels, config);
     let old = a.old.map(|o| {
         policy(
             &o.pointer("/metadata/labels")
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default(),
+            config,
         )
     });
     if !new.errors.is_empty() {
@@ -1096,6 +1201,13 @@ async fn validate_namespace(
         }
     }
     let Some(old) = old else { return Ok(()) };
+    if config
+        .exempt_namespaces
+        .iter()
+        .any(|n| n == meta::name(obj))
+    {
+        return Ok(());
+    }
     if old.enforce == new.enforce || new.enforce.level == Level::Privileged {
         return Ok(());
     }
@@ -1118,6 +1230,9 @@ async fn validate_namespace(
     // Reasons → (lexically smallest pod, how many pods).
     let mut by_reason: std::collections::BTreeMap<String, (String, usize)> = Default::default();
     for pod in items(&list, "items") {
+        if exempt_runtime_class(config, &pod["spec"]) {
+            continue;
+        }
         let failures = evaluate(
             new.enforce.level,
             new.enforce.minor(),
@@ -1190,7 +1305,11 @@ mod tests {
         );
         assert_eq!(
             reasons(Level::Restricted, "v1.24", &spec, &json!({})),
-            ["allowPrivilegeEscalation != false", "unrestricted capabilities", "runAsUser=0"]
+            [
+                "allowPrivilegeEscalation != false",
+                "unrestricted capabilities",
+                "runAsUser=0"
+            ]
         );
         assert_eq!(
             reasons(Level::Restricted, "latest", &spec, &json!({})),
@@ -1218,7 +1337,8 @@ mod tests {
             ["probe or lifecycle host"]
         );
         // Before 1.19 seccomp profiles were annotations.
-        let meta_ = json!({"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}});
+        let meta_ =
+            json!({"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}});
         let spec = json!({"containers": [{"name": "c"}]});
         let old = evaluate(Level::Baseline, 18, &spec, &meta_);
         assert_eq!(
@@ -1263,13 +1383,16 @@ mod tests {
                 .map(|(k, v)| (format!("{PREFIX}{k}"), json!(v)))
                 .collect::<serde_json::Map<_, _>>()
         };
-        let p = policy(&labels(&[("enforce", "baseline")]));
+        let p = policy(&labels(&[("enforce", "baseline")]), &Config::default());
         assert_eq!(
             p.warn.to_string(),
             "baseline:latest",
             "warn follows enforce"
         );
-        let p = policy(&labels(&[("enforce", "bogus"), ("audit-version", "v1.05")]));
+        let p = policy(
+            &labels(&[("enforce", "bogus"), ("audit-version", "v1.05")]),
+            &Config::default(),
+        );
         assert_eq!(
             p.enforce.level,
             Level::Restricted,
