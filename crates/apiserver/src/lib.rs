@@ -65,11 +65,15 @@ impl ApiServer {
         token: String,
         node_token: Option<String>,
     ) -> Arc<Self> {
+        let metrics = metrics::Metrics::default();
+        if let Ok(mut s) = metrics.sources.lock() {
+            s.push(Box::new(admission::metrics::render));
+        }
         Arc::new(Self {
             registry: Registry::new(store),
             token,
             node_token,
-            metrics: metrics::Metrics::default(),
+            metrics,
             kubelet: std::sync::OnceLock::new(),
             tokens: std::sync::OnceLock::new(),
             audit: std::sync::OnceLock::new(),

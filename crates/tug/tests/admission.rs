@@ -111,6 +111,16 @@ fn validating_webhooks_refuse_warn_and_fail_by_policy() {
     );
     let o = kubectl(&s, &["get", "configmap", "blocked"], None);
     assert!(!o.status.success(), "a refused object is not stored");
+    // The refusal is counted, and the calls timed, as kube-apiserver's metrics do.
+    let metrics = ok(&s, &["get", "--raw", "/metrics"]);
+    assert!(
+        metrics.contains("apiserver_admission_webhook_rejection_total{error_type=\"no_error\",name=\"deny.blocked.example.com\",operation=\"CREATE\",rejection_code=\"403\",type=\"validating\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("apiserver_admission_webhook_admission_duration_seconds_count{name=\"deny.blocked.example.com\",operation=\"CREATE\",rejected=\"true\",type=\"validating\"}"),
+        "{metrics}"
+    );
 
     // Others pass, with the webhook's warning shown by kubectl.
     let o = create_configmap(&s, "fine", json!({"team": "ok"}), &[]);
@@ -761,6 +771,13 @@ fn a_validating_admission_policy_limits_replicas_from_a_param() {
         Some(&deployment("capped", "small", 3)),
     );
     assert!(o.status.success(), "{}", text(&o));
+    let metrics = ok(&s, &["get", "--raw", "/metrics"]);
+    for checked in [
+        "apiserver_validating_admission_policy_check_total{enforcement_action=\"deny\",error_type=\"no_error\",policy=\"replica-limit\",policy_binding=\"replica-limit-deny\"}",
+        "apiserver_validating_admission_policy_check_total{enforcement_action=\"allow\",error_type=\"no_error\",policy=\"replica-limit\",policy_binding=\"replica-limit-deny\"}",
+    ] {
+        assert!(metrics.contains(checked), "{checked} in {metrics}");
+    }
     // Scaling past the limit is an update the policy refuses too.
     let o = kubectl(
         &s,

@@ -9,6 +9,7 @@
 
 pub mod default_storage_class;
 pub mod limit_ranger;
+pub mod metrics;
 pub mod notes;
 pub mod pod_security;
 pub mod policy;

@@ -138,7 +138,7 @@ impl Policies {
             let mutations = items(bound.spec(), "mutations");
             let sources: Vec<&str> = mutations.iter().map(expression).collect();
             let mut patched = bound.as_seen(a, Some(obj));
-            bound.each_param(a, Some(obj), &sources, |ev| {
+            let applied = bound.each_param(a, Some(obj), &sources, |ev| {
                 for m in mutations {
                     let result = match ev.eval(expression(m)) {
                         Ok(r) => r,
@@ -155,7 +155,17 @@ impl Policies {
                     ev.set("object", &patched);
                 }
                 Ok(())
-            })?;
+            });
+            crate::admission::metrics::mutating_checked(
+                bound.policy_name(),
+                bound.binding_name(),
+                if applied.is_ok() {
+                    "no_error"
+                } else {
+                    "invalid_error"
+                },
+            );
+            applied?;
             if bound.seen_as.api_version() != a.resource.api_version() {
                 patched = crate::registry::convert_between(bound.seen_as, a.resource, &patched);
             }

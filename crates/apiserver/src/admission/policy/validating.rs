@@ -216,7 +216,10 @@ impl Policies {
                 .iter()
                 .filter_map(Value::as_str)
                 .collect();
-            bound.each_param(a, obj, &[], |ev| {
+            // The action taken on a failed validation (`allow` when none failed).
+            let mut action = "allow";
+            let started = std::time::Instant::now();
+            let checked = bound.each_param(a, obj, &[], |ev| {
                 for (i, aa) in items(spec, "auditAnnotations").iter().enumerate() {
                     match ev.eval(text(aa, "valueExpression")) {
                         Ok(Value::String(s)) => {
@@ -253,11 +256,15 @@ impl Policies {
                         }
                     };
                     if actions.contains(&"Warn") {
+                        action = "warn";
                         notes::warn(&format!(
                             "Validation failed for ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}': {message}"
                         ));
                     }
                     if actions.contains(&"Audit") {
+                        if action == "allow" {
+                            action = "audit";
+                        }
                         notes::annotate(
                             "validation.policy.admission.k8s.io/validation_failure",
                             &json!([{"message": message, "policy": policy_name,
@@ -267,6 +274,7 @@ impl Policies {
                         );
                     }
                     if actions.contains(&"Deny") {
+                        action = "deny";
                         return Err(deny(
                             a,
                             &reason,
@@ -277,7 +285,21 @@ impl Policies {
                     }
                 }
                 Ok(())
-            })?;
+            });
+            // A refusal that no Deny made is the policy's own failure.
+            let (action, error_type) = match (&checked, action) {
+                (Err(_), "deny") => ("deny", "no_error"),
+                (Err(_), _) => ("deny", "invalid_error"),
+                (Ok(()), action) => (action, "no_error"),
+            };
+            crate::admission::metrics::validating_checked(
+                policy_name,
+                binding_name,
+                action,
+                error_type,
+                started.elapsed().as_secs_f64(),
+            );
+            checked?;
         }
         Ok(())
     }

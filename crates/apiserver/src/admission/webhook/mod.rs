@@ -314,14 +314,31 @@ impl Webhooks {
             serde_json::to_vec(review)
         }
         .map_err(|e| ApiError::internal(e.to_string()))?;
+        let operation = review["request"]["operation"].as_str().unwrap_or_default();
+        let started = std::time::Instant::now();
         let answer = match self.caller.call(registry, hook, body).await {
             Ok(v) => check(&v, uid, mutating, hook.v1beta1)
                 .map_err(|e| format!("received invalid webhook response: {e}")),
             Err(e) => Err(e),
         };
+        let rejected = match &answer {
+            Ok((a, _)) => !a.allowed,
+            Err(_) => hook.fail_closed,
+        };
+        let secs = started.elapsed().as_secs_f64();
+        super::metrics::webhook_called(&hook.name, mutating, operation, rejected, secs);
         let answer = match answer {
             Ok(a) => a,
             Err(reason) => {
+                if hook.fail_closed {
+                    super::metrics::webhook_rejected(
+                        &hook.name,
+                        mutating,
+                        operation,
+                        "calling_webhook_error",
+                        0,
+                    );
+                }
                 tracing::warn!(webhook = %hook.name, %reason, fail_closed = hook.fail_closed, "admission webhook call failed");
                 if !hook.fail_closed {
                     return Ok(None);
@@ -350,7 +367,9 @@ impl Webhooks {
         }
         let answer = answer.0;
         if !answer.allowed {
-            return Err(denied(&hook.name, &answer.status));
+            let e = denied(&hook.name, &answer.status);
+            super::metrics::webhook_rejected(&hook.name, mutating, operation, "no_error", e.code);
+            return Err(e);
         }
         Ok(Some(answer))
     }
