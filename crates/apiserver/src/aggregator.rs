@@ -46,7 +46,7 @@ impl Backend {
 /// The aggregation layer.
 #[derive(Default)]
 pub struct Aggregator {
-    backends: RwLock<Arc<Vec<Arc<Backend>>>>,
+    backends: crate::swap::Swap<Vec<Arc<Backend>>>,
     /// The front-proxy client certificate and the request-header CA.
     front_proxy: OnceLock<(Issued, String)>,
     resolver: crate::upstream::Resolver,
@@ -171,10 +171,7 @@ impl Aggregator {
                 resources: RwLock::new(resources),
             }));
         }
-        match self.backends.write() {
-            Ok(mut b) => *b = Arc::new(backends),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(backends),
-        }
+        self.backends.set(backends);
         self.changed.notify_one();
     }
 
@@ -210,10 +207,7 @@ impl Aggregator {
     }
 
     fn all(&self) -> Arc<Vec<Arc<Backend>>> {
-        match self.backends.read() {
-            Ok(b) => b.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.backends.get()
     }
 
     /// The backend serving `group`/`version`, if it is aggregated.

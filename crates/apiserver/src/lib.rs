@@ -21,6 +21,7 @@ mod openapi;
 pub mod paths;
 pub mod pki;
 pub mod registry;
+mod swap;
 pub mod tls;
 pub mod tokens;
 mod upstream;

@@ -201,7 +201,7 @@ impl Reinvocation {
 /// The admission chain's configurable part: admission policies and webhooks, and the
 /// plugins' configuration.
 pub struct Admission {
-    pod_security: std::sync::RwLock<Arc<pod_security::Config>>,
+    pod_security: crate::swap::Swap<pod_security::Config>,
     webhooks: Arc<webhook::Webhooks>,
     validating_policies: Arc<policy::Policies>,
     mutating_policies: Arc<policy::Policies>,
@@ -263,17 +263,7 @@ pub fn load_configuration(path: &std::path::Path) -> anyhow::Result<pod_security
 impl Admission {
     /// Configures PodSecurity (from the admission configuration file).
     pub fn set_pod_security(&self, config: pod_security::Config) {
-        match self.pod_security.write() {
-            Ok(mut c) => *c = Arc::new(config),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
-        }
-    }
-
-    fn pod_security(&self) -> Arc<pod_security::Config> {
-        match self.pod_security.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.pod_security.set(config);
     }
 
     /// Loads the stored policies and webhook configurations and follows their changes.
@@ -324,7 +314,7 @@ impl Admission {
         obj: Option<&Value>,
     ) -> Result<(), ApiError> {
         limit_ranger::validate(registry, a, obj).await?;
-        pod_security::validate(registry, &self.pod_security(), a, obj).await?;
+        pod_security::validate(registry, &self.pod_security.get(), a, obj).await?;
         self.validating_policies.validate(registry, a, obj).await?;
         self.webhooks.validate(registry, a, obj).await
     }

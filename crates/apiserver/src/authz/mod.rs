@@ -14,7 +14,7 @@ pub mod request;
 pub mod reviews;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use tug_api::ApiError;
 
@@ -38,7 +38,7 @@ const CACHE_LIMIT: usize = 16_384;
 /// The authorizer chain, with the RBAC policy it evaluates and a cache of its decisions.
 #[derive(Default)]
 pub struct Authorizer {
-    policy: RwLock<Arc<rbac::Policy>>,
+    policy: crate::swap::Swap<rbac::Policy>,
     cache: Mutex<HashMap<(Identity, Attributes), Decision>>,
     /// The Node authorizer (and NodeRestriction), for node agents.
     pub node: Arc<node::NodeAuthorizer>,
@@ -47,19 +47,12 @@ pub struct Authorizer {
 impl Authorizer {
     /// The policy decisions are made on now.
     pub fn policy(&self) -> Arc<rbac::Policy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.policy.get()
     }
 
     /// Replaces the policy (and forgets the decisions made on the old one).
     pub fn set_policy(&self, policy: rbac::Policy) {
-        let policy = Arc::new(policy);
-        match self.policy.write() {
-            Ok(mut p) => *p = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
-        }
+        self.policy.set(policy);
         self.cache_mut().clear();
     }
 

@@ -10,7 +10,7 @@
 pub mod mutating;
 pub mod validating;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tug_api::validation::field::{Errors, Path, items, text};
@@ -19,6 +19,7 @@ use tug_api::{ApiError, Cause, catalog, meta};
 use super::webhook::{config, rules, selected};
 use super::{Attributes, Operation};
 use crate::registry::{ListOptions, Registry};
+use crate::swap::Swap;
 use tug_api::crd::cel::{Authorize, AuthzCheck, Evaluator};
 
 /// Which policies a [`Policies`] holds.
@@ -54,22 +55,8 @@ impl Kind {
 /// The policies of one kind and their bindings in force, replaced whole when one changes.
 pub struct Policies {
     kind: Kind,
-    policies: RwLock<Arc<Vec<Value>>>,
-    bindings: RwLock<Arc<Vec<Value>>>,
-}
-
-fn read(l: &RwLock<Arc<Vec<Value>>>) -> Arc<Vec<Value>> {
-    match l.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
-}
-
-fn write(l: &RwLock<Arc<Vec<Value>>>, v: Vec<Value>) {
-    match l.write() {
-        Ok(mut g) => *g = Arc::new(v),
-        Err(poisoned) => *poisoned.into_inner() = Arc::new(v),
-    }
+    policies: Swap<Vec<Value>>,
+    bindings: Swap<Vec<Value>>,
 }
 
 impl Policies {
@@ -77,8 +64,8 @@ impl Policies {
     pub fn new(kind: Kind) -> Self {
         Policies {
             kind,
-            policies: RwLock::default(),
-            bindings: RwLock::default(),
+            policies: Swap::default(),
+            bindings: Swap::default(),
         }
     }
 
@@ -94,14 +81,11 @@ impl Policies {
                     validating::check_types(&reg, objects);
                 }
                 let all = objects.values().cloned().collect();
-                write(
-                    if slot == 0 {
-                        &me.policies
-                    } else {
-                        &me.bindings
-                    },
-                    all,
-                );
+                if slot == 0 {
+                    me.policies.set(all);
+                } else {
+                    me.bindings.set(all);
+                }
             })
             .await?;
         }
@@ -111,11 +95,11 @@ impl Policies {
     /// Each binding in force with its policy, in the bindings' order; none for the
     /// resources policies never apply to.
     fn pairs(&self, a: &Attributes<'_>) -> Vec<(Value, Value)> {
-        let bindings = read(&self.bindings);
+        let bindings = self.bindings.get();
         if bindings.is_empty() || rules::exempt(a.resource) {
             return Vec::new();
         }
-        let policies = read(&self.policies);
+        let policies = self.policies.get();
         bindings
             .iter()
             .filter_map(|binding| {

@@ -8,7 +8,9 @@ mod client;
 pub mod config;
 pub(crate) mod rules;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use crate::swap::Swap;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -21,23 +23,9 @@ use config::Hook;
 /// The webhooks in force, replaced whole when a configuration changes.
 #[derive(Default)]
 pub struct Webhooks {
-    mutating: RwLock<Arc<Vec<Hook>>>,
-    validating: RwLock<Arc<Vec<Hook>>>,
+    mutating: Swap<Vec<Hook>>,
+    validating: Swap<Vec<Hook>>,
     caller: client::Caller,
-}
-
-fn read(l: &RwLock<Arc<Vec<Hook>>>) -> Arc<Vec<Hook>> {
-    match l.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
-}
-
-fn write(l: &RwLock<Arc<Vec<Hook>>>, hooks: Vec<Hook>) {
-    match l.write() {
-        Ok(mut g) => *g = Arc::new(hooks),
-        Err(poisoned) => *poisoned.into_inner() = Arc::new(hooks),
-    }
 }
 
 /// The hooks of all configurations, in the order of the configurations' names.
@@ -76,14 +64,11 @@ impl Webhooks {
             webhooks = hooks.len(),
             "admission webhooks updated"
         );
-        write(
-            if mutating {
-                &self.mutating
-            } else {
-                &self.validating
-            },
-            hooks,
-        );
+        if mutating {
+            self.mutating.set(hooks);
+        } else {
+            self.validating.set(hooks);
+        }
     }
 
     /// The mutating webhooks: each matching one in turn, its patch applied before the next
@@ -96,7 +81,7 @@ impl Webhooks {
         obj: &mut Value,
         rounds: &mut Reinvocation,
     ) -> Result<bool, ApiError> {
-        let hooks = read(&self.mutating);
+        let hooks = self.mutating.get();
         if hooks.is_empty() || rules::exempt(a.resource) {
             return Ok(false);
         }
@@ -125,7 +110,7 @@ impl Webhooks {
         a: &Attributes<'_>,
         obj: Option<&Value>,
     ) -> Result<(), ApiError> {
-        let hooks = read(&self.mutating);
+        let hooks = self.mutating.get();
         if hooks.is_empty() || rules::exempt(a.resource) {
             return Ok(());
         }
@@ -208,7 +193,7 @@ impl Webhooks {
         a: &Attributes<'_>,
         obj: Option<&Value>,
     ) -> Result<(), ApiError> {
-        let hooks = read(&self.validating);
+        let hooks = self.validating.get();
         if hooks.is_empty() || rules::exempt(a.resource) {
             return Ok(());
         }
