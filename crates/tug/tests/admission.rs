@@ -1238,12 +1238,20 @@ fn mutating_admission_policies_apply_configurations_and_json_patches() {
             json!({"matchConstraints": {"resourceRules": [pods],
                 "objectSelector": {"matchLabels": {"debug": "yes"}}}}),
         ),
+        policy(
+            "d-unknown",
+            "Never",
+            json!([apply("Object{spec: Object.spec{sidecarz: true}}")]),
+            json!({"matchConstraints": {"resourceRules": [pods],
+                "objectSelector": {"matchLabels": {"typo": "yes"}}}}),
+        ),
         binding("a-count", json!({})),
         binding(
             "b-sidecar",
             json!({"paramRef": {"name": "sidecar", "parameterNotFoundAction": "Deny"}}),
         ),
         binding("c-atomic", json!({})),
+        binding("d-unknown", json!({})),
     ];
     for d in &docs {
         let o = kubectl(&s, &["create", "-f", "-"], Some(&d.to_string()));
@@ -1312,6 +1320,18 @@ fn mutating_admission_policies_apply_configurations_and_json_patches() {
     assert!(!o.status.success(), "{out}");
     assert!(
         out.contains("policy 'c-atomic' with binding 'c-atomic' denied request: error applying patch: invalid ApplyConfiguration: may not mutate atomic arrays, maps or structs: .spec.containers[name=\"app\"].args"),
+        "{out}"
+    );
+    // A field the kind does not have is refused.
+    let o = kubectl(
+        &s,
+        &["create", "-f", "-"],
+        Some(&pod("typo", json!({"app": "web", "typo": "yes"}))),
+    );
+    let out = text(&o);
+    assert!(
+        !o.status.success()
+            && out.contains("policy 'd-unknown' with binding 'd-unknown' denied request: error applying patch: failed to convert patch object to typed object: .spec.sidecarz: field not declared in schema"),
         "{out}"
     );
     // Outside the bound namespace nothing changes.

@@ -149,7 +149,8 @@ impl Policies {
                             );
                         }
                     };
-                    if let Err(message) = apply(&mut patched, text(m, "patchType"), result) {
+                    let patch_type = text(m, "patchType");
+                    if let Err(message) = apply(&mut patched, bound.seen_as, patch_type, result) {
                         return bound.failed(a, message);
                     }
                     ev.set("object", &patched);
@@ -189,8 +190,13 @@ fn expression(m: &Value) -> &str {
     }
 }
 
-/// Applies one mutation's result to `obj`.
-fn apply(obj: &mut Value, patch_type: &str, result: Value) -> Result<(), String> {
+/// Applies one mutation's result to `obj`, an object of `r`.
+fn apply(
+    obj: &mut Value,
+    r: &tug_api::Resource,
+    patch_type: &str,
+    result: Value,
+) -> Result<(), String> {
     match patch_type {
         "JSONPatch" => {
             let Value::Array(ops) = &result else {
@@ -214,6 +220,29 @@ fn apply(obj: &mut Value, patch_type: &str, result: Value) -> Result<(), String>
                 return Err(format!(
                     "unsupported return type from ApplyConfiguration expression: {}",
                     kind_of(&result)
+                ));
+            }
+            // Fields the kind does not have are refused, as converting the configuration to
+            // the kind's type refuses them.
+            let mut unknown = tug_api::schema::unknown_fields(
+                r.group,
+                r.version,
+                r.kind,
+                &mut result.clone(),
+                false,
+            );
+            if !unknown.is_empty() {
+                unknown.sort();
+                let errors: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!(".{f}: field not declared in schema"))
+                    .collect();
+                let listed = match errors.as_slice() {
+                    [one] => one.clone(),
+                    many => format!("errors:\n  {}", many.join("\n  ")),
+                };
+                return Err(format!(
+                    "error applying patch: failed to convert patch object to typed object: {listed}"
                 ));
             }
             tug_api::apply::merge_configuration(obj, &result)
