@@ -174,6 +174,17 @@ fn library() -> Context<'static, 'static> {
     library_in(env())
 }
 
+thread_local! {
+    /// [`library`], made once per thread: most evaluations need nothing more, and making
+    /// the library (every function boxed and registered) costs more than evaluating a rule.
+    static LIBRARY: Context<'static, 'static> = library();
+}
+
+/// Runs `f` with this thread's [`library`].
+fn with_library<R>(f: impl FnOnce(&Context<'static, 'static>) -> R) -> R {
+    LIBRARY.with(f)
+}
+
 /// [`library`] in environment `env`.
 fn library_in(env: Arc<Env>) -> Context<'static, 'static> {
     let mut ctx = Context::with_env(env);
@@ -296,15 +307,16 @@ fn scope<'b>(
 /// result comes back as JSON (maps, lists, strings, numbers, booleans, null).
 pub fn evaluate(source: &str, vars: &[(&str, &Value)]) -> Result<Value, String> {
     let program = compile(source)?;
-    let lib = library();
-    let mut ctx = lib.new_inner_scope();
-    for (name, v) in vars {
-        ctx.add_variable_from_value(*name, to_cel(v));
-    }
-    program
-        .execute(&ctx)
-        .map_err(|e| e.to_string())
-        .and_then(|v| from_cel(&v))
+    with_library(|lib| {
+        let mut ctx = lib.new_inner_scope();
+        for (name, v) in vars {
+            ctx.add_variable_from_value(*name, to_cel(v));
+        }
+        program
+            .execute(&ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|v| from_cel(&v))
+    })
 }
 
 /// Several expressions over the same variables (an admission policy's variables,
@@ -499,17 +511,24 @@ pub fn with_types_and_vars<R>(
     authorize: Option<Authorize>,
     f: impl FnOnce(&mut Evaluator<'_>) -> R,
 ) -> R {
-    let mut lib = library_in(typed_env(&constructed_types(sources)));
+    let run = |lib: &Context<'static, 'static>| {
+        let mut ev = Evaluator {
+            ctx: lib.new_inner_scope(),
+        };
+        for (name, v) in vars {
+            ev.set(name, v);
+        }
+        f(&mut ev)
+    };
+    let types = constructed_types(sources);
+    if types.is_empty() && authorize.is_none() {
+        return with_library(run);
+    }
+    let mut lib = library_in(typed_env(&types));
     if let Some(authorize) = authorize {
         add_authorizer(&mut lib, authorize);
     }
-    let mut ev = Evaluator {
-        ctx: lib.new_inner_scope(),
-    };
-    for (name, v) in vars {
-        ev.set(name, v);
-    }
-    f(&mut ev)
+    run(&lib)
 }
 
 /// A CEL value as JSON; types JSON has no form for are an error.
@@ -628,15 +647,7 @@ pub enum Pass {
 pub fn validate(obj: &Value, old: Option<&Value>, schema: &Value, pass: Pass) -> Vec<Cause> {
     let mut errs = Errors::default();
     if has_rules(schema) {
-        walk(
-            &library(),
-            obj,
-            old,
-            schema,
-            &Path::new(""),
-            pass,
-            &mut errs,
-        );
+        with_library(|lib| walk(lib, obj, old, schema, &Path::new(""), pass, &mut errs));
     }
     errs.0
 }

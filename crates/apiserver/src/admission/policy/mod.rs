@@ -10,6 +10,7 @@
 pub mod mutating;
 pub mod validating;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -130,14 +131,17 @@ impl Policies {
         if mr.is_object() && matches(registry, a, obj, mr, &catalog).await?.is_none() {
             return Ok(None);
         }
-        // `request` is the review's request without the objects, which are variables of
-        // their own.
-        let mut request = super::webhook::request_of(a, seen_as, None);
-        if let Value::Object(m) = &mut request {
-            m.remove("object");
-            m.remove("oldObject");
+        // What no expression names is not looked up or built.
+        let mut request = Value::Null;
+        if mentions(spec, "request") {
+            // The review's request without the objects, which are variables of their own.
+            request = super::webhook::request_of(a, seen_as, None);
+            if let Value::Object(m) = &mut request {
+                m.remove("object");
+                m.remove("oldObject");
+            }
         }
-        let namespace_object = if a.namespace.is_empty() {
+        let namespace_object = if a.namespace.is_empty() || !mentions(spec, "namespaceObject") {
             Value::Null
         } else {
             let ns = catalog::lookup("", "v1", "namespaces")
@@ -149,7 +153,7 @@ impl Policies {
         };
         let params = params_of(registry, a, spec, &binding["spec"]).await;
         Ok(Some(Bound {
-            authorize: authorize(registry, a),
+            authorize: mentions(spec, "authorizer").then(|| authorize(registry, a)),
             kind: self.kind,
             seen_as,
             request,
@@ -191,8 +195,8 @@ fn authorize(registry: &Registry, a: &Attributes<'_>) -> Authorize {
 
 /// A binding whose policy matches a request, with what the policy's expressions see.
 struct Bound {
-    /// Decides the expressions' `authorizer` checks.
-    authorize: Authorize,
+    /// Decides the expressions' `authorizer` checks (when they make any).
+    authorize: Option<Authorize>,
     kind: Kind,
     /// The resource the request is seen as (matchPolicy Equivalent may convert it).
     seen_as: &'static tug_api::Resource,
@@ -237,13 +241,13 @@ impl Bound {
     }
 
     /// The object as the policy sees it: converted to the version its rules matched.
-    fn as_seen(&self, a: &Attributes<'_>, o: Option<&Value>) -> Value {
+    fn as_seen<'o>(&self, a: &Attributes<'_>, o: Option<&'o Value>) -> Cow<'o, Value> {
         match o {
-            Some(o) if self.seen_as.api_version() != a.resource.api_version() => {
-                crate::registry::convert_between(a.resource, self.seen_as, o)
-            }
-            Some(o) => o.clone(),
-            None => Value::Null,
+            Some(o) if self.seen_as.api_version() != a.resource.api_version() => Cow::Owned(
+                crate::registry::convert_between(a.resource, self.seen_as, o),
+            ),
+            Some(o) => Cow::Borrowed(o),
+            None => Cow::Owned(Value::Null),
         }
     }
 
@@ -262,30 +266,32 @@ impl Bound {
             Err(message) => return self.failed(a, message.clone()),
         };
         let object = self.as_seen(a, obj);
-        let old = if a.operation == Operation::Create {
-            Value::Null
-        } else {
-            self.as_seen(a, a.old)
+        let old = match a.operation {
+            Operation::Create => Cow::Owned(Value::Null),
+            _ => self.as_seen(a, a.old),
         };
         let r = a.resource;
-        let authorizer = tug_api::crd::cel::authorizer_variable(&AuthzCheck {
-            group: r.group.to_string(),
-            resource: r.plural.to_string(),
-            subresource: a.subresource.unwrap_or_default().to_string(),
-            namespace: a.namespace.to_string(),
-            name: a.name.clone(),
-            ..Default::default()
-        });
+        let authorizer = match self.authorize {
+            Some(_) => tug_api::crd::cel::authorizer_variable(&AuthzCheck {
+                group: r.group.to_string(),
+                resource: r.plural.to_string(),
+                subresource: a.subresource.unwrap_or_default().to_string(),
+                namespace: a.namespace.to_string(),
+                name: a.name.clone(),
+                ..Default::default()
+            }),
+            None => Value::Null,
+        };
         for param in params {
             let vars = [
-                ("object", &object),
-                ("oldObject", &old),
+                ("object", object.as_ref()),
+                ("oldObject", old.as_ref()),
                 ("request", &self.request),
                 ("params", param),
                 ("namespaceObject", &self.namespace_object),
                 ("authorizer", &authorizer),
             ];
-            let authorize = Some(self.authorize.clone());
+            let authorize = self.authorize.clone();
             tug_api::crd::cel::with_types_and_vars(sources, &vars, authorize, |ev| {
                 if self.prepare(a, ev)? {
                     f(ev)?;
@@ -328,6 +334,16 @@ impl Bound {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+/// Whether any text in `v` (a policy's spec: its expressions) contains `word`.
+fn mentions(v: &Value, word: &str) -> bool {
+    match v {
+        Value::String(s) => s.contains(word),
+        Value::Array(items) => items.iter().any(|i| mentions(i, word)),
+        Value::Object(m) => m.values().any(|i| mentions(i, word)),
+        _ => false,
     }
 }
 

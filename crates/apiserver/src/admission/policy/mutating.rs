@@ -137,7 +137,7 @@ impl Policies {
             };
             let mutations = items(bound.spec(), "mutations");
             let sources: Vec<&str> = mutations.iter().map(expression).collect();
-            let mut patched = bound.as_seen(a, Some(obj));
+            let mut patched = bound.as_seen(a, Some(obj)).into_owned();
             let applied = bound.each_param(a, Some(obj), &sources, |ev| {
                 for m in mutations {
                     let result = match ev.eval(expression(m)) {
