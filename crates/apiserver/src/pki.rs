@@ -71,7 +71,8 @@ fn named_ca_params(cn: &str) -> anyhow::Result<CertificateParams> {
     Ok(p)
 }
 
-pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Writes a file only its owner may read (keys, tokens), atomically.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     // Written beside and renamed into place, so that a reader never sees half a file: `tug
     // up` reads the kubeconfig as soon as it exists.
@@ -237,6 +238,35 @@ impl Pki {
         sans: &[String],
         server: bool,
     ) -> anyhow::Result<Issued> {
+        let usage = if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        };
+        self.sign(cn, orgs, sans, vec![usage])
+    }
+
+    /// Signs a certificate for `sans` that serves and is also a client: what an etcd member
+    /// presents to its peers, which connect both ways.
+    pub fn issue_peer(&self, cn: &str, sans: &[String]) -> anyhow::Result<Issued> {
+        self.sign(
+            cn,
+            &[],
+            sans,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    fn sign(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        sans: &[String],
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> anyhow::Result<Issued> {
         let ca_key = KeyPair::from_pem(&self.ca_key).context("parsing the CA key")?;
         let issuer = Issuer::new(ca_params()?, ca_key);
         let key = KeyPair::generate()?;
@@ -252,11 +282,7 @@ impl Pki {
                 Err(_) => s.clone().try_into().map(SanType::DnsName),
             })
             .collect::<Result<_, _>>()?;
-        p.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        p.extended_key_usages = usages;
         p.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let cert = p.signed_by(&key, &issuer)?;
         Ok(Issued {

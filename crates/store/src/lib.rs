@@ -19,7 +19,7 @@ mod watch;
 use async_trait::async_trait;
 
 pub use error::{Error, Result};
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, EtcdTls, Member};
 pub use keys::KeyRange;
 pub use local::{AutoCompaction, DATA_FILE, LocalOptions, LocalStore, WriterStats};
 pub use transform::{TransformingStore, ValueTransformer};

@@ -13,6 +13,21 @@ use tug_apiserver::auth::Identity;
 /// The control plane's running components; dropping it stops them.
 pub struct ControlPlane {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl ControlPlane {
+    /// Stops the components, releasing the Leases this process holds so that another server
+    /// takes over at once (waits at most a few seconds).
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        let tasks = std::mem::take(&mut self.tasks);
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            futures::future::join_all(tasks),
+        )
+        .await;
+    }
 }
 
 impl Drop for ControlPlane {
@@ -29,7 +44,7 @@ pub struct ControlPlaneBuilder {
     controllers: Option<tug_controllers::Settings>,
     scheduler: bool,
     hollow: Option<tug_kubelet::hollow::HollowConfig>,
-    identity: Option<String>,
+    identity: Option<(String, tug_controllers::leader::Timing)>,
 }
 
 impl ControlPlane {
@@ -67,24 +82,31 @@ impl ControlPlaneBuilder {
     /// Runs the controllers and the scheduler only while this process, as `identity`, holds
     /// their Leases in kube-system (several servers may share one store), as
     /// kube-controller-manager and kube-scheduler do.
-    pub fn leader_election(mut self, identity: String) -> Self {
-        self.identity = Some(identity);
+    pub fn leader_election(
+        mut self,
+        identity: String,
+        timing: tug_controllers::leader::Timing,
+    ) -> Self {
+        self.identity = Some((identity, timing));
         self
     }
 
     /// Starts what was asked for.
     pub fn start(self) -> ControlPlane {
         let mut tasks = Vec::new();
+        let (shutdown, stopping) = tokio::sync::watch::channel(false);
         let api = &self.api;
         if let Some(settings) = self.controllers {
             let clients = controller_clients(api);
             let client = clients.manager();
             tasks.push(match self.identity.clone() {
-                Some(identity) => tokio::spawn(async move {
+                Some((identity, timing)) => tokio::spawn(async move {
                     tug_controllers::leader::run_elected(
                         client,
                         "kube-controller-manager",
                         &identity,
+                        timing,
+                        stopping,
                         move || tug_controllers::run(clients.clone(), settings.clone()),
                     )
                     .await
@@ -104,13 +126,16 @@ impl ControlPlaneBuilder {
                 }
             };
             tasks.push(match self.identity.clone() {
-                Some(identity) => {
+                Some((identity, timing)) => {
                     let client = scheduler_client(api);
+                    let stopping = shutdown.subscribe();
                     tokio::spawn(async move {
                         tug_controllers::leader::run_elected(
                             client,
                             "kube-scheduler",
                             &identity,
+                            timing,
+                            stopping,
                             schedule,
                         )
                         .await
@@ -127,7 +152,7 @@ impl ControlPlaneBuilder {
                 }
             }));
         }
-        ControlPlane { tasks }
+        ControlPlane { tasks, shutdown }
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tug_store::{EtcdStore, LocalOptions, LocalStore, Store};
+use tug_store::{EtcdStore, EtcdTls, LocalOptions, LocalStore, Store};
 
 /// Where the cluster state lives.
 pub enum Datastore {
@@ -13,6 +13,9 @@ pub enum Datastore {
     Embedded(PathBuf),
     /// An etcd cluster at these endpoints.
     Etcd(Vec<String>),
+    /// The etcd cluster of this server's own member (`--cluster-init`, `--join`), over TLS:
+    /// the members' client URLs, this server's member first.
+    Member(Vec<String>, EtcdTls),
 }
 
 impl Datastore {
@@ -50,6 +53,11 @@ impl Datastore {
                     .await
                     .context("connecting to etcd")?,
             ),
+            Self::Member(endpoints, tls) => Arc::new(
+                EtcdStore::connect_with(endpoints, Some(tls))
+                    .await
+                    .context("connecting to the cluster's etcd")?,
+            ),
         })
     }
 }
@@ -59,6 +67,7 @@ impl fmt::Display for Datastore {
         match self {
             Self::Embedded(dir) => write!(f, "embedded:{}", dir.display()),
             Self::Etcd(e) => write!(f, "etcd:{}", e.join(",")),
+            Self::Member(e, _) => write!(f, "etcd-member:{}", e.join(",")),
         }
     }
 }

@@ -12,6 +12,7 @@ mod bench_scheduler;
 mod control_plane;
 mod datastore;
 mod debug;
+mod ha;
 mod image;
 mod kubeconfig;
 mod node;

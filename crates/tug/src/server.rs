@@ -8,13 +8,35 @@ use crate::{control_plane, datastore, snapshot_socket};
 
 /// `tug server`'s flags.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
+    #[command(subcommand)]
+    action: Option<ServerAction>,
     /// Directory holding the cluster's state.
     #[arg(long, default_value = "/var/lib/tugboat", env = "TUG_DATA_DIR")]
     data_dir: PathBuf,
     /// Where state is stored: `embedded` (a file in --data-dir) or `etcd://host:port,host:port`.
     #[arg(long, default_value = "embedded")]
     datastore: String,
+    /// Start a new HA cluster: run an etcd member (Debian's etcd, supervised by this server,
+    /// its data in DATA_DIR/etcd, TLS from the cluster CA) and keep the cluster in it. Other
+    /// servers join with --join and the token in DATA_DIR/server-token.
+    #[arg(long, conflicts_with = "join")]
+    cluster_init: bool,
+    /// Join the HA cluster of the server at this URL (https://HOST:6443): become a member of
+    /// its etcd and share its CA, keys and tokens. Needs --token. Ignored once this data
+    /// directory holds a member (a restart).
+    #[arg(long, requires = "token")]
+    join: Option<String>,
+    /// The server token of the cluster to --join (DATA_DIR/server-token on one of its servers).
+    #[arg(long, env = "TUG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The etcd member's client port (--cluster-init, --join), on the advertise address.
+    #[arg(long, default_value_t = 2379)]
+    etcd_client_port: u16,
+    /// The etcd member's peer port (--cluster-init, --join), on the advertise address.
+    #[arg(long, default_value_t = 2380)]
+    etcd_peer_port: u16,
     /// Address the API server listens on (HTTPS).
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen: std::net::SocketAddr,
@@ -90,23 +112,102 @@ pub struct ServerArgs {
     /// mappings.
     #[arg(long)]
     authentication_config: Option<PathBuf>,
+    /// How long a server waits after the last renewal it saw of the scheduler's or
+    /// controller manager's Lease before taking it over (as --leader-elect-lease-duration).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader keeps trying to renew before it stops scheduling and reconciling.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: std::time::Duration,
+    /// How often the leader renews and the others try to take over.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: std::time::Duration,
     #[command(flatten)]
     node: NodeFlags,
 }
 
-/// Runs the cluster until Ctrl-C.
+/// What else `tug server` does besides running one.
+#[derive(clap::Subcommand)]
+enum ServerAction {
+    /// Remove a server from an HA cluster: its etcd member leaves the cluster. Run it on
+    /// another server of the cluster, after stopping the one removed.
+    Remove {
+        /// The server's name (its --node-name).
+        name: String,
+        /// The data directory of the server this runs on.
+        #[arg(long, default_value = "/var/lib/tugboat", env = "TUG_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Runs the cluster until Ctrl-C (or a `tug server` subcommand).
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
+    if let Some(ServerAction::Remove { name, data_dir }) = &args.action {
+        return crate::ha::etcd_member::remove(data_dir, name).await;
+    }
+    use anyhow::{Context, bail};
     let started = std::time::Instant::now();
-    let ds = datastore::Datastore::parse(&args.datastore, &args.data_dir)?;
+    let election = tug_controllers::leader::Timing {
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+    };
+    election
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--leader-elect-*: {e}"))?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let listen_host = args.listen.ip().to_string();
+    let member_config = crate::ha::etcd_member::MemberConfig {
+        name: args.node.node_name(),
+        address: args.advertise_address.map(std::net::IpAddr::V4).unwrap_or(
+            match args.listen.ip() {
+                ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+                ip => ip,
+            },
+        ),
+        client_port: args.etcd_client_port,
+        peer_port: args.etcd_peer_port,
+    };
+    let member_start = member_start(&args, &member_config).await?;
+    let pki = tug_apiserver::pki::Pki::load_or_create(&args.data_dir, &[listen_host])?;
+    let server_token = crate::ha::token::ServerToken::load_or_create(&args.data_dir, &pki.ca_cert)?;
+    let mut member = None;
+    let ds = match member_start {
+        Some(start) => {
+            if args.datastore != "embedded" {
+                bail!(
+                    "--datastore {} and an etcd member of this server (--cluster-init, --join) exclude each other",
+                    args.datastore
+                );
+            }
+            let running = crate::ha::etcd_member::EtcdMember::start(
+                &args.data_dir,
+                &pki,
+                member_config.clone(),
+                start,
+            )
+            .await?;
+            let tls = crate::ha::etcd_member::client_tls(&pki)?;
+            // Only this server's member, as k3s does: a member cut off from the others' quorum
+            // cuts its server off too, instead of the server writing through another member.
+            let endpoints = vec![member_config.client_url()];
+            member = Some(running);
+            datastore::Datastore::Member(endpoints, tls)
+        }
+        None => datastore::Datastore::parse(&args.datastore, &args.data_dir)?,
+    };
     let store = ds.open().await?;
     let revision = store.current_revision().await?;
+    // A joined server uses the encryption configuration it was given.
+    let encryption_config = args.encryption_provider_config.clone().or_else(|| {
+        let given = args.data_dir.join(crate::ha::join::ENCRYPTION_FILE);
+        given.exists().then_some(given)
+    });
     // Encryption at rest sits between the API server and the store; the snapshot socket and
     // snapshots see the stored (encrypted) bytes.
     let raw = store.clone();
-    let store: std::sync::Arc<dyn tug_store::Store> = match &args.encryption_provider_config {
+    let store: std::sync::Arc<dyn tug_store::Store> = match &encryption_config {
         Some(path) => {
             let encryption =
                 std::sync::Arc::new(tug_apiserver::encryption::Encryption::load(path)?);
@@ -118,10 +219,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let _socket = match &ds {
         datastore::Datastore::Embedded(dir) => Some(snapshot_socket::serve(raw.clone(), dir)?),
-        datastore::Datastore::Etcd(_) => None,
+        datastore::Datastore::Etcd(_) | datastore::Datastore::Member(..) => None,
     };
-    let listen_host = args.listen.ip().to_string();
-    let pki = tug_apiserver::pki::Pki::load_or_create(&args.data_dir, &[listen_host])?;
+    let join_routes = match &ds {
+        datastore::Datastore::Member(endpoints, tls) => Some(crate::ha::join::routes(
+            std::sync::Arc::new(crate::ha::join::JoinService {
+                data_dir: args.data_dir.clone(),
+                token: server_token,
+                etcd: tug_store::EtcdStore::connect_with(endpoints, Some(tls)).await?,
+                encryption_config: encryption_config.clone(),
+            }),
+        )),
+        _ => None,
+    };
     let api = tug_apiserver::ApiServer::with_node_token(
         store.clone(),
         pki.token.clone(),
@@ -171,13 +281,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let grace = std::time::Duration::from_secs(args.node_monitor_grace_period);
     // Several servers may share one etcd: the controllers and the scheduler run where this
     // process holds their Leases.
-    let identity = format!(
-        "{}_{}",
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_default()
-            .trim(),
-        uuid::Uuid::new_v4()
-    );
+    let identity = format!("{}_{}", args.node.node_name(), uuid::Uuid::new_v4());
     let settings = tug_controllers::Settings {
         node_monitor_grace_period: grace,
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
@@ -207,7 +311,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut control_plane = control_plane::ControlPlane::builder(api.clone())
         .controllers(settings)
         .scheduler()
-        .leader_election(identity);
+        .leader_election(identity, election);
     if args.simulated_nodes > 0 {
         control_plane = control_plane.hollow_nodes(tug_kubelet::hollow::HollowConfig {
             count: args.simulated_nodes,
@@ -221,7 +325,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             ..Default::default()
         });
     }
-    let _control_plane = control_plane.start();
+    let control_plane = control_plane.start();
     // The API server reaches kubelets (pods/log) with a client certificate of the cluster CA.
     let kubelet_client = pki.issue(
         "kube-apiserver-kubelet-client",
@@ -248,7 +352,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let url = format!("https://{host}:{}", local.port());
     let kubeconfig = pki.write_kubeconfig(&args.data_dir, &url)?;
     let tls = tug_apiserver::tls::server_config(&pki)?;
-    let serving = tokio::spawn(tug_apiserver::tls::serve(listener, tls, api.router()));
+    let router = match join_routes {
+        Some(join) => api.router().merge(join),
+        None => api.router(),
+    };
+    let serving = tokio::spawn(tug_apiserver::tls::serve(listener, tls, router));
     start_cluster_services(&args, &api, local).await;
     tracing::info!(
         datastore = %ds,
@@ -259,9 +367,53 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "store ready; API server ready; press Ctrl-C to stop"
     );
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
+    tracing::info!("stopping: releasing the leases this server holds");
+    control_plane.stop().await;
     serving.abort();
-    tracing::info!("stopping");
+    drop(member);
+    Ok(())
+}
+
+/// How this server's etcd member starts; None when the server runs no member. Joining (the first start with --join) asks the
+/// server at the --join URL, which also hands over the cluster's shared files.
+async fn member_start(
+    args: &ServerArgs,
+    config: &crate::ha::etcd_member::MemberConfig,
+) -> anyhow::Result<Option<crate::ha::etcd_member::Start>> {
+    use crate::ha::etcd_member::{Start, exists};
+    if exists(&args.data_dir) {
+        return Ok(Some(Start::Restart));
+    }
+    if args.cluster_init {
+        return Ok(Some(Start::New));
+    }
+    let Some(url) = &args.join else {
+        return Ok(None);
+    };
+    let token = crate::ha::token::ServerToken::parse(args.token.as_deref().unwrap_or(""))
+        .map_err(|e| e.context("--token"))?;
+    let answer = crate::ha::join::request(
+        url,
+        &token,
+        &args.data_dir,
+        &crate::ha::join::JoinRequest {
+            name: config.name.clone(),
+            peer_url: config.peer_url(),
+        },
+    )
+    .await?;
+    tracing::info!(server = %url, members = %answer.initial_cluster, "joined the cluster; starting this server's etcd member");
+    Ok(Some(Start::Join(answer.initial_cluster)))
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     Ok(())
 }
 

@@ -62,7 +62,7 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
                         (info.revision, info.bytes)
                     }
                 }
-                Datastore::Etcd(_) => {
+                Datastore::Etcd(_) | Datastore::Member(..) => {
                     let store = ds.open().await?;
                     let info = snapshot_socket::save(&*store, &file).await?;
                     (info.revision, info.bytes)
@@ -81,7 +81,9 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
             data_dir,
             datastore,
         } => {
-            if let Datastore::Etcd(_) = Datastore::parse(&datastore, &data_dir)? {
+            if let Datastore::Etcd(_) | Datastore::Member(..) =
+                Datastore::parse(&datastore, &data_dir)?
+            {
                 bail!(
                     "etcd restores snapshots offline: stop the etcd members, then on each run \
                      `etcdctl snapshot restore {} --data-dir NEW_DIR` (etcdutl from etcd 3.5) \

@@ -32,6 +32,9 @@ const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
 const LEASE_REVOKE: &str = "/etcdserverpb.Lease/LeaseRevoke";
 const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
 const SNAPSHOT: &str = "/etcdserverpb.Maintenance/Snapshot";
+const MEMBER_ADD: &str = "/etcdserverpb.Cluster/MemberAdd";
+const MEMBER_REMOVE: &str = "/etcdserverpb.Cluster/MemberRemove";
+const MEMBER_LIST: &str = "/etcdserverpb.Cluster/MemberList";
 
 /// Largest response message accepted (etcd's own client allows up to `i32::MAX`); tonic's
 /// default of 4 MiB would make large range reads fail.
@@ -50,7 +53,44 @@ const COMPACTED_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The key the revision and compaction probes look at; it never needs to exist.
 const PROBE_KEY: &[u8] = b"\0tug-revision-probe";
 
-/// A store backed by an etcd v3 cluster, spoken to over gRPC (plain HTTP/2, no TLS).
+/// Client TLS for etcd: the CA that signed the members' serving certificates and this
+/// client's certificate (all PEM).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    /// The CA certificate.
+    pub ca: String,
+    /// The client certificate.
+    pub cert: String,
+    /// The client certificate's key.
+    pub key: String,
+}
+
+/// One member of an etcd cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The member's ID.
+    pub id: u64,
+    /// Its name (empty until a member that was added has started).
+    pub name: String,
+    /// Where its peers reach it.
+    pub peer_urls: Vec<String>,
+    /// Where clients reach it (empty until it has started).
+    pub client_urls: Vec<String>,
+}
+
+impl From<proto::Member> for Member {
+    fn from(m: proto::Member) -> Self {
+        Member {
+            id: m.id,
+            name: m.name,
+            peer_urls: m.peer_ur_ls,
+            client_urls: m.client_ur_ls,
+        }
+    }
+}
+
+/// A store backed by an etcd v3 cluster, spoken to over gRPC (HTTP/2, with TLS for `https://`
+/// endpoints).
 ///
 /// Cloning is cheap: clones share the connection(s).
 #[derive(Clone)]
@@ -74,9 +114,14 @@ impl EtcdStore {
     /// as `http://host:port`. With several endpoints, requests are balanced over the reachable
     /// ones. Fails with [`Error::Etcd`] when no endpoint answers a read within a few seconds.
     pub async fn connect(endpoints: &[String]) -> Result<EtcdStore> {
+        Self::connect_with(endpoints, None).await
+    }
+
+    /// Connects to an etcd cluster, over TLS with `tls` (endpoints then `https://host:port`).
+    pub async fn connect_with(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<EtcdStore> {
         let urls = endpoints
             .iter()
-            .map(|e| normalize_endpoint(e))
+            .map(|e| normalize_endpoint(e, tls.is_some()))
             .collect::<Result<Vec<_>>>()?;
         if urls.is_empty() {
             return Err(Error::Etcd("no etcd endpoints given".into()));
@@ -90,6 +135,16 @@ impl EtcdStore {
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10))
                 .keep_alive_while_idle(true);
+            let ep = match tls {
+                Some(tls) => ep
+                    .tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca))
+                            .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key)),
+                    )
+                    .map_err(|e| Error::Etcd(format!("etcd TLS for {url}: {}", error_chain(&e))))?,
+                None => ep,
+            };
             eps.push(ep);
         }
         let shown = urls.join(",");
@@ -116,6 +171,43 @@ impl EtcdStore {
     /// The endpoints this store talks to, as normalized URLs.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// The cluster's members.
+    pub async fn members(&self) -> Result<Vec<Member>> {
+        let resp: proto::MemberListResponse = self
+            .unary(MEMBER_LIST, proto::MemberListRequest { linearizable: true })
+            .await
+            .map_err(|s| status_error("member list", &s))?;
+        Ok(resp.members.into_iter().map(Member::from).collect())
+    }
+
+    /// Adds a member that peers will reach at `peer_url`; returns it and every member.
+    pub async fn add_member(&self, peer_url: &str) -> Result<(Member, Vec<Member>)> {
+        let resp: proto::MemberAddResponse = self
+            .unary(
+                MEMBER_ADD,
+                proto::MemberAddRequest {
+                    peer_ur_ls: vec![peer_url.to_string()],
+                    is_learner: false,
+                },
+            )
+            .await
+            .map_err(|s| status_error("member add", &s))?;
+        let added = resp
+            .member
+            .map(Member::from)
+            .ok_or_else(|| Error::Etcd("member add: etcd returned no member".into()))?;
+        Ok((added, resp.members.into_iter().map(Member::from).collect()))
+    }
+
+    /// Removes member `id`.
+    pub async fn remove_member(&self, id: u64) -> Result<()> {
+        let _: proto::MemberRemoveResponse = self
+            .unary(MEMBER_REMOVE, proto::MemberRemoveRequest { id })
+            .await
+            .map_err(|s| status_error("member remove", &s))?;
+        Ok(())
     }
 
     fn grpc(&self) -> tonic::client::Grpc<Channel> {
@@ -666,24 +758,25 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// `http://` is added to bare `host:port`; TLS is not supported.
-fn normalize_endpoint(endpoint: &str) -> Result<String> {
+fn normalize_endpoint(endpoint: &str, tls: bool) -> Result<String> {
     let e = endpoint.trim().trim_end_matches('/');
+    let scheme = if tls { "https" } else { "http" };
     if e.is_empty() {
         return Err(Error::Etcd("empty etcd endpoint".into()));
     }
-    if e.starts_with("https://") {
+    if e.starts_with("https://") && !tls {
         return Err(Error::Etcd(format!(
-            "etcd endpoint {e}: https is not supported, use http://"
+            "etcd endpoint {e}: https needs client certificates; use http:// or give them"
         )));
     }
-    if e.starts_with("http://") {
+    if e.starts_with(&format!("{scheme}://")) {
         Ok(e.to_string())
     } else if e.contains("://") {
         Err(Error::Etcd(format!(
-            "etcd endpoint {e}: unsupported scheme, use http://host:port"
+            "etcd endpoint {e}: unsupported scheme, use {scheme}://host:port"
         )))
     } else {
-        Ok(format!("http://{e}"))
+        Ok(format!("{scheme}://{e}"))
     }
 }
 
@@ -872,15 +965,20 @@ mod tests {
     #[test]
     fn endpoints_are_normalized() {
         assert_eq!(
-            normalize_endpoint("127.0.0.1:2379").ok(),
+            normalize_endpoint("127.0.0.1:2379", false).ok(),
             Some("http://127.0.0.1:2379".to_string())
         );
         assert_eq!(
-            normalize_endpoint("http://h:1/").ok(),
+            normalize_endpoint("http://h:1/", false).ok(),
             Some("http://h:1".to_string())
         );
-        assert!(normalize_endpoint("https://h:1").is_err());
-        assert!(normalize_endpoint(" ").is_err());
+        assert!(normalize_endpoint("https://h:1", false).is_err());
+        assert!(normalize_endpoint(" ", false).is_err());
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:2379", true).ok(),
+            Some("https://127.0.0.1:2379".to_string())
+        );
+        assert!(normalize_endpoint("http://h:1", true).is_err());
     }
 
     #[test]
