@@ -53,8 +53,51 @@ fn field_names(path: &[Step]) -> Vec<String> {
         .collect()
 }
 
-fn key_of(item: &Value, mk: &str) -> Option<String> {
-    item.get(mk).map(|v| json!({ mk: v }).to_string())
+fn key_of(item: &Value, keys: &[&str]) -> Option<String> {
+    item_key(item, keys).map(|k| k.to_string())
+}
+
+/// The keys of an associative list under server-side apply (its `x-kubernetes-list-map-keys`):
+/// ports are keyed by number and protocol, other lists by their merge key.
+fn list_keys(path: &[String], field: &str) -> Option<&'static [&'static str]> {
+    Some(match merge_key(path, field)? {
+        "port" => &["port", "protocol"],
+        "containerPort" => &["containerPort", "protocol"],
+        "name" => &["name"],
+        "mountPath" => &["mountPath"],
+        "devicePath" => &["devicePath"],
+        "ip" => &["ip"],
+        "topologyKey" => &["topologyKey"],
+        "type" => &["type"],
+        "uid" => &["uid"],
+        _ => return None,
+    })
+}
+
+/// An item's key, as managedFields write it (`{"port":53,"protocol":"UDP"}`); a missing
+/// protocol is TCP, its default.
+fn item_key(item: &Value, keys: &[&str]) -> Option<Value> {
+    let mut key = Map::new();
+    for k in keys {
+        let v = match item.get(*k) {
+            Some(v) => v.clone(),
+            None if *k == "protocol" => json!("TCP"),
+            None => return None,
+        };
+        key.insert(k.to_string(), v);
+    }
+    Some(Value::Object(key))
+}
+
+/// Whether a list item has the key `key` (a JSON object of key fields).
+fn has_key(item: &Value, key: &Value) -> bool {
+    key.as_object().is_some_and(|fields| {
+        !fields.is_empty()
+            && fields.iter().all(|(f, v)| match item.get(f) {
+                Some(iv) => iv == v,
+                None => f == "protocol" && v == "TCP",
+            })
+    })
 }
 
 /// The fields an object (or applied configuration) sets.
@@ -96,11 +139,11 @@ fn walk(v: &Value, path: FieldPath, out: &mut FieldSet) {
         Value::Array(items) => {
             let names = field_names(&path);
             let (parent, field) = names.split_at(names.len().saturating_sub(1));
-            let mk = field.first().and_then(|f| merge_key(parent, f));
-            match mk {
-                Some(mk) if items.iter().all(|i| i.get(mk).is_some()) => {
+            let keys = field.first().and_then(|f| list_keys(parent, f));
+            match keys {
+                Some(keys) if items.iter().all(|i| item_key(i, keys).is_some()) => {
                     for item in items {
-                        let Some(key) = key_of(item, mk) else {
+                        let Some(key) = key_of(item, keys) else {
                             continue;
                         };
                         let mut p = path.clone();
@@ -128,8 +171,7 @@ pub fn value_at<'a>(obj: &'a Value, path: &[Step]) -> Option<&'a Value> {
             Step::Field(f) => cur.get(f)?,
             Step::Key(k) => {
                 let key: Value = serde_json::from_str(k).ok()?;
-                let (kf, kv) = key.as_object()?.iter().next()?;
-                cur.as_array()?.iter().find(|i| i.get(kf) == Some(kv))?
+                cur.as_array()?.iter().find(|i| has_key(i, &key))?
             }
         };
     }
@@ -149,12 +191,8 @@ fn remove_at(obj: &mut Value, path: &[Step]) {
                 let Ok(key) = serde_json::from_str::<Value>(k) else {
                     return;
                 };
-                let Some((kf, kv)) = key.as_object().and_then(|o| o.iter().next()) else {
-                    return;
-                };
-                let (kf, kv) = (kf.clone(), kv.clone());
                 cur.as_array_mut()
-                    .and_then(|a| a.iter_mut().find(|i| i.get(&kf) == Some(&kv)))
+                    .and_then(|a| a.iter_mut().find(|i| has_key(i, &key)))
             }
         };
         let Some(next) = next else { return };
@@ -170,11 +208,8 @@ fn remove_at(obj: &mut Value, path: &[Step]) {
             let Ok(key) = serde_json::from_str::<Value>(k) else {
                 return;
             };
-            let Some((kf, kv)) = key.as_object().and_then(|o| o.iter().next()) else {
-                return;
-            };
             if let Value::Array(a) = cur {
-                a.retain(|i| i.get(kf) != Some(kv));
+                a.retain(|i| !has_key(i, &key));
             }
         }
     }
@@ -191,8 +226,10 @@ pub fn path_string(path: &[Step]) -> String {
             }
             Step::Key(k) => {
                 let key: Value = serde_json::from_str(k).unwrap_or(Value::Null);
-                if let Some((kf, kv)) = key.as_object().and_then(|o| o.iter().next()) {
-                    s.push_str(&format!("[{kf}={kv}]"));
+                if let Some(fields) = key.as_object() {
+                    let parts: Vec<String> =
+                        fields.iter().map(|(kf, kv)| format!("{kf}={kv}")).collect();
+                    s.push_str(&format!("[{}]", parts.join(",")));
                 }
             }
         }
@@ -308,15 +345,15 @@ fn merge(live: &mut Value, applied: &Value, names: &mut Vec<String>) {
                         names.pop();
                     }
                     (Value::Array(items), Value::Array(new_items))
-                        if merge_key(names, k).is_some() =>
+                        if list_keys(names, k).is_some() =>
                     {
-                        let mk = merge_key(names, k).unwrap_or("name");
+                        let keys = list_keys(names, k).unwrap_or(&["name"]);
                         names.push(k.clone());
                         for ni in new_items {
-                            match items
-                                .iter_mut()
-                                .find(|i| i.get(mk).is_some() && i.get(mk) == ni.get(mk))
-                            {
+                            let key = item_key(ni, keys);
+                            match items.iter_mut().find(|i| {
+                                key.as_ref().is_some_and(|key| item_key(i, keys).as_ref() == Some(key))
+                            }) {
                                 Some(existing) => merge(existing, ni, names),
                                 None => items.push(ni.clone()),
                             }
@@ -598,6 +635,38 @@ mod tests {
         assert_eq!(
             second.object["spec"]["template"]["spec"]["containers"],
             json!([{"name": "web", "image": "nginx"}])
+        );
+    }
+
+    /// Service ports are keyed by port and protocol (53/UDP and 53/TCP are two items), as
+    /// their x-kubernetes-list-map-keys say; re-applying changes them in place.
+    #[test]
+    fn ports_are_keyed_by_number_and_protocol() {
+        let svc = |target: u16| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
+                   "spec": {"ports": [
+                       {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": target},
+                       {"name": "dns-tcp", "port": 53, "targetPort": target}]}})
+        };
+        let first = apply(None, &svc(1000), "m", "v1", false, T).expect("apply");
+        let second = apply(Some(&first.object), &svc(2000), "m", "v1", false, T).expect("apply");
+        assert_eq!(
+            second.object["spec"]["ports"],
+            json!([{"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 2000},
+                   {"name": "dns-tcp", "port": 53, "targetPort": 2000}])
+        );
+        let fields = to_fields_v1(&fieldset(&svc(1)));
+        assert!(
+            fields["f:spec"]["f:ports"]
+                .get(r#"k:{"port":53,"protocol":"UDP"}"#)
+                .is_some(),
+            "{fields}"
+        );
+        assert!(
+            fields["f:spec"]["f:ports"]
+                .get(r#"k:{"port":53,"protocol":"TCP"}"#)
+                .is_some(),
+            "{fields}"
         );
     }
 

@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
@@ -28,14 +29,14 @@ pub const KUBERNETES_IP: &str = tug_api::cluster::KUBERNETES_SERVICE_IP;
 pub const DNS_IP: &str = tug_api::cluster::DNS_SERVICE_IP;
 
 /// Applies a control-plane Service and its one EndpointSlice (`ports`: name, protocol, service
-/// port, target port).
+/// port, target port), with one ready endpoint per address.
 async fn publish_service(
     client: &kube::Client,
     ns: &str,
     name: &str,
     cluster_ip: &str,
     labels: serde_json::Value,
-    address: Ipv4Addr,
+    addresses: &[Ipv4Addr],
     ports: &[(&str, &str, u16, u16)],
 ) -> Result<(), kube::Error> {
     let pp = PatchParams::apply(MANAGER).force();
@@ -60,7 +61,9 @@ async fn publish_service(
             "endpointslice.kubernetes.io/managed-by": MANAGER,
         }},
         "addressType": "IPv4",
-        "endpoints": [{"addresses": [address.to_string()], "conditions": {"ready": true}}],
+        "endpoints": addresses.iter().map(|a| json!(
+            {"addresses": [a.to_string()], "conditions": {"ready": true}}
+        )).collect::<Vec<_>>(),
         "ports": ports.iter().map(|(n, proto, _, target)| json!({
             "name": n, "protocol": proto, "port": target
         })).collect::<Vec<_>>(),
@@ -71,59 +74,169 @@ async fn publish_service(
     Ok(())
 }
 
-/// Publishes `kubernetes` (the API server on `address:api_port`) and, with a DNS port,
-/// `kube-dns`, retrying until the API accepts them; then keeps them: one deleted (with its
-/// EndpointSlice) is published again within a second, as kube-apiserver's own controller
-/// recreates `kubernetes`.
-pub async fn publish(
-    client: kube::Client,
-    address: Ipv4Addr,
-    api_port: u16,
-    dns_port: Option<u16>,
-) {
+/// The label of every API server's Lease, as kube-apiserver labels its identity Leases.
+pub const SERVER_LEASE_LABEL: &str = "apiserver.kubernetes.io/identity=kube-apiserver";
+/// The annotation on a server's Lease with the address it serves on.
+const ADDRESS_ANNOTATION: &str = "tugboat.dev/advertise-address";
+/// How long a server's Lease holds without renewal (kube-apiserver's endpoint reconciler TTL).
+const SERVER_LEASE_SECONDS: i64 = 15;
+/// How often a server renews its Lease.
+const SERVER_LEASE_RENEW: Duration = Duration::from_secs(5);
+
+/// One API server of the cluster, as the `kubernetes` Service lists it.
+#[derive(Clone, Debug)]
+pub struct ServerId {
+    /// The server's name (its node name): its Lease is `kube-apiserver-<name>` in kube-system.
+    pub name: String,
+    /// The address nodes and pods reach it at.
+    pub address: Ipv4Addr,
+}
+
+impl ServerId {
+    fn lease_name(&self) -> String {
+        format!("kube-apiserver-{}", self.name)
+    }
+}
+
+/// Renews this server's Lease.
+async fn renew(client: &kube::Client, me: &ServerId) -> Result<(), kube::Error> {
+    let (key, value) = SERVER_LEASE_LABEL.split_once('=').unwrap_or_default();
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": me.lease_name(), "namespace": "kube-system",
+                     "labels": {key: value},
+                     "annotations": {ADDRESS_ANNOTATION: me.address.to_string()}},
+        "spec": {"holderIdentity": me.name, "leaseDurationSeconds": SERVER_LEASE_SECONDS,
+                 "renewTime": tug_api::time::now_micro()},
+    });
+    Api::<Lease>::namespaced(client.clone(), "kube-system")
+        .patch(
+            &me.lease_name(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(lease),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The addresses of the servers whose Leases are current, sorted (always `me`'s).
+async fn live_servers(client: &kube::Client, me: &ServerId) -> Result<Vec<Ipv4Addr>, kube::Error> {
+    let leases = Api::<Lease>::namespaced(client.clone(), "kube-system")
+        .list(&kube::api::ListParams::default().labels(SERVER_LEASE_LABEL))
+        .await?;
+    let now = jiff::Timestamp::now();
+    let mut live: Vec<Ipv4Addr> = leases
+        .items
+        .iter()
+        .filter(|l| {
+            let spec = l.spec.as_ref();
+            let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
+            let duration = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
+            renewed.is_some_and(|t| {
+                now.as_second() - t.as_second() <= i64::from(duration)
+            })
+        })
+        .filter_map(|l| {
+            l.metadata
+                .annotations
+                .as_ref()?
+                .get(ADDRESS_ANNOTATION)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    live.push(me.address);
+    live.sort();
+    live.dedup();
+    Ok(live)
+}
+
+/// Removes this server's Lease (on shutdown), so the others drop it from the `kubernetes`
+/// Service at once instead of after the Lease's duration.
+pub async fn withdraw(client: kube::Client, me: &ServerId) {
+    match Api::<Lease>::namespaced(client, "kube-system")
+        .delete(&me.lease_name(), &Default::default())
+        .await
+    {
+        Ok(_) => tracing::info!(lease = %me.lease_name(), "withdrew this server from the kubernetes Service"),
+        Err(e) => tracing::warn!(error = %e, "withdrawing this server's lease failed"),
+    }
+}
+
+/// Publishes `kubernetes` (the API servers on their addresses, `api_port`) and, with a DNS
+/// port, `kube-dns`, retrying until the API accepts them; then keeps them. Every server keeps
+/// a Lease of its own and lists the servers whose Leases are current, as kube-apiserver's
+/// lease endpoint reconciler does, so servers agree on the endpoints and a dead server drops
+/// out within the Lease's duration. A deleted Service or EndpointSlice is published again
+/// within a second, as kube-apiserver's own controller recreates `kubernetes`.
+pub async fn publish(client: kube::Client, me: ServerId, api_port: u16, dns_port: Option<u16>) {
     let mut published = vec![("default", "kubernetes")];
     if dns_port.is_some() {
         published.push(("kube-system", "kube-dns"));
     }
+    let mut last: Option<Vec<Ipv4Addr>> = None;
+    let mut renewed: Option<tokio::time::Instant> = None;
     loop {
-        let mut result = publish_service(
-            &client,
-            "default",
-            "kubernetes",
-            KUBERNETES_IP,
-            json!({"component": "apiserver", "provider": "kubernetes"}),
-            address,
-            &[("https", "TCP", 443, api_port)],
-        )
-        .await;
-        if let (Ok(()), Some(port)) = (&result, dns_port) {
-            result = publish_service(
-                &client,
-                "kube-system",
-                "kube-dns",
-                DNS_IP,
-                json!({"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}),
-                address,
-                &[("dns", "UDP", 53, port), ("dns-tcp", "TCP", 53, port)],
-            )
-            .await;
-        }
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "publishing the control plane's Services failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if let Some((ns, name)) = first_missing(&client, &published).await {
-                tracing::info!(
-                    namespace = ns,
-                    name,
-                    "a control-plane Service or its EndpointSlice was deleted; publishing it again"
-                );
-                break;
+        if renewed.is_none_or(|t| t.elapsed() >= SERVER_LEASE_RENEW) {
+            match renew(&client, &me).await {
+                Ok(()) => renewed = Some(tokio::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "renewing this server's lease failed"),
             }
         }
+        let live = match live_servers(&client, &me).await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the servers' leases failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let missing = first_missing(&client, &published).await;
+        if let Some((ns, name)) = missing
+            && last.is_some()
+        {
+            tracing::info!(
+                namespace = ns,
+                name,
+                "a control-plane Service or its EndpointSlice was deleted; publishing it again"
+            );
+        }
+        if last.as_ref() != Some(&live) || missing.is_some() {
+            let mut result = publish_service(
+                &client,
+                "default",
+                "kubernetes",
+                KUBERNETES_IP,
+                json!({"component": "apiserver", "provider": "kubernetes"}),
+                &live,
+                &[("https", "TCP", 443, api_port)],
+            )
+            .await;
+            if let (Ok(()), Some(port)) = (&result, dns_port) {
+                result = publish_service(
+                    &client,
+                    "kube-system",
+                    "kube-dns",
+                    DNS_IP,
+                    json!({"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}),
+                    &live,
+                    &[("dns", "UDP", 53, port), ("dns-tcp", "TCP", 53, port)],
+                )
+                .await;
+            }
+            match result {
+                Ok(()) => {
+                    if last.is_some() {
+                        tracing::info!(servers = ?live, "the kubernetes Service's endpoints changed");
+                    }
+                    last = Some(live);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing the control plane's Services failed; retrying")
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

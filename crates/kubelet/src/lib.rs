@@ -4,6 +4,7 @@
 //! the simulated nodes used for scale tests: they register, heartbeat and play pods in name only.
 
 pub mod agent;
+pub mod balancer;
 pub mod bootstrap;
 pub mod claim;
 pub mod containers;

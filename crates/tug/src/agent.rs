@@ -49,10 +49,24 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let ca = std::fs::read(&args.ca_cert)
         .with_context(|| format!("reading {}", args.ca_cert.display()))?;
-    let url: http::Uri = args
+    let given: http::Uri = args
         .server
         .parse()
         .with_context(|| format!("--server {:?} is not a URL", args.server))?;
+    // The agent's clients go through a local load balancer over every live server.
+    let server = tokio::net::lookup_host((
+        given.host().unwrap_or_default(),
+        given.port_u16().unwrap_or(443),
+    ))
+    .await
+    .with_context(|| format!("resolving --server {}", args.server))?
+    .next()
+    .with_context(|| format!("--server {} has no address", args.server))?;
+    let balancer = tug_kubelet::balancer::Balancer::start(server)
+        .await
+        .context("starting the API server load balancer")?;
+    let url: http::Uri = balancer.url().parse()?;
+    tracing::info!(server = %args.server, local = %balancer.url(), "API server load balancer ready");
     let mut config = kube::Config::new(url.clone());
     config.root_cert = Some(vec![ca_der(&ca)?]);
     config.auth_info.token = Some(args.token.clone().into());
@@ -68,6 +82,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         tracing::info!(nodes = args.simulate, prefix = %args.node_prefix, server = %args.server, "starting hollow nodes");
+        tokio::spawn(tug_kubelet::balancer::follow_servers(
+            token_client.clone(),
+            balancer,
+        ));
         return tokio::select! {
             r = tug_kubelet::hollow::run(token_client, hollow) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
@@ -81,6 +99,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .context("bootstrapping the node's client certificate")?;
     let (client, identity) = tug_kubelet::bootstrap::node_client(url, ca_der(&ca)?, &cert)
         .context("building the node's API client")?;
+    tokio::spawn(tug_kubelet::balancer::follow_servers(
+        client.clone(),
+        balancer,
+    ));
     tokio::spawn(tug_kubelet::bootstrap::keep_client_cert_fresh(
         client.clone(),
         node_name.clone(),

@@ -357,7 +357,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         None => api.router(),
     };
     let serving = tokio::spawn(tug_apiserver::tls::serve(listener, tls, router));
-    start_cluster_services(&args, &api, local).await;
+    let published = start_cluster_services(&args, &api, local).await;
     tracing::info!(
         datastore = %ds,
         revision,
@@ -370,6 +370,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     stop_signal().await?;
     tracing::info!("stopping: releasing the leases this server holds");
     control_plane.stop().await;
+    if let Some(me) = &published {
+        tug_controllers::clusterdns::withdraw(api.in_process_client(), me).await;
+    }
     serving.abort();
     drop(member);
     Ok(())
@@ -418,12 +421,13 @@ async fn stop_signal() -> anyhow::Result<()> {
 }
 
 /// Starts the cluster DNS server on the advertise address and publishes the `kubernetes` and
-/// `kube-dns` Services there. Without an advertise address, pods have neither.
+/// `kube-dns` Services there (with every other live server). Without an advertise address,
+/// pods have neither. Returns this server as the Services list it.
 async fn start_cluster_services(
     args: &ServerArgs,
     api: &std::sync::Arc<tug_apiserver::ApiServer>,
     local: std::net::SocketAddr,
-) {
+) -> Option<tug_controllers::clusterdns::ServerId> {
     let advertise = args.advertise_address.or(match local.ip() {
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
         _ => None,
@@ -432,7 +436,7 @@ async fn start_cluster_services(
         tracing::info!(
             "no --advertise-address: the kubernetes and kube-dns Services are not published"
         );
-        return;
+        return None;
     };
     let dns_ip: std::net::Ipv4Addr = tug_controllers::clusterdns::DNS_IP
         .parse()
@@ -472,12 +476,17 @@ async fn start_cluster_services(
             None
         }
     };
+    let me = tug_controllers::clusterdns::ServerId {
+        name: args.node.node_name(),
+        address,
+    };
     tokio::spawn(tug_controllers::clusterdns::publish(
         api.in_process_client(),
-        address,
+        me.clone(),
         local.port(),
         dns_port,
     ));
+    Some(me)
 }
 
 /// Starts the node agent inside the server process: the native runtime in DATA_DIR/agent, the

@@ -26,6 +26,9 @@ pub const JOIN_PATH: &str = "/v1-tug/join";
 /// The path the cluster CA is served at, to anyone (it is public).
 pub const CACERTS_PATH: &str = "/cacerts";
 
+/// How long joining waits for the server to answer and etcd to accept another member.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The files every server of a cluster shares, relative to the data directory.
 pub const SHARED_FILES: &[&str] = &[
     "pki/ca.crt",
@@ -212,7 +215,9 @@ pub async fn request(
     req: &JoinRequest,
 ) -> anyhow::Result<JoinResponse> {
     let base = url.trim_end_matches('/');
-    let ca = fetch(&format!("{base}{CACERTS_PATH}"), None, None)
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let cacerts = format!("{base}{CACERTS_PATH}");
+    let ca = retrying(deadline, || fetch(&cacerts, None, None))
         .await
         .with_context(|| format!("fetching the cluster CA from {base}"))?;
     let presented = ca_hash(&ca);
@@ -233,11 +238,16 @@ pub async fn request(
         );
     }
     let body = serde_json::to_vec(req)?;
-    let answer = fetch(
-        &format!("{base}{JOIN_PATH}"),
-        Some(&ca),
-        Some((&token.secret, body)),
-    )
+    // etcd refuses a new member until the last one added has been up for a few seconds
+    // ("unhealthy cluster"): retrying waits for it.
+    let join = format!("{base}{JOIN_PATH}");
+    let answer = retrying(deadline, || {
+        fetch(
+            &join,
+            Some(&ca),
+            Some((&token.secret, body.clone())),
+        )
+    })
     .await
     .with_context(|| format!("joining the cluster of {base}"))?;
     let resp: JoinResponse =
@@ -256,6 +266,34 @@ pub async fn request(
     Ok(resp)
 }
 
+/// Runs `attempt` until it succeeds, fails for good (a refusal), or `deadline` passes.
+/// Connection errors and 5xx answers (a server still starting, etcd not ready for another
+/// member) are retried, each logged.
+async fn retrying<F, Fut>(deadline: tokio::time::Instant, attempt: F) -> anyhow::Result<String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<String, FetchError>>,
+{
+    loop {
+        match attempt().await {
+            Ok(answer) => return Ok(answer),
+            Err(FetchError::Transient(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(error = %format!("{e:#}"), "the server is not ready for this server to join yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(FetchError::Transient(e) | FetchError::Refused(e)) => return Err(e),
+        }
+    }
+}
+
+/// Why a fetch failed.
+enum FetchError {
+    /// Worth retrying: no connection, or a 5xx answer.
+    Transient(anyhow::Error),
+    /// The server said no (4xx), or the answer cannot be used.
+    Refused(anyhow::Error),
+}
+
 /// GETs `url` (or POSTs `body` with a bearer secret), trusting `ca` or, without it, any
 /// certificate (only for the public CA, whose hash is checked afterwards). Returns the body
 /// of a 2xx answer; otherwise the server's message.
@@ -263,12 +301,13 @@ async fn fetch(
     url: &str,
     ca: Option<&str>,
     post: Option<(&str, Vec<u8>)>,
-) -> anyhow::Result<String> {
+) -> Result<String, FetchError> {
     use http_body_util::{BodyExt, Full};
     let tls = match ca {
-        Some(pem) => tug_apiserver::tls::https_client_config(Some(pem))?,
-        None => insecure_config()?,
-    };
+        Some(pem) => tug_apiserver::tls::https_client_config(Some(pem)),
+        None => insecure_config(),
+    }
+    .map_err(FetchError::Refused)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
@@ -287,19 +326,38 @@ async fn fetch(
         }
         None => Vec::new(),
     };
-    let request = builder.body(Full::new(bytes::Bytes::from(body)))?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(request))
-        .await
-        .context("no answer within 30 s")??;
+    let request = builder
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| FetchError::Refused(e.into()))?;
+    let resp = match tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.request(request),
+    )
+    .await
+    {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return Err(FetchError::Transient(e.into())),
+        Err(_) => return Err(FetchError::Transient(anyhow::anyhow!("no answer within 30 s"))),
+    };
     let code = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| FetchError::Transient(e.into()))?
+        .to_bytes();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     if !code.is_success() {
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or(text);
-        bail!("{code}: {message}");
+        let e = anyhow::anyhow!("{code}: {message}");
+        return Err(if code.is_server_error() {
+            FetchError::Transient(e)
+        } else {
+            FetchError::Refused(e)
+        });
     }
     Ok(text)
 }
