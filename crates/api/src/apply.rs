@@ -352,7 +352,8 @@ fn merge(live: &mut Value, applied: &Value, names: &mut Vec<String>) {
                         for ni in new_items {
                             let key = item_key(ni, keys);
                             match items.iter_mut().find(|i| {
-                                key.as_ref().is_some_and(|key| item_key(i, keys).as_ref() == Some(key))
+                                key.as_ref()
+                                    .is_some_and(|key| item_key(i, keys).as_ref() == Some(key))
                             }) {
                                 Some(existing) => merge(existing, ni, names),
                                 None => items.push(ni.clone()),

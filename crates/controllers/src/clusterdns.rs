@@ -132,9 +132,7 @@ async fn live_servers(client: &kube::Client, me: &ServerId) -> Result<Vec<Ipv4Ad
             let spec = l.spec.as_ref();
             let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
             let duration = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
-            renewed.is_some_and(|t| {
-                now.as_second() - t.as_second() <= i64::from(duration)
-            })
+            renewed.is_some_and(|t| now.as_second() - t.as_second() <= i64::from(duration))
         })
         .filter_map(|l| {
             l.metadata
@@ -158,7 +156,9 @@ pub async fn withdraw(client: kube::Client, me: &ServerId) {
         .delete(&me.lease_name(), &Default::default())
         .await
     {
-        Ok(_) => tracing::info!(lease = %me.lease_name(), "withdrew this server from the kubernetes Service"),
+        Ok(_) => {
+            tracing::info!(lease = %me.lease_name(), "withdrew this server from the kubernetes Service")
+        }
         Err(e) => tracing::warn!(error = %e, "withdrawing this server's lease failed"),
     }
 }

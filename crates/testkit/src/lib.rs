@@ -4,6 +4,7 @@
 pub mod containerd;
 pub mod etcd;
 pub mod grpc;
+pub mod ha;
 pub mod image;
 pub mod kubectl;
 pub mod oidc;

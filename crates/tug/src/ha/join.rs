@@ -242,11 +242,7 @@ pub async fn request(
     // ("unhealthy cluster"): retrying waits for it.
     let join = format!("{base}{JOIN_PATH}");
     let answer = retrying(deadline, || {
-        fetch(
-            &join,
-            Some(&ca),
-            Some((&token.secret, body.clone())),
-        )
+        fetch(&join, Some(&ca), Some((&token.secret, body.clone())))
     })
     .await
     .with_context(|| format!("joining the cluster of {base}"))?;
@@ -329,16 +325,18 @@ async fn fetch(
     let request = builder
         .body(Full::new(bytes::Bytes::from(body)))
         .map_err(|e| FetchError::Refused(e.into()))?;
-    let resp = match tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        client.request(request),
-    )
-    .await
-    {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return Err(FetchError::Transient(e.into())),
-        Err(_) => return Err(FetchError::Transient(anyhow::anyhow!("no answer within 30 s"))),
-    };
+    let resp =
+        match tokio::time::timeout(std::time::Duration::from_secs(30), client.request(request))
+            .await
+        {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return Err(FetchError::Transient(e.into())),
+            Err(_) => {
+                return Err(FetchError::Transient(anyhow::anyhow!(
+                    "no answer within 30 s"
+                )));
+            }
+        };
     let code = resp.status();
     let bytes = resp
         .into_body()
