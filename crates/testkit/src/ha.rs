@@ -32,12 +32,18 @@ pub struct HaCluster {
     /// The etcd client and peer ports (the same on every address).
     pub etcd_ports: (u16, u16),
     bin: PathBuf,
+    extra: Vec<String>,
     dir: TempDir,
 }
 
 impl HaCluster {
     /// Starts `count` servers: the first with --cluster-init, the others joining it.
     pub fn start(bin: &Path, count: usize) -> HaCluster {
+        Self::start_with(bin, count, &[])
+    }
+
+    /// Starts `count` servers with `extra` arguments each.
+    pub fn start_with(bin: &Path, count: usize, extra: &[&str]) -> HaCluster {
         let dir = TempDir::new().expect("temp dir");
         // A /24 of loopback of its own, so that tests side by side do not meet.
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -53,6 +59,7 @@ impl HaCluster {
             port: free_port(),
             etcd_ports: (free_port(), free_port()),
             bin: bin.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
         };
         for i in 0..count {
@@ -106,6 +113,7 @@ impl HaCluster {
         } else {
             args.extend(["--join".into(), self.url(0), "--token".into(), self.token()]);
         }
+        args.extend(self.extra.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }
@@ -128,6 +136,14 @@ impl HaCluster {
         self.kill(i);
         let server = self.launch(i, &[]);
         self.servers[i] = Some(server);
+    }
+
+    /// Runs `tug ARGS` (such as `snapshot ls --data-dir …`) and returns its output.
+    pub fn tug(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .output()
+            .expect("run tug")
     }
 
     /// The admin kubeconfig of server `i` (pointing at that server).

@@ -41,6 +41,14 @@ impl Datastore {
         bail!("unknown --datastore {spec:?}: use `embedded` or etcd://host:port[,host:port]")
     }
 
+    /// The format of this store's snapshots: `embedded` or `etcd`.
+    pub fn snapshot_format(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            Self::Etcd(_) | Self::Member(..) => "etcd",
+        }
+    }
+
     /// Opens the store.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         Ok(match self {

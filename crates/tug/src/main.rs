@@ -6,6 +6,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
+mod backups;
 mod bench;
 mod bench_api;
 mod bench_scheduler;
@@ -35,9 +36,9 @@ struct Cli {
 enum Command {
     /// Run a cluster: the store, the API server (TLS), the scheduler, the controllers and a
     /// node agent (`--disable-agent` for the control plane alone).
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a node agent joined to a server (`--simulate N`: hollow nodes instead).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Manage the node's container images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -96,8 +97,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Server(args) => server::run(args).await,
-            Command::Agent(args) => agent::run(args).await,
+            Command::Server(args) => server::run(*args).await,
+            Command::Agent(args) => agent::run(*args).await,
             Command::Up(args) => up::up(args).await,
             Command::Down(args) => up::down(args).await,
             Command::Snapshot(cmd) => snapshot::run(cmd).await,

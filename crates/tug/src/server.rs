@@ -37,6 +37,16 @@ pub struct ServerArgs {
     /// The etcd member's peer port (--cluster-init, --join), on the advertise address.
     #[arg(long, default_value_t = 2380)]
     etcd_peer_port: u16,
+    /// When to take snapshots of the store (cron, in UTC; six fields put seconds first; ""
+    /// turns them off), each into --snapshot-dir as `tug-snapshot-NODE-TIME` with its record.
+    #[arg(long, default_value = "0 */12 * * *")]
+    snapshot_schedule: String,
+    /// How many scheduled snapshots of this server are kept (the oldest go first).
+    #[arg(long, default_value_t = 5)]
+    snapshot_retention: usize,
+    /// Where scheduled snapshots go (default: DATA_DIR/snapshots).
+    #[arg(long)]
+    snapshot_dir: Option<PathBuf>,
     /// Address the API server listens on (HTTPS).
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen: std::net::SocketAddr,
@@ -217,6 +227,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => raw.clone(),
     };
+    if !args.snapshot_schedule.trim().is_empty() {
+        let schedule = crate::backups::parse_schedule(&args.snapshot_schedule)?;
+        let dir = args
+            .snapshot_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("snapshots"));
+        tracing::info!(schedule = %args.snapshot_schedule, dir = %dir.display(), keep = args.snapshot_retention, "scheduled snapshots on");
+        tokio::spawn(crate::backups::run_schedule(
+            raw.clone(),
+            dir,
+            schedule,
+            args.snapshot_retention.max(1),
+            ds.snapshot_format().to_string(),
+            args.node.node_name(),
+        ));
+    }
     let _socket = match &ds {
         datastore::Datastore::Embedded(dir) => Some(snapshot_socket::serve(raw.clone(), dir)?),
         datastore::Datastore::Etcd(_) | datastore::Datastore::Member(..) => None,
@@ -385,18 +411,25 @@ async fn member_start(
     config: &crate::ha::etcd_member::MemberConfig,
 ) -> anyhow::Result<Option<crate::ha::etcd_member::Start>> {
     use crate::ha::etcd_member::{Start, exists};
-    if exists(&args.data_dir) {
-        return Ok(Some(Start::Restart));
-    }
-    if args.cluster_init {
-        return Ok(Some(Start::New));
-    }
+    let restarting = exists(&args.data_dir);
     let Some(url) = &args.join else {
-        return Ok(None);
+        return Ok((restarting || args.cluster_init).then_some(if restarting {
+            Start::Restart
+        } else {
+            Start::New
+        }));
     };
     let token = crate::ha::token::ServerToken::parse(args.token.as_deref().unwrap_or(""))
         .map_err(|e| e.context("--token"))?;
-    let answer = crate::ha::join::request(
+    // A restarting server asks too, briefly: after a cluster reset (a restore) it is no
+    // longer a member, and joins again from scratch. When no one answers it restarts on its
+    // own data.
+    let patience = if restarting {
+        std::time::Duration::from_secs(5)
+    } else {
+        crate::ha::join::JOIN_TIMEOUT
+    };
+    let answer = match crate::ha::join::request(
         url,
         &token,
         &args.data_dir,
@@ -404,8 +437,24 @@ async fn member_start(
             name: config.name.clone(),
             peer_url: config.peer_url(),
         },
+        patience,
     )
-    .await?;
+    .await
+    {
+        Ok(answer) => answer,
+        Err(e) if restarting => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot reach the server to join; restarting on this server's own etcd data");
+            return Ok(Some(Start::Restart));
+        }
+        Err(e) => return Err(e),
+    };
+    if restarting && !answer.added {
+        return Ok(Some(Start::Restart));
+    }
+    if restarting {
+        let old = crate::ha::etcd_member::set_aside(&args.data_dir)?;
+        tracing::warn!(kept = %old.display(), "this server was no longer a member of the cluster (it was reset or restored); joining it again with fresh etcd data");
+    }
     tracing::info!(server = %url, members = %answer.initial_cluster, "joined the cluster; starting this server's etcd member");
     Ok(Some(Start::Join(answer.initial_cluster)))
 }

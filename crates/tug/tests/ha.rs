@@ -255,3 +255,235 @@ fn servers_join_share_credentials_and_survive_losing_one() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// The names and UIDs of the ConfigMaps in `ns`, read through server `i`.
+fn configmap_uids(cluster: &HaCluster, i: usize, ns: &str) -> Vec<String> {
+    let out = cluster.ok(
+        i,
+        &[
+            "get",
+            "configmaps",
+            "-n",
+            ns,
+            "-l",
+            "drill",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.metadata.uid}{\"\\n\"}{end}",
+        ],
+    );
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// Restore drill: scheduled snapshots (kept to their retention) are listed; after a
+/// namespace full of objects is deleted, the whole cluster is restored from one snapshot
+/// (the first server reset to a one-member etcd from it, the others rejoining from scratch)
+/// and everything is back with the same UIDs, revisions moving forward. A damaged snapshot
+/// is refused before anything changes.
+#[test]
+fn a_cluster_comes_back_from_a_scheduled_snapshot() {
+    let bin = tug_bin!();
+    let mut cluster = HaCluster::start_with(
+        bin,
+        3,
+        &[
+            "--snapshot-schedule",
+            "*/2 * * * * *",
+            "--snapshot-retention",
+            "3",
+        ],
+    );
+    cluster.ok(0, &["create", "namespace", "drill"]);
+    for i in 0..20 {
+        let name = format!("cm-{i}");
+        cluster.ok(
+            0,
+            &[
+                "create",
+                "configmap",
+                &name,
+                "-n",
+                "drill",
+                &format!("--from-literal=i={i}"),
+            ],
+        );
+        cluster.ok(
+            0,
+            &["label", "configmap", &name, "-n", "drill", "drill=yes"],
+        );
+    }
+    let before = configmap_uids(&cluster, 1, "drill");
+    assert_eq!(before.len(), 20);
+    let written: i64 = cluster
+        .ok(
+            0,
+            &[
+                "get",
+                "configmap",
+                "cm-19",
+                "-n",
+                "drill",
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ],
+        )
+        .parse()
+        .expect("resourceVersion");
+
+    // A scheduled snapshot taken after the writes, listed by `tug snapshot ls`; retention
+    // keeps at most 3 of server 0's.
+    let dir0 = cluster.data_dir(0);
+    let dir0 = dir0.to_str().expect("utf-8");
+    let snapshot = cluster.wait_for(
+        "a snapshot after the writes",
+        Duration::from_secs(30),
+        || {
+            let out = cluster.tug(&["snapshot", "ls", "--data-dir", dir0]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    let revision: i64 = cols.get(2)?.parse().ok()?;
+                    (revision >= written && cols.get(3) == Some(&"etcd"))
+                        .then(|| cols[0].to_string())
+                })
+                .next()
+        },
+    );
+    // Keep the chosen snapshot (and its record) from being pruned.
+    let file = cluster.data_dir(0).join("snapshots").join(&snapshot);
+    let kept = cluster.data_dir(0).join("drill.snap");
+    std::fs::copy(&file, &kept).expect("copy the snapshot");
+    std::fs::copy(
+        format!("{}.json", file.display()),
+        format!("{}.json", kept.display()),
+    )
+    .expect("copy its record");
+    std::thread::sleep(Duration::from_secs(7));
+    let listed = cluster.tug(&["snapshot", "ls", "--data-dir", dir0]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let count = listed
+        .lines()
+        .filter(|l| l.starts_with("tug-snapshot-s0-"))
+        .count();
+    assert_eq!(count, 3, "retention keeps 3:\n{listed}");
+
+    cluster.ok(1, &["delete", "namespace", "drill", "--timeout=60s"]);
+    assert!(
+        cluster
+            .kubectl(1, &["get", "namespace", "drill"])
+            .status
+            .code()
+            .is_some_and(|c| c != 0)
+    );
+
+    // Every server stops; a damaged copy is refused and changes nothing.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let damaged = cluster.data_dir(0).join("damaged.snap");
+    let mut bytes = std::fs::read(&kept).expect("read snapshot");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&damaged, bytes).expect("write damaged copy");
+    std::fs::copy(
+        format!("{}.json", kept.display()),
+        format!("{}.json", damaged.display()),
+    )
+    .expect("copy record");
+    let out = cluster.tug(&[
+        "snapshot",
+        "restore",
+        damaged.to_str().expect("utf-8"),
+        "--data-dir",
+        dir0,
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("is damaged"), "{e}");
+
+    // Restore into server 0, start it, then the others: they rejoin from scratch.
+    let out = cluster.tug(&[
+        "snapshot",
+        "restore",
+        kept.to_str().expect("utf-8"),
+        "--data-dir",
+        dir0,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as a cluster of one"));
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.restart(2);
+    assert_eq!(
+        configmap_uids(&cluster, 2, "drill"),
+        before,
+        "the same objects, same UIDs"
+    );
+    cluster.ok(2, &["create", "configmap", "after-restore", "-n", "drill"]);
+    let after: i64 = cluster
+        .ok(
+            0,
+            &[
+                "get",
+                "configmap",
+                "after-restore",
+                "-n",
+                "drill",
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ],
+        )
+        .parse()
+        .expect("resourceVersion");
+    assert!(
+        after > written,
+        "revisions move forward: {after} after {written}"
+    );
+    for i in 1..3 {
+        let log =
+            std::fs::read_to_string(cluster.data_dir(i).join("server.log")).unwrap_or_default();
+        assert!(
+            log.contains("joining it again with fresh etcd data"),
+            "server {i} did not rejoin:\n{}",
+            cluster.log_tail(i)
+        );
+    }
+    // Three members again: every server serves the cluster.
+    cluster.wait_for(
+        "every server in the kubernetes EndpointSlice",
+        Duration::from_secs(30),
+        || {
+            let listed = endpoints(&cluster, 0);
+            (listed.split_whitespace().count() == 3).then_some(())
+        },
+    );
+
+    // The same snapshot onto a fresh cluster of its own: the objects come back there too.
+    let mut fresh = HaCluster::start(bin, 1);
+    fresh.kill(0);
+    let fresh_dir = fresh.data_dir(0);
+    let out = fresh.tug(&[
+        "snapshot",
+        "restore",
+        kept.to_str().expect("utf-8"),
+        "--data-dir",
+        fresh_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fresh.restart(0);
+    assert_eq!(
+        configmap_uids(&fresh, 0, "drill"),
+        before,
+        "the fresh cluster holds them too"
+    );
+}

@@ -339,3 +339,79 @@ pub async fn remove(data_dir: &Path, name: &str) -> anyhow::Result<()> {
     println!("removed server {name} (etcd member {:x})", member.id);
     Ok(())
 }
+
+/// Moves a member's data out of the way (to `etcd/data.before-<time>`), for a fresh start.
+pub fn set_aside(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let data = dir(data_dir).join("data");
+    let old = dir(data_dir).join(format!(
+        "data.before-{}",
+        jiff::Timestamp::now().as_second()
+    ));
+    std::fs::rename(&data, &old)
+        .with_context(|| format!("moving {} to {}", data.display(), old.display()))?;
+    Ok(old)
+}
+
+/// The etcdctl binary (Debian's `etcd-client` package), which restores snapshots.
+pub const ETCDCTL: &str = "/usr/bin/etcdctl";
+
+/// Restores an etcd snapshot into the member of `data_dir` (its server stopped), as a
+/// cluster of that one member: the other servers rejoin when they start with --join. The
+/// member's previous data is kept aside.
+pub async fn restore(data_dir: &Path, file: &Path) -> anyhow::Result<PathBuf> {
+    let config = MemberConfig::load(data_dir)?;
+    if tokio::net::TcpStream::connect((config.address, config.client_port))
+        .await
+        .is_ok()
+    {
+        bail!(
+            "the etcd member of {} answers at {}: stop its server (and the cluster's other \
+             servers) before restoring",
+            data_dir.display(),
+            config.client_url()
+        );
+    }
+    if !Path::new(ETCDCTL).exists() {
+        bail!(
+            "restoring an etcd snapshot needs {ETCDCTL}: install it with `apt-get install etcd-client`"
+        );
+    }
+    let data = dir(data_dir).join("data");
+    let kept = if data.exists() {
+        Some(set_aside(data_dir)?)
+    } else {
+        None
+    };
+    let out = tokio::process::Command::new(ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg("snapshot")
+        .arg("restore")
+        .arg(file)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--name")
+        .arg(&config.name)
+        .arg("--initial-cluster")
+        .arg(format!("{}={}", config.name, config.peer_url()))
+        .arg("--initial-advertise-peer-urls")
+        .arg(config.peer_url())
+        .arg("--initial-cluster-token")
+        .arg(CLUSTER_TOKEN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {ETCDCTL}"))?;
+    if !out.status.success() {
+        // Put the member back as it was.
+        let _ = std::fs::remove_dir_all(&data);
+        if let Some(kept) = &kept {
+            let _ = std::fs::rename(kept, &data);
+        }
+        bail!(
+            "etcdctl could not restore {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(kept.unwrap_or(data))
+}

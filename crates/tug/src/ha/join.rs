@@ -27,7 +27,7 @@ pub const JOIN_PATH: &str = "/v1-tug/join";
 pub const CACERTS_PATH: &str = "/cacerts";
 
 /// How long joining waits for the server to answer and etcd to accept another member.
-const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The files every server of a cluster shares, relative to the data directory.
 pub const SHARED_FILES: &[&str] = &[
@@ -65,6 +65,10 @@ pub struct JoinResponse {
     pub encryption_config: Option<String>,
     /// `name=peerURL,…` of every member, the new one included.
     pub initial_cluster: String,
+    /// Whether the member was added now (false: it was a member already, and restarts on
+    /// its own data).
+    #[serde(default)]
+    pub added: bool,
 }
 
 /// What the join endpoint needs.
@@ -167,11 +171,12 @@ async fn admit(s: &JoinService, req: &JoinRequest) -> anyhow::Result<JoinRespons
             req.name
         );
     }
-    let members = if existing.iter().any(|m| m.peer_urls.contains(&req.peer_url)) {
-        existing
-    } else {
+    let added = !existing.iter().any(|m| m.peer_urls.contains(&req.peer_url));
+    let members = if added {
         tracing::info!(name = %req.name, peer = %req.peer_url, "adding an etcd member");
         s.etcd.add_member(&req.peer_url).await?.1
+    } else {
+        existing
     };
     let initial_cluster = members
         .iter()
@@ -202,6 +207,7 @@ async fn admit(s: &JoinService, req: &JoinRequest) -> anyhow::Result<JoinRespons
         files,
         encryption_config,
         initial_cluster,
+        added,
     })
 }
 
@@ -213,9 +219,10 @@ pub async fn request(
     token: &ServerToken,
     data_dir: &Path,
     req: &JoinRequest,
+    patience: std::time::Duration,
 ) -> anyhow::Result<JoinResponse> {
     let base = url.trim_end_matches('/');
-    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + patience;
     let cacerts = format!("{base}{CACERTS_PATH}");
     let ca = retrying(deadline, || fetch(&cacerts, None, None))
         .await
