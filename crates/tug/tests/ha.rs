@@ -109,6 +109,41 @@ fn servers_join_share_credentials_and_survive_losing_one() {
         },
     );
 
+    // Two servers asked for the same ClusterIP at the same moment: one Service gets it.
+    let results: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [1usize, 2]
+            .iter()
+            .map(|&i| {
+                let cluster = &cluster;
+                scope.spawn(move || {
+                    cluster
+                        .kubectl(
+                            i,
+                            &[
+                                "create",
+                                "service",
+                                "clusterip",
+                                &format!("same-ip-{i}"),
+                                "--tcp=80:80",
+                                "--clusterip=10.96.7.7",
+                            ],
+                        )
+                        .status
+                        .success()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(false))
+            .collect()
+    });
+    assert_eq!(
+        results.iter().filter(|ok| **ok).count(),
+        1,
+        "exactly one Service gets 10.96.7.7: {results:?}"
+    );
+
     // Bad joins say why.
     let token = cluster.token();
     let (hash, secret) = token.split_once("::server:").expect("token shape");

@@ -171,6 +171,7 @@ impl Registry {
         mod_revision: i64,
         op: Guarded,
     ) -> Result<i64, ApiError> {
+        let deleting = matches!(op, Guarded::Delete);
         let op = match op {
             Guarded::Put(bytes) => TxnOp::Put(PutRequest::new(k.clone(), bytes)),
             Guarded::Delete => TxnOp::Delete(DeleteRequest {
@@ -182,7 +183,7 @@ impl Registry {
             .store
             .txn(Txn {
                 compare: vec![Compare::new(
-                    k,
+                    k.clone(),
                     CompareOp::Equal,
                     CompareTarget::ModRevision(mod_revision),
                 )],
@@ -198,6 +199,14 @@ impl Registry {
                 name,
                 "the object has been modified; please apply your changes to the latest version and try again",
             ));
+        }
+        if deleting && r.kind == "Service" && r.group.is_empty() {
+            // The key past the resource's prefix is the claims' owner, `namespace/name`.
+            let owner = k
+                .strip_prefix(&super::prefix(r, None))
+                .unwrap_or_default()
+                .to_string();
+            self.release_claims(&owner).await;
         }
         Ok(resp.revision)
     }
