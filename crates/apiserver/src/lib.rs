@@ -13,6 +13,7 @@ mod crds;
 mod discovery;
 pub mod encryption;
 mod handler;
+mod health;
 pub mod kubelet;
 mod metrics;
 mod mirror;

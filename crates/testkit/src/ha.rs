@@ -107,7 +107,20 @@ impl HaCluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.extend(FAST_ELECTION.iter().map(|s| s.to_string()));
+        let own_election = self
+            .extra
+            .iter()
+            .chain(
+                extra
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
+            .any(|a| a.starts_with("--leader-elect"));
+        if !own_election {
+            args.extend(FAST_ELECTION.iter().map(|s| s.to_string()));
+        }
         if i == 0 {
             args.push("--cluster-init".into());
         } else {
@@ -128,6 +141,13 @@ impl HaCluster {
     pub fn kill(&mut self, i: usize) {
         if let Some(mut s) = self.servers[i].take() {
             s.kill();
+        }
+    }
+
+    /// Stops server `i` gracefully (SIGTERM): it releases its Leases first.
+    pub fn terminate(&mut self, i: usize) {
+        if let Some(mut s) = self.servers[i].take() {
+            s.terminate();
         }
     }
 

@@ -107,6 +107,14 @@ impl TugServer {
         self.child.id()
     }
 
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

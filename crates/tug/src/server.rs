@@ -400,7 +400,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tug_controllers::clusterdns::withdraw(api.in_process_client(), me).await;
     }
     serving.abort();
-    drop(member);
+    if let Some(member) = member {
+        member.stop().await;
+    }
     Ok(())
 }
 

@@ -522,3 +522,89 @@ fn a_cluster_comes_back_from_a_scheduled_snapshot() {
         "the fresh cluster holds them too"
     );
 }
+
+/// A server whose etcd lost its quorum reports not ready, naming etcd, and acknowledges no
+/// write; it recovers when a member comes back. A server stopped gracefully hands its
+/// Leases over at once.
+#[test]
+fn lost_quorum_is_not_ready_and_a_graceful_stop_hands_over_at_once() {
+    let bin = tug_bin!();
+    // A long lease: a takeover within seconds can only come from a released Lease.
+    let mut cluster = HaCluster::start_with(
+        bin,
+        3,
+        &[
+            "--leader-elect-lease-duration",
+            "30s",
+            "--leader-elect-renew-deadline",
+            "20s",
+            "--leader-elect-retry-period",
+            "1s",
+        ],
+    );
+    assert_eq!(cluster.ok(0, &["get", "--raw", "/readyz"]), "ok");
+    let verbose = cluster.ok(0, &["get", "--raw", "/readyz?verbose"]);
+    assert!(
+        verbose.contains("[+]etcd ok") && verbose.ends_with("readyz check passed\n"),
+        "{verbose}"
+    );
+
+    cluster.kill(1);
+    cluster.kill(2);
+    let not_ready = cluster.wait_for(
+        "server 0 to report not ready",
+        Duration::from_secs(20),
+        || {
+            let out = cluster.kubectl(0, &["get", "--raw", "/readyz?verbose"]);
+            (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        },
+    );
+    assert!(not_ready.contains("[-]etcd failed"), "{not_ready}");
+    let out = cluster.kubectl(0, &["get", "--raw", "/readyz/etcd"]);
+    let reason = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && reason.contains("etcd"), "{reason}");
+    let out = cluster.kubectl(0, &["create", "configmap", "without-quorum"]);
+    assert!(
+        !out.status.success(),
+        "a write was acknowledged without quorum"
+    );
+
+    // A member back: ready again, writes go through, the refused write is not there.
+    cluster.restart(1);
+    cluster.wait_for(
+        "server 0 to be ready again",
+        Duration::from_secs(30),
+        || {
+            cluster
+                .kubectl(0, &["get", "--raw", "/readyz"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    cluster.ok(0, &["create", "configmap", "with-quorum"]);
+    let listed = cluster.ok(1, &["get", "configmaps", "-o", "name"]);
+    assert!(listed.contains("configmap/with-quorum"), "{listed}");
+
+    cluster.restart(2);
+    // The leader stopped with SIGTERM releases its Leases: the other takes over within a
+    // retry period or two, not a lease duration.
+    let leader = holder(&cluster, 1);
+    let leading = if leader.starts_with("s0_") { 0 } else { 1 };
+    let other = 1 - leading;
+    let stopped = Instant::now();
+    cluster.terminate(leading);
+    cluster.wait_for(
+        "another server to take over",
+        Duration::from_secs(25),
+        || {
+            let now = holder(&cluster, other);
+            (!now.is_empty() && !now.starts_with(&format!("s{leading}_"))).then_some(())
+        },
+    );
+    let handover = stopped.elapsed();
+    assert!(
+        handover < Duration::from_secs(4),
+        "handover took {handover:?}"
+    );
+}

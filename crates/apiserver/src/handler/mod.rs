@@ -216,11 +216,7 @@ async fn route(
             )
                 .into_response());
         }
-        "/healthz" | "/livez" | "/readyz" => {
-            return Ok(
-                (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response(),
-            );
-        }
+
         "/version" => {
             return ok(json!({
                 "major": KUBE_VERSION.0,
@@ -249,9 +245,10 @@ async fn route(
             _ => {}
         }
     }
-    if path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/")
+    if let Some(resp) =
+        crate::health::serve(server, &path, req.uri().query().unwrap_or_default()).await
     {
-        return Ok((StatusCode::OK, "ok").into_response());
+        return Ok(resp);
     }
     let accept_raw = req
         .headers()

@@ -46,6 +46,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`EtcdStore::connect`] waits for the first answer from the cluster.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long reads are retried while etcd has no leader.
+const READ_RETRY: Duration = Duration::from_secs(5);
+
 /// How long to wait for etcd to say up to where history has been compacted (only on the error
 /// path of a read or compaction that hit compacted history).
 const COMPACTED_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -226,8 +229,35 @@ impl EtcdStore {
         })
     }
 
-    /// One unary call.
+    /// One unary call. Reads (which change nothing) are retried for a few seconds while the
+    /// cluster is between leaders (`leader changed`, `no leader`, a member restarting), as
+    /// etcd's own client retries them; writes are not, since a write that failed that way
+    /// may still have been applied.
     async fn unary<Req, Resp>(&self, path: &'static str, req: Req) -> Result<Resp, Status>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let retried = matches!(path, RANGE | MEMBER_LIST);
+        let deadline = Instant::now() + READ_RETRY;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.unary_once(path, req.clone()).await {
+                Err(status)
+                    if retried
+                        && status.code() == tonic::Code::Unavailable
+                        && Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(error = %status.message(), "etcd unavailable; retrying a read");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn unary_once<Req, Resp>(&self, path: &'static str, req: Req) -> Result<Resp, Status>
     where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,

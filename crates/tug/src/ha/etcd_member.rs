@@ -122,8 +122,22 @@ fn kept(
 /// A running, supervised member; dropping it stops the member.
 pub struct EtcdMember {
     supervisor: tokio::task::JoinHandle<()>,
+    stopping: tokio::sync::watch::Sender<bool>,
     /// The member's settings.
     pub config: MemberConfig,
+}
+
+/// How long a member stopping gracefully has (it hands raft leadership over first).
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl EtcdMember {
+    /// Stops the member gracefully (SIGTERM): a leader hands raft leadership to another
+    /// member first, so the cluster needs no election.
+    pub async fn stop(mut self) {
+        let _ = self.stopping.send(true);
+        let supervisor = std::mem::replace(&mut self.supervisor, tokio::spawn(async {}));
+        let _ = tokio::time::timeout(STOP_TIMEOUT + Duration::from_secs(1), supervisor).await;
+    }
 }
 
 impl Drop for EtcdMember {
@@ -169,6 +183,7 @@ impl EtcdMember {
             key: pem("member.key", &peer.key)?,
         };
         let mut first = Some(start);
+        let (stopping, stop) = tokio::sync::watch::channel(false);
         let supervisor = {
             let (dir, config) = (dir.clone(), config.clone());
             tokio::spawn(async move {
@@ -177,7 +192,11 @@ impl EtcdMember {
                     // After the first start the data directory holds the member.
                     let start = first.take().unwrap_or(Start::Restart);
                     let started = tokio::time::Instant::now();
-                    match run_once(&dir, &config, &files, &start).await {
+                    let ran = run_once(&dir, &config, &files, &start, stop.clone()).await;
+                    if *stop.borrow() {
+                        return;
+                    }
+                    match ran {
                         Ok(status) => {
                             tracing::warn!(%status, member = %config.name, log = %dir.join("etcd.log").display(), "the etcd member exited; restarting it")
                         }
@@ -193,7 +212,11 @@ impl EtcdMember {
                 }
             })
         };
-        let member = EtcdMember { supervisor, config };
+        let member = EtcdMember {
+            supervisor,
+            stopping,
+            config,
+        };
         member.wait_ready(pki).await?;
         Ok(member)
     }
@@ -232,6 +255,7 @@ async fn run_once(
     config: &MemberConfig,
     files: &Files,
     start: &Start,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<std::process::ExitStatus> {
     let log_path = dir.join("etcd.log");
     let log = std::fs::OpenOptions::new()
@@ -308,7 +332,24 @@ async fn run_once(
         pid = child.id().unwrap_or(0),
         "etcd member started"
     );
-    Ok(child.wait().await?)
+    tokio::select! {
+        status = child.wait() => Ok(status?),
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+                Ok(status) => Ok(status?),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    Ok(child.wait().await?)
+                }
+            }
+        }
+    }
 }
 
 /// Removes the member called `name` from the cluster of the server whose data directory is
