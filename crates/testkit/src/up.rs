@@ -192,6 +192,141 @@ impl LocalCluster {
         s
     }
 
+    /// The processes `tug up` started (from `up.json`): name, network namespace, arguments
+    /// and log file.
+    fn processes(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read(self.dir.path().join("up.json")).unwrap_or_default();
+        let state: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+        state["processes"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn process(&self, name: &str) -> serde_json::Value {
+        self.processes()
+            .into_iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("tug up started no process {name:?}"))
+    }
+
+    /// The data directory of process `name` (`server-2`, `node-1`).
+    pub fn data_dir_of(&self, name: &str) -> PathBuf {
+        let p = self.process(name);
+        let args: Vec<&str> = p["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        args.windows(2)
+            .find(|w| w[0] == "--data-dir")
+            .map(|w| PathBuf::from(w[1]))
+            .unwrap_or_else(|| panic!("{name} has no --data-dir"))
+    }
+
+    /// The PIDs of processes whose program is `program` and whose command line holds
+    /// `marker`.
+    pub fn pids_of(program: &str, marker: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.first().is_some_and(|a| a.ends_with(program))
+                && args.iter().any(|a| a.contains(marker))
+            {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// The PID of tug process `name` (its role and data directory on its command line).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let dir = self.data_dir_of(name).display().to_string();
+        Self::pids_of("tug", &dir).into_iter().find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.get(1)
+                .is_some_and(|a| *a == b"server".as_slice() || *a == b"agent".as_slice())
+                && args.windows(2).any(|w| w[0] == b"--data-dir" && w[1] == dir.as_bytes())
+        })
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) to process `name` and waits (up to 30 s) until it is
+    /// gone. Its containers keep running (they outlive agents by design).
+    pub fn stop_process(&self, name: &str, signal: &str) {
+        let Some(pid) = self.pid(name) else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(std::time::Instant::now() < deadline, "{name} did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Starts process `name` again as `tug up` started it (in its network namespace, its
+    /// output appended to its log).
+    pub fn start_process(&self, name: &str) {
+        let p = self.process(name);
+        let args: Vec<String> = p["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p["log"].as_str().unwrap_or("/dev/null"))
+            .expect("open the process log");
+        let mut cmd = match p["netns"].as_str() {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        use std::os::unix::process::CommandExt;
+        cmd.args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .env("NO_COLOR", "1")
+            .process_group(0)
+            .spawn()
+            .expect("restart a tug process");
+    }
+
+    /// The host end of server `j`'s link (an HA cluster of `tug up --servers`).
+    pub fn server_link(&self, j: u32) -> String {
+        format!("{}s{j}", self.name)
+    }
+
+    /// The admin kubeconfig of server `j` (1-based; server 1's is [`LocalCluster::kubeconfig`]).
+    pub fn server_kubeconfig(&self, j: u32) -> PathBuf {
+        if j == 1 {
+            self.kubeconfig.clone()
+        } else {
+            self.dir
+                .path()
+                .join(format!("server-{j}"))
+                .join("admin.kubeconfig")
+        }
+    }
+
     /// Runs `tug down`; returns its output.
     pub fn down(&mut self) -> Output {
         self.down = true;

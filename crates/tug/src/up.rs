@@ -21,6 +21,15 @@ pub const DEFAULT_DIR: &str = "/var/lib/tugboat-up";
 /// `tug up`'s flags.
 #[derive(clap::Args)]
 pub struct UpArgs {
+    /// How many servers to run: one runs in the host's network namespace on the embedded
+    /// store; more make an HA cluster, each server (with its etcd member) in a network
+    /// namespace of its own on the nodes' link, the first with --cluster-init and the others
+    /// joining it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=7))]
+    servers: u8,
+    /// An extra argument for every server (repeat it): `--server-arg=--leader-elect-lease-duration=8s`.
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
     /// How many node agents to run, each in its own network namespace.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=200))]
     nodes: u8,
@@ -81,6 +90,38 @@ struct State {
     links: Vec<String>,
     pids: Vec<u32>,
     kubeconfig: Option<PathBuf>,
+    /// How many of `pids` (the first) are servers.
+    servers: usize,
+    /// What runs, and how to start it again (for tests that kill and restart a process).
+    processes: Vec<Process>,
+}
+
+/// A process `tug up` started.
+#[derive(Serialize, Deserialize, Default, Clone)]
+#[serde(default)]
+struct Process {
+    /// `server-J` (`server` when alone) or `node-I`.
+    name: String,
+    /// The network namespace it runs in (none: the host's).
+    netns: Option<String>,
+    /// Its arguments after `tug`.
+    args: Vec<String>,
+    /// Its log file.
+    log: PathBuf,
+}
+
+impl Process {
+    fn of(name: &str, netns: Option<&str>, cmd: &Command, log: &Path) -> Process {
+        Process {
+            name: name.to_string(),
+            netns: netns.map(str::to_string),
+            args: cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            log: log.to_path_buf(),
+        }
+    }
 }
 
 impl State {
@@ -117,11 +158,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let node_cidr: Cidr = args.node_cidr.parse().context("--node-cidr")?;
     let cluster_cidr: Cidr = args.cluster_cidr.parse().context("--cluster-cidr")?;
     let service_cidr: Cidr = SERVICE_CIDR.parse()?;
-    if u32::from(args.nodes) + 2 >= 1 << (32 - node_cidr.prefix) {
+    if u32::from(args.nodes) + u32::from(args.servers) + 2 >= 1 << (32 - node_cidr.prefix) {
         bail!(
-            "--node-cidr {} has no room for {} nodes",
+            "--node-cidr {} has no room for {} nodes and {} servers",
             args.node_cidr,
-            args.nodes
+            args.nodes,
+            args.servers
         );
     }
     if State::path(&args.dir).exists() {
@@ -152,7 +194,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         return Err(e);
     }
     let kubeconfig = state.kubeconfig.clone().unwrap_or_default();
-    println!("A {}-node cluster is up.", args.nodes);
+    if args.servers > 1 {
+        println!(
+            "A {}-node cluster with {} servers is up.",
+            args.nodes, args.servers
+        );
+    } else {
+        println!("A {}-node cluster is up.", args.nodes);
+    }
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get nodes -o wide");
     println!(
@@ -211,32 +260,42 @@ async fn start(
     eprintln!("bridge {bridge} up at {host_ip}/{}", node_cidr.prefix);
 
     let server_dir = dir.join("server");
-    let _ = std::fs::remove_file(server_dir.join("admin.kubeconfig"));
-    let mut server = Command::new(&exe);
-    server
-        .arg("server")
-        .arg("--disable-agent")
-        .arg("--data-dir")
-        .arg(&server_dir)
-        .args(["--listen", &format!("{host_ip}:{}", args.port)])
-        .args(["--cluster-cidr", &args.cluster_cidr])
-        .args([
-            "--node-monitor-grace-period",
-            &args.node_monitor_grace_period.to_string(),
-        ]);
-    let pid = spawn_logged(server, &dir.join("server.log"))?;
-    state.pids.push(pid);
-    state.save(dir)?;
+    let url = if args.servers > 1 {
+        start_servers(args, dir, &exe, &bridge, node_cidr, state).await?
+    } else {
+        let _ = std::fs::remove_file(server_dir.join("admin.kubeconfig"));
+        let mut server = Command::new(&exe);
+        server
+            .arg("server")
+            .arg("--disable-agent")
+            .arg("--data-dir")
+            .arg(&server_dir)
+            .args(["--listen", &format!("{host_ip}:{}", args.port)])
+            .args(["--cluster-cidr", &args.cluster_cidr])
+            .args([
+                "--node-monitor-grace-period",
+                &args.node_monitor_grace_period.to_string(),
+            ])
+            .args(&args.server_arg);
+        state
+            .processes
+            .push(Process::of("server", None, &server, &dir.join("server.log")));
+        let pid = spawn_logged(server, &dir.join("server.log"))?;
+        state.pids.push(pid);
+        state.servers = 1;
+        state.save(dir)?;
+        let kubeconfig = server_dir.join("admin.kubeconfig");
+        wait_for(
+            "the API server",
+            Duration::from_secs(30),
+            &dir.join("server.log"),
+            || kubeconfig.exists(),
+        )
+        .await?;
+        server_url(&kubeconfig)?
+    };
     let kubeconfig = server_dir.join("admin.kubeconfig");
-    wait_for(
-        "the API server",
-        Duration::from_secs(30),
-        &dir.join("server.log"),
-        || kubeconfig.exists(),
-    )
-    .await?;
     state.kubeconfig = Some(kubeconfig.clone());
-    let url = server_url(&kubeconfig)?;
     let token = std::fs::read_to_string(server_dir.join("node-token"))
         .context("reading the server's node token")?;
     eprintln!("API server ready at {url}");
@@ -298,7 +357,11 @@ async fn start(
                     .map_err(std::io::Error::from)
             });
         }
-        let pid = spawn_logged(agent, &dir.join(format!("{node}.log")))?;
+        let log = dir.join(format!("{node}.log"));
+        state
+            .processes
+            .push(Process::of(&node, Some(&netns), &agent, &log));
+        let pid = spawn_logged(agent, &log)?;
         state.pids.push(pid);
         state.save(dir)?;
         eprintln!("{node} starting in namespace {netns} at {ip}");
@@ -313,6 +376,88 @@ async fn start(
         bail!("{e:#}\n{}", diagnose(node_cidr, &url, state));
     }
     route_pods_via_nodes(&kubeconfig, &bridge, state.metric).await
+}
+
+/// Starts the servers of an HA cluster, each in a network namespace of its own on the nodes'
+/// link, after the nodes' addresses: server 1 (data in DIR/server) with --cluster-init, the
+/// others (DIR/server-J) joining it. Returns server 1's URL.
+async fn start_servers(
+    args: &UpArgs,
+    dir: &Path,
+    exe: &Path,
+    bridge: &str,
+    node_cidr: Cidr,
+    state: &mut State,
+) -> anyhow::Result<String> {
+    // Each server has its namespace to itself: the usual port will do.
+    let port = if args.port == 0 { 6443 } else { args.port };
+    let first_ip = nth(node_cidr, u32::from(args.nodes) + 2);
+    let first_url = format!("https://{first_ip}:{port}");
+    for j in 1..=u32::from(args.servers) {
+        let name = format!("server-{j}");
+        let netns = format!("{}-{name}", args.name);
+        let link = format!("{}s{j}", args.name);
+        let ip = nth(node_cidr, u32::from(args.nodes) + 1 + j);
+        localnet::create_netns(&netns).await?;
+        state.netns.push(netns.clone());
+        state.save(dir)?;
+        localnet::connect(bridge, &link, &netns, ip, node_cidr.prefix).await?;
+        state.links.push(link);
+        state.save(dir)?;
+        let (data, log) = if j == 1 {
+            (dir.join("server"), dir.join("server.log"))
+        } else {
+            (dir.join(&name), dir.join(format!("{name}.log")))
+        };
+        let _ = std::fs::remove_file(data.join("admin.kubeconfig"));
+        let mut server = Command::new(exe);
+        server
+            .arg("server")
+            .arg("--disable-agent")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &format!("{ip}:{port}")])
+            .args(["--advertise-address", &ip.to_string()])
+            .args(["--node-name", &name])
+            .args(["--cluster-cidr", &args.cluster_cidr])
+            .args([
+                "--node-monitor-grace-period",
+                &args.node_monitor_grace_period.to_string(),
+            ])
+            .args(&args.server_arg);
+        if j == 1 {
+            server.arg("--cluster-init");
+        } else {
+            let token = std::fs::read_to_string(dir.join("server").join("server-token"))
+                .context("reading the first server's server token")?;
+            server.args(["--join", &first_url, "--token", token.trim()]);
+        }
+        let ns = std::fs::File::open(localnet::netns_path(&netns))?;
+        // SAFETY: setns is async-signal-safe; the child joins its namespace before exec.
+        unsafe {
+            server.pre_exec(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        state
+            .processes
+            .push(Process::of(&name, Some(&netns), &server, &log));
+        let pid = spawn_logged(server, &log)?;
+        state.pids.push(pid);
+        state.servers += 1;
+        state.save(dir)?;
+        let kubeconfig = data.join("admin.kubeconfig");
+        wait_for(
+            &format!("server {j}"),
+            Duration::from_secs(90),
+            &log,
+            || kubeconfig.exists(),
+        )
+        .await?;
+        eprintln!("{name} ready in namespace {netns} at {ip}:{port}");
+    }
+    Ok(first_url)
 }
 
 /// Routes each node's pod range on the host to the node (over the cluster's bridge), so that
@@ -378,8 +523,12 @@ fn diagnose(node_cidr: Cidr, url: &str, state: &State) -> String {
         .parse::<std::net::SocketAddr>();
     let mut out = vec!["what the nodes see:".to_string()];
     for (i, netns) in state.netns.iter().enumerate() {
-        // The agents follow the server in `pids`.
-        let agent = state.pids.get(i + 1).copied().unwrap_or(0);
+        // `pids` and `netns` line up, except that a lone server has a pid but no namespace.
+        let agent = state
+            .pids
+            .get(i + usize::from(state.servers <= 1))
+            .copied()
+            .unwrap_or(0);
         let alive = agent != 0 && Path::new(&format!("/proc/{agent}")).exists();
         let reach = match &server {
             Ok(addr) => match localnet::probe_from(netns, *addr, Duration::from_secs(3)) {
@@ -390,7 +539,7 @@ fn diagnose(node_cidr: Cidr, url: &str, state: &State) -> String {
         };
         let neigh = command_line("ip", &["-n", netns, "neigh", "show"]);
         out.push(format!(
-            "  {netns}: agent {}; {reach}; neighbours: {neigh}",
+            "  {netns}: process {}; {reach}; neighbours: {neigh}",
             if alive { "running" } else { "exited" }
         ));
     }
