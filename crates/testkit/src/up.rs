@@ -252,7 +252,9 @@ impl LocalCluster {
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             args.get(1)
                 .is_some_and(|a| *a == b"server".as_slice() || *a == b"agent".as_slice())
-                && args.windows(2).any(|w| w[0] == b"--data-dir" && w[1] == dir.as_bytes())
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"--data-dir" && w[1] == dir.as_bytes())
         })
     }
 

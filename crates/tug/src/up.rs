@@ -277,9 +277,12 @@ async fn start(
                 &args.node_monitor_grace_period.to_string(),
             ])
             .args(&args.server_arg);
-        state
-            .processes
-            .push(Process::of("server", None, &server, &dir.join("server.log")));
+        state.processes.push(Process::of(
+            "server",
+            None,
+            &server,
+            &dir.join("server.log"),
+        ));
         let pid = spawn_logged(server, &dir.join("server.log"))?;
         state.pids.push(pid);
         state.servers = 1;
