@@ -307,9 +307,12 @@ impl LocalCluster {
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .env("NO_COLOR", "1")
-            .process_group(0)
-            .spawn()
-            .expect("restart a tug process");
+            .process_group(0);
+        let mut child = cmd.spawn().expect("restart a tug process");
+        // Reaped when it exits (killed by a test or by `tug down`).
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
     }
 
     /// The host end of server `j`'s link (an HA cluster of `tug up --servers`).
