@@ -378,7 +378,14 @@ async fn start(
     {
         bail!("{e:#}\n{}", diagnose(node_cidr, &url, state));
     }
-    route_pods_via_nodes(&kubeconfig, &bridge, state.metric).await
+    let servers_netns: Vec<String> = if args.servers > 1 {
+        (1..=args.servers)
+            .map(|j| format!("{}-server-{j}", args.name))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    route_pods_via_nodes(&kubeconfig, &bridge, state.metric, &servers_netns).await
 }
 
 /// Starts the servers of an HA cluster, each in a network namespace of its own on the nodes'
@@ -467,7 +474,12 @@ async fn start_servers(
 /// the API server reaches pods as a control-plane node's does: admission webhooks and
 /// aggregated APIs served from pods. The routes are more specific than the cluster range's
 /// blackhole and go only to the cluster's own namespaces; they go with the bridge.
-async fn route_pods_via_nodes(kubeconfig: &Path, bridge: &str, metric: u32) -> anyhow::Result<()> {
+async fn route_pods_via_nodes(
+    kubeconfig: &Path,
+    bridge: &str,
+    metric: u32,
+    servers_netns: &[String],
+) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::Node;
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(kubeconfig)?,
@@ -500,19 +512,32 @@ async fn route_pods_via_nodes(kubeconfig: &Path, bridge: &str, metric: u32) -> a
             continue;
         };
         let metric = metric.to_string();
-        let out = tokio::process::Command::new("ip")
-            .args([
-                "route", "replace", &cidr, "via", &ip, "dev", bridge, "metric", &metric,
-            ])
-            .output()
-            .await
-            .context("running ip route")?;
-        if !out.status.success() {
-            bail!(
-                "routing pod range {cidr} via {ip}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let on_host = [
+            "route", "replace", &cidr, "via", &ip, "dev", bridge, "metric", &metric,
+        ];
+        run_ip(&on_host).await?;
+        // The servers of an HA cluster, each in its namespace on the nodes' link, reach pods
+        // the same way (webhooks, aggregated APIs).
+        for netns in servers_netns {
+            run_ip(&["-n", netns, "route", "replace", &cidr, "via", &ip]).await?;
         }
+    }
+    Ok(())
+}
+
+/// Runs `ip ARGS`; fails with its message.
+async fn run_ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

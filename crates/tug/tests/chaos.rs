@@ -20,9 +20,10 @@ use tug_testkit::up::LocalCluster;
 const IMAGE: &str = "docker.io/library/busybox:test";
 
 /// Writers, each writing ConfigMaps one after another, moving to the next server when one
-/// fails; together about 200 writes a second.
-const WRITERS: usize = 4;
-const WRITE_PAUSE: Duration = Duration::from_millis(15);
+/// fails: as many writes as the cluster takes (aiming at ~200 a second; a debug build of
+/// three servers on two cores takes about 50).
+const WRITERS: usize = 16;
+const WRITE_PAUSE: Duration = Duration::from_millis(5);
 
 /// What the writers saw.
 #[derive(Default)]
@@ -149,7 +150,12 @@ async fn writer(i: usize, apis: Vec<Api<ConfigMap>>, w: Arc<Mutex<Writes>>, stop
 
 /// The client pod's record of Service requests: `UPTIME ok|fail` lines.
 fn service_gap(c: &LocalCluster, since: f64) -> (Duration, usize) {
-    let text = any_server(c, &["logs", "client"]);
+    // Only the lines since the fault began (the whole log grows by ~50 lines a second).
+    let window = format!(
+        "--since={}s",
+        (pod_clock(c) - since).max(0.0).ceil() as u64 + 5
+    );
+    let text = any_server(c, &["logs", "client", &window]);
     let mut longest = 0f64;
     let mut failing: Option<f64> = None;
     let mut answered = 0;
@@ -228,6 +234,15 @@ fn any_server(c: &LocalCluster, args: &[&str]) -> String {
         ));
     }
     panic!("no server answers {args:?}: {errors:#?}\n{}", c.logs());
+}
+
+/// Whether kubectl succeeds against any server.
+fn any_server_output(c: &LocalCluster, args: &[&str]) -> bool {
+    (1..=3).any(|j| {
+        tug_testkit::kubectl::kubectl_with_config(&c.server_kubeconfig(j), args, None)
+            .status
+            .success()
+    })
 }
 
 /// Waits until `check` holds, up to `limit`; returns how long it took.
@@ -384,6 +399,7 @@ spec:
     c.wait_running("client");
     let kubeconfigs: Vec<PathBuf> = (1..=3).map(|j| c.server_kubeconfig(j)).collect();
     let load = WriteLoad::start(kubeconfigs);
+    let loaded = Instant::now();
     let mut figures = Figures::default();
     std::thread::sleep(Duration::from_secs(3));
     let _ = load.take_gap();
@@ -406,7 +422,7 @@ spec:
         std::thread::sleep(Duration::from_secs(3));
         let writes = load.take_gap();
         let (service, answered) = service_gap(&c, t0);
-        assert!(answered > 0, "the Service answered nothing");
+        assert!(answered > 0, "the Service answered nothing since {t0}");
         figures.record(
             "kill -9 leader",
             writes,
@@ -466,7 +482,25 @@ spec:
             .args(["link", "set", &link, "down"])
             .status();
         let scheduled = time_to_schedule(&c, &format!("after-cut-{round}"));
-        std::thread::sleep(Duration::from_secs(8));
+        // Cut off, it acknowledges no write (asked from inside its own namespace).
+        let cut_off = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}-{lead}", c.name))
+            .arg(tug_testkit::server::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(c.server_kubeconfig(j))
+            .args([
+                "--request-timeout=5s",
+                "create",
+                "configmap",
+                &format!("cut-off-{round}"),
+            ])
+            .output()
+            .expect("kubectl in the cut-off server's namespace");
+        assert!(
+            !cut_off.status.success(),
+            "a server cut off acknowledged a write"
+        );
+        std::thread::sleep(Duration::from_secs(3));
         let _ = std::process::Command::new("ip")
             .args(["link", "set", &link, "up"])
             .status();
@@ -581,10 +615,15 @@ spec:
         .iter()
         .filter(|n| !stored.contains(*n))
         .collect();
+    for round in 0..rounds {
+        let out = any_server_output(&c, &["get", "configmap", &format!("cut-off-{round}")]);
+        assert!(!out, "the write refused while cut off is there");
+    }
     eprintln!(
-        "CHAOS writes acknowledged {}, lost {}",
+        "CHAOS writes acknowledged {}, lost {}, {:.0} writes/s",
         acknowledged.len(),
-        lost.len()
+        lost.len(),
+        acknowledged.len() as f64 / loaded.elapsed().as_secs_f64()
     );
     assert!(
         acknowledged.len() > 1000,

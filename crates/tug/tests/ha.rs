@@ -10,12 +10,17 @@ use tug_testkit::tug_bin;
 
 /// `tug server --join` with extra arguments, expected to fail; returns its stderr.
 fn failed_join(cluster: &HaCluster, url: &str, token: &str) -> String {
+    failed_join_as(cluster, url, token, "intruder")
+}
+
+/// [`failed_join`] under a node name of our choosing.
+fn failed_join_as(cluster: &HaCluster, url: &str, token: &str, name: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(tug_bin!())
         .args(["server", "--disable-agent", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--join", url, "--token", token, "--node-name", "intruder"])
+        .args(["--join", url, "--token", token, "--node-name", name])
         .args(["--etcd-client-port", &cluster.etcd_ports.0.to_string()])
         .args(["--etcd-peer-port", &cluster.etcd_ports.1.to_string()])
         .stdin(Stdio::null())
@@ -157,6 +162,11 @@ fn servers_join_share_credentials_and_survive_losing_one() {
     let e = failed_join(&cluster, &cluster.url(0), &other_ca);
     assert!(
         e.contains("holds a CA with hash") && e.contains("the token is for another cluster"),
+        "{e}"
+    );
+    let e = failed_join_as(&cluster, &cluster.url(0), &token, "s1");
+    assert!(
+        e.contains("409") && e.contains("a member named \"s1\" already exists"),
         "{e}"
     );
     let e = failed_join(&cluster, &cluster.url(0), "not-a-token");

@@ -148,6 +148,10 @@ async fn join(
             serde_json::to_string(&resp).unwrap_or_default(),
         )
             .into_response(),
+        // Another member under that name: retrying would not help.
+        Err(e) if e.downcast_ref::<NameTaken>().is_some() => {
+            status(StatusCode::CONFLICT, "AlreadyExists", &format!("{e:#}"))
+        }
         Err(e) => status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
@@ -156,6 +160,18 @@ async fn join(
     }
 }
 
+/// A member of that name exists at another peer URL.
+#[derive(Debug)]
+struct NameTaken(String);
+
+impl std::fmt::Display for NameTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NameTaken {}
+
 /// Adds the member (or finds it, when a join is retried) and gathers the shared files.
 async fn admit(s: &JoinService, req: &JoinRequest) -> anyhow::Result<JoinResponse> {
     let existing = s.etcd.members().await?;
@@ -163,13 +179,14 @@ async fn admit(s: &JoinService, req: &JoinRequest) -> anyhow::Result<JoinRespons
         .iter()
         .find(|m| m.name == req.name && !m.peer_urls.contains(&req.peer_url))
     {
-        bail!(
+        return Err(NameTaken(format!(
             "a member named {:?} already exists at {}: remove it first (`tug server remove {}`) \
              or pick another --node-name",
             req.name,
             m.peer_urls.join(","),
             req.name
-        );
+        ))
+        .into());
     }
     let added = !existing.iter().any(|m| m.peer_urls.contains(&req.peer_url));
     let members = if added {
