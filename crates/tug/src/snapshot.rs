@@ -57,6 +57,12 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
         } => {
             let ds = Datastore::parse(&datastore, &data_dir)?;
             let (revision, bytes) = match &ds {
+                // A server of an HA cluster: its etcd member takes the snapshot.
+                Datastore::Embedded(_) if crate::ha::etcd_member::exists(&data_dir) => {
+                    let etcd = crate::ha::etcd_member::connect(&data_dir).await?;
+                    let info = snapshot_socket::save(&etcd, &file).await?;
+                    (info.revision, info.bytes)
+                }
                 Datastore::Embedded(dir) => {
                     // A running server owns (and locks) the store: ask it first.
                     if let Some(saved) = snapshot_socket::request(dir, &file).await? {
@@ -79,10 +85,15 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
                     (info.revision, info.bytes)
                 }
             };
+            let format = if crate::ha::etcd_member::exists(&data_dir) {
+                "etcd"
+            } else {
+                ds.snapshot_format()
+            };
             crate::backups::write_record(
                 &file,
                 revision,
-                ds.snapshot_format(),
+                format,
                 &tug_kubelet::agent::default_node_name(),
             )?;
             println!(

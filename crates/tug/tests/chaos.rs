@@ -19,6 +19,9 @@ use tug_testkit::up::LocalCluster;
 
 const IMAGE: &str = "docker.io/library/busybox:test";
 
+/// The tests here run one at a time: their timings must not suffer from each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Writers, each writing ConfigMaps one after another, moving to the next server when one
 /// fails: as many writes as the cluster takes (aiming at ~200 a second; a debug build of
 /// three servers on two cores takes about 50).
@@ -318,6 +321,7 @@ impl Figures {
 
 #[test]
 fn an_ha_cluster_survives_servers_etcd_members_links_and_agents_failing_under_load() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().expect("tmp");
     let archive = tug_testkit::image::busybox_archive(tmp.path(), IMAGE);
     let c = LocalCluster::start_with(
@@ -664,4 +668,139 @@ spec:
             service.as_secs_f64()
         );
     }
+}
+
+/// The restore drill on `tug up --servers 3`: a snapshot saved beside a running server, a
+/// namespace full of objects deleted, every server stopped, the snapshot restored into the
+/// first (a cluster of one), the servers started again (the others rejoin from scratch):
+/// everything from the snapshot is back with the same UIDs, revisions moving forward.
+#[test]
+fn a_tug_up_ha_cluster_is_restored_from_one_snapshot() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = tug_bin!();
+    let c = LocalCluster::start_with(bin, 1, &[], &["--servers", "3"]);
+    c.ok(&["create", "namespace", "drill"]);
+    for i in 0..20 {
+        c.ok(&[
+            "create",
+            "configmap",
+            &format!("cm-{i}"),
+            "-n",
+            "drill",
+            "--from-literal=k=v",
+        ]);
+    }
+    let uids = |c: &LocalCluster| -> BTreeSet<String> {
+        any_server(
+            c,
+            &[
+                "get",
+                "configmaps",
+                "-n",
+                "drill",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.metadata.uid}{\"\\n\"}{end}",
+            ],
+        )
+        .lines()
+        .filter(|l| l.starts_with("cm-"))
+        .map(str::to_string)
+        .collect()
+    };
+    let before = uids(&c);
+    assert_eq!(before.len(), 20);
+    let server = c.data_dir_of("server-1");
+    let snapshot = c.dir.path().join("drill.snap");
+    let out = std::process::Command::new(bin)
+        .args(["snapshot", "save"])
+        .arg(&snapshot)
+        .arg("--data-dir")
+        .arg(&server)
+        .output()
+        .expect("tug snapshot save");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: i64 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "revision")
+        .nth(1)
+        .and_then(|r| r.parse().ok())
+        .expect("the saved revision");
+
+    c.ok(&["delete", "namespace", "drill", "--timeout=60s"]);
+    for j in 1..=3 {
+        c.stop_process(&format!("server-{j}"), "TERM");
+    }
+    let out = std::process::Command::new(bin)
+        .args(["snapshot", "restore"])
+        .arg(&snapshot)
+        .arg("--data-dir")
+        .arg(&server)
+        .output()
+        .expect("tug snapshot restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for j in 1..=3 {
+        c.start_process(&format!("server-{j}"));
+        server_ready(&c, j);
+    }
+    assert_eq!(uids(&c), before, "the same objects, with the same UIDs");
+    any_server(&c, &["create", "configmap", "after", "-n", "drill"]);
+    let after: i64 = any_server(
+        &c,
+        &[
+            "get",
+            "configmap",
+            "after",
+            "-n",
+            "drill",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ],
+    )
+    .trim()
+    .parse()
+    .expect("resourceVersion");
+    assert!(
+        after > saved,
+        "revisions move forward: {after} after {saved}"
+    );
+    within(
+        "three servers in the kubernetes Service",
+        Duration::from_secs(30),
+        || {
+            any_server(
+                &c,
+                &[
+                    "get",
+                    "endpointslice",
+                    "kubernetes",
+                    "-o",
+                    "jsonpath={.endpoints[*].addresses[0]}",
+                ],
+            )
+            .split_whitespace()
+            .count()
+                == 3
+        },
+    );
+    // The node's agent reaches them all again.
+    within("node-1 Ready", Duration::from_secs(60), || {
+        any_server(
+            &c,
+            &[
+                "get",
+                "node",
+                "node-1",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        ) == "True"
+    });
 }

@@ -352,19 +352,33 @@ async fn run_once(
     }
 }
 
-/// Removes the member called `name` from the cluster of the server whose data directory is
-/// `data_dir` (through that server's member).
-pub async fn remove(data_dir: &Path, name: &str) -> anyhow::Result<()> {
+/// A client of the member of the server whose data directory is `data_dir` (for the
+/// commands run beside a server: `tug server remove`, `tug snapshot save`).
+pub async fn connect(data_dir: &Path) -> anyhow::Result<EtcdStore> {
     let config = MemberConfig::load(data_dir)?;
-    let pki = Pki::load_or_create(data_dir, &[])?;
-    let etcd = EtcdStore::connect_with(&[config.client_url()], Some(&client_tls(&pki)?))
+    let read = |name: &str| {
+        let path = data_dir.join("pki").join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let tls = EtcdTls {
+        ca: read("ca.crt")?,
+        cert: read("etcd-client.crt")?,
+        key: read("etcd-client.key")?,
+    };
+    EtcdStore::connect_with(&[config.client_url()], Some(&tls))
         .await
         .with_context(|| {
             format!(
                 "reaching this server's etcd member at {}",
                 config.client_url()
             )
-        })?;
+        })
+}
+
+/// Removes the member called `name` from the cluster of the server whose data directory is
+/// `data_dir` (through that server's member).
+pub async fn remove(data_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let etcd = connect(data_dir).await?;
     let members = etcd.members().await?;
     let Some(member) = members.iter().find(|m| m.name == name) else {
         let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
