@@ -53,55 +53,6 @@ pub struct Aggregator {
     changed: tokio::sync::Notify,
 }
 
-/// A TLS verifier that accepts any server certificate (`insecureSkipTLSVerify`).
-#[derive(Debug)]
-struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn apiservices() -> anyhow::Result<&'static tug_api::Resource> {
     catalog::lookup("apiregistration.k8s.io", "v1", "apiservices")
         .ok_or_else(|| anyhow::anyhow!("apiservices missing from the catalog"))
@@ -183,7 +134,7 @@ impl Aggregator {
         let builder = if spec["insecureSkipTLSVerify"] == true {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+                .with_custom_certificate_verifier(Arc::new(crate::tls::SkipVerify(provider)))
         } else {
             let ca = base64::engine::general_purpose::STANDARD.decode(text(spec, "caBundle"))?;
             let mut roots = rustls::RootCertStore::empty();
