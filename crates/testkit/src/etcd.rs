@@ -24,6 +24,8 @@ pub struct EtcdProcess {
     pub endpoint: String,
     /// The data directory in use.
     pub data_dir: PathBuf,
+    /// Peer URL.
+    peer: String,
     child: Child,
     log_path: PathBuf,
     /// Holds the log file (and the data dir when [`EtcdProcess::start`] made it).
@@ -52,14 +54,21 @@ impl EtcdProcess {
         read_tail(&self.log_path, usize::MAX)
     }
 
+    /// Kills etcd (SIGKILL) and starts it again on the same data directory and ports, as
+    /// a crashed member comes back; returns once it answers.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.data_dir, &self.endpoint, &self.peer, &self.log_path);
+        self.wait_ready();
+    }
+
     fn launch(data_dir: &Path) -> EtcdProcess {
         if !Path::new(ETCD).exists() {
             panic!("{ETCD} not found: install it with `apt-get install etcd-server`");
         }
         let logs = TempDir::new().expect("create etcd log dir");
         let log_path = logs.path().join("etcd.log");
-        let log = File::create(&log_path).expect("create etcd log file");
-        let log2 = log.try_clone().expect("clone etcd log file handle");
         // Hold both listeners at once so the two ports differ, then free them for etcd.
         let (client_port, peer_port) = {
             let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -71,34 +80,11 @@ impl EtcdProcess {
         };
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let child = Command::new(ETCD)
-            .arg("--name")
-            .arg("default")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen-client-urls")
-            .arg(&client)
-            .arg("--advertise-client-urls")
-            .arg(&client)
-            .arg("--listen-peer-urls")
-            .arg(&peer)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer)
-            .arg("--initial-cluster")
-            .arg(format!("default={peer}"))
-            .arg("--logger")
-            .arg("zap")
-            .arg("--log-outputs")
-            .arg("stderr")
-            .env_remove("ETCD_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {ETCD}: {e}"));
+        let child = spawn(data_dir, &client, &peer, &log_path);
         let mut p = EtcdProcess {
             endpoint: client,
             data_dir: data_dir.to_path_buf(),
+            peer,
             child,
             log_path,
             _logs: logs,
@@ -154,6 +140,42 @@ impl Drop for EtcdProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts etcd serving clients at `client` and peers at `peer`, its output appended to
+/// `log_path`.
+fn spawn(data_dir: &Path, client: &str, peer: &str, log_path: &Path) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("open etcd log file");
+    let log2 = log.try_clone().expect("clone etcd log file handle");
+    Command::new(ETCD)
+        .arg("--name")
+        .arg("default")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen-client-urls")
+        .arg(client)
+        .arg("--advertise-client-urls")
+        .arg(client)
+        .arg("--listen-peer-urls")
+        .arg(peer)
+        .arg("--initial-advertise-peer-urls")
+        .arg(peer)
+        .arg("--initial-cluster")
+        .arg(format!("default={peer}"))
+        .arg("--logger")
+        .arg("zap")
+        .arg("--log-outputs")
+        .arg("stderr")
+        .env_remove("ETCD_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {ETCD}: {e}"))
 }
 
 /// The last `max` bytes of a file, lossily decoded.

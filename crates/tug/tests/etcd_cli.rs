@@ -255,3 +255,79 @@ fn killing_the_leader_hands_scheduling_to_the_other_server() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A watch outlives its etcd restarting: the server's watch cache resumes its store watch
+/// from the last revision it applied, so a watcher sees every change made once etcd is back
+/// (it used to go on receiving bookmarks and nothing else, forever).
+#[test]
+fn a_watch_goes_on_after_etcd_restarts() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+    use std::time::{Duration, Instant};
+
+    let mut etcd = EtcdProcess::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let datastore = format!("etcd://{}", etcd.endpoint.trim_start_matches("http://"));
+    let server = tug_testkit::server::TugServer::start_with(
+        tug_bin!(),
+        &work.path().join("data"),
+        &["--datastore", &datastore],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
+        let cms: Api<ConfigMap> =
+            Api::namespaced(kube::Client::try_from(config).expect("client"), "default");
+        let cm = |name: &str| -> ConfigMap {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                .expect("configmap")
+        };
+        let mut watch = cms
+            .watch(&WatchParams::default().timeout(290), "0")
+            .await
+            .expect("watch")
+            .boxed();
+        // Waits for the watch to tell of `name` being added.
+        async fn added(
+            watch: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>> + Unpin),
+            name: &str,
+        ) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match tokio::time::timeout_at(deadline, watch.next()).await {
+                    Ok(Some(Ok(WatchEvent::Added(o))))
+                        if o.metadata.name.as_deref() == Some(name) =>
+                    {
+                        return;
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("waiting for {name} to be added, the watch gave {other:?}"),
+                }
+            }
+        }
+        cms.create(&PostParams::default(), &cm("before"))
+            .await
+            .expect("create before");
+        added(&mut watch, "before").await;
+
+        tokio::task::block_in_place(|| etcd.restart());
+        // The server reconnects on its own; writes are accepted again within seconds.
+        let start = Instant::now();
+        while let Err(e) = cms.create(&PostParams::default(), &cm("after")).await {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "writes after etcd restarted: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        added(&mut watch, "after").await;
+    });
+}

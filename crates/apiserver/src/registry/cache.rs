@@ -53,7 +53,87 @@ pub(crate) struct WatchCache {
     tx: broadcast::Sender<Arc<Change>>,
     /// The revision the cache is at, for requests waiting to be consistent.
     revision: tokio::sync::watch::Sender<i64>,
-    progress: tug_store::ProgressHandle,
+    /// Asks the current store watch for a progress notification.
+    progress: Mutex<tug_store::ProgressHandle>,
+    /// Set when the cache gives up: its watches end.
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+/// How the cache watches the store from `revision` on.
+fn watch_options(revision: i64) -> tug_store::WatchOptions {
+    tug_store::WatchOptions {
+        start_revision: revision,
+        prev_kv: true,
+        progress_interval: Some(Duration::from_secs(1)),
+    }
+}
+
+/// Longest pause between attempts to watch the store again.
+const REWATCH_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Feeds a cache from its store watch for as long as the cache is in use. A store watch that
+/// breaks (its etcd member restarting, a leader change) is resumed from the revision after the
+/// last one applied, so nothing is missed and watchers never notice; only when that history is
+/// gone (compacted) does the cache end, and with it its watches.
+async fn feed(
+    cache: std::sync::Weak<WatchCache>,
+    store: Arc<dyn Store>,
+    r: Resource,
+    p: String,
+    mut stream: tug_store::WatchStream,
+) {
+    loop {
+        let lost = loop {
+            match stream.next().await {
+                Some(Ok(resp)) => match cache.upgrade() {
+                    Some(cache) => cache.apply(&r, resp),
+                    None => return,
+                },
+                Some(Err(e)) => break e,
+                None => break tug_store::Error::Internal("store watch ended".into()),
+            }
+        };
+        let Some(current) = cache.upgrade() else {
+            return;
+        };
+        let Ok(from) = current.state.read().map(|s| s.revision + 1) else {
+            return;
+        };
+        if matches!(lost, tug_store::Error::Compacted { .. }) {
+            tracing::warn!(prefix = %p, from, "watch cache history compacted away; its watches end");
+            current.end();
+            return;
+        }
+        drop(current);
+        tracing::warn!(prefix = %p, error = %lost, from, "watch cache lost its store watch; resuming");
+        let mut pause = Duration::from_millis(100);
+        stream = loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(REWATCH_MAX_PAUSE);
+            let result = store
+                .watch(KeyRange::prefix(p.clone()), watch_options(from))
+                .await;
+            let Some(current) = cache.upgrade() else {
+                return;
+            };
+            match result {
+                Ok(s) => {
+                    if let Ok(mut progress) = current.progress.lock() {
+                        *progress = s.progress_handle();
+                    }
+                    break s;
+                }
+                Err(tug_store::Error::Compacted { .. }) => {
+                    tracing::warn!(prefix = %p, from, "watch cache history compacted away; its watches end");
+                    current.end();
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(prefix = %p, error = %e, "watching the store again failed; retrying");
+                }
+            }
+        };
+    }
 }
 
 /// How long a consistent read waits for the cache to catch up before reading the store.
@@ -123,14 +203,10 @@ impl WatchCache {
                 Arc::from(go_text(&decode(r, kv, kv.mod_revision)?)),
             );
         }
-        let mut stream = store
+        let stream = store
             .watch(
                 KeyRange::prefix(p.to_string()),
-                tug_store::WatchOptions {
-                    start_revision: resp.revision + 1,
-                    prev_kv: true,
-                    progress_interval: Some(Duration::from_secs(1)),
-                },
+                watch_options(resp.revision + 1),
             )
             .await
             .map_err(store_error)?;
@@ -140,30 +216,26 @@ impl WatchCache {
             revision: tokio::sync::watch::Sender::new(state.revision),
             state: RwLock::new(state),
             tx,
-            progress: stream.progress_handle(),
+            progress: Mutex::new(stream.progress_handle()),
+            ended: tokio::sync::watch::Sender::new(false),
         });
-        let feeder = Arc::downgrade(&cache);
-        let resource = r.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                let Some(cache) = feeder.upgrade() else {
-                    return;
-                };
-                match msg {
-                    Ok(resp) => cache.apply(&resource, resp),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "watch cache lost its store watch; serving from the store");
-                        break;
-                    }
-                }
-            }
-            if let Some(cache) = feeder.upgrade()
-                && let Ok(mut s) = cache.state.write()
-            {
-                s.broken = true;
-            }
-        });
+        tokio::spawn(feed(
+            Arc::downgrade(&cache),
+            store,
+            r.clone(),
+            p.to_string(),
+            stream,
+        ));
         Ok(cache)
+    }
+
+    /// Marks the cache broken (requests go to the store, a new cache is started on next use)
+    /// and ends its watches: their clients resume from where they were, as from any ended watch.
+    fn end(&self) {
+        if let Ok(mut s) = self.state.write() {
+            s.broken = true;
+        }
+        self.ended.send_replace(true);
     }
 
     fn apply(&self, r: &Resource, resp: tug_store::WatchResponse) {
@@ -219,7 +291,9 @@ impl WatchCache {
         if *rx.borrow() >= target {
             return true;
         }
-        self.progress.request();
+        if let Ok(progress) = self.progress.lock() {
+            progress.request();
+        }
         tokio::time::timeout(FRESH_WAIT, rx.wait_for(|r| *r >= target))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -363,6 +437,10 @@ pub(crate) fn watch(
                          "annotations": {"k8s.io/initial-events-end": "true"}}}})));
     }
     let cache = cache.clone();
+    let mut ended = cache.ended.subscribe();
+    if *ended.borrow() {
+        return Ok(None);
+    }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         for e in backlog {
@@ -423,6 +501,8 @@ pub(crate) fn watch(
                 }
                 _ = until => return,
                 _ = tx.closed() => return,
+                // The only change is to ended.
+                _ = ended.changed() => return,
             }
         }
     });
