@@ -92,6 +92,8 @@ pub struct PodState {
     /// Per container name: when it may be restarted next, and the delay that led there.
     backoff: HashMap<String, (Instant, Duration)>,
     last_status: Option<Value>,
+    /// The pod's resourceVersion after the kubelet last wrote its status.
+    written: i64,
     start_time: Option<String>,
     probes: crate::probes::Probes,
     pulls: crate::images::PullBackoff,

@@ -287,7 +287,9 @@ pub(super) async fn report(
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{ "ip": ip }]);
     }
-    if state.last_status.as_ref() == Some(&status) {
+    if state.last_status.as_ref() == Some(&status)
+        && !changed_by_others(pod, &status, state.written)
+    {
         return Ok(());
     }
     // Transition times: keep the old one where the condition's status did not change.
@@ -312,15 +314,53 @@ pub(super) async fn report(
         pod.metadata.namespace.as_deref().unwrap_or("default"),
     );
     let t0 = Instant::now();
-    api.patch_status(
-        pod.metadata.name.as_deref().unwrap_or(""),
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"status": to_send})),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            pod.metadata.name.as_deref().unwrap_or(""),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": to_send})),
+        )
+        .await?;
     tracing::debug!(pod = %name_of(pod), phase, ready, took = ?t0.elapsed(), "status written");
     state.last_status = Some(status);
+    state.written = revision(&written);
     Ok(())
+}
+
+/// A pod's resourceVersion as a number (0 when it has none).
+fn revision(pod: &Pod) -> i64 {
+    pod.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether someone else changed what the kubelet reports since it last wrote it (the pod is
+/// newer than that write and its phase or a condition the kubelet owns says otherwise), as
+/// the node lifecycle controller does when it marks the pods of an unreachable node not
+/// Ready: the kubelet then writes its status again, as Kubernetes' status manager does.
+fn changed_by_others(pod: &Pod, status: &Value, written: i64) -> bool {
+    if revision(pod) <= written {
+        return false;
+    }
+    let Some(current) = pod.status.as_ref() else {
+        return true;
+    };
+    if current.phase.as_deref() != status["phase"].as_str() {
+        return true;
+    }
+    let conditions = current.conditions.as_deref().unwrap_or_default();
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|want| {
+            !conditions.iter().any(|c| {
+                Some(c.type_.as_str()) == want["type"].as_str()
+                    && Some(c.status.as_str()) == want["status"].as_str()
+            })
+        })
 }
 
 /// Guaranteed, Burstable or BestEffort, from requests and limits (the API server's rule).

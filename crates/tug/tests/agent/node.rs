@@ -208,3 +208,52 @@ fn a_deleted_node_lease_is_renewed_into_existence_and_the_node_stays_ready() {
         "True"
     );
 }
+
+/// A pod marked not Ready by someone else (the node lifecycle controller does it when a node
+/// stops reporting) is marked Ready again by its kubelet once it sees the change, as
+/// Kubernetes' status manager does: the kubelet's status wins for the conditions it owns.
+#[test]
+fn the_kubelet_puts_back_a_ready_condition_someone_else_changed() {
+    let (s, _dir) = cluster();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: steady}
+spec:
+  containers:
+  - {name: app, image: busybox:test, command: [sleep, "3600"]}
+"#,
+    );
+    let ready = || {
+        jsonpath(
+            &s,
+            &["pod", "steady"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )
+    };
+    wait_until("steady to be Ready", Duration::from_secs(60), || {
+        ready() == "True"
+    });
+    let patched = ok(
+        &s,
+        &[
+            "patch",
+            "pod",
+            "steady",
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"NodeNotReady"}]}}"#,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].reason}",
+        ],
+    );
+    assert_eq!(patched, "False NodeNotReady", "the patch took");
+    wait_until(
+        "the kubelet to mark steady Ready again",
+        Duration::from_secs(30),
+        || ready() == "True",
+    );
+}
