@@ -5,7 +5,7 @@
 //! evicted at once, and those that tolerate it for `tolerationSeconds` after that long.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -46,18 +46,46 @@ fn condition_status(n: &Node, kind: &str) -> Option<String> {
         .map(|c| c.status.clone())
 }
 
+/// When this controller last saw each node's Lease renewed: the renewTime it saw and when it
+/// saw it change. Staleness is judged by this controller's own clock, as Kubernetes' node
+/// lifecycle controller does (its probeTimestamp): a controller that has just taken over gives
+/// every node a whole grace period, and agents' clocks do not matter.
+type Observed = HashMap<String, (Option<jiff::Timestamp>, Instant)>;
+
+/// Whether a node's Lease, renewed at `renewed` by its kubelet's clock, has gone unrenewed
+/// for longer than `grace` as this controller has seen it.
+fn is_stale(
+    observed: &mut Observed,
+    node: &str,
+    renewed: Option<jiff::Timestamp>,
+    now: Instant,
+    grace: Duration,
+) -> bool {
+    let seen = observed.entry(node.to_string()).or_insert((renewed, now));
+    if seen.0 != renewed {
+        *seen = (renewed, now);
+    }
+    now.duration_since(seen.1) > grace
+}
+
 /// Runs the controller until the task is dropped.
 pub async fn run(client: kube::Client, shared: Shared, grace: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut observed = Observed::new();
     loop {
         tick.tick().await;
-        if let Err(e) = pass(&client, &shared, grace).await {
+        if let Err(e) = pass(&client, &shared, grace, &mut observed).await {
             tracing::debug!(error = %e, "node lifecycle pass failed");
         }
     }
 }
 
-async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result<(), kube::Error> {
+async fn pass(
+    client: &kube::Client,
+    shared: &Shared,
+    grace: Duration,
+    observed: &mut Observed,
+) -> Result<(), kube::Error> {
     let leases = Api::<Lease>::namespaced(client.clone(), "kube-node-lease")
         .list(&ListParams::default().match_any())
         .await?;
@@ -72,16 +100,18 @@ async fn pass(client: &kube::Client, shared: &Shared, grace: Duration) -> Result
             Some((l.metadata.name.as_deref()?, renewed))
         })
         .collect();
-    for node in shared.nodes.state() {
+    let nodes_now = shared.nodes.state();
+    observed.retain(|name, _| {
+        nodes_now
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+    });
+    for node in nodes_now {
         let Some(name) = node.metadata.name.clone() else {
             continue;
         };
-        let renewed = renewals
-            .get(name.as_str())
-            .copied()
-            .or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        let Some(renewed) = renewed else { continue };
-        let stale = now.as_second() - renewed.as_second() > grace.as_secs() as i64;
+        let renewed = renewals.get(name.as_str()).copied();
+        let stale = is_stale(observed, &name, renewed, Instant::now(), grace);
         let taints: Vec<Value> = node
             .spec
             .as_ref()
@@ -243,4 +273,54 @@ async fn evict(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_is_judged_by_when_renewals_were_seen_not_by_their_timestamps() {
+        let grace = Duration::from_secs(40);
+        let start = Instant::now();
+        let mut observed = Observed::new();
+        // Renewed an hour ago by the kubelet's clock (or this controller just took over):
+        // a whole grace period first.
+        let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+        assert!(!is_stale(&mut observed, "a", Some(old), start, grace));
+        assert!(!is_stale(
+            &mut observed,
+            "a",
+            Some(old),
+            start + grace,
+            grace
+        ));
+        assert!(is_stale(
+            &mut observed,
+            "a",
+            Some(old),
+            start + grace + Duration::from_secs(1),
+            grace
+        ));
+        // A renewal seen resets the clock, whatever time it carries.
+        let renewed = old + jiff::SignedDuration::from_secs(10);
+        let later = start + grace + Duration::from_secs(2);
+        assert!(!is_stale(&mut observed, "a", Some(renewed), later, grace));
+        assert!(!is_stale(
+            &mut observed,
+            "a",
+            Some(renewed),
+            later + Duration::from_secs(39),
+            grace
+        ));
+        // A node without a Lease goes stale a grace period after it was first seen.
+        assert!(!is_stale(&mut observed, "b", None, later, grace));
+        assert!(is_stale(
+            &mut observed,
+            "b",
+            None,
+            later + Duration::from_secs(41),
+            grace
+        ));
+    }
 }
