@@ -57,7 +57,13 @@ pub struct Balancer {
 impl Balancer {
     /// Listens on a free loopback port and forwards to `server` (until the list grows).
     pub async fn start(server: SocketAddr) -> std::io::Result<Balancer> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), server).await
+    }
+
+    /// Listens on `listen` (port 0: a free one) and forwards to `server` (until the list
+    /// grows).
+    pub async fn start_on(listen: SocketAddr, server: SocketAddr) -> std::io::Result<Balancer> {
+        let listener = TcpListener::bind(listen).await?;
         let balancer = Balancer {
             state: Arc::new(Mutex::new(State {
                 servers: vec![server],

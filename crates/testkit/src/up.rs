@@ -85,6 +85,11 @@ impl LocalCluster {
                 c.logs()
             );
         }
+        // An HA cluster's admin kubeconfig goes through `tug lb`, over every server.
+        let through = c.dir.path().join("admin.kubeconfig");
+        if through.exists() {
+            c.kubeconfig = through;
+        }
         c
     }
 
@@ -320,10 +325,10 @@ impl LocalCluster {
         format!("{}s{j}", self.name)
     }
 
-    /// The admin kubeconfig of server `j` (1-based; server 1's is [`LocalCluster::kubeconfig`]).
+    /// The admin kubeconfig of server `j` (1-based), naming that server alone.
     pub fn server_kubeconfig(&self, j: u32) -> PathBuf {
         if j == 1 {
-            self.kubeconfig.clone()
+            self.dir.path().join("server").join("admin.kubeconfig")
         } else {
             self.dir
                 .path()

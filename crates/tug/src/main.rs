@@ -16,6 +16,7 @@ mod debug;
 mod ha;
 mod image;
 mod kubeconfig;
+mod lb;
 mod node;
 mod server;
 mod snapshot;
@@ -47,6 +48,8 @@ enum Command {
     Up(up::UpArgs),
     /// Stop a cluster `tug up` started and remove what it made.
     Down(up::DownArgs),
+    /// Run a load balancer on this machine over every live API server, for kubectl.
+    Lb(lb::LbArgs),
     /// Back up or restore the cluster store.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -101,6 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(args) => agent::run(*args).await,
             Command::Up(args) => up::up(args).await,
             Command::Down(args) => up::down(args).await,
+            Command::Lb(args) => lb::run(args).await,
             Command::Snapshot(cmd) => snapshot::run(cmd).await,
             Command::Image(cmd) => image::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,

@@ -369,6 +369,13 @@ async fn start(
         state.save(dir)?;
         eprintln!("{node} starting in namespace {netns} at {ip}");
     }
+    // With several servers, kubectl goes through a balancer on the host's loopback that
+    // follows every live server.
+    let kubeconfig = if args.servers > 1 {
+        start_balancer(&exe, dir, &kubeconfig, state).await?
+    } else {
+        kubeconfig
+    };
     if let Err(e) = wait_ready(
         &kubeconfig,
         args.nodes.into(),
@@ -386,6 +393,40 @@ async fn start(
         Vec::new()
     };
     route_pods_via_nodes(&kubeconfig, &bridge, state.metric, &servers_netns).await
+}
+
+/// Starts `tug lb` on the host over the servers, writing DIR/admin.kubeconfig (through it);
+/// returns that kubeconfig's path.
+async fn start_balancer(
+    exe: &Path,
+    dir: &Path,
+    first: &Path,
+    state: &mut State,
+) -> anyhow::Result<PathBuf> {
+    let through = dir.join("admin.kubeconfig");
+    let _ = std::fs::remove_file(&through);
+    let log = dir.join("lb.log");
+    let mut lb = Command::new(exe);
+    lb.arg("lb")
+        .arg("--kubeconfig")
+        .arg(first)
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--write-kubeconfig")
+        .arg(&through);
+    state.processes.push(Process::of("lb", None, &lb, &log));
+    let pid = spawn_logged(lb, &log)?;
+    state.pids.push(pid);
+    state.kubeconfig = Some(through.clone());
+    state.save(dir)?;
+    wait_for(
+        "the API server load balancer",
+        Duration::from_secs(30),
+        &log,
+        || through.exists(),
+    )
+    .await?;
+    eprintln!("kubectl reaches every server through {}", through.display());
+    Ok(through)
 }
 
 /// Starts the servers of an HA cluster, each in a network namespace of its own on the nodes'

@@ -27,14 +27,18 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// three servers on two cores takes about 50).
 const WRITERS: usize = 16;
 const WRITE_PAUSE: Duration = Duration::from_millis(5);
+/// How long a writer waits for an answer before trying another server: a writer whose server
+/// is cut off learns it no sooner.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the writers saw.
 #[derive(Default)]
 struct Writes {
     acknowledged: Vec<String>,
-    /// When each writer began failing (None while writes succeed).
-    failing_since: Vec<Option<Instant>>,
-    /// The longest time any writer went without a successful write, since the last reset.
+    /// When each writer's last write was acknowledged.
+    last_ok: Vec<Option<Instant>>,
+    /// The longest time any writer went between two acknowledged writes (a request that
+    /// hangs until its timeout counts in full), since the last reset.
     longest_gap: Duration,
 }
 
@@ -48,7 +52,7 @@ struct WriteLoad {
 impl WriteLoad {
     fn start(kubeconfigs: Vec<PathBuf>) -> WriteLoad {
         let writes = Arc::new(Mutex::new(Writes {
-            failing_since: vec![None; WRITERS],
+            last_ok: vec![None; WRITERS],
             ..Default::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -67,8 +71,8 @@ impl WriteLoad {
                         .await
                         .expect("config");
                     config.connect_timeout = Some(Duration::from_secs(2));
-                    config.read_timeout = Some(Duration::from_secs(3));
-                    config.write_timeout = Some(Duration::from_secs(3));
+                    config.read_timeout = Some(REQUEST_TIMEOUT);
+                    config.write_timeout = Some(REQUEST_TIMEOUT);
                     let client = kube::Client::try_from(config).expect("client");
                     apis.push(Api::<ConfigMap>::namespaced(client, "load"));
                 }
@@ -95,7 +99,7 @@ impl WriteLoad {
         let mut w = self.writes.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let open = w
-            .failing_since
+            .last_ok
             .iter()
             .flatten()
             .map(|t| now - *t)
@@ -128,23 +132,20 @@ async fn writer(i: usize, apis: Vec<Api<ConfigMap>>, w: Arc<Mutex<Writes>>, stop
         let now = Instant::now();
         {
             let mut state = w.lock().unwrap_or_else(|e| e.into_inner());
-            match result {
-                Ok(_) => {
-                    state.acknowledged.push(name);
-                    n += 1;
-                    if let Some(since) = state.failing_since[i].take() {
-                        state.longest_gap = state.longest_gap.max(now - since);
-                    }
-                }
+            let acknowledged = match result {
+                Ok(_) => true,
                 // Created before an error reached us: acknowledged all the same.
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    state.acknowledged.push(name);
-                    n += 1;
+                Err(kube::Error::Api(e)) => e.code == 409,
+                Err(_) => false,
+            };
+            if acknowledged {
+                state.acknowledged.push(name);
+                n += 1;
+                if let Some(last) = state.last_ok[i].replace(now) {
+                    state.longest_gap = state.longest_gap.max(now - last);
                 }
-                Err(_) => {
-                    state.failing_since[i].get_or_insert(now);
-                    server = (server + 1) % apis.len();
-                }
+            } else {
+                server = (server + 1) % apis.len();
             }
         }
         tokio::time::sleep(WRITE_PAUSE).await;
@@ -183,6 +184,52 @@ fn service_gap(c: &LocalCluster, since: f64) -> (Duration, usize) {
         }
     }
     (Duration::from_secs_f64(longest), answered)
+}
+
+/// What each server says of the web Service's pods, slices and the controller leader: the
+/// story of a Service that does not answer.
+fn service_state(c: &LocalCluster) -> String {
+    let mut out = String::new();
+    for j in 1..=3 {
+        for args in [
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.metadata.resourceVersion} {.status.podIP} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+            ][..],
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.metadata.resourceVersion} {.endpoints}{\"\\n\"}{end}",
+            ][..],
+            &[
+                "get",
+                "lease",
+                "-n",
+                "kube-system",
+                "kube-controller-manager",
+                "-o",
+                "jsonpath={.spec.holderIdentity} {.spec.renewTime}",
+            ][..],
+        ] {
+            let mut all = vec!["--request-timeout=5s"];
+            all.extend_from_slice(args);
+            let o = tug_testkit::kubectl::kubectl_with_config(&c.server_kubeconfig(j), &all, None);
+            out.push_str(&format!(
+                "server-{j} {}: {}{}\n",
+                args[1],
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+    }
+    out
 }
 
 /// The client pod's clock (seconds since its node booted: /proc/uptime).
@@ -414,6 +461,12 @@ spec:
         let t0 = pod_clock(&c);
         let lead = leader(&c);
         c.stop_process(&lead, "KILL");
+        // kubectl with the admin kubeconfig (through `tug lb`) goes on working.
+        let through = within("kubectl through tug lb", Duration::from_secs(10), || {
+            c.kubectl(&["--request-timeout=3s", "get", "namespace", "load"], None)
+                .status
+                .success()
+        });
         any_server(
             &c,
             &["set", "env", "deploy/roll", &format!("ROUND={round}")],
@@ -426,16 +479,28 @@ spec:
         std::thread::sleep(Duration::from_secs(3));
         let writes = load.take_gap();
         let (service, answered) = service_gap(&c, t0);
-        assert!(answered > 0, "the Service answered nothing since {t0}");
+        assert!(
+            answered > 0,
+            "the Service answered nothing since {t0}\n{}",
+            service_state(&c)
+        );
         figures.record(
             "kill -9 leader",
             writes,
             service,
-            format!("scheduling after {:.1}s", scheduled.as_secs_f64()),
+            format!(
+                "scheduling after {:.1}s, kubectl through tug lb after {:.1}s",
+                scheduled.as_secs_f64(),
+                through.as_secs_f64()
+            ),
         );
         assert!(
             writes <= Duration::from_secs(5),
             "writes stopped for {writes:?}"
+        );
+        assert!(
+            through <= Duration::from_secs(5),
+            "kubectl through tug lb failed for {through:?}"
         );
         any_server(&c, &["rollout", "status", "deploy/roll", "--timeout=120s"]);
         c.start_process(&lead);
@@ -517,8 +582,36 @@ spec:
             service,
             format!("scheduling after {:.1}s", scheduled.as_secs_f64()),
         );
+        // No node runs a pod bound to another node (a stale view of the cut-off server must
+        // not make a pod run twice).
+        let bound = any_server(
+            &c,
+            &[
+                "get",
+                "pods",
+                "-A",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.uid} {.spec.nodeName}{\"\\n\"}{end}",
+            ],
+        );
+        let bound: std::collections::HashMap<&str, &str> =
+            bound.lines().filter_map(|l| l.split_once(' ')).collect();
+        for i in 1..=3 {
+            let node = format!("node-{i}");
+            let sandboxes = c.data_dir_of(&node).join("sandboxes");
+            for entry in std::fs::read_dir(&sandboxes)
+                .expect("the node's sandboxes")
+                .flatten()
+            {
+                let uid = entry.file_name().to_string_lossy().into_owned();
+                if let Some(other) = bound.get(uid.as_str()) {
+                    assert_eq!(*other, node, "{node} runs pod {uid}, bound to {other}");
+                }
+            }
+        }
+        // Writers whose server was cut off waited their timeout first.
         assert!(
-            writes <= Duration::from_secs(5),
+            writes <= REQUEST_TIMEOUT + Duration::from_secs(5),
             "writes stopped for {writes:?}"
         );
 
