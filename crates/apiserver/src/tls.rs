@@ -2,6 +2,7 @@
 //! cluster CA (user = CN, groups = O), and HTTP/1.1 or HTTP/2 per connection.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -224,66 +225,133 @@ fn identity_of(cert: &CertificateDer<'_>) -> Option<Identity> {
 
 /// Accepts TLS connections on `listener` and serves `app` on each, until the task is dropped.
 pub async fn serve(listener: TcpListener, server: TlsServer, app: Router) {
+    serve_until(
+        listener,
+        server,
+        app,
+        std::future::pending(),
+        Duration::ZERO,
+    )
+    .await;
+}
+
+/// Accepts TLS connections on `listener` and serves `app` on each until `stop` completes;
+/// then stops accepting, asks every connection to close once its requests are answered
+/// (HTTP/2 GOAWAY; HTTP/1 closes when idle) and returns when they all have, or after `drain`
+/// (long-running requests such as watches are cut then). A server going away this way
+/// answers what it took, and its clients move on at once instead of waiting for a timeout.
+pub async fn serve_until(
+    listener: TcpListener,
+    server: TlsServer,
+    app: Router,
+    stop: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
     let acceptor = TlsAcceptor::from(server.config.clone());
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(stop);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
         };
+        while connections.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let clients = server.clients.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let identity = tls.get_ref().1.peer_certificates().and_then(|chain| {
-                let (first, rest) = chain.split_first()?;
-                if let Some(v) = &clients
-                    && let Err(e) = v.verify_client_cert(first, rest, UnixTime::now())
-                {
-                    tracing::debug!(%peer, error = %e, "a client certificate was refused");
-                    return Some(Err(ClientCertRejected));
-                }
-                identity_of(first).map(Ok)
-            });
-            let svc = app.map_request(move |req: http::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(PeerAddr(peer));
-                match &identity {
-                    Some(Ok(id)) => {
-                        req.extensions_mut().insert(id.clone());
-                    }
-                    Some(Err(rejected)) => {
-                        req.extensions_mut().insert(*rejected);
-                    }
-                    None => {}
-                }
-                req
-            });
-            let conn = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = conn
-                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc))
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        connections.spawn(connection(
+            tcp,
+            peer,
+            acceptor.clone(),
+            app.clone(),
+            server.clients.clone(),
+            closed.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let open = connections.len();
+    tracing::info!(
+        connections = open,
+        "no longer accepting; closing connections"
+    );
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            still_open = connections.len(),
+            "cutting the connections still open (watches)"
+        );
+    }
+}
+
+/// Serves one connection until it ends, closing it gracefully once `closing` turns true.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let identity = tls.get_ref().1.peer_certificates().and_then(|chain| {
+        let (first, rest) = chain.split_first()?;
+        if let Some(v) = &clients
+            && let Err(e) = v.verify_client_cert(first, rest, UnixTime::now())
+        {
+            tracing::debug!(%peer, error = %e, "a client certificate was refused");
+            return Some(Err(ClientCertRejected));
+        }
+        identity_of(first).map(Ok)
+    });
+    let svc = app.map_request(move |req: http::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(PeerAddr(peer));
+        match &identity {
+            Some(Ok(id)) => {
+                req.extensions_mut().insert(id.clone());
             }
-        });
+            Some(Err(rejected)) => {
+                req.extensions_mut().insert(*rejected);
+            }
+            None => {}
+        }
+        req
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        // Only ever changes to true (or its sender goes, which means the same).
+        _ = closing.changed() => None,
+    };
+    let result = match ended {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -16,9 +16,19 @@ pub mod webhook;
 
 /// The `tug` binary under test, as a `&Path`: for the tug package's integration tests, which
 /// Cargo tells where it built the binary (`CARGO_BIN_EXE_tug`, read where the macro is used).
+/// `TUG_BIN` names another build to run instead (a release build, for the benchmarks).
 #[macro_export]
 macro_rules! tug_bin {
     () => {
-        ::std::path::Path::new(env!("CARGO_BIN_EXE_tug"))
+        $crate::tug_bin_or_override(env!("CARGO_BIN_EXE_tug"))
     };
+}
+
+/// `TUG_BIN` when set, else `built`: see [`tug_bin!`].
+pub fn tug_bin_or_override(built: &'static str) -> &'static std::path::Path {
+    static OVERRIDE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    match OVERRIDE.get_or_init(|| std::env::var_os("TUG_BIN").map(std::path::PathBuf::from)) {
+        Some(path) => path.as_path(),
+        None => std::path::Path::new(built),
+    }
 }

@@ -382,7 +382,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(join) => api.router().merge(join),
         None => api.router(),
     };
-    let serving = tokio::spawn(tug_apiserver::tls::serve(listener, tls, router));
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(tug_apiserver::tls::serve_until(
+        listener,
+        tls,
+        router,
+        async {
+            let _ = serving_stopped.await;
+        },
+        DRAIN,
+    ));
     let published = start_cluster_services(&args, &api, local).await;
     tracing::info!(
         datastore = %ds,
@@ -399,7 +408,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(me) = &published {
         tug_controllers::clusterdns::withdraw(api.in_process_client(), me).await;
     }
-    serving.abort();
+    // Requests taken are answered (the etcd member is still up) and clients told to go
+    // elsewhere, before the member goes.
+    let _ = stop_serving.send(());
+    let _ = serving.await;
     if let Some(member) = member {
         member.stop().await;
     }
@@ -460,6 +472,9 @@ async fn member_start(
     tracing::info!(server = %url, members = %answer.initial_cluster, "joined the cluster; starting this server's etcd member");
     Ok(Some(Start::Join(answer.initial_cluster)))
 }
+
+/// How long a stopping server waits for its connections to close (watches never do).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM.
 async fn stop_signal() -> anyhow::Result<()> {

@@ -23,10 +23,10 @@ const IMAGE: &str = "docker.io/library/busybox:test";
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Writers, each writing ConfigMaps one after another, moving to the next server when one
-/// fails: as many writes as the cluster takes (aiming at ~200 a second; a debug build of
-/// three servers on two cores takes about 50).
+/// fails: together about `WRITE_RATE` a second when the cluster takes that many (a debug
+/// build of three servers on two cores takes 50–80).
 const WRITERS: usize = 16;
-const WRITE_PAUSE: Duration = Duration::from_millis(5);
+const WRITE_RATE: u32 = 200;
 /// How long a writer waits for an answer before trying another server: a writer whose server
 /// is cut off learns it no sooner.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -121,7 +121,10 @@ impl WriteLoad {
 async fn writer(i: usize, apis: Vec<Api<ConfigMap>>, w: Arc<Mutex<Writes>>, stop: Arc<AtomicBool>) {
     let mut server = i % apis.len();
     let mut n = 0u64;
+    // Each writer's share of the rate: one write per period at most.
+    let period = Duration::from_secs(WRITERS as u64) / WRITE_RATE;
     while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
         let name = format!("w{i}-{n}");
         let cm: ConfigMap = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {"load": "yes"}},
@@ -148,7 +151,7 @@ async fn writer(i: usize, apis: Vec<Api<ConfigMap>>, w: Arc<Mutex<Writes>>, stop
                 server = (server + 1) % apis.len();
             }
         }
-        tokio::time::sleep(WRITE_PAUSE).await;
+        tokio::time::sleep(period.saturating_sub(started.elapsed())).await;
     }
 }
 
