@@ -88,6 +88,8 @@ pub const CRUD_ONE_BY_ONE: &[&str] = &[
 ];
 /// Verbs of a review resource that is only ever created.
 pub const CREATE_ONLY: &[&str] = &["create"];
+/// Verbs of a resource that is computed, never stored (metrics.k8s.io).
+pub const GET_LIST: &[&str] = &["get", "list"];
 
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
@@ -610,6 +612,31 @@ pub static BUILTIN: &[Resource] = &[
         NONE,
         NONE,
         CREATE_ONLY,
+        ""
+    ),
+    // metrics.k8s.io/v1beta1: resource usage from the kubelets, never stored
+    res!(
+        "metrics.k8s.io",
+        "v1beta1",
+        "NodeMetrics",
+        "nodes",
+        Cluster,
+        NONE,
+        NONE,
+        NONE,
+        GET_LIST,
+        ""
+    ),
+    res!(
+        "metrics.k8s.io",
+        "v1beta1",
+        "PodMetrics",
+        "pods",
+        Namespaced,
+        NONE,
+        NONE,
+        NONE,
+        GET_LIST,
         ""
     ),
     // admissionregistration.k8s.io/v1

@@ -226,6 +226,9 @@ impl Aggregator {
                     json!({"version": b.version, "resources": resources, "freshness": fresh})
                 })
                 .collect();
+            // An aggregated group replaces a built-in one of the same name (metrics-server's
+            // metrics.k8s.io over the server's own).
+            items_out.retain(|i| i["metadata"]["name"] != g.as_str());
             items_out.push(
                 json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
             );

@@ -34,6 +34,8 @@ fn priority(group: &str, version: &str) -> Option<(i64, i64)> {
         ("node.k8s.io", "v1") => (16300, 15),
         ("discovery.k8s.io", "v1") => (16200, 15),
         ("flowcontrol.apiserver.k8s.io", "v1") => (16100, 21),
+        // As metrics-server's APIService has it.
+        ("metrics.k8s.io", "v1beta1") => (100, 100),
         _ => return None,
     })
 }

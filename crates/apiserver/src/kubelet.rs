@@ -100,6 +100,24 @@ pub async fn node_proxy(
     forward(client, &uri).await
 }
 
+/// GETs `path` from a node's kubelet as text (the resource metrics scraper's request).
+pub(crate) async fn get_text(
+    registry: &Registry,
+    client: &KubeletClient,
+    node: &str,
+    path: &str,
+) -> Result<String, ApiError> {
+    let uri = format!("https://{}/{path}", kubelet_address(registry, node).await?);
+    let resp = send(client, http::Request::get(&uri), &uri).await?;
+    let ok = resp.status().is_success();
+    let text = body_text(resp).await;
+    if ok {
+        Ok(text)
+    } else {
+        Err(ApiError::internal(format!("{uri}: {}", text.trim())))
+    }
+}
+
 /// Sends a bodiless request to a kubelet; a kubelet out of reach is a 502.
 async fn send(
     client: &KubeletClient,

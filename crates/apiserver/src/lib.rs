@@ -26,6 +26,7 @@ mod swap;
 pub mod tls;
 pub mod tokens;
 mod upstream;
+mod usage;
 
 use std::sync::Arc;
 
@@ -53,6 +54,8 @@ pub struct ApiServer {
     aggregator: Arc<aggregator::Aggregator>,
     /// The cluster CA, published for aggregated API servers.
     client_ca: std::sync::OnceLock<String>,
+    /// The nodes' and containers' resource usage (metrics.k8s.io).
+    usage: Arc<usage::ResourceMetrics>,
 }
 
 impl ApiServer {
@@ -82,6 +85,7 @@ impl ApiServer {
             aggregator: Arc::default(),
             client_ca: std::sync::OnceLock::new(),
             authenticators: std::sync::OnceLock::new(),
+            usage: Arc::default(),
         })
     }
 
@@ -200,6 +204,26 @@ impl ApiServer {
                 previous = Some(current);
             }
         });
+    }
+
+    /// Scrapes every node's kubelet for resource usage each `resolution`, for the
+    /// metrics.k8s.io API (`kubectl top`, autoscalers). Needs the kubelet client
+    /// ([`ApiServer::set_kubelet_tls`]); without one there is nothing to scrape. Zero turns it
+    /// off.
+    pub fn start_resource_metrics(self: &Arc<Self>, resolution: std::time::Duration) {
+        if resolution.is_zero() {
+            return;
+        }
+        let Some(kubelet) = self.kubelet.get().cloned() else {
+            tracing::warn!("no kubelet client: the resource metrics API stays empty");
+            return;
+        };
+        tokio::spawn(usage::scrape_loop(
+            self.registry.clone(),
+            kubelet,
+            self.usage.clone(),
+            resolution,
+        ));
     }
 
     /// A kube-rs client wired straight to the router, for the API server's own work in this

@@ -41,6 +41,8 @@ struct Sample {
     container: String,
     cpu_ns: u64,
     memory: u64,
+    /// When the container started (Unix seconds; 0 when unknown).
+    started: i64,
 }
 
 fn samples(rt: &dyn Runtime) -> Vec<Sample> {
@@ -54,6 +56,12 @@ fn samples(rt: &dyn Runtime) -> Vec<Sample> {
                 .or_insert_with(|| rt.sandbox_spec(&c.spec.sandbox))
                 .clone()?;
             let u = rt.usage(&c);
+            let started = match &c.state {
+                ContainerState::Running { started_at, .. } => started_at
+                    .parse::<jiff::Timestamp>()
+                    .map_or(0, |t| t.as_second()),
+                _ => 0,
+            };
             Some(Sample {
                 pod_uid: c.spec.sandbox.clone(),
                 namespace: sandbox.namespace,
@@ -61,6 +69,7 @@ fn samples(rt: &dyn Runtime) -> Vec<Sample> {
                 container: c.spec.name.clone(),
                 cpu_ns: u.cpu_ns,
                 memory: u.memory_working_set,
+                started,
             })
         })
         .collect()
@@ -179,6 +188,17 @@ pub fn resource_metrics(rt: &dyn Runtime) -> String {
             out,
             "container_memory_working_set_bytes{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ms}",
             s.container, s.namespace, s.pod, s.memory
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP container_start_time_seconds Start time of the container since unix epoch in seconds\n# TYPE container_start_time_seconds gauge"
+    );
+    for s in samples.iter().filter(|s| s.started > 0) {
+        let _ = writeln!(
+            out,
+            "container_start_time_seconds{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ms}",
+            s.container, s.namespace, s.pod, s.started
         );
     }
     let mut per_pod: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();

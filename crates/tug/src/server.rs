@@ -54,6 +54,10 @@ pub struct ServerArgs {
     /// one interval get 410 Gone. 0 turns it off.
     #[arg(long, default_value_t = 300)]
     etcd_compaction_interval: u64,
+    /// How often every node's kubelet is scraped for the resource metrics API
+    /// (metrics.k8s.io, `kubectl top`), as metrics-server's flag; 0s turns scraping off.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    metric_resolution: std::time::Duration,
     /// Seconds a node may go without renewing its Lease before it is NotReady and its pods are
     /// evicted (after their tolerationSeconds).
     #[arg(long, default_value_t = 40)]
@@ -363,6 +367,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &pki.ca_cert,
         &kubelet_client,
     )?);
+    api.start_resource_metrics(args.metric_resolution);
     if !args.disable_agent {
         start_agent(&args, &pki, &api).await?;
     }

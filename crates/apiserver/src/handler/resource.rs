@@ -170,6 +170,19 @@ pub(super) async fn resource(
         let body = shape.answer(r, obj)?;
         Ok(json_response(code, &body, "application/json"))
     };
+    // Resource usage is computed, never stored.
+    if r.verbs == tug_api::catalog::GET_LIST {
+        if method != Method::GET || sub.is_some() || flag(&q, "watch") {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} only supports get and list",
+                r.plural
+            )));
+        }
+        let selector = q.get("labelSelector").cloned().unwrap_or_default();
+        let out =
+            crate::usage::answer(reg, &server.usage, r, ns, t.name.as_deref(), &selector).await?;
+        return respond(StatusCode::OK, out);
+    }
     // Reviews are answered, never stored.
     if r.verbs == tug_api::catalog::CREATE_ONLY {
         if method != Method::POST {

@@ -12,6 +12,7 @@ use tug_testkit::tug_bin;
 
 mod images;
 mod lifecycle;
+mod metrics;
 mod network;
 mod node;
 mod security;
