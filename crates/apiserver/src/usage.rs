@@ -411,8 +411,85 @@ pub(crate) async fn answer(
     }))
 }
 
+/// The pod annotations that set a hollow node's containers' simulated usage (each of its
+/// containers uses this much; without them a container uses its requests).
+pub const SIMULATED_CPU: &str = "tugboat.dev/simulated-cpu";
+/// See [`SIMULATED_CPU`].
+pub const SIMULATED_MEMORY: &str = "tugboat.dev/simulated-memory";
+
+/// What a hollow node's kubelet would say at `now_ms`, had it one: each Running pod's
+/// containers use the pod's simulated usage (or their requests) steadily since they started,
+/// the node the sum of its pods' plus a base of 100m and 256Mi.
+fn simulated_text(node: &Value, pods: &[Value], now_ms: i64) -> String {
+    let since = |o: &Value, pointer: &str| {
+        o.pointer(pointer)
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(now_ms, |t| t.as_millisecond())
+    };
+    let mut out = String::new();
+    let (mut node_cores, mut node_memory) = (0.1, 256.0 * 1024.0 * 1024.0);
+    for pod in pods {
+        if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
+            continue;
+        }
+        let annotation = |key: &str| {
+            pod.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1")))
+                .and_then(Value::as_str)
+                .and_then(tug_api::quantity::parse)
+        };
+        let started = if pod.pointer("/status/startTime").is_some() {
+            since(pod, "/status/startTime")
+        } else {
+            since(pod, "/metadata/creationTimestamp")
+        };
+        for c in pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let request = |r: &str| {
+                c.pointer(&format!("/resources/requests/{r}"))
+                    .and_then(Value::as_str)
+                    .and_then(tug_api::quantity::parse)
+            };
+            let cores = annotation(SIMULATED_CPU)
+                .or_else(|| request("cpu"))
+                .unwrap_or(0.001);
+            let memory = annotation(SIMULATED_MEMORY)
+                .or_else(|| request("memory"))
+                .unwrap_or(4.0 * 1024.0 * 1024.0);
+            node_cores += cores;
+            node_memory += memory;
+            let labels = format!(
+                "container=\"{}\",namespace=\"{}\",pod=\"{}\"",
+                c["name"].as_str().unwrap_or_default(),
+                meta::namespace(pod),
+                meta::name(pod)
+            );
+            let used = cores * (now_ms - started).max(0) as f64 / 1000.0;
+            out.push_str(&format!(
+                "container_cpu_usage_seconds_total{{{labels}}} {used} {now_ms}\n\
+                 container_memory_working_set_bytes{{{labels}}} {} {now_ms}\n\
+                 container_start_time_seconds{{{labels}}} {} {now_ms}\n",
+                memory as u64,
+                started / 1000
+            ));
+        }
+    }
+    let up = since(node, "/metadata/creationTimestamp");
+    out.push_str(&format!(
+        "node_cpu_usage_seconds_total {} {now_ms}\nnode_memory_working_set_bytes {} {now_ms}\n",
+        node_cores * (now_ms - up).max(1) as f64 / 1000.0,
+        node_memory as u64
+    ));
+    out
+}
+
 /// Scrapes every node's kubelet each `resolution` into `metrics`, until the task is dropped.
-/// Hollow nodes (label `node.kubernetes.io/instance-type=hollow`) have no kubelet to ask.
+/// Hollow nodes (label `node.kubernetes.io/instance-type=hollow`) have no kubelet to ask:
+/// their usage is simulated from their pods ([`SIMULATED_CPU`]).
 pub(crate) async fn scrape_loop(
     registry: Registry,
     kubelet: crate::kubelet::KubeletClient,
@@ -443,18 +520,23 @@ pub(crate) async fn scrape_loop(
                 continue;
             }
         };
-        let names: Vec<String> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| {
-                n.pointer("/metadata/labels/node.kubernetes.io~1instance-type")
-                    .and_then(Value::as_str)
-                    != Some("hollow")
-            })
+        let all: Vec<&Value> = list["items"].as_array().into_iter().flatten().collect();
+        let is_hollow = |n: &Value| {
+            n.pointer("/metadata/labels/node.kubernetes.io~1instance-type")
+                .and_then(Value::as_str)
+                == Some("hollow")
+        };
+        let every: Vec<String> = all.iter().map(|n| meta::name(n).to_string()).collect();
+        metrics.retain_nodes(&every);
+        let hollow: Vec<&Value> = all.iter().copied().filter(|n| is_hollow(n)).collect();
+        if !hollow.is_empty() {
+            simulate(&registry, &metrics, &hollow, resolution).await;
+        }
+        let names: Vec<String> = all
+            .iter()
+            .filter(|n| !is_hollow(n))
             .map(|n| meta::name(n).to_string())
             .collect();
-        metrics.retain_nodes(&names);
         let scrapes = names.iter().map(|node| {
             let (registry, kubelet) = (&registry, &kubelet);
             async move {
@@ -475,6 +557,51 @@ pub(crate) async fn scrape_loop(
                 Err(_) => tracing::debug!(node = %node, "resource metrics: scrape timed out"),
             }
         }
+    }
+}
+
+/// Records the simulated usage of hollow nodes from their pods.
+async fn simulate(
+    registry: &Registry,
+    metrics: &ResourceMetrics,
+    hollow: &[&Value],
+    resolution: Duration,
+) {
+    let Some(pods) = tug_api::catalog::lookup("", "v1", "pods") else {
+        return;
+    };
+    let list = match registry
+        .list(
+            pods,
+            None,
+            &ListOptions {
+                resource_version: "0".into(),
+                field_selector: "status.phase=Running".into(),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e.message, "resource metrics: listing pods failed");
+            return;
+        }
+    };
+    let mut by_node: HashMap<&str, Vec<Value>> = HashMap::new();
+    for pod in list["items"].as_array().into_iter().flatten() {
+        if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+            by_node.entry(node).or_default().push(pod.clone());
+        }
+    }
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    for node in hollow {
+        let pods = by_node.get(meta::name(node)).map_or(&[][..], Vec::as_slice);
+        metrics.record(
+            meta::name(node),
+            &simulated_text(node, pods, now_ms),
+            resolution,
+        );
     }
 }
 
@@ -551,6 +678,40 @@ mod tests {
         // A node gone from the cluster is forgotten.
         m.retain_nodes(&[]);
         assert_eq!(m.node("n1"), None);
+    }
+
+    #[test]
+    fn hollow_nodes_use_what_their_pods_say_or_request() {
+        let node = json!({"metadata": {"name": "h1", "creationTimestamp": "1970-01-01T00:16:00Z"}});
+        let pod = |name: &str, annotations: Value| {
+            json!({"metadata": {"name": name, "namespace": "ns", "annotations": annotations},
+                   "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "200m", "memory": "32Mi"}}}]},
+                   "status": {"phase": "Running", "startTime": "1970-01-01T00:16:30Z"}})
+        };
+        let pods = [
+            pod("asks", json!({})),
+            pod(
+                "says",
+                json!({SIMULATED_CPU: "750m", SIMULATED_MEMORY: "1Gi"}),
+            ),
+        ];
+        let m = ResourceMetrics::default();
+        // Two scrapes 15 s apart (pods started 30 s after the node, at 990 s).
+        m.record("h1", &simulated_text(&node, &pods, 1_000_000), RESOLUTION);
+        m.record("h1", &simulated_text(&node, &pods, 1_015_000), RESOLUTION);
+        let (_, asks) = m.pod("ns", "asks").expect("asks");
+        assert_eq!(
+            (asks[0].1.nanocores, asks[0].1.memory),
+            (200_000_000, 32 << 20)
+        );
+        let (_, says) = m.pod("ns", "says").expect("says");
+        assert_eq!(
+            (says[0].1.nanocores, says[0].1.memory),
+            (750_000_000, 1 << 30)
+        );
+        let n = m.node("h1").expect("node");
+        assert_eq!(n.nanocores, 1_050_000_000); // 100m base + 200m + 750m
+        assert_eq!(n.memory, (256 << 20) + (32 << 20) + (1 << 30));
     }
 
     #[test]
